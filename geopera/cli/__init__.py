@@ -1,0 +1,1 @@
+"""The ``geopera`` command line."""

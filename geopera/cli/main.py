@@ -1,0 +1,63 @@
+"""Entry point: ``geopera <command> ...``.
+
+Every user error (bad paths, bad ROI, unknown bands, existing outputs) ends with a one-line
+message on stderr and exit code 2, never a traceback.
+"""
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+import rasterio.errors
+
+from geopera import __version__
+from geopera.cli import archive, data
+from geopera.errors import GeoperaError
+
+USER_ERRORS = (
+    GeoperaError,
+    ValueError,
+    FileNotFoundError,
+    FileExistsError,
+    rasterio.errors.RasterioError,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser, with one sub-parser per command."""
+    parser = argparse.ArgumentParser(
+        prog="geopera",
+        description="PerA pretraining from geospatial raster archives, on TorchGeo.",
+    )
+    parser.add_argument("--version", action="version", version=f"geopera {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    data.register(commands)
+    archive.register(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI.
+
+    Args:
+        argv: Arguments (default: ``sys.argv[1:]``).
+
+    Returns:
+        The exit code.
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except USER_ERRORS as err:
+        message = " ".join(str(err).split()) or type(err).__name__
+        print(f"geopera {args.command}: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"geopera {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

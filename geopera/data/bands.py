@@ -1,0 +1,157 @@
+"""Band names and presets.
+
+Bands are named from, in this order: band-separate file names (``*_B2.TIF`` -> ``B2``), the
+raster's band descriptions, a known sensor layout for the band count, or ``1..N``.
+"""
+
+import re
+from collections.abc import Sequence
+
+from geopera.errors import BandSelectionError
+
+#: Band-suffix pattern for band-separate files: scene prefix, band token, optional tail.
+BAND_FILE_RE = re.compile(
+    r"^(?P<scene>.+?)[_\-.](?P<band>B\d{1,2}A?|VV|VH|HH|HV)(?P<tail>_[A-Za-z0-9]+)?$",
+    re.IGNORECASE,
+)
+
+#: Sensor families recognised from the leading token of a file name.
+SENSOR_PATTERNS: list[tuple[re.Pattern[str], str]] = [
+    (re.compile(r"^L[COTE]0?[89]", re.I), "landsat8"),
+    (re.compile(r"^L[ET]0?7", re.I), "landsat7"),
+    (re.compile(r"^L[TM]0?[45]", re.I), "landsat5"),
+    (re.compile(r"^S2[AB]?|^T\d{2}[A-Z]{3}", re.I), "sentinel2"),
+    (re.compile(r"^S1[AB]?", re.I), "sentinel1"),
+]
+
+#: Stacked-file band layouts by sensor family and band count (when files carry no descriptions).
+KNOWN_LAYOUTS: dict[tuple[str, int], list[str]] = {
+    ("sentinel2", 13): [
+        "B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12",
+    ],  # fmt: skip
+    ("sentinel2", 12): [
+        "B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12",
+    ],  # fmt: skip
+}
+
+#: RGB presets by sensor family (band names in R, G, B order).
+RGB_PRESETS: dict[str, list[str]] = {
+    "landsat8": ["B4", "B3", "B2"],
+    "landsat7": ["B3", "B2", "B1"],
+    "landsat5": ["B3", "B2", "B1"],
+    "sentinel2": ["B04", "B03", "B02"],
+}
+
+PRESETS = ("rgb",)
+
+
+def sensor_family(stem: str) -> str | None:
+    """Return the sensor family recognised from a file stem, or None.
+
+    Args:
+        stem: File name without extension.
+
+    Returns:
+        A family name such as ``"landsat8"`` or None when the name is not recognised.
+    """
+    for pattern, family in SENSOR_PATTERNS:
+        if pattern.match(stem):
+            return family
+    return None
+
+
+_STEM_BANDS_RE = re.compile(r"((?:B\d{1,2}A?){2,})", re.IGNORECASE)
+
+
+def default_band_names(
+    family: str | None, count: int, descriptions: Sequence[str | None], stem: str = ""
+) -> list[str]:
+    """Name the bands of a stacked raster.
+
+    Args:
+        family: Sensor family or None.
+        count: Number of bands.
+        descriptions: Band descriptions from the raster (may be None).
+        stem: File name without extension; a run such as ``B2B3B4`` names the bands.
+
+    Returns:
+        One name per band.
+    """
+    if descriptions and all(descriptions) and len(set(descriptions)) == count:
+        return [str(d) for d in descriptions]
+    run = _STEM_BANDS_RE.search(stem)
+    if run:
+        names = re.findall(r"B\d{1,2}A?", run.group(1), re.IGNORECASE)
+        if len(names) == count:
+            return names
+    if family is not None and (family, count) in KNOWN_LAYOUTS:
+        return list(KNOWN_LAYOUTS[(family, count)])
+    return [str(i + 1) for i in range(count)]
+
+
+def _natural_key(name: str) -> tuple[str, int]:
+    match = re.match(r"^([A-Za-z]*)(\d*)", name)
+    prefix, digits = (match.group(1), match.group(2)) if match else (name, "")
+    return (prefix.upper(), int(digits) if digits else -1)
+
+
+def sort_band_names(names: Sequence[str]) -> list[str]:
+    """Sort band names naturally (``B2 < B10``).
+
+    Args:
+        names: Band names.
+
+    Returns:
+        The names in natural order.
+    """
+    return sorted(names, key=_natural_key)
+
+
+def resolve_bands(
+    requested: Sequence[str] | str | None,
+    available: Sequence[str],
+    family: str | None,
+    source_name: str,
+) -> list[str]:
+    """Turn a band request into concrete band names of one source.
+
+    Args:
+        requested: ``None`` (all bands), a preset name (``"rgb"``), or band names / 1-based
+            indices as strings.
+        available: Band names of the source, in file order.
+        family: Sensor family of the source, for presets.
+        source_name: Source name, for error messages.
+
+    Returns:
+        Band names, in the requested order.
+
+    Raises:
+        BandSelectionError: If a band or preset is unknown for this source.
+    """
+    if requested is None:
+        return list(available)
+    if isinstance(requested, str):
+        requested = [requested]
+    if len(requested) == 1 and requested[0].lower() in PRESETS:
+        preset = requested[0].lower()
+        if family in RGB_PRESETS and set(RGB_PRESETS[family]) <= set(available):
+            return list(RGB_PRESETS[family])
+        if len(available) in (3, 4) and family is None:
+            return list(available[:3])
+        raise BandSelectionError(
+            f"preset {preset!r} is not defined for source {source_name!r} "
+            f"(bands {', '.join(available)}); name the bands explicitly, e.g. --bands "
+            f"{' '.join(available[:3])}"
+        )
+    out: list[str] = []
+    for band in requested:
+        if band in available:
+            out.append(band)
+        elif band.isdigit() and 1 <= int(band) <= len(available):
+            out.append(available[int(band) - 1])
+        else:
+            raise BandSelectionError(
+                f"band {band!r} not found in source {source_name!r}; its bands are "
+                f"{', '.join(available)} (names, or 1-based indices 1..{len(available)})"
+            )
+    return out

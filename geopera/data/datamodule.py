@@ -1,0 +1,198 @@
+"""The Lightning data module for pretraining: ROI patches from an archive, read in workers.
+
+Batches are dicts: ``image`` (B, C, H, W) float32 raw pixel values, ``source`` (B,) source index,
+``bounds`` (B, 4) patch bounds in the source CRS, ``rejected`` (B,) rejected reads per sample.
+No augmentation happens here: views and normalisation run on the device.
+"""
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader
+
+from geopera.data.archive import Archive, discover
+from geopera.data.roi import ROI, load_roi
+from geopera.data.sampling import (
+    MixedPatchSampler,
+    PatchDataset,
+    SourceSampling,
+    prepare_sources,
+    source_weights,
+)
+from geopera.data.stats import estimate_stats
+
+
+def collate_patches(samples: list[dict[str, Tensor]]) -> dict[str, Tensor]:
+    """Stack samples into a batch.
+
+    Args:
+        samples: Samples from :class:`~geopera.data.sampling.PatchDataset`.
+
+    Returns:
+        The batch (see module docstring).
+    """
+    return {key: torch.stack([s[key] for s in samples]) for key in samples[0]}
+
+
+class PretrainDataModule(L.LightningDataModule):
+    """ROI patches from a multi-source archive.
+
+    Args:
+        archive: Archive folders, files or GDAL virtual paths.
+        roi: ROI file, WKT or bbox (see :func:`~geopera.data.roi.load_roi`).
+        bands: Band names, 1-based indices or a preset (``"rgb"``); None for all bands.
+        sources: Source names to restrict to; None for all.
+        patch_size: Patch size in pixels.
+        batch_size: Patches per batch (per rank).
+        samples_per_epoch: Patches per epoch over all ranks.
+        num_workers: DataLoader workers.
+        seed: Sampling seed.
+        max_invalid: Largest accepted nodata/NaN fraction of a patch.
+        weights: Source mixing weights (default: area inside the ROI, in pixels).
+        stats_patches: Patches per source for the band statistics.
+        stats_cache: Cache folder for statistics.
+    """
+
+    def __init__(
+        self,
+        archive: Sequence[str | Path],
+        roi: str | Path,
+        bands: Sequence[str] | str | None = None,
+        sources: Sequence[str] | None = None,
+        patch_size: int = 224,
+        batch_size: int = 8,
+        samples_per_epoch: int = 1024,
+        num_workers: int = 2,
+        seed: int = 0,
+        max_invalid: float = 0.1,
+        weights: Sequence[float] | None = None,
+        stats_patches: int = 32,
+        stats_cache: str | Path | None = None,
+    ) -> None:
+        super().__init__()
+        if patch_size < 1 or batch_size < 1 or samples_per_epoch < 1 or num_workers < 0:
+            raise ValueError(
+                "patch_size, batch_size and samples_per_epoch must be >= 1 and num_workers >= 0; "
+                f"got {patch_size}, {batch_size}, {samples_per_epoch}, {num_workers}"
+            )
+        self.archive_paths = [str(p) for p in archive]
+        self.roi_spec = str(roi)
+        self.bands = bands
+        self.source_names = sources
+        self.patch_size = patch_size
+        self.batch_size = batch_size
+        self.samples_per_epoch = samples_per_epoch
+        self.num_workers = num_workers
+        self.seed = seed
+        self.max_invalid = max_invalid
+        self.weights = weights
+        self.stats_patches = stats_patches
+        self.stats_cache = Path(stats_cache) if stats_cache else None
+        self.archive: Archive | None = None
+        self.roi: ROI | None = None
+        self.sources: list[SourceSampling] = []
+        self.stats: dict[str, Any] = {}
+        self.sampler: MixedPatchSampler | None = None
+        self._resume_index = 0
+
+    def prepare(self) -> None:
+        """Discover the archive, read the ROI, choose sources and bands, estimate statistics.
+
+        Safe to call more than once; later calls do nothing.
+        """
+        if self.sources:
+            return
+        self.archive = discover(self.archive_paths)
+        self.roi = load_roi(self.roi_spec)
+        chosen = self.archive.select(self.bands, self.source_names)
+        self.sources = prepare_sources(chosen, self.roi, self.patch_size)
+        self.stats = estimate_stats(
+            self.sources,
+            self.patch_size,
+            patches=self.stats_patches,
+            seed=self.seed,
+            max_invalid=self.max_invalid,
+            cache_dir=self.stats_cache,
+        )
+
+    @property
+    def in_chans(self) -> int:
+        """Number of bands per patch."""
+        self.prepare()
+        return len(self.sources[0].reader.bands)
+
+    @property
+    def band_names(self) -> list[str]:
+        """Band names of the first source (all sources have the same count)."""
+        self.prepare()
+        return list(self.sources[0].reader.bands)
+
+    def normalisation(self) -> tuple[Tensor, Tensor]:
+        """Per-source, per-band mean and std for normalisation on the device.
+
+        Returns:
+            ``mean`` and ``std``, each (S, C).
+        """
+        self.prepare()
+        per = [self.stats["sources"][s.source.name] for s in self.sources]
+        mean = torch.tensor(np.array([p["mean"] for p in per]), dtype=torch.float32)
+        std = torch.tensor(np.array([p["std"] for p in per]), dtype=torch.float32)
+        return mean, std
+
+    def setup(self, stage: str | None = None) -> None:
+        """Build the rank-aware sampler (rank and world size from the attached trainer).
+
+        Args:
+            stage: Lightning stage (unused).
+        """
+        self.prepare()
+        rank, world = 0, 1
+        if self.trainer is not None:
+            rank, world = self.trainer.global_rank, self.trainer.world_size
+        self.sampler = MixedPatchSampler(
+            self.sources,
+            self.patch_size,
+            self.samples_per_epoch,
+            source_weights(self.sources, self.weights),
+            seed=self.seed,
+            rank=rank,
+            world_size=world,
+        )
+        self.sampler.start_index = self._resume_index
+
+    def train_dataloader(self) -> DataLoader[dict[str, Tensor]]:
+        """Batches of raw patches; reads happen in the workers."""
+        if self.sampler is None:
+            self.setup("fit")
+        assert self.sampler is not None  # for mypy: set by setup
+        dataset = PatchDataset(
+            self.sources, self.patch_size, seed=self.seed, max_invalid=self.max_invalid
+        )
+        return DataLoader(
+            dataset,  # type: ignore[arg-type]
+            batch_size=self.batch_size,
+            sampler=self.sampler,  # type: ignore[arg-type]
+            num_workers=self.num_workers,
+            collate_fn=collate_patches,
+            persistent_workers=False,
+            drop_last=True,
+        )
+
+    def describe(self) -> dict[str, Any]:
+        """The inventory of what is sampled: sources, bands, ROI, problems, statistics."""
+        self.prepare()
+        assert self.archive is not None and self.roi is not None  # set by prepare
+        return {
+            "roi": {"origin": self.roi.origin, "wkt_wgs84": self.roi.wkt_wgs84},
+            "sources": [
+                {**s.source.describe(), "selected_bands": s.reader.bands, "roi_area": s.area}
+                for s in self.sources
+            ],
+            "problems": [{"path": p.path, "reason": p.reason} for p in self.archive.problems],
+            "stats": self.stats,
+        }

@@ -1,0 +1,164 @@
+"""One torchgeo ``RasterDataset`` per source, and a fast windowed reader on top of it.
+
+Each :class:`~geopera.data.archive.Source` becomes a ``RasterDataset`` subclass built at run
+time (band-separate items use torchgeo's ``separate_files`` mechanism; a source with both
+layouts becomes a ``UnionDataset``). torchgeo's dataset is the index that the samplers use and
+the general read path (mosaics across file edges, warping).
+
+:class:`SourceReader` adds a fast path for the common case: a patch that lies inside one file,
+on that file's pixel grid, is read with one windowed ``rasterio`` read per file and no merge.
+Everything else falls back to torchgeo.
+"""
+
+import os
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import rasterio
+import torch
+from rasterio.windows import Window
+from torch import Tensor
+from torchgeo.datasets import GeoDataset, RasterDataset
+
+from geopera.data.archive import RasterItem, Source
+
+#: Tolerance, in pixels, for a window to count as aligned with a file's grid.
+_ALIGN_TOL = 1e-3
+
+
+def _raster_dataset_class(source: Source, separate: bool) -> type[RasterDataset]:
+    """Make a ``RasterDataset`` subclass for one layout of a source."""
+    bands = source.band_names
+    attrs: dict[str, Any] = {
+        "filename_glob": "*",
+        "all_bands": tuple(bands),
+        "is_image": True,
+        "separate_files": separate,
+    }
+    if separate:
+        alternation = "|".join(re.escape(b) for b in sorted(bands, key=len, reverse=True))
+        attrs["filename_regex"] = (
+            r"^(?P<scene>.+?)[_\-.](?P<band>" + alternation + r")(?P<tail>_[A-Za-z0-9]+)?\.\w+$"
+        )
+    safe = re.sub(r"\W", "_", source.name)
+    return type(f"Source_{safe}", (RasterDataset,), attrs)
+
+
+def build_torchgeo_dataset(source: Source, bands: Sequence[str]) -> GeoDataset:
+    """Build the torchgeo dataset of a source at its native CRS and resolution.
+
+    Args:
+        source: The source.
+        bands: Band names to read, in order.
+
+    Returns:
+        A ``RasterDataset`` (or a ``UnionDataset`` of two when the source mixes band-separate
+        and stacked files).
+    """
+    datasets: list[RasterDataset] = []
+    for separate in (True, False):
+        items = [it for it in source.items if it.separate == separate]
+        if not items:
+            continue
+        cls = _raster_dataset_class(source, separate)
+        datasets.append(
+            cls(
+                paths=[it.paths[0] for it in items],
+                crs=source.crs,
+                res=source.res,
+                bands=list(bands),
+            )
+        )
+    dataset: GeoDataset = datasets[0]
+    for other in datasets[1:]:
+        dataset = dataset | other
+    return dataset
+
+
+class SourceReader:
+    """Read patches of one source: a fast path inside single files, torchgeo elsewhere.
+
+    File handles are opened lazily in each process (DataLoader workers fork after the reader
+    is built) and kept open.
+
+    Args:
+        source: The source.
+        bands: Band names to read, in order.
+    """
+
+    def __init__(self, source: Source, bands: Sequence[str]) -> None:
+        self.source = source
+        self.bands = list(bands)
+        self.dataset = build_torchgeo_dataset(source, self.bands)
+        self.res = source.res
+        self.nodata = source.nodata
+        self._bounds = np.array([it.bounds for it in source.items], dtype=np.float64)
+        self._plans = [self._plan(it) for it in source.items]
+        self._handles: dict[str, Any] = {}
+        self._pid = os.getpid()
+        self.fast_reads = 0
+        self.fallback_reads = 0
+
+    def _plan(self, item: RasterItem) -> list[tuple[str, list[int]]]:
+        """(path, 1-based band indexes) reads that give ``self.bands`` in order."""
+        if item.separate:
+            return [(item.paths[item.band_names.index(b)], [1]) for b in self.bands]
+        return [(item.paths[0], [item.band_names.index(b) + 1 for b in self.bands])]
+
+    def _handle(self, path: str) -> Any:
+        if os.getpid() != self._pid:  # forked into a worker: never share GDAL handles
+            self._handles = {}
+            self._pid = os.getpid()
+        handle = self._handles.get(path)
+        if handle is None:
+            handle = rasterio.open(path)
+            self._handles[path] = handle
+        return handle
+
+    def _fast_item(self, xmin: float, ymin: float, xmax: float, ymax: float) -> int | None:
+        """Index of an item that contains the window on its pixel grid, or None."""
+        b = self._bounds
+        inside = np.nonzero(
+            (b[:, 0] <= xmin + 1e-9)
+            & (b[:, 1] <= ymin + 1e-9)
+            & (b[:, 2] >= xmax - 1e-9)
+            & (b[:, 3] >= ymax - 1e-9)
+        )[0]
+        rx, ry = self.res
+        for i in inside:
+            col = (xmin - b[i, 0]) / rx
+            row = (b[i, 3] - ymax) / ry
+            if abs(col - round(col)) < _ALIGN_TOL and abs(row - round(row)) < _ALIGN_TOL:
+                return int(i)
+        return None
+
+    def read(self, xmin: float, ymin: float, xmax: float, ymax: float) -> Tensor:
+        """Read one patch.
+
+        Args:
+            xmin: Left edge in the source CRS.
+            ymin: Bottom edge.
+            xmax: Right edge.
+            ymax: Top edge.
+
+        Returns:
+            Raw pixel values as float32, shape (C, H, W).
+        """
+        rx, ry = self.res
+        width = round((xmax - xmin) / rx)
+        height = round((ymax - ymin) / ry)
+        i = self._fast_item(xmin, ymin, xmax, ymax)
+        if i is not None:
+            b = self._bounds[i]
+            window = Window(round((xmin - b[0]) / rx), round((b[3] - ymax) / ry), width, height)
+            parts = [self._handle(p).read(idx, window=window) for p, idx in self._plans[i]]
+            # list of (c_i, H, W) -> (C, H, W)
+            array = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
+            self.fast_reads += 1
+            return torch.from_numpy(array.astype(np.float32, copy=False))
+        self.fallback_reads += 1
+        sample = self.dataset[slice(xmin, xmax, rx), slice(ymin, ymax, ry)]
+        image: Tensor = sample["image"]
+        return image[..., :height, :width].float()

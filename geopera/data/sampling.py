@@ -1,0 +1,354 @@
+"""Patch sampling inside an ROI across sources, with quality control.
+
+Locations come from torchgeo's own samplers (``RandomPatchSampler`` for training,
+``GriddedPatchSampler`` for evaluation), one per source, with ``roi=`` the ROI reprojected to the
+source's CRS. :class:`MixedPatchSampler` mixes the sources by weight (default: the source's area
+inside the ROI) into one stream that depends only on ``(seed, epoch)``; rank ``r`` of ``W`` takes
+every W-th element, so DDP ranks draw disjoint patches, and a resumed run can skip what it already
+consumed (``start_index``) and continue the same stream.
+
+:class:`PatchDataset` reads a location and applies quality control: a patch whose nodata/NaN
+fraction exceeds a threshold, or that is constant, is rejected and replaced by a deterministic
+fallback location of the same source; rejections are counted in the sample.
+"""
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import shapely
+import torch
+from numpy.random import SeedSequence, default_rng
+from shapely.geometry import MultiPolygon, Polygon
+from torch import Tensor
+from torch.utils.data import Dataset, Sampler
+from torchgeo.samplers import GriddedPatchSampler, RandomPatchSampler
+
+from geopera.data.archive import Source, bounds_to_wgs84
+from geopera.data.datasets import SourceReader
+from geopera.data.roi import ROI
+from geopera.errors import ROIError, SamplingError
+
+#: (source index, xmin, ymin, xmax, ymax, stream index)
+Location = tuple[int, float, float, float, float, int]
+
+
+@dataclass
+class SourceSampling:
+    """One source prepared for sampling inside an ROI.
+
+    Attributes:
+        source: The source.
+        reader: Its reader (torchgeo dataset + fast path).
+        roi: The ROI in the source's CRS, intersected with the source footprint.
+        area: Area of ``roi`` in squared CRS units.
+    """
+
+    source: Source
+    reader: SourceReader
+    roi: Polygon | MultiPolygon
+    area: float
+
+
+def _fmt_bounds(b: Sequence[float] | None) -> str:
+    if b is None:
+        return "(not representable in lon/lat)"
+    return f"lon {b[0]:.4f}..{b[2]:.4f}, lat {b[1]:.4f}..{b[3]:.4f}"
+
+
+def prepare_sources(
+    chosen: Sequence[tuple[Source, list[str]]], roi: ROI, patch_size: int
+) -> list[SourceSampling]:
+    """Reproject the ROI per source and keep the sources where a patch fits inside it.
+
+    Args:
+        chosen: ``(source, bands)`` pairs, as from :meth:`Archive.select`.
+        roi: The region of interest.
+        patch_size: Patch size in pixels.
+
+    Returns:
+        The sources that can be sampled, in the given order.
+
+    Raises:
+        ROIError: If the ROI intersects no source, or is smaller than one patch in every source
+            it intersects.
+    """
+    prepared: list[SourceSampling] = []
+    too_small: list[str] = []
+    for source, bands in chosen:
+        try:
+            local = roi.to_crs(source.crs)
+        except Exception:  # noqa: BLE001 - PROJ cannot always transform (e.g. full-disk CRSs)
+            continue
+        inside = local & source.footprint
+        if inside.is_empty or inside.area == 0:
+            continue
+        rx, ry = source.res
+        radius = math.hypot(patch_size * rx / 2, patch_size * ry / 2)
+        if shapely.buffer(inside, -radius).is_empty:
+            minx, miny, maxx, maxy = inside.bounds
+            too_small.append(
+                f"{source.name} (ROI part {maxx - minx:.0f} x {maxy - miny:.0f} CRS units, "
+                f"patch {patch_size * rx:.0f} x {patch_size * ry:.0f})"
+            )
+            continue
+        prepared.append(SourceSampling(source, SourceReader(source, bands), inside, inside.area))
+    if prepared:
+        return prepared
+    if too_small:
+        raise ROIError(
+            f"ROI {roi.origin} is smaller than one {patch_size}-px patch in every source it "
+            f"covers: {'; '.join(too_small)}. Enlarge the ROI or use a smaller patch size."
+        )
+    extents = "; ".join(f"{s.name}: {_fmt_bounds(s.bounds_wgs84)}" for s, _ in chosen)
+    raise ROIError(
+        f"ROI {roi.origin} ({_fmt_bounds(roi.bounds_wgs84)}) intersects no source of the "
+        f"archive. Source extents: {extents}"
+    )
+
+
+def source_weights(sources: Sequence[SourceSampling], weights: Sequence[float] | None) -> np.ndarray:
+    """Normalised mixing weights: given, or proportional to each source's ROI area in pixels.
+
+    Args:
+        sources: The prepared sources.
+        weights: Explicit weights (one per source) or None.
+
+    Returns:
+        Probabilities, shape (S,).
+
+    Raises:
+        ValueError: If the weights are malformed.
+    """
+    if weights is None:
+        # Area in pixels, so that a 0.5 m source is not drowned by a 30 m one of equal ground.
+        w = np.array([s.area / (s.source.res[0] * s.source.res[1]) for s in sources], float)
+    else:
+        if len(weights) != len(sources):
+            raise ValueError(
+                f"got {len(weights)} source weights for {len(sources)} sources "
+                f"({', '.join(s.source.name for s in sources)}); give one weight per source"
+            )
+        w = np.asarray(weights, dtype=float)
+        if (w < 0).any() or w.sum() <= 0:
+            raise ValueError(f"source weights must be >= 0 and not all 0, got {list(weights)}")
+    return w / w.sum()
+
+
+def _seed(*parts: int) -> int:
+    return int(SeedSequence(list(parts)).generate_state(1)[0])
+
+
+class MixedPatchSampler(Sampler[Location]):
+    """Random patch locations mixed across sources; deterministic and rank-sharded.
+
+    Args:
+        sources: Prepared sources.
+        patch_size: Patch size in pixels.
+        length: Patches per epoch over all ranks together.
+        weights: Source probabilities (see :func:`source_weights`).
+        seed: Base seed.
+        rank: This process's rank.
+        world_size: Number of processes.
+    """
+
+    def __init__(
+        self,
+        sources: Sequence[SourceSampling],
+        patch_size: int,
+        length: int,
+        weights: np.ndarray,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank must be in [0, {world_size}), got {rank}")
+        if length < world_size:
+            raise ValueError(f"length ({length}) must be at least world_size ({world_size})")
+        self.sources = list(sources)
+        self.patch_size = patch_size
+        self.length = length
+        self.weights = weights
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.epoch = 0
+        self.start_index = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch (Lightning calls this); resets ``start_index``.
+
+        Args:
+            epoch: Epoch number.
+        """
+        if epoch != self.epoch:
+            self.start_index = 0
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        per_rank = self.length // self.world_size
+        return max(per_rank - self.start_index, 0)
+
+    def global_stream(self) -> list[Location]:
+        """The epoch's whole stream, identical on every rank.
+
+        Returns:
+            ``length // world_size * world_size`` locations.
+        """
+        total = self.length // self.world_size * self.world_size
+        rng = default_rng(_seed(self.seed, self.epoch))
+        choice = rng.choice(len(self.sources), size=total, p=self.weights)
+        per_source: list[Iterator[tuple[slice, slice]]] = []
+        for i, s in enumerate(self.sources):
+            n = int((choice == i).sum())
+            sampler = RandomPatchSampler(
+                s.reader.dataset,
+                size=self.patch_size,
+                length=max(n, 1),
+                roi=s.roi,
+                generator=_seed(self.seed, self.epoch, i),
+            )
+            per_source.append(iter(sampler) if n > 0 else iter(()))
+        out: list[Location] = []
+        for k, src in enumerate(choice):
+            x, y = next(per_source[src])
+            out.append((int(src), float(x.start), float(y.start), float(x.stop), float(y.stop), k))
+        return out
+
+    def __iter__(self) -> Iterator[Location]:
+        stream = self.global_stream()[self.rank :: self.world_size]
+        yield from stream[self.start_index :]
+
+
+def gridded_locations(
+    sources: Sequence[SourceSampling], patch_size: int, stride: int | None = None
+) -> list[Location]:
+    """All grid locations inside the ROI, source by source (for evaluation and inference).
+
+    Args:
+        sources: Prepared sources.
+        patch_size: Patch size in pixels.
+        stride: Stride in pixels (default: ``patch_size``).
+
+    Returns:
+        Locations in a fixed order.
+    """
+    out: list[Location] = []
+    for i, s in enumerate(sources):
+        sampler = GriddedPatchSampler(
+            s.reader.dataset, size=patch_size, stride=stride or patch_size, roi=s.roi
+        )
+        for x, y in sampler:
+            out.append((i, float(x.start), float(y.start), float(x.stop), float(y.stop), len(out)))
+    return out
+
+
+def invalid_fraction(image: Tensor, nodata: float | None) -> float:
+    """Fraction of pixels that are nodata or NaN in any band.
+
+    Args:
+        image: Patch, shape (C, H, W).
+        nodata: The source's nodata value, or None.
+
+    Returns:
+        A fraction in [0, 1].
+    """
+    bad = torch.isnan(image).any(dim=0)  # (C, H, W) -> (H, W)
+    if nodata is not None and not math.isnan(nodata):
+        bad |= (image == nodata).all(dim=0)
+    return float(bad.float().mean())
+
+
+def is_constant(image: Tensor) -> bool:
+    """Whether every band of the patch holds a single value (ignoring NaN).
+
+    Args:
+        image: Patch, shape (C, H, W).
+
+    Returns:
+        True when the patch carries no spatial signal.
+    """
+    flat = image.reshape(image.shape[0], -1)  # (C, H, W) -> (C, H*W)
+    valid = ~torch.isnan(flat)
+    high = torch.where(valid, flat, -torch.inf).amax(dim=1)  # (C,)
+    low = torch.where(valid, flat, torch.inf).amin(dim=1)  # (C,)
+    return bool((high <= low).all())
+
+
+class PatchDataset(Dataset[dict[str, Tensor]]):
+    """Reads patches at sampler locations, with quality control and deterministic fallbacks.
+
+    Args:
+        sources: Prepared sources (same order as the sampler's).
+        patch_size: Patch size in pixels.
+        seed: Base seed for fallback locations.
+        max_invalid: Largest accepted nodata/NaN fraction.
+        max_attempts: Reads per sample before giving up.
+    """
+
+    def __init__(
+        self,
+        sources: Sequence[SourceSampling],
+        patch_size: int,
+        seed: int = 0,
+        max_invalid: float = 0.1,
+        max_attempts: int = 16,
+    ) -> None:
+        if not 0.0 <= max_invalid < 1.0:
+            raise ValueError(f"max_invalid must be in [0, 1), got {max_invalid}")
+        self.sources = list(sources)
+        self.patch_size = patch_size
+        self.seed = seed
+        self.max_invalid = max_invalid
+        self.max_attempts = max_attempts
+
+    def __len__(self) -> int:  # pragma: no cover - indexed by sampler locations only
+        raise TypeError("PatchDataset is indexed by sampler locations; it has no length")
+
+    def _fallback(self, src: int, stream_index: int, attempt: int) -> tuple[float, ...]:
+        s = self.sources[src]
+        sampler = RandomPatchSampler(
+            s.reader.dataset,
+            size=self.patch_size,
+            length=1,
+            roi=s.roi,
+            generator=_seed(self.seed, 7919, stream_index, attempt),
+        )
+        x, y = next(iter(sampler))
+        return (float(x.start), float(y.start), float(x.stop), float(y.stop))
+
+    def __getitem__(self, location: Location) -> dict[str, Tensor]:
+        """Read the patch at a location (or a fallback location after rejections).
+
+        Args:
+            location: ``(source index, xmin, ymin, xmax, ymax, stream index)``.
+
+        Returns:
+            ``image`` (C, H, W) float32 raw values, ``source`` (), ``bounds`` (4,) in the
+            source CRS, ``rejected`` () number of rejected reads before this one.
+
+        Raises:
+            SamplingError: If every attempt was rejected (the ROI is mostly nodata).
+        """
+        src, xmin, ymin, xmax, ymax, k = location
+        reader = self.sources[src].reader
+        box = (xmin, ymin, xmax, ymax)
+        for attempt in range(self.max_attempts):
+            image = reader.read(*box)
+            if invalid_fraction(image, reader.nodata) <= self.max_invalid and not is_constant(image):
+                return {
+                    "image": image,
+                    "source": torch.tensor(src),
+                    "bounds": torch.tensor(box, dtype=torch.float64),
+                    "rejected": torch.tensor(attempt),
+                }
+            box = self._fallback(src, k, attempt)
+        name = self.sources[src].source.name
+        raise SamplingError(
+            f"{self.max_attempts} patches in a row from source {name!r} were nodata/NaN above "
+            f"{self.max_invalid:.0%} or constant: the ROI is mostly nodata there "
+            f"({_fmt_bounds(bounds_to_wgs84(self.sources[src].source.crs, box))}). Move the ROI "
+            "onto valid data or raise the nodata threshold."
+        )

@@ -1,0 +1,25 @@
+"""Domain errors. Each message says what was wrong and what to do about it.
+
+The CLI turns any of these (and ``ValueError``/``FileNotFoundError``) into a one-line message and
+a non-zero exit code, without a traceback.
+"""
+
+
+class GeoperaError(Exception):
+    """Base class of geopera's user-facing errors."""
+
+
+class ArchiveError(GeoperaError):
+    """The raster archive has no usable source, or its sources cannot be combined as asked."""
+
+
+class BandSelectionError(GeoperaError):
+    """The requested bands do not exist, or sources disagree on bands and no choice was given."""
+
+
+class ROIError(GeoperaError):
+    """The region of interest is unreadable, empty, invalid, too small or outside the archive."""
+
+
+class SamplingError(GeoperaError):
+    """Patches cannot be drawn: the ROI is mostly nodata, or too few valid patches exist."""
