@@ -1,18 +1,21 @@
 # Two entry points for a fresh machine (see README): `make demo` and `make test`.
 VENV := .venv/bin
-ROI ?= datasets/sample/area.geojson
+SAMPLE := datasets/sample
+ROI ?= $(SAMPLE)/area.geojson
+CHIPS ?= runs/demo-chips
 
-.PHONY: env demo test lint docs sample
+.PHONY: env sample demo lint docs test
 
 env:
 	@bash scripts/setup-env.sh
 
 sample: env
-	$(VENV)/geopera data sample
+	$(VENV)/geopera data sample --out $(SAMPLE)
 
-demo: env
-	$(VENV)/geopera data sample
-	$(VENV)/geopera archive inspect datasets/sample --roi $(ROI)
+demo: sample
+	$(VENV)/geopera archive inspect $(SAMPLE) --roi $(ROI)
+	@if [ -e $(CHIPS) ]; then echo "$(CHIPS) exists: keeping it (pass CHIPS=new/dir for a new set)"; \
+	else $(VENV)/geopera archive sample $(SAMPLE) --roi $(ROI) --bands rgb --size 256 --count 32 --out $(CHIPS); fi
 
 lint: env
 	$(VENV)/ruff check .
@@ -20,7 +23,7 @@ lint: env
 	$(VENV)/mypy
 
 docs: env
-	$(VENV)/mkdocs build --strict --site-dir site
+	$(VENV)/mkdocs build --strict --quiet --site-dir site
 
-test: env lint docs
+test: sample lint docs
 	$(VENV)/python -m pytest -q $(PYTEST_ARGS)

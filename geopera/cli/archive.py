@@ -48,7 +48,7 @@ def register(commands: Any) -> None:
 def _overlap(source: Source, roi: ROI) -> dict[str, float]:
     try:
         local = roi.to_crs(source.crs)
-    except Exception:  # noqa: BLE001 - PROJ cannot transform every CRS pair
+    except Exception:
         return {"fraction_of_roi": 0.0, "pixels": 0.0}
     inside = local & source.footprint
     rx, ry = source.res
@@ -143,7 +143,7 @@ def _sample(args: argparse.Namespace) -> int:
     if not archive.sources:
         raise ArchiveError(f"no usable raster source under {' '.join(args.paths)}")
     roi = load_roi(args.roi)
-    chosen = archive.select(args.bands, args.sources)
+    chosen = archive.select(args.bands, args.sources, roi=roi)
     prepared = prepare_sources(chosen, roi, args.size)
     sampler = MixedPatchSampler(
         prepared, args.size, args.count, source_weights(prepared, None), seed=args.seed

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import rasterio
 import rasterio.errors
@@ -35,6 +35,9 @@ from geopera.data.bands import (
     sort_band_names,
 )
 from geopera.errors import ArchiveError, BandSelectionError
+
+if TYPE_CHECKING:
+    from geopera.data.roi import ROI
 
 #: File extensions treated as rasters (case-insensitive).
 RASTER_EXTENSIONS = frozenset({".tif", ".tiff", ".vrt", ".jp2"})
@@ -193,6 +196,21 @@ class Source:
         family = self.family if self.family in _FAMILIES else None
         return resolve_bands(requested, self.band_names, family, self.name)
 
+    def intersects(self, roi: "ROI") -> bool:
+        """Whether the ROI overlaps the source's footprint (with a non-zero area).
+
+        Args:
+            roi: The region of interest.
+
+        Returns:
+            False also when the ROI cannot be transformed into the source CRS.
+        """
+        try:
+            local = roi.to_crs(self.crs)
+        except Exception:
+            return False
+        return bool((local & self.footprint).area > 0)
+
     def describe(self) -> dict[str, Any]:
         """JSON-ready summary of the source."""
         b = self.bounds_wgs84
@@ -243,7 +261,10 @@ class Archive:
         )
 
     def select(
-        self, bands: Sequence[str] | str | None, sources: Sequence[str] | None = None
+        self,
+        bands: Sequence[str] | str | None,
+        sources: Sequence[str] | None = None,
+        roi: "ROI | None" = None,
     ) -> list[tuple[Source, list[str]]]:
         """Choose the sources and bands to train on.
 
@@ -254,6 +275,8 @@ class Archive:
         Args:
             bands: Band names, 1-based indices or a preset; None for all bands.
             sources: Source names to restrict to; None for all.
+            roi: When given, sources outside it take no part (unless none intersects it, which
+                is left for the sampler to report with both extents).
 
         Returns:
             ``(source, band_names)`` pairs.
@@ -262,6 +285,13 @@ class Archive:
             BandSelectionError: If no source satisfies the request, or sources disagree.
         """
         candidates = [self.source(n) for n in sources] if sources else list(self.sources)
+        if roi is not None:
+            candidates = [s for s in candidates if s.intersects(roi)]
+            if not candidates:
+                from geopera.data.roi import outside_error
+
+                pool = [self.source(n) for n in sources] if sources else self.sources
+                raise outside_error(roi, [(s.name, s.bounds_wgs84) for s in pool])
         listing = "; ".join(f"{s.name}: {', '.join(s.band_names)}" for s in candidates)
         if bands is None:
             counts = {len(s.band_names) for s in candidates}
@@ -273,16 +303,15 @@ class Archive:
                 )
             return [(s, list(s.band_names)) for s in candidates]
         chosen: list[tuple[Source, list[str]]] = []
-        errors: list[str] = []
         for src in candidates:
             try:
                 chosen.append((src, src.resolve_bands(bands)))
-            except BandSelectionError as err:
-                errors.append(str(err))
+            except BandSelectionError:
+                continue  # e.g. a DEM for "rgb": left out
         if not chosen:
+            shown = bands if isinstance(bands, str) else list(bands)
             raise BandSelectionError(
-                f"no source has the requested bands {list(bands) if not isinstance(bands, str) else bands!r}. "
-                f"Sources and bands: {listing}"
+                f"no source has the requested bands {shown!r}. Sources and bands: {listing}"
             )
         counts = {len(b) for _, b in chosen}
         if len(counts) > 1:
@@ -409,14 +438,14 @@ def _read_meta(path: str) -> _FileMeta | Problem:
                 transform=tuple(src.transform)[:6],
                 width=src.width,
                 height=src.height,
-                bounds=tuple(src.bounds),  # type: ignore[arg-type]
+                bounds=(src.bounds.left, src.bounds.bottom, src.bounds.right, src.bounds.top),
                 nodata=src.nodata,
                 descriptions=tuple(src.descriptions),
             )
     except rasterio.errors.RasterioIOError as err:
         msg = str(err).splitlines()[0] if str(err) else type(err).__name__
         return Problem(path, f"unreadable or corrupt raster ({msg}); skipped")
-    except Exception as err:  # noqa: BLE001 - any GDAL failure must not crash discovery
+    except Exception as err:
         return Problem(path, f"unreadable raster ({type(err).__name__}: {err}); skipped")
 
 
@@ -491,7 +520,9 @@ def _group_band_files(metas: list[_FileMeta]) -> tuple[list[RasterItem], list[_F
 
 def _dedup(items: list[RasterItem]) -> tuple[list[RasterItem], list[Problem]]:
     """Drop stacked files that repeat a band-separate scene (same scene id and grid)."""
-    separate = {(it.scene, it.bounds, it.res, len(it.band_names)): it for it in items if it.separate}
+    separate = {
+        (it.scene, it.bounds, it.res, len(it.band_names)): it for it in items if it.separate
+    }
     kept: list[RasterItem] = []
     problems: list[Problem] = []
     for it in items:

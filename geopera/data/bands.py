@@ -24,14 +24,26 @@ SENSOR_PATTERNS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"^S1[AB]?", re.I), "sentinel1"),
 ]
 
+_S2_BANDS = [
+    "B01",
+    "B02",
+    "B03",
+    "B04",
+    "B05",
+    "B06",
+    "B07",
+    "B08",
+    "B8A",
+    "B09",
+    "B10",
+    "B11",
+    "B12",
+]
+
 #: Stacked-file band layouts by sensor family and band count (when files carry no descriptions).
 KNOWN_LAYOUTS: dict[tuple[str, int], list[str]] = {
-    ("sentinel2", 13): [
-        "B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12",
-    ],  # fmt: skip
-    ("sentinel2", 12): [
-        "B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12",
-    ],  # fmt: skip
+    ("sentinel2", 13): _S2_BANDS,
+    ("sentinel2", 12): [b for b in _S2_BANDS if b != "B10"],  # L2A drops the cirrus band
 }
 
 #: RGB presets by sensor family (band names in R, G, B order).

@@ -109,7 +109,7 @@ class PretrainDataModule(L.LightningDataModule):
             return
         self.archive = discover(self.archive_paths)
         self.roi = load_roi(self.roi_spec)
-        chosen = self.archive.select(self.bands, self.source_names)
+        chosen = self.archive.select(self.bands, self.source_names, roi=self.roi)
         self.sources = prepare_sources(chosen, self.roi, self.patch_size)
         self.stats = estimate_stats(
             self.sources,
@@ -174,9 +174,9 @@ class PretrainDataModule(L.LightningDataModule):
             self.sources, self.patch_size, seed=self.seed, max_invalid=self.max_invalid
         )
         return DataLoader(
-            dataset,  # type: ignore[arg-type]
+            dataset,
             batch_size=self.batch_size,
-            sampler=self.sampler,  # type: ignore[arg-type]
+            sampler=self.sampler,
             num_workers=self.num_workers,
             collate_fn=collate_patches,
             persistent_workers=False,
@@ -186,7 +186,8 @@ class PretrainDataModule(L.LightningDataModule):
     def describe(self) -> dict[str, Any]:
         """The inventory of what is sampled: sources, bands, ROI, problems, statistics."""
         self.prepare()
-        assert self.archive is not None and self.roi is not None  # set by prepare
+        assert self.archive is not None
+        assert self.roi is not None
         return {
             "roi": {"origin": self.roi.origin, "wkt_wgs84": self.roi.wkt_wgs84},
             "sources": [

@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 import rasterio
-import torch
 from rasterio.windows import Window
 from torch import Tensor
 from torchgeo.datasets import GeoDataset, RasterDataset
@@ -134,7 +133,7 @@ class SourceReader:
                 return int(i)
         return None
 
-    def read(self, xmin: float, ymin: float, xmax: float, ymax: float) -> Tensor:
+    def read(self, xmin: float, ymin: float, xmax: float, ymax: float) -> np.ndarray:
         """Read one patch.
 
         Args:
@@ -144,7 +143,8 @@ class SourceReader:
             ymax: Top edge.
 
         Returns:
-            Raw pixel values as float32, shape (C, H, W).
+            Raw pixel values, shape (C, H, W): the file's dtype on the fast path, float32 from
+            torchgeo's mosaic otherwise.
         """
         rx, ry = self.res
         width = round((xmax - xmin) / rx)
@@ -157,8 +157,8 @@ class SourceReader:
             # list of (c_i, H, W) -> (C, H, W)
             array = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
             self.fast_reads += 1
-            return torch.from_numpy(array.astype(np.float32, copy=False))
+            return array
         self.fallback_reads += 1
         sample = self.dataset[slice(xmin, xmax, rx), slice(ymin, ymax, ry)]
         image: Tensor = sample["image"]
-        return image[..., :height, :width].float()
+        return image[..., :height, :width].float().numpy()

@@ -66,6 +66,37 @@ class ROI:
         return self.to_crs("EPSG:4326").wkt
 
 
+def format_lonlat(bounds: tuple[float, ...] | list[float] | None) -> str:
+    """Lon/lat bounds as readable text.
+
+    Args:
+        bounds: (west, south, east, north) or None.
+
+    Returns:
+        ``"lon W..E, lat S..N"``.
+    """
+    if bounds is None:
+        return "(not representable in lon/lat)"
+    return f"lon {bounds[0]:.4f}..{bounds[2]:.4f}, lat {bounds[1]:.4f}..{bounds[3]:.4f}"
+
+
+def outside_error(roi: "ROI", extents: list[tuple[str, tuple[float, ...] | None]]) -> ROIError:
+    """The error for an ROI that intersects no source, with both extents in lon/lat.
+
+    Args:
+        roi: The ROI.
+        extents: ``(source name, lon/lat bounds)`` pairs.
+
+    Returns:
+        The error, to raise.
+    """
+    listing = "; ".join(f"{name}: {format_lonlat(b)}" for name, b in extents)
+    return ROIError(
+        f"ROI {roi.origin} ({format_lonlat(roi.bounds_wgs84)}) intersects no source of the "
+        f"archive. Source extents: {listing}"
+    )
+
+
 def _polygonal(geom: BaseGeometry) -> Polygon | MultiPolygon:
     """Keep the polygonal parts of a geometry (make_valid may return a collection)."""
     if isinstance(geom, Polygon | MultiPolygon):

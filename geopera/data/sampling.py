@@ -25,9 +25,9 @@ from torch import Tensor
 from torch.utils.data import Dataset, Sampler
 from torchgeo.samplers import GriddedPatchSampler, RandomPatchSampler
 
-from geopera.data.archive import Source, bounds_to_wgs84
+from geopera.data.archive import Bounds, Source, bounds_to_wgs84
 from geopera.data.datasets import SourceReader
-from geopera.data.roi import ROI
+from geopera.data.roi import ROI, format_lonlat, outside_error
 from geopera.errors import ROIError, SamplingError
 
 #: (source index, xmin, ymin, xmax, ymax, stream index)
@@ -49,12 +49,6 @@ class SourceSampling:
     reader: SourceReader
     roi: Polygon | MultiPolygon
     area: float
-
-
-def _fmt_bounds(b: Sequence[float] | None) -> str:
-    if b is None:
-        return "(not representable in lon/lat)"
-    return f"lon {b[0]:.4f}..{b[2]:.4f}, lat {b[1]:.4f}..{b[3]:.4f}"
 
 
 def prepare_sources(
@@ -79,7 +73,7 @@ def prepare_sources(
     for source, bands in chosen:
         try:
             local = roi.to_crs(source.crs)
-        except Exception:  # noqa: BLE001 - PROJ cannot always transform (e.g. full-disk CRSs)
+        except Exception:
             continue
         inside = local & source.footprint
         if inside.is_empty or inside.area == 0:
@@ -101,14 +95,12 @@ def prepare_sources(
             f"ROI {roi.origin} is smaller than one {patch_size}-px patch in every source it "
             f"covers: {'; '.join(too_small)}. Enlarge the ROI or use a smaller patch size."
         )
-    extents = "; ".join(f"{s.name}: {_fmt_bounds(s.bounds_wgs84)}" for s, _ in chosen)
-    raise ROIError(
-        f"ROI {roi.origin} ({_fmt_bounds(roi.bounds_wgs84)}) intersects no source of the "
-        f"archive. Source extents: {extents}"
-    )
+    raise outside_error(roi, [(s.name, s.bounds_wgs84) for s, _ in chosen])
 
 
-def source_weights(sources: Sequence[SourceSampling], weights: Sequence[float] | None) -> np.ndarray:
+def source_weights(
+    sources: Sequence[SourceSampling], weights: Sequence[float] | None
+) -> np.ndarray:
     """Normalised mixing weights: given, or proportional to each source's ROI area in pixels.
 
     Args:
@@ -245,36 +237,39 @@ def gridded_locations(
     return out
 
 
-def invalid_fraction(image: Tensor, nodata: float | None) -> float:
-    """Fraction of pixels that are nodata or NaN in any band.
+def invalid_fraction(image: np.ndarray, nodata: float | None) -> float:
+    """Fraction of pixels that are NaN in any band or nodata in every band.
 
     Args:
-        image: Patch, shape (C, H, W).
+        image: Patch in its raw dtype, shape (C, H, W).
         nodata: The source's nodata value, or None.
 
     Returns:
         A fraction in [0, 1].
     """
-    bad = torch.isnan(image).any(dim=0)  # (C, H, W) -> (H, W)
+    bad = np.zeros(image.shape[1:], dtype=bool)  # (H, W)
+    if image.dtype.kind == "f":
+        bad |= np.isnan(image).any(axis=0)  # (C, H, W) -> (H, W)
     if nodata is not None and not math.isnan(nodata):
-        bad |= (image == nodata).all(dim=0)
-    return float(bad.float().mean())
+        bad |= (image == nodata).all(axis=0)
+    return float(bad.mean())
 
 
-def is_constant(image: Tensor) -> bool:
+def is_constant(image: np.ndarray) -> bool:
     """Whether every band of the patch holds a single value (ignoring NaN).
 
     Args:
-        image: Patch, shape (C, H, W).
+        image: Patch in its raw dtype, shape (C, H, W).
 
     Returns:
         True when the patch carries no spatial signal.
     """
     flat = image.reshape(image.shape[0], -1)  # (C, H, W) -> (C, H*W)
-    valid = ~torch.isnan(flat)
-    high = torch.where(valid, flat, -torch.inf).amax(dim=1)  # (C,)
-    low = torch.where(valid, flat, torch.inf).amin(dim=1)  # (C,)
-    return bool((high <= low).all())
+    if flat.dtype.kind == "f":
+        if np.isnan(flat).all():
+            return True
+        return bool((np.nanmax(flat, axis=1) <= np.nanmin(flat, axis=1)).all())
+    return bool((flat.max(axis=1) == flat.min(axis=1)).all())
 
 
 class PatchDataset(Dataset[dict[str, Tensor]]):
@@ -307,7 +302,7 @@ class PatchDataset(Dataset[dict[str, Tensor]]):
     def __len__(self) -> int:  # pragma: no cover - indexed by sampler locations only
         raise TypeError("PatchDataset is indexed by sampler locations; it has no length")
 
-    def _fallback(self, src: int, stream_index: int, attempt: int) -> tuple[float, ...]:
+    def _fallback(self, src: int, stream_index: int, attempt: int) -> Bounds:
         s = self.sources[src]
         sampler = RandomPatchSampler(
             s.reader.dataset,
@@ -334,12 +329,13 @@ class PatchDataset(Dataset[dict[str, Tensor]]):
         """
         src, xmin, ymin, xmax, ymax, k = location
         reader = self.sources[src].reader
-        box = (xmin, ymin, xmax, ymax)
+        box: Bounds = (xmin, ymin, xmax, ymax)
         for attempt in range(self.max_attempts):
             image = reader.read(*box)
-            if invalid_fraction(image, reader.nodata) <= self.max_invalid and not is_constant(image):
+            valid = invalid_fraction(image, reader.nodata) <= self.max_invalid
+            if valid and not is_constant(image):
                 return {
-                    "image": image,
+                    "image": torch.from_numpy(image.astype(np.float32, copy=False)),
                     "source": torch.tensor(src),
                     "bounds": torch.tensor(box, dtype=torch.float64),
                     "rejected": torch.tensor(attempt),
@@ -349,6 +345,6 @@ class PatchDataset(Dataset[dict[str, Tensor]]):
         raise SamplingError(
             f"{self.max_attempts} patches in a row from source {name!r} were nodata/NaN above "
             f"{self.max_invalid:.0%} or constant: the ROI is mostly nodata there "
-            f"({_fmt_bounds(bounds_to_wgs84(self.sources[src].source.crs, box))}). Move the ROI "
+            f"({format_lonlat(bounds_to_wgs84(self.sources[src].source.crs, box))}). Move the ROI "
             "onto valid data or raise the nodata threshold."
         )
