@@ -1,0 +1,310 @@
+"""PerA: teacher-student contrastive learning on perfectly aligned, disjointly masked views.
+
+One step, given the views of a batch (see :mod:`geopera.transforms.views`):
+
+1. masks: per crop, disjoint student / mask-token / teacher patch sets;
+2. teacher (EMA, no gradient): class token + teacher patches of the teacher view, every block,
+   class head; centred and sharpened into probabilities;
+3. student: global crops run class token + student patches through depth // 2 blocks, then the
+   mask tokens join; local crops run class token + student patches; class head on the class
+   token, pixel head at the mask-token positions;
+4. loss: DINO cross-entropy crop by crop, KoLeo on each global crop's student outputs, pixel
+   squared error at the mask-token positions.
+
+Both encoders run only on the tokens they keep: 20 % (+20 % mask tokens after depth // 2) for the
+student and 60 % for the teacher.
+"""
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import torch
+import torch.nn.functional as F
+from timm.models.vision_transformer import VisionTransformer
+from torch import Tensor, nn
+
+from geopera.losses.dino import DINOLoss
+from geopera.losses.koleo import koleo_loss
+from geopera.losses.pixel import patchify, pixel_loss
+from geopera.models.heads import ProjectionHead
+from geopera.models.vit import (
+    build_backbone,
+    embed_patch_count,
+    encode_visible,
+    encode_with_mask_tokens,
+    gather_tokens,
+    patch_size,
+)
+from geopera.transforms.masking import DisjointMasking, MaskSets
+from geopera.transforms.views import CropPairs
+
+
+@dataclass(frozen=True)
+class PerAConfig:
+    """Model and loss settings (defaults: the paper's recipe on ViT-S/16).
+
+    Attributes:
+        backbone: timm model name.
+        backbone_kwargs: Extra timm arguments (``embed_dim``, ``depth``, ``num_heads``...).
+        in_chans: Input bands.
+        global_size: Global crop size (the position-embedding grid).
+        n_global: Global crop pairs.
+        n_local: Local crop pairs.
+        student_ratio: Fraction of patches for the student (and for mask tokens).
+        teacher_ratio: Fraction of patches for the teacher.
+        drop_path_rate: Student stochastic depth.
+        prototypes: Class-head outputs K.
+        head_hidden_dim: Head MLP width.
+        head_bottleneck_dim: Head bottleneck width.
+        head_layers: Head MLP depth.
+        student_temp: Student temperature.
+        center_momentum: Centre EMA momentum.
+        dino_weight: Weight of the DINO terms.
+        koleo_weight: Weight of the KoLeo term.
+        pixel_weight: Weight of the pixel term.
+    """
+
+    backbone: str = "vit_small_patch16_224"
+    backbone_kwargs: dict[str, Any] = field(default_factory=dict)
+    in_chans: int = 3
+    global_size: int = 224
+    n_global: int = 2
+    n_local: int = 8
+    student_ratio: float = 0.2
+    teacher_ratio: float = 0.6
+    drop_path_rate: float = 0.3
+    prototypes: int = 65536
+    head_hidden_dim: int = 2048
+    head_bottleneck_dim: int = 384
+    head_layers: int = 3
+    student_temp: float = 0.1
+    center_momentum: float = 0.9
+    dino_weight: float = 1.0
+    koleo_weight: float = 0.1
+    pixel_weight: float = 0.01
+
+
+@dataclass
+class PerAOutput:
+    """What one forward returns.
+
+    Attributes:
+        loss: The total loss (scalar, back-propagated).
+        parts: ``dino_global``, ``dino_local``, ``koleo`` (sum over global crops), ``pixel``.
+        student_global: (n_global * B, K) student class-head outputs.
+        student_local: (n_local * B, K).
+        teacher_global: (n_global * B, K) teacher class-head outputs.
+        teacher_local: (n_local * B, K).
+        pixel_prediction: (n_global * B, n_m, p * p * C).
+        pixel_target: (n_global * B, n_m, p * p * C).
+        center_update: (1, K) batch mean that will update the DINO centre.
+        health: ``teacher_std`` (mean per-prototype std of teacher outputs over the batch) and
+            ``teacher_entropy`` (mean entropy of teacher probabilities): collapse signals.
+    """
+
+    loss: Tensor
+    parts: dict[str, Tensor]
+    student_global: Tensor
+    student_local: Tensor
+    teacher_global: Tensor
+    teacher_local: Tensor
+    pixel_prediction: Tensor
+    pixel_target: Tensor
+    center_update: Tensor
+    health: dict[str, Tensor]
+
+
+def _branch(backbone: VisionTransformer, config: PerAConfig) -> nn.ModuleDict:
+    head = ProjectionHead(
+        backbone.embed_dim,
+        config.prototypes,
+        config.head_hidden_dim,
+        config.head_bottleneck_dim,
+        config.head_layers,
+    )
+    return nn.ModuleDict({"backbone": backbone, "cls_head": head})
+
+
+class PerA(nn.Module):
+    """Student, EMA teacher, pixel head, mask token and losses.
+
+    Args:
+        config: Model and loss settings.
+    """
+
+    def __init__(self, config: PerAConfig) -> None:
+        super().__init__()
+        self.config = config
+        student_backbone = build_backbone(
+            config.backbone,
+            config.in_chans,
+            config.global_size,
+            drop_path_rate=config.drop_path_rate,
+            **config.backbone_kwargs,
+        )
+        teacher_backbone = build_backbone(
+            config.backbone, config.in_chans, config.global_size, **config.backbone_kwargs
+        )
+        self.student = _branch(student_backbone, config)
+        self.teacher = _branch(teacher_backbone, config)
+        self.teacher.load_state_dict(self.student.state_dict())
+        self.teacher.requires_grad_(False)
+        dim = student_backbone.embed_dim
+        self.patch = patch_size(student_backbone)
+        self.pixel_head = ProjectionHead(
+            dim,
+            self.patch * self.patch * config.in_chans,
+            config.head_hidden_dim,
+            config.head_bottleneck_dim,
+            config.head_layers,
+        )
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.masking = DisjointMasking(config.student_ratio, config.teacher_ratio)
+        self.dino = DINOLoss(config.prototypes, config.student_temp, config.center_momentum)
+
+    def train(self, mode: bool = True) -> "PerA":
+        """Set training mode; the teacher always stays in eval mode (no drop-path)."""
+        super().train(mode)
+        self.teacher.train(False)
+        return self
+
+    @property
+    def student_backbone(self) -> VisionTransformer:
+        """The student's timm ViT."""
+        return cast(VisionTransformer, self.student["backbone"])
+
+    @property
+    def teacher_backbone(self) -> VisionTransformer:
+        """The teacher's timm ViT (used downstream)."""
+        return cast(VisionTransformer, self.teacher["backbone"])
+
+    def draw_masks(
+        self, views: CropPairs, noise: dict[str, Tensor] | None = None
+    ) -> tuple[MaskSets, MaskSets | None]:
+        """Masks of the global and local crops.
+
+        Args:
+            views: The crop pairs.
+            noise: Optional injected noise ``{"global": (Ng, Lg), "local": (Nl, Ll)}``.
+
+        Returns:
+            Global masks and local masks (None without local crops).
+        """
+        noise = noise or {}
+        sg = views.student_global
+        global_masks = self.masking(
+            sg.shape[0],
+            embed_patch_count(self.student_backbone, sg),
+            True,
+            sg.device,
+            noise.get("global"),
+        )
+        local_masks = None
+        if views.student_local.shape[0] > 0:
+            sl = views.student_local
+            local_masks = self.masking(
+                sl.shape[0],
+                embed_patch_count(self.student_backbone, sl),
+                False,
+                sl.device,
+                noise.get("local"),
+            )
+        return global_masks, local_masks
+
+    def forward(
+        self, views: CropPairs, teacher_temp: float, noise: dict[str, Tensor] | None = None
+    ) -> PerAOutput:
+        """One PerA forward pass with its loss.
+
+        Args:
+            views: Standardised crop pairs, crop-major.
+            teacher_temp: Teacher temperature for this step.
+            noise: Optional injected mask noise (tests, parity).
+
+        Returns:
+            The loss, its parts, head outputs and health signals.
+        """
+        cfg = self.config
+        gm, lm = self.draw_masks(views, noise)
+        n_global_rows = views.student_global.shape[0]
+        teacher, student = self.teacher, self.student
+        with torch.no_grad():
+            tg = teacher["cls_head"](
+                encode_visible(self.teacher_backbone, views.teacher_global, gm.teacher)[:, 0]
+            )  # (Ng, K)
+            tl = tg.new_zeros(0, tg.shape[1])
+            if lm is not None:
+                tokens = encode_visible(self.teacher_backbone, views.teacher_local, lm.teacher)
+                tl = teacher["cls_head"](tokens[:, 0])  # (Nl, K)
+            t_all = torch.cat([tg, tl])  # global rows first, then local
+            probs = self.dino.teacher_probabilities(t_all, teacher_temp)
+            center_update = self.dino.update_center(t_all)
+
+        cls_g, at_tokens = encode_with_mask_tokens(
+            self.student_backbone, views.student_global, gm.student, gm.token, self.mask_token
+        )
+        sg = student["cls_head"](cls_g)  # (Ng, K)
+        sl = sg.new_zeros(0, sg.shape[1])
+        if lm is not None:
+            tokens = encode_visible(self.student_backbone, views.student_local, lm.student)
+            sl = student["cls_head"](tokens[:, 0])  # (Nl, K)
+        prediction = self.pixel_head(at_tokens)  # (Ng, n_m, D) -> (Ng, n_m, p*p*C)
+        target = gather_tokens(
+            F.pad(patchify(views.student_global, self.patch), (0, 0, 1, 0)), gm.token
+        )[:, 1:]  # (Ng, L, p*p*C) -> (Ng, n_m, p*p*C)
+
+        n_crops = cfg.n_global + cfg.n_local
+        dino_global = self.dino(sg, probs[:n_global_rows], cfg.n_global) / n_crops
+        dino_local = (
+            self.dino(sl, probs[n_global_rows:], cfg.n_local) / n_crops
+            if lm is not None
+            else sg.new_zeros(())
+        )
+        koleo = sum((koleo_loss(chunk) for chunk in sg.chunk(cfg.n_global)), sg.new_zeros(()))
+        pixel = pixel_loss(prediction, target)
+        loss = (
+            cfg.dino_weight * (dino_global + dino_local)
+            + cfg.koleo_weight * koleo
+            + cfg.pixel_weight * pixel
+        )
+        with torch.no_grad():
+            entropy = -(probs * torch.log(probs.clamp_min(1e-12))).sum(dim=-1).mean()
+            health = {"teacher_std": t_all.std(dim=0).mean(), "teacher_entropy": entropy}
+        return PerAOutput(
+            loss=loss,
+            parts={
+                "dino_global": dino_global,
+                "dino_local": dino_local,
+                "koleo": koleo,
+                "pixel": pixel,
+            },
+            student_global=sg,
+            student_local=sl,
+            teacher_global=tg,
+            teacher_local=tl,
+            pixel_prediction=prediction,
+            pixel_target=target,
+            center_update=center_update,
+            health=health,
+        )
+
+    @torch.no_grad()
+    def update_teacher(self, momentum: float) -> None:
+        """EMA of the student into the teacher (backbone and class head).
+
+        Args:
+            momentum: Teacher momentum m: ``teacher = m * teacher + (1 - m) * student``.
+        """
+        student: list[Tensor] = [p.detach() for p in self.student.parameters()]
+        teacher: list[Tensor] = list(self.teacher.parameters())
+        torch._foreach_mul_(teacher, momentum)
+        torch._foreach_add_(teacher, student, alpha=1 - momentum)
+
+    def teacher_state_dict(self) -> dict[str, Tensor]:
+        """The teacher backbone as a plain timm state dict (CPU tensors)."""
+        return {k: v.detach().cpu().clone() for k, v in self.teacher_backbone.state_dict().items()}
+
+    def clone_student_into_teacher(self) -> None:
+        """Copy the student's weights into the teacher (at the start of training)."""
+        self.teacher.load_state_dict(copy.deepcopy(self.student.state_dict()))

@@ -1,0 +1,1 @@
+"""Training utilities: schedules (and, with pretraining, the Lightning task)."""
