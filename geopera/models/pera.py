@@ -100,7 +100,8 @@ class PerAOutput:
         pixel_target: (n_global * B, n_m, p * p * C).
         center_update: (1, K) batch mean that will update the DINO centre.
         health: ``teacher_std`` (mean per-prototype std of teacher outputs over the batch) and
-            ``teacher_entropy`` (mean entropy of teacher probabilities): collapse signals.
+            ``teacher_entropy`` (mean entropy of teacher probabilities): collapse signals;
+            empty unless asked for.
     """
 
     loss: Tensor
@@ -213,7 +214,11 @@ class PerA(nn.Module):
         return global_masks, local_masks
 
     def forward(
-        self, views: CropPairs, teacher_temp: float, noise: dict[str, Tensor] | None = None
+        self,
+        views: CropPairs,
+        teacher_temp: float,
+        noise: dict[str, Tensor] | None = None,
+        with_health: bool = False,
     ) -> PerAOutput:
         """One PerA forward pass with its loss.
 
@@ -221,6 +226,8 @@ class PerA(nn.Module):
             views: Standardised crop pairs, crop-major.
             teacher_temp: Teacher temperature for this step.
             noise: Optional injected mask noise (tests, parity).
+            with_health: Also compute the collapse signals (costs two passes over the
+                teacher outputs; the training task asks for them at logging steps).
 
         Returns:
             The loss, its parts, head outputs and health signals.
@@ -230,25 +237,25 @@ class PerA(nn.Module):
         n_global_rows = views.student_global.shape[0]
         teacher, student = self.teacher, self.student
         with torch.no_grad():
-            tg = teacher["cls_head"](
-                encode_visible(self.teacher_backbone, views.teacher_global, gm.teacher)[:, 0]
-            )  # (Ng, K)
-            tl = tg.new_zeros(0, tg.shape[1])
+            # one head call per branch: the weight-normalised layer is recomputed once
+            t_cls = encode_visible(self.teacher_backbone, views.teacher_global, gm.teacher)[:, 0]
             if lm is not None:
-                tokens = encode_visible(self.teacher_backbone, views.teacher_local, lm.teacher)
-                tl = teacher["cls_head"](tokens[:, 0])  # (Nl, K)
-            t_all = torch.cat([tg, tl])  # global rows first, then local
+                t_local = encode_visible(self.teacher_backbone, views.teacher_local, lm.teacher)
+                t_cls = torch.cat([t_cls, t_local[:, 0]])  # global rows first, then local
+            t_all = teacher["cls_head"](t_cls)  # (Ng + Nl, K)
+            tg, tl = t_all[:n_global_rows], t_all[n_global_rows:]
             probs = self.dino.teacher_probabilities(t_all, teacher_temp)
             center_update = self.dino.update_center(t_all)
 
         cls_g, at_tokens = encode_with_mask_tokens(
             self.student_backbone, views.student_global, gm.student, gm.token, self.mask_token
         )
-        sg = student["cls_head"](cls_g)  # (Ng, K)
-        sl = sg.new_zeros(0, sg.shape[1])
+        s_cls = cls_g
         if lm is not None:
             tokens = encode_visible(self.student_backbone, views.student_local, lm.student)
-            sl = student["cls_head"](tokens[:, 0])  # (Nl, K)
+            s_cls = torch.cat([cls_g, tokens[:, 0]])
+        s_all = student["cls_head"](s_cls)  # (Ng + Nl, D) -> (Ng + Nl, K)
+        sg, sl = s_all[:n_global_rows], s_all[n_global_rows:]
         prediction = self.pixel_head(at_tokens)  # (Ng, n_m, D) -> (Ng, n_m, p*p*C)
         target = gather_tokens(
             F.pad(patchify(views.student_global, self.patch), (0, 0, 1, 0)), gm.token
@@ -268,9 +275,11 @@ class PerA(nn.Module):
             + cfg.koleo_weight * koleo
             + cfg.pixel_weight * pixel
         )
-        with torch.no_grad():
-            entropy = -(probs * torch.log(probs.clamp_min(1e-12))).sum(dim=-1).mean()
-            health = {"teacher_std": t_all.std(dim=0).mean(), "teacher_entropy": entropy}
+        health: dict[str, Tensor] = {}
+        if with_health:
+            with torch.no_grad():
+                entropy = -(probs * torch.log(probs.clamp_min(1e-12))).sum(dim=-1).mean()
+                health = {"teacher_std": t_all.std(dim=0).mean(), "teacher_entropy": entropy}
         return PerAOutput(
             loss=loss,
             parts={

@@ -66,6 +66,28 @@ def _uniform(n: int, spread: float, like: Tensor, generator: torch.Generator | N
     return 1 - spread + 2 * spread * u
 
 
+def _on_rows(x: Tensor, selected: Tensor, fn: Callable[[Tensor], Tensor]) -> Tensor:
+    """Apply ``fn`` to the selected rows of ``x`` only (out of place).
+
+    Args:
+        x: (N, ...) batch.
+        selected: (N,) boolean.
+        fn: Maps (n, ...) rows to (n, ...).
+
+    Returns:
+        (N, ...) with the selected rows replaced.
+    """
+    rows = selected.nonzero().squeeze(1)
+    if rows.numel() == 0:
+        return x
+    return x.index_copy(0, rows, fn(x.index_select(0, rows)))
+
+
+def _grayscale(rgb: Tensor) -> Tensor:
+    """(n, 3, H, W) RGB -> the same shape, every channel the luminance."""
+    return rgb_to_grayscale(rgb).expand_as(rgb)
+
+
 class ColourJitter(nn.Module):
     """Per-sample colour jitter in random order, for any number of bands.
 
@@ -107,18 +129,9 @@ class ColourJitter(nn.Module):
         out[:, self.rgb] = fn(x[:, self.rgb])
         return out
 
-    def forward(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """Jitter a batch.
-
-        Args:
-            x: (N, C, H, W) images in [0, 1].
-            generator: Random generator on ``x``'s device.
-
-        Returns:
-            (N, C, H, W) images in [0, 1].
-        """
+    def _jitter(self, x: Tensor, generator: torch.Generator | None) -> Tensor:
+        """Brightness, contrast, saturation and hue in random order on every row of ``x``."""
         n = x.shape[0]
-        apply = torch.rand(n, device=x.device, generator=generator) < self.p
         jittered = x
         order = torch.randperm(4, generator=generator, device=x.device).tolist()
         for op in order:
@@ -135,11 +148,23 @@ class ColourJitter(nn.Module):
                 turns = (torch.rand(n, device=x.device, generator=generator) * 2 - 1) * self.hue
                 radians = turns * 2 * math.pi
                 jittered = self._apply_rgb(jittered, partial(E.adjust_hue, factor=radians))
-        out = torch.where(apply[:, None, None, None], jittered, x)
+        return jittered
+
+    def forward(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Jitter a batch.
+
+        Args:
+            x: (N, C, H, W) images in [0, 1].
+            generator: Random generator on ``x``'s device.
+
+        Returns:
+            (N, C, H, W) images in [0, 1].
+        """
+        apply = torch.rand(x.shape[0], device=x.device, generator=generator) < self.p
+        out = _on_rows(x, apply, lambda rows: self._jitter(rows, generator))
         if self.grayscale_p > 0 and self.rgb is not None:
-            gray = torch.rand(n, device=x.device, generator=generator) < self.grayscale_p
-            grey = self._apply_rgb(out, lambda t: rgb_to_grayscale(t).expand_as(t))
-            out = torch.where(gray[:, None, None, None], grey, out)
+            gray = torch.rand(x.shape[0], device=x.device, generator=generator) < self.grayscale_p
+            out = _on_rows(out, gray, partial(self._apply_rgb, fn=_grayscale))
         return out.clamp(0.0, 1.0)
 
 

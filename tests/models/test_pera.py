@@ -28,7 +28,7 @@ def _views(in_chans: int, n_local: int, batch: int = 3) -> object:
 @pytest.mark.parametrize(("in_chans", "n_local"), [(5, 2), (1, 0), (13, 3)])
 def test_forward_backward_reaches_every_student_parameter(in_chans: int, n_local: int) -> None:
     model = _model(in_chans, n_local).train()
-    out = model(_views(in_chans, n_local), teacher_temp=0.04)
+    out = model(_views(in_chans, n_local), teacher_temp=0.04, with_health=True)
     assert torch.isfinite(out.loss)
     assert out.student_global.shape == (6, 64)
     assert out.student_local.shape == (3 * n_local, 64)

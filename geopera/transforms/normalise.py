@@ -1,0 +1,57 @@
+"""Per-source band scaling on the device.
+
+Raw values are scaled to [0, 1] per band with the source's 2nd/98th percentiles (robust for any
+sensor and dtype); the views then standardise with the mean and std of the scaled data, derived
+from the same archive statistics.
+"""
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+
+def scale_unit(image: Tensor, p2: Tensor, p98: Tensor) -> Tensor:
+    """Scale raw values to [0, 1] per band with the 2nd/98th percentiles (clamped).
+
+    Args:
+        image: (B, C, H, W) raw values.
+        p2: (C,) shared, or (B, C) per-sample lower percentiles.
+        p98: (C,) or (B, C) upper percentiles.
+
+    Returns:
+        (B, C, H, W) in [0, 1].
+    """
+    lo = (
+        p2[..., None, None] if p2.ndim == 2 else p2.view(1, -1, 1, 1)
+    )  # -> broadcast to (B, C, 1, 1)
+    hi = p98[..., None, None] if p98.ndim == 2 else p98.view(1, -1, 1, 1)
+    return ((image - lo) / torch.clamp(hi - lo, min=1e-6)).clamp(0.0, 1.0)
+
+
+def scaled_moments(
+    stats: Mapping[str, Any], sources: Sequence[str], weights: Sequence[float] | None = None
+) -> tuple[Tensor, Tensor]:
+    """Mean and std of the [0, 1]-scaled data, averaged over sources.
+
+    Args:
+        stats: ``{"sources": {name: {"mean", "std", "p2", "p98"}}}`` (see
+            :func:`geopera.data.stats.estimate_stats`).
+        sources: Source names, in the data module's order.
+        weights: Mixing weights of the sources (default: equal).
+
+    Returns:
+        ``mean`` and ``std``, each (C,).
+    """
+    means, stds = [], []
+    for name in sources:
+        s = stats["sources"][name]
+        span = torch.clamp(torch.tensor(s["p98"]) - torch.tensor(s["p2"]), min=1e-6)
+        means.append((torch.tensor(s["mean"]) - torch.tensor(s["p2"])) / span)
+        stds.append(torch.tensor(s["std"]) / span)
+    w = torch.tensor(weights if weights is not None else [1.0] * len(sources), dtype=torch.float32)
+    w = (w / w.sum())[:, None]  # (S, 1)
+    mean = (torch.stack(means).float() * w).sum(0)  # (S, C) -> (C,)
+    std = (torch.stack(stds).float() * w).sum(0)
+    return mean, torch.clamp(std, min=1e-3)

@@ -1,0 +1,1 @@
+"""Pictures for docs and run previews (matplotlib, Agg backend)."""
