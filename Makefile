@@ -2,7 +2,6 @@
 VENV := .venv/bin
 SAMPLE := datasets/sample
 ROI ?= $(SAMPLE)/area.geojson
-CHIPS ?= runs/demo-chips
 
 .PHONY: env sample demo lint docs test
 
@@ -14,8 +13,7 @@ sample: env
 
 demo: sample
 	$(VENV)/geopera archive inspect $(SAMPLE) --roi $(ROI)
-	@if [ -e $(CHIPS) ]; then echo "$(CHIPS) exists: keeping it (pass CHIPS=new/dir for a new set)"; \
-	else $(VENV)/geopera archive sample $(SAMPLE) --roi $(ROI) --bands rgb --size 256 --count 32 --out $(CHIPS); fi
+	$(VENV)/geopera pretrain --roi $(ROI)
 
 lint: env
 	$(VENV)/ruff check .

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import rasterio.errors
 
 from geopera import __version__
-from geopera.cli import archive, data
+from geopera.cli import archive, data, pretrain
 from geopera.errors import GeoperaError
 
 USER_ERRORS = (
@@ -33,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     data.register(commands)
     archive.register(commands)
+    pretrain.register(commands)
     return parser
 
 

@@ -167,3 +167,21 @@ def resolve_bands(
                 f"{', '.join(available)} (names, or 1-based indices 1..{len(available)})"
             )
     return out
+
+
+def rgb_indices(family: str, bands: Sequence[str]) -> list[int] | None:
+    """Indices of the R, G, B bands among the selected bands, when they are known.
+
+    Args:
+        family: Sensor family of the source (or its file-name token).
+        bands: Selected band names, in order.
+
+    Returns:
+        ``[r, g, b]`` indices, or None (colour changes then skip saturation, hue, grayscale).
+    """
+    preset = RGB_PRESETS.get(family)
+    if preset is not None:
+        return [list(bands).index(b) for b in preset] if set(preset) <= set(bands) else None
+    if list(bands[:3]) == ["1", "2", "3"] and len(bands) in (3, 4):
+        return [0, 1, 2]  # generic 3/4-band imagery (RGB, RGBN)
+    return None

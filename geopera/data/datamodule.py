@@ -98,7 +98,8 @@ class PretrainDataModule(L.LightningDataModule):
         self.sources: list[SourceSampling] = []
         self.stats: dict[str, Any] = {}
         self.sampler: MixedPatchSampler | None = None
-        self._resume_index = 0
+        #: Batches this rank already consumed (set when resuming a run).
+        self.resume_batches = 0
 
     def prepare(self) -> None:
         """Discover the archive, read the ROI, choose sources and bands, estimate statistics.
@@ -163,7 +164,7 @@ class PretrainDataModule(L.LightningDataModule):
             rank=rank,
             world_size=world,
         )
-        self.sampler.start_index = self._resume_index
+        self.sampler.start_index = self.resume_batches * self.batch_size
 
     def train_dataloader(self) -> DataLoader[dict[str, Tensor]]:
         """Batches of raw patches; reads happen in the workers."""

@@ -1,0 +1,112 @@
+"""``geopera pretrain``: PerA pretraining from an archive inside an ROI."""
+
+import argparse
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from geopera.errors import GeoperaError
+
+
+def register(commands: Any) -> None:
+    """Add the ``pretrain`` command.
+
+    Args:
+        commands: The sub-parsers object of the main parser.
+    """
+    p = commands.add_parser(
+        "pretrain",
+        help="PerA pretraining on ROI patches of a raster archive",
+        description=(
+            "Pretrain a ViT with PerA on patches sampled inside an ROI. Without --archive the "
+            "sample archive (datasets/sample) is used, and built on first use. Every config key "
+            "can be set with --set section.key=value."
+        ),
+    )
+    p.add_argument("--roi", help="ROI: vector file, WKT or bbox (required for a new run)")
+    p.add_argument("--archive", nargs="+", help="archive folders/files (default: datasets/sample)")
+    p.add_argument("--config", type=Path, help="YAML config (default: pera_vit_tiny_cpu)")
+    p.add_argument("--bands", nargs="+", help="band names, 1-based indices or 'rgb'")
+    p.add_argument("--max-steps", type=int, help="optimiser steps")
+    p.add_argument("--batch-size", type=int, help="patches per step and device")
+    p.add_argument("--devices", type=int, help="number of devices (DDP when > 1)")
+    p.add_argument("--accelerator", choices=["cpu", "gpu", "auto"], help="device type")
+    p.add_argument("--workers", type=int, help="DataLoader workers")
+    p.add_argument(
+        "--probe",
+        help="labelled vector file or chip folder: kNN accuracy of the teacher every N steps",
+    )
+    p.add_argument("--out", type=Path, help="new run directory (default: runs/pera-<time>)")
+    p.add_argument("--resume", type=Path, help="continue an interrupted run directory")
+    p.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key"
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_pretrain)
+
+
+def _pretrain(args: argparse.Namespace) -> int:
+    from geopera.data.sample_archive import DEFAULT_DIR, build_sample_archive, is_complete
+    from geopera.training.config import apply_override, load_config
+    from geopera.training.pretrain import pretrain, resume_config
+
+    if args.resume is not None:
+        fixed = ("roi", "archive", "config", "bands", "batch_size", "out", "probe")
+        given = [n for n in fixed if getattr(args, n)]
+        if given or args.set:
+            raise GeoperaError(
+                "a resumed run keeps its own config; only --max-steps, --devices, --accelerator "
+                f"and --workers may change (got {', '.join('--' + g for g in given) or '--set'})"
+            )
+        if not args.resume.is_dir():
+            raise FileNotFoundError(f"run directory {args.resume} does not exist")
+        config = resume_config(args.resume, args.max_steps)
+    else:
+        config = load_config(args.config)
+        if args.roi is None and config.data.roi is None:
+            raise GeoperaError("--roi is required (e.g. --roi datasets/sample/area.geojson)")
+    for assignment in args.set:
+        apply_override(config, assignment)
+    for name, section, key in (
+        ("roi", "data", "roi"),
+        ("probe", "data", "probe"),
+        ("archive", "data", "archive"),
+        ("bands", "data", "bands"),
+        ("batch_size", "data", "batch_size"),
+        ("workers", "data", "num_workers"),
+        ("max_steps", "trainer", "max_steps"),
+        ("devices", "trainer", "devices"),
+        ("accelerator", "trainer", "accelerator"),
+    ):
+        value = getattr(args, name)
+        if value is not None:
+            setattr(getattr(config, section), key, value)
+    if not config.data.archive:
+        if not is_complete(DEFAULT_DIR):
+            print(
+                f"no --archive given: building the sample archive in {DEFAULT_DIR} (once)",
+                file=sys.stderr,
+            )
+            build_sample_archive(DEFAULT_DIR, log=lambda m: print(m, file=sys.stderr))
+        config.data.archive = [str(DEFAULT_DIR)]
+    result = pretrain(config, out=args.out, resume=args.resume, progress=not args.no_progress)
+    if result.status == "worker":
+        return 0
+    if result.status == "interrupted":
+        name = signal.Signals(result.signal).name if result.signal else "signal"
+        print(
+            f"interrupted by {name} at step {result.steps}: checkpoint saved. Continue with\n"
+            f"  geopera pretrain --resume {result.run_dir}",
+            file=sys.stderr,
+        )
+        return 128 + int(result.signal or signal.SIGINT)
+    run = result.run_dir
+    print(
+        f"done: {result.steps} steps. Outputs in {run}/\n"
+        f"  backbone.pth + backbone.json   teacher backbone (timm state dict) and its description\n"
+        f"  checkpoints/last.ckpt          resumable checkpoint\n"
+        f"  metrics.csv, tensorboard/      losses, schedules, health, throughput\n"
+        f"  previews/                      views and masks, PCA maps, loss curves"
+    )
+    return 0
