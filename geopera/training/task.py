@@ -9,6 +9,7 @@ Every step reseeds torch's generator from ``(seed, step, rank)``, so views, mask
 depend only on the step: a resumed run continues exactly as an uninterrupted one.
 """
 
+import dataclasses
 import time
 from typing import Any
 
@@ -39,7 +40,7 @@ def step_seed(seed: int, step: int, rank: int) -> int:
 
 
 def build_model(config: PretrainConfig, in_chans: int) -> PerA:
-    """The PerA model of a config.
+    """The PerA model of a config (``model`` fields map 1:1 onto :class:`PerAConfig`).
 
     Args:
         config: The pretraining config.
@@ -48,27 +49,14 @@ def build_model(config: PretrainConfig, in_chans: int) -> PerA:
     Returns:
         The model.
     """
-    m, v = config.model, config.views
+    v = config.views
     return PerA(
         PerAConfig(
-            backbone=m.backbone,
-            backbone_kwargs=dict(m.backbone_kwargs),
+            **dataclasses.asdict(config.model),
             in_chans=in_chans,
             global_size=v.global_size,
             n_global=v.n_global,
             n_local=v.n_local,
-            student_ratio=m.student_ratio,
-            teacher_ratio=m.teacher_ratio,
-            drop_path_rate=m.drop_path_rate,
-            prototypes=m.prototypes,
-            head_hidden_dim=m.head_hidden_dim,
-            head_bottleneck_dim=m.head_bottleneck_dim,
-            head_layers=m.head_layers,
-            student_temp=m.student_temp,
-            center_momentum=m.center_momentum,
-            dino_weight=m.dino_weight,
-            koleo_weight=m.koleo_weight,
-            pixel_weight=m.pixel_weight,
         )
     )
 
@@ -76,7 +64,7 @@ def build_model(config: PretrainConfig, in_chans: int) -> PerA:
 def build_views(
     config: PretrainConfig, mean: Tensor, std: Tensor, rgb: list[int] | None
 ) -> AlignedViews:
-    """The view maker of a config.
+    """The view maker of a config (``views`` fields map 1:1 onto :class:`ViewsConfig`).
 
     Args:
         config: The pretraining config.
@@ -87,27 +75,10 @@ def build_views(
     Returns:
         The view maker.
     """
-    v = config.views
-    return AlignedViews(
-        ViewsConfig(
-            global_size=v.global_size,
-            local_size=v.local_size,
-            n_global=v.n_global,
-            n_local=v.n_local,
-            global_scale=(v.global_scale[0], v.global_scale[1]),
-            local_scale=(v.local_scale[0], v.local_scale[1]),
-            brightness=v.brightness,
-            contrast=v.contrast,
-            saturation=v.saturation,
-            hue=v.hue,
-            student_jitter_p=v.student_jitter_p,
-            teacher_jitter_p=v.teacher_jitter_p,
-            grayscale_p=v.grayscale_p,
-        ),
-        mean,
-        std,
-        rgb=rgb,
-    )
+    fields = dataclasses.asdict(config.views)
+    fields["global_scale"] = tuple(fields["global_scale"])
+    fields["local_scale"] = tuple(fields["local_scale"])
+    return AlignedViews(ViewsConfig(**fields), mean, std, rgb=rgb)
 
 
 class PerATask(L.LightningModule):

@@ -1,0 +1,142 @@
+"""End-to-end ``geopera pretrain`` throughput against the step-only rate of the same config.
+
+* ``end_to_end``: ``geopera pretrain`` itself (sample archive, patches read by DataLoader
+  workers, quality control, views on the device, PerA step), images/s from its metrics.csv;
+* ``step_only``: the same task and Trainer fed one in-memory batch over and over (no reads).
+
+Both skip the first ``--warmup`` steps and take the median images/s of the rest. Goal: the data
+pipeline never limits training: end-to-end >= 90 % of step-only.
+
+Usage: ``python benchmarks/bench_pretrain.py [--steps N] [--workers W] [--config FILE] [--json]``
+"""
+
+import argparse
+import csv
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from geopera.data.bands import rgb_indices
+from geopera.data.sample_archive import DEFAULT_DIR, build_sample_archive
+from geopera.training.config import load_config
+from geopera.training.pretrain import _datamodule, _normalisation, pretrain
+from geopera.training.task import PerATask
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class RepeatBatch(Dataset[dict[str, torch.Tensor]]):
+    """One batch, returned ``length`` times (DataLoader batch_size=None)."""
+
+    def __init__(self, batch: dict[str, torch.Tensor], length: int) -> None:
+        self.batch = batch
+        self.length = length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return self.batch
+
+
+class StepTimer(L.Callback):
+    """Wall time of each optimiser step (batch start to batch end)."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+        self._start = 0.0
+
+    def on_train_batch_start(self, *args: Any) -> None:
+        """Start the clock."""
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, *args: Any) -> None:
+        """Record the step's time."""
+        self.times.append(time.perf_counter() - self._start)
+
+
+def step_only(config: Any, steps: int, warmup: int) -> float:
+    """Median images/s of the task on one repeated in-memory batch."""
+    dm = _datamodule(config)
+    dm.num_workers = 0
+    dm.setup()
+    batch = next(iter(dm.train_dataloader()))
+    norm = _normalisation(dm)
+    rgb = rgb_indices(dm.sources[0].source.family, dm.band_names)
+    L.seed_everything(0, verbose=False)
+    task = PerATask(
+        config.to_dict(),
+        len(dm.band_names),
+        rgb,
+        norm["p2"],
+        norm["p98"],
+        norm["mean"],
+        norm["std"],
+    )
+    timer = StepTimer()
+    trainer = L.Trainer(
+        max_steps=steps, accelerator=config.trainer.accelerator, devices=1, logger=False,
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        gradient_clip_val=config.optim.clip_grad, callbacks=[timer],
+    )  # fmt: skip
+    trainer.fit(task, DataLoader(RepeatBatch(batch, steps), batch_size=None))
+    per_step = statistics.median(timer.times[warmup:])
+    return config.data.batch_size / per_step
+
+
+def end_to_end(config: Any, warmup: int) -> float:
+    """Median images/s that ``geopera pretrain`` reports in its metrics.csv."""
+    with tempfile.TemporaryDirectory() as tmp:
+        result = pretrain(config, out=Path(tmp) / "run", progress=False)
+        with open(result.run_dir / "metrics.csv", newline="") as fh:
+            rows = [r for r in csv.DictReader(fh) if int(r["step"]) >= warmup]
+    return statistics.median(float(r["images_per_s"]) for r in rows)
+
+
+def main() -> None:
+    """Run both measurements and print the table (or JSON)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    default = REPO / "configs" / "pretrain" / "pera_vit_tiny_cpu.yaml"
+    parser.add_argument("--config", type=Path, default=default)
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    build_sample_archive(DEFAULT_DIR, log=lambda _: None)
+    config = load_config(args.config)
+    config.data.archive = [str(DEFAULT_DIR)]
+    config.data.roi = str(DEFAULT_DIR / "area.geojson")
+    config.data.num_workers = args.workers
+    config.trainer.max_steps = args.steps
+    config.trainer.log_every = 1
+    config.trainer.checkpoint_every = 10**9
+    rates = {
+        "step_only": step_only(config, args.steps, args.warmup),
+        "end_to_end": end_to_end(config, args.warmup),
+    }
+    result = {
+        **rates,
+        "ratio": rates["end_to_end"] / rates["step_only"],
+        "config": args.config.name,
+        "workers": args.workers,
+        "steps": args.steps,
+    }
+    if args.json:
+        print(json.dumps(result, indent=1))
+        return
+    print(f"{args.config.name}, {args.steps} steps ({args.warmup} warm-up), {args.workers} workers")
+    print(f"step only   {rates['step_only']:8.2f} images/s")
+    print(f"end to end  {rates['end_to_end']:8.2f} images/s")
+    print(f"ratio       {result['ratio']:8.2f}")
+
+
+if __name__ == "__main__":
+    main()
