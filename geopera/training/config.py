@@ -154,6 +154,29 @@ def _check(section: str, key: str) -> None:
         raise ConfigError(f"unknown key {section}.{key}; keys of {section!r} are: {valid}")
 
 
+def _coerce(section: str, key: str, value: Any) -> Any:
+    """Convert a parsed value to the field's declared scalar type (YAML reads ``1e9`` as text)."""
+    declared = _section_fields(section)[key].type
+    name = declared if isinstance(declared, str) else getattr(declared, "__name__", "")
+    if value is None or name not in ("float", "int", "bool"):
+        return value
+    if name == "bool":
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        raise ConfigError(f"{section}.{key} must be true or false, got {value!r}")
+    try:
+        if isinstance(value, bool):
+            raise ValueError(value)
+        number = float(value)
+        if name == "int" and not number.is_integer():
+            raise ValueError(value)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{section}.{key} must be a number ({name}), got {value!r}") from err
+    return int(number) if name == "int" else number
+
+
 def from_dict(raw: dict[str, Any] | None) -> PretrainConfig:
     """Build a config from a nested dict, checking every key.
 
@@ -174,7 +197,7 @@ def from_dict(raw: dict[str, Any] | None) -> PretrainConfig:
             raise ConfigError(f"config section {section!r} must be a mapping, got {values!r}")
         for key, value in values.items():
             _check(section, key)
-            setattr(getattr(config, section), key, value)
+            setattr(getattr(config, section), key, _coerce(section, key, value))
     return config
 
 
@@ -224,7 +247,7 @@ def apply_override(config: PretrainConfig, assignment: str) -> None:
         value = yaml.safe_load(text)
     except yaml.YAMLError as err:
         raise ConfigError(f"override {assignment!r}: value is not valid YAML ({err})") from err
-    setattr(getattr(config, section), key, value)
+    setattr(getattr(config, section), key, _coerce(section, key, value))
 
 
 def dump_config(config: PretrainConfig, path: Path) -> None:

@@ -285,8 +285,7 @@ def pretrain(
     ]
     if probe is not None:
         callbacks.append(KnnProbe(run, probe, t.probe_every, t.probe_k))  # before MetricsCSV
-    if metrics is not None:
-        callbacks.append(metrics)
+    if metrics is not None:  # the alarm before the metrics writer, so a row shows its step
         callbacks.append(
             CollapseAlarm(
                 run,
@@ -297,6 +296,7 @@ def pretrain(
                 t.collapse_patience,
             )
         )
+        callbacks.append(metrics)
     if progress:
         callbacks.append(RichProgressBar(leave=True))
     accelerator = t.accelerator
@@ -323,9 +323,12 @@ def pretrain(
         default_root_dir=run.path,
     )
     dm.resume_batches = resume_step
-    trainer.fit(
-        task, datamodule=dm, ckpt_path=str(run.last_checkpoint) if resume is not None else None
-    )
+    try:
+        trainer.fit(task, datamodule=dm, ckpt_path=str(run.last_checkpoint) if resume else None)
+    except BaseException as err:  # a crash must not leave "running" behind
+        if not worker:
+            run.update_status(status="failed", error=f"{type(err).__name__}: {err}")
+        raise
     steps = trainer.global_step
     if trainer.global_rank != 0:
         return PretrainResult(run.path, "worker", steps)

@@ -27,10 +27,14 @@ def losses(run: Path) -> dict[int, float]:
 
 def test_run_directory_holds_everything(tiny_args: list[str], tmp_path: Path) -> None:
     run = tmp_path / "run"
+    # collapse thresholds no run can meet: the alarm must go off after 2 checks
+    alarm = ["--set", "trainer.collapse_std=1e9", "--set", "trainer.collapse_patience=2"]
     proc = run_cli(
-        *tiny_args, "--max-steps", "4", "--out", str(run), "--set", "trainer.checkpoint_every=2"
-    )
+        *tiny_args, "--max-steps", "4", "--out", str(run), "--set", "trainer.checkpoint_every=2",
+        *alarm,
+    )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "COLLAPSE ALARM at step 1" in proc.stderr
     assert f"Outputs in {run}" in proc.stdout
     status = json.loads((run / "run.json").read_text())
     assert status["status"] == "completed"
@@ -46,6 +50,10 @@ def test_run_directory_holds_everything(tiny_args: list[str], tmp_path: Path) ->
     ]  # fmt: skip
     rows = losses(run)
     assert sorted(rows) == [0, 1, 2, 3]
+    assert status["collapse_alarm"]["step"] == 1
+    with open(run / "metrics.csv", newline="") as fh:
+        flags = [int(r["collapse_alarm"]) for r in csv.DictReader(fh)]
+    assert flags == [0, 1, 1, 1]
     with open(run / "metrics.csv", newline="") as fh:
         header = next(csv.reader(fh))
     for column in (
