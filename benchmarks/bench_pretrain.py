@@ -23,11 +23,9 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from geopera.data.bands import rgb_indices
 from geopera.data.sample_archive import DEFAULT_DIR, build_sample_archive
 from geopera.training.config import load_config
-from geopera.training.pretrain import _datamodule, _normalisation, pretrain
-from geopera.training.task import PerATask
+from geopera.training.pretrain import _datamodule, _normalisation, build_task, pretrain
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -68,18 +66,7 @@ def step_only(config: Any, steps: int, warmup: int) -> float:
     dm.num_workers = 0
     dm.setup()
     batch = next(iter(dm.train_dataloader()))
-    norm = _normalisation(dm)
-    rgb = rgb_indices(dm.sources[0].source.family, dm.band_names)
-    L.seed_everything(0, verbose=False)
-    task = PerATask(
-        config.to_dict(),
-        len(dm.band_names),
-        rgb,
-        norm["p2"],
-        norm["p98"],
-        norm["mean"],
-        norm["std"],
-    )
+    task = build_task(config, dm, _normalisation(dm))
     timer = StepTimer()
     trainer = L.Trainer(
         max_steps=steps, accelerator=config.trainer.accelerator, devices=1, logger=False,

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import geopandas as gpd
+import numpy as np
 import shapely
 import shapely.wkt
 from pyproj import CRS as ProjCRS
@@ -46,10 +47,15 @@ class ROI:
 
         Returns:
             The geometry in that CRS.
+
+        Raises:
+            ValueError: If the ROI falls outside the CRS's domain (e.g. a full-disk projection).
         """
         target = ProjCRS.from_user_input(crs.to_wkt() if hasattr(crs, "to_wkt") else crs)
         series = gpd.GeoSeries([self.geometry], crs=self.crs).to_crs(target)
         geom = series.iloc[0]
+        if not np.isfinite(shapely.get_coordinates(geom)).all():
+            raise ValueError(f"ROI {self.origin} cannot be represented in {target.name}")
         if not geom.is_valid:
             geom = shapely.make_valid(geom)
         return _polygonal(geom)

@@ -57,6 +57,13 @@ class PretrainResult:
     signal: int | None = None
 
 
+class StepProgressBar(RichProgressBar):
+    """Lightning's rich bar, labelled by task: a run is one long epoch counted in steps."""
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        return "pretraining"
+
+
 def _is_worker_rank() -> bool:
     """Whether this process is a DDP worker launched by Lightning (not rank 0)."""
     return int(os.environ.get("LOCAL_RANK", "0")) > 0 or int(os.environ.get("NODE_RANK", "0")) > 0
@@ -188,6 +195,30 @@ def _export_backbone(
     write_json(run.path / "backbone.json", meta)
 
 
+def build_task(config: PretrainConfig, dm: PretrainDataModule, norm: dict[str, Any]) -> PerATask:
+    """The pretraining task for a prepared data module, with seeded initial weights.
+
+    Args:
+        config: The config.
+        dm: The prepared data module (bands, sources).
+        norm: Its normalisation (see ``_normalisation``).
+
+    Returns:
+        The task.
+    """
+    rgb = rgb_indices(dm.sources[0].source.family, dm.band_names)
+    L.seed_everything(config.data.seed, workers=True, verbose=False)  # same initial weights
+    return PerATask(
+        config.to_dict(),
+        len(dm.band_names),
+        rgb,
+        norm["p2"],
+        norm["p98"],
+        norm["mean"],
+        norm["std"],
+    )
+
+
 def pretrain(
     config: PretrainConfig,
     out: Path | None = None,
@@ -246,18 +277,8 @@ def pretrain(
             geopera_version=__version__,
             max_steps=config.trainer.max_steps,
         )
-    source = dm.sources[0].source
-    rgb = rgb_indices(source.family, dm.band_names)
-    L.seed_everything(config.data.seed, workers=True, verbose=False)  # same initial weights
-    task = PerATask(
-        config.to_dict(),
-        len(dm.band_names),
-        rgb,
-        norm["p2"],
-        norm["p98"],
-        norm["mean"],
-        norm["std"],
-    )
+    task = build_task(config, dm, norm)
+    rgb = task.hparams["rgb"]
     if config.trainer.compile:
         for backbone in (task.model.student_backbone, task.model.teacher_backbone):
             for block in backbone.blocks:
@@ -298,7 +319,7 @@ def pretrain(
         )
         callbacks.append(metrics)
     if progress:
-        callbacks.append(RichProgressBar(leave=True))
+        callbacks.append(StepProgressBar(leave=True))
     accelerator = t.accelerator
     strategy: Any = "auto"
     if t.devices * t.num_nodes > 1:

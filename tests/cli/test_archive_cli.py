@@ -45,6 +45,24 @@ def test_inspect_json_on_shared_data(shared_data: Path) -> None:
     assert overlaps
     assert all(0.9 < v <= 1.0 for v in overlaps.values())
     assert [Path(p["path"]).name for p in report["problems"]] == []
+    # an ROI over Rotterdam, with the full-disk GOES source in the archive: no warnings, and
+    # only the SpaceNet sources overlap
+    proc = run_cli(
+        "archive",
+        "inspect",
+        str(shared_data / "a_pretrain"),
+        "--roi",
+        "4.34,51.86,4.36,51.90",
+        "--json",
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "Warning" not in proc.stderr
+    overlapping = {
+        s["name"]
+        for s in json.loads(proc.stdout)["sources"]
+        if s["roi_overlap"]["fraction_of_roi"] > 0
+    }
+    assert overlapping == {"ms1_1m", "pan1_0p5m", "rgb_4p5m", "sar_4p5m"}
 
 
 def test_inspect_table_lists_sources_and_problems(
