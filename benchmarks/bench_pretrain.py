@@ -4,10 +4,12 @@
   workers, quality control, views on the device, PerA step), images/s from its metrics.csv;
 * ``step_only``: the same task and Trainer fed one in-memory batch over and over (no reads).
 
-Both skip the first ``--warmup`` steps and take the median images/s of the rest. Goal: the data
-pipeline never limits training: end-to-end >= 90 % of step-only.
+Both skip the first ``--warmup`` steps and take the median images/s of the rest; the two are
+measured alternately ``--repeats`` times and the median of the paired ratios is reported with
+its range. Goal: the data pipeline never limits training: end-to-end >= 90 % of step-only.
 
-Usage: ``python benchmarks/bench_pretrain.py [--steps N] [--workers W] [--config FILE] [--json]``
+Usage: ``python benchmarks/bench_pretrain.py [--steps N] [--workers W] [--repeats R]
+[--config FILE] [--json]``
 """
 
 import argparse
@@ -25,7 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from geopera.data.sample_archive import DEFAULT_DIR, build_sample_archive
 from geopera.training.config import load_config
-from geopera.training.pretrain import _datamodule, _normalisation, build_task, pretrain
+from geopera.training.pretrain import _datamodule, build_task, pretrain
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -66,7 +68,7 @@ def step_only(config: Any, steps: int, warmup: int) -> float:
     dm.num_workers = 0
     dm.setup()
     batch = next(iter(dm.train_dataloader()))
-    task = build_task(config, dm, _normalisation(dm))
+    task = build_task(config, dm, dm.normalisation())
     timer = StepTimer()
     trainer = L.Trainer(
         max_steps=steps, accelerator=config.trainer.accelerator, devices=1, logger=False,
@@ -95,6 +97,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3, help="alternated pairs of runs")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     build_sample_archive(DEFAULT_DIR, log=lambda _: None)
@@ -105,13 +108,15 @@ def main() -> None:
     config.trainer.max_steps = args.steps
     config.trainer.log_every = 1
     config.trainer.checkpoint_every = 10**9
-    rates = {
-        "step_only": step_only(config, args.steps, args.warmup),
-        "end_to_end": end_to_end(config, args.warmup),
-    }
+    pairs = []  # alternate the two measurements: this machine drifts more than the effect
+    for _ in range(args.repeats):
+        pairs.append((step_only(config, args.steps, args.warmup), end_to_end(config, args.warmup)))
+    ratios = [e / s for s, e in pairs]
     result = {
-        **rates,
-        "ratio": rates["end_to_end"] / rates["step_only"],
+        "runs": [{"step_only": s, "end_to_end": e, "ratio": e / s} for s, e in pairs],
+        "median_ratio": statistics.median(ratios),
+        "min_ratio": min(ratios),
+        "max_ratio": max(ratios),
         "config": args.config.name,
         "workers": args.workers,
         "steps": args.steps,
@@ -120,9 +125,13 @@ def main() -> None:
         print(json.dumps(result, indent=1))
         return
     print(f"{args.config.name}, {args.steps} steps ({args.warmup} warm-up), {args.workers} workers")
-    print(f"step only   {rates['step_only']:8.2f} images/s")
-    print(f"end to end  {rates['end_to_end']:8.2f} images/s")
-    print(f"ratio       {result['ratio']:8.2f}")
+    print(f"{'run':>4} {'step only':>10} {'end to end':>11} {'ratio':>6}")
+    for i, (s, e) in enumerate(pairs):
+        print(f"{i:>4} {s:>10.2f} {e:>11.2f} {e / s:>6.2f}")
+    print(
+        f"median ratio {result['median_ratio']:.2f} "
+        f"(range {result['min_ratio']:.2f}-{result['max_ratio']:.2f})"
+    )
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from geopera.data.sampling import (
     source_weights,
 )
 from geopera.data.stats import estimate_stats
+from geopera.transforms.normalise import scaled_moments
 
 
 def collate_patches(samples: list[dict[str, Tensor]]) -> dict[str, Tensor]:
@@ -133,17 +134,35 @@ class PretrainDataModule(L.LightningDataModule):
         self.prepare()
         return list(self.sources[0].reader.bands)
 
-    def normalisation(self) -> tuple[Tensor, Tensor]:
-        """Per-source, per-band mean and std for normalisation on the device.
+    def normalisation(self) -> dict[str, Any]:
+        """The normalisation pretraining applies on the device, from the archive statistics.
+
+        Raw values are scaled per source to [0, 1] with the 2nd/98th percentiles, then
+        standardised with the mean/std of the scaled data (averaged over sources by sampling
+        weight, see :func:`geopera.transforms.normalise.scaled_moments`).
 
         Returns:
-            ``mean`` and ``std``, each (S, C).
+            ``p2``, ``p98`` (S, C) per-source percentiles; ``mean``, ``std`` (C,) of the scaled
+            data; ``raw_mean``, ``raw_std`` (C,) the same standardisation in raw units (ignoring
+            the clamp), for downstream use; ``sources`` the source names.
         """
         self.prepare()
-        per = [self.stats["sources"][s.source.name] for s in self.sources]
-        mean = torch.tensor(np.array([p["mean"] for p in per]), dtype=torch.float32)
-        std = torch.tensor(np.array([p["std"] for p in per]), dtype=torch.float32)
-        return mean, std
+        names = [s.source.name for s in self.sources]
+        weights = source_weights(self.sources, self.weights)
+        mean, std = scaled_moments(self.stats, names, list(weights))
+        p2 = np.array([self.stats["sources"][n]["p2"] for n in names])  # (S, C)
+        p98 = np.array([self.stats["sources"][n]["p98"] for n in names])
+        span = np.maximum(p98 - p2, 1e-6)
+        w = weights[:, None]  # (S, 1)
+        return {
+            "p2": p2.tolist(),
+            "p98": p98.tolist(),
+            "mean": mean.tolist(),
+            "std": std.tolist(),
+            "raw_mean": (w * (p2 + mean.numpy() * span)).sum(0).tolist(),
+            "raw_std": (w * (std.numpy() * span)).sum(0).tolist(),
+            "sources": names,
+        }
 
     def setup(self, stage: str | None = None) -> None:
         """Build the rank-aware sampler (rank and world size from the attached trainer).

@@ -15,7 +15,6 @@ Both encoders run only on the tokens they keep: 20 % (+20 % mask tokens after de
 student and 60 % for the teacher.
 """
 
-import copy
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -313,7 +312,3 @@ class PerA(nn.Module):
     def teacher_state_dict(self) -> dict[str, Tensor]:
         """The teacher backbone as a plain timm state dict (CPU tensors)."""
         return {k: v.detach().cpu().clone() for k, v in self.teacher_backbone.state_dict().items()}
-
-    def clone_student_into_teacher(self) -> None:
-        """Copy the student's weights into the teacher (at the start of training)."""
-        self.teacher.load_state_dict(copy.deepcopy(self.student.state_dict()))

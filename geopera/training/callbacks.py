@@ -218,6 +218,7 @@ class Previews(L.Callback):
         self.patches = patches
         self.rgb = rgb
         self.images: torch.Tensor | None = None
+        self.sources: torch.Tensor | None = None
 
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
@@ -230,7 +231,7 @@ class Previews(L.Callback):
 
         self.images = batch["image"][: self.patches].detach().clone()
         sources = batch["source"][: self.patches].detach().clone()
-        self._sources = sources
+        self.sources = sources
         if trainer.global_step > 0:
             return  # resumed run: the start previews exist already
         task: Any = pl_module
@@ -247,12 +248,12 @@ class Previews(L.Callback):
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """PCA map of the trained teacher and the loss curves."""
-        if trainer.global_rank != 0 or self.images is None:
+        if trainer.global_rank != 0 or self.images is None or self.sources is None:
             return
         from geopera.viz.features import plot_feature_pca, plot_loss_curves
 
         plot_feature_pca(
-            pl_module, self.images, self._sources, self.run.previews / "pca_end.png", self.rgb
+            pl_module, self.images, self.sources, self.run.previews / "pca_end.png", self.rgb
         )
         plot_loss_curves(self.run.path / "metrics.csv", self.run.previews / "loss_curves.png")
 

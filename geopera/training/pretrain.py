@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import numpy as np
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
@@ -22,7 +21,6 @@ from lightning.pytorch.strategies import DDPStrategy
 from geopera import __version__
 from geopera.data.bands import rgb_indices
 from geopera.data.datamodule import PretrainDataModule
-from geopera.data.sampling import source_weights
 from geopera.errors import GeoperaError
 from geopera.training.callbacks import (
     CollapseAlarm,
@@ -129,32 +127,6 @@ def _datamodule(config: PretrainConfig) -> PretrainDataModule:
     )
 
 
-def _normalisation(dm: PretrainDataModule) -> dict[str, Any]:
-    """Per-source percentiles and the scaled moments the task needs, plus raw-unit mean/std."""
-    names = [s.source.name for s in dm.sources]
-    entries = [dm.stats["sources"][n] for n in names]
-    weights = source_weights(dm.sources, dm.weights)
-    p2 = np.array([e["p2"] for e in entries])  # (S, C)
-    p98 = np.array([e["p98"] for e in entries])
-    span = np.maximum(p98 - p2, 1e-6)
-    scaled_mean = (np.array([e["mean"] for e in entries]) - p2) / span
-    scaled_std = np.array([e["std"] for e in entries]) / span
-    mean = (weights[:, None] * scaled_mean).sum(0)  # (S, C) -> (C,)
-    std = np.maximum((weights[:, None] * scaled_std).sum(0), 1e-3)
-    # The same normalisation in raw units (ignoring the clamp), for downstream use.
-    raw_mean = (weights[:, None] * (p2 + mean * span)).sum(0)
-    raw_std = (weights[:, None] * (std * span)).sum(0)
-    return {
-        "p2": p2.tolist(),
-        "p98": p98.tolist(),
-        "mean": mean.tolist(),
-        "std": std.tolist(),
-        "raw_mean": raw_mean.tolist(),
-        "raw_std": raw_std.tolist(),
-        "sources": names,
-    }
-
-
 def _export_backbone(
     run: RunDir, task: PerATask, dm: PretrainDataModule, norm: dict[str, Any], steps: int
 ) -> None:
@@ -201,7 +173,7 @@ def build_task(config: PretrainConfig, dm: PretrainDataModule, norm: dict[str, A
     Args:
         config: The config.
         dm: The prepared data module (bands, sources).
-        norm: Its normalisation (see ``_normalisation``).
+        norm: Its normalisation (see :meth:`PretrainDataModule.normalisation`).
 
     Returns:
         The task.
@@ -263,7 +235,7 @@ def pretrain(
             run = RunDir(new_run_dir(out))
             run.path.mkdir(parents=True, exist_ok=True)
             os.environ[RUN_DIR_ENV] = str(run.path.resolve())
-    norm = _normalisation(dm)
+    norm = dm.normalisation()
     if not worker:
         dump_config(config, run.path / "config.yaml")
         write_json(

@@ -114,20 +114,11 @@ class PerATask(L.LightningModule):
         self.views = build_views(self.config, torch.tensor(mean), torch.tensor(std), rgb)
         self.register_buffer("p2", torch.tensor(p2, dtype=torch.float32))
         self.register_buffer("p98", torch.tensor(p98, dtype=torch.float32))
-        o = self.config.optim
-        self.schedules = PerASchedules(
-            total_steps=self.config.trainer.max_steps,
-            warmup_steps=min(o.warmup_steps, self.config.trainer.max_steps),
-            lr=o.lr,
-            min_lr=o.min_lr,
-            weight_decay=o.weight_decay,
-            weight_decay_end=o.weight_decay_end,
-            momentum=o.momentum,
-            momentum_end=o.momentum_end,
-            teacher_temp_start=o.teacher_temp_start,
-            teacher_temp=o.teacher_temp,
-            teacher_temp_warmup_steps=o.teacher_temp_warmup_steps,
-        )
+        steps = self.config.trainer.max_steps
+        shared = {f.name for f in dataclasses.fields(PerASchedules)}
+        optim = {k: v for k, v in dataclasses.asdict(self.config.optim).items() if k in shared}
+        optim["warmup_steps"] = min(optim["warmup_steps"], steps)
+        self.schedules = PerASchedules(total_steps=steps, **optim)
         self.last_output: PerAOutput | None = None
         self.last_metrics: dict[str, float] = {}
         self._step = 0

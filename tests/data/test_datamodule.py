@@ -29,9 +29,18 @@ def test_batches_are_raw_float_dicts(fake_archive: Path, workers: int) -> None:
     assert batch["image"].max() > 255  # raw uint16 values, not normalised on the CPU
     assert dm.band_names == ["B4", "B3", "B2"]
     assert dm.in_chans == 3
-    mean, std = dm.normalisation()
-    assert mean.shape == std.shape == (1, 3)
-    assert (std > 0).all()
+    norm = dm.normalisation()
+    entry = dm.stats["sources"]["landsat8_30m"]  # the only source: weight 1
+    assert norm["p2"] == [entry["p2"]]
+    assert norm["p98"] == [entry["p98"]]
+    for c in range(3):
+        span = entry["p98"][c] - entry["p2"][c]
+        assert norm["mean"][c] == pytest.approx(
+            (entry["mean"][c] - entry["p2"][c]) / span, rel=1e-5
+        )
+        assert norm["std"][c] == pytest.approx(entry["std"][c] / span, rel=1e-5)
+        assert norm["raw_mean"][c] == pytest.approx(entry["mean"][c], rel=1e-5)
+        assert norm["raw_std"][c] == pytest.approx(entry["std"][c], rel=1e-5)
 
 
 def test_workers_do_not_change_the_data(fake_archive: Path) -> None:
