@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import rasterio.errors
 
 from geopera import __version__
-from geopera.cli import archive, data, pretrain, publish
+from geopera.cli import archive, data, finetune, predict, pretrain, publish
 from geopera.errors import GeoperaError
 
 USER_ERRORS = (
@@ -34,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     data.register(commands)
     archive.register(commands)
     pretrain.register(commands)
+    finetune.register(commands)
+    predict.register(commands)
     publish.register(commands)
     return parser
 

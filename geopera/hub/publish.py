@@ -171,7 +171,18 @@ class {enum_name}(WeightsEnum):  # type: ignore[misc]
 '''
 
 
-def _load_module(path: Path) -> ModuleType:
+def load_module(path: Path) -> ModuleType:
+    """Import a Python file written by :func:`publish` (registered in ``sys.modules``).
+
+    Args:
+        path: The module file.
+
+    Returns:
+        The imported module.
+
+    Raises:
+        PublishError: If the file cannot be imported.
+    """
     spec = importlib.util.spec_from_file_location(f"geopera_published_{path.stem}", path)
     if spec is None or spec.loader is None:
         raise PublishError(f"cannot import {path}")
@@ -199,7 +210,7 @@ def verify(
     import torchgeo.models
     import torchgeo.tasks
 
-    weights = getattr(getattr(_load_module(module_file), enum_name), member)
+    weights = getattr(getattr(load_module(module_file), enum_name), member)
     file = Path(weights.url.removeprefix("file://")) if weights.url.startswith("file://") else None
     if file is not None and _sha256(file)[:8] != file.stem.rsplit("-", 1)[-1]:
         raise PublishError(f"{file.name}: the SHA-256 prefix in the name does not match the file")

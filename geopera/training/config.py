@@ -9,11 +9,13 @@ are parsed as YAML: ``--set optim.lr=5e-4``, ``--set data.bands=[B4,B3,B2]``).
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
 from geopera.errors import GeoperaError
+
+C = TypeVar("C")
 
 
 class ConfigError(GeoperaError):
@@ -130,33 +132,25 @@ class PretrainConfig:
         return dataclasses.asdict(self)
 
 
-_SECTIONS = {f.name: f.type for f in dataclasses.fields(PretrainConfig)}
-
-
-def _section_fields(section: str) -> dict[str, dataclasses.Field[Any]]:
-    cls = {
-        "data": DataSection,
-        "model": ModelSection,
-        "views": ViewsSection,
-        "optim": OptimSection,
-        "trainer": TrainerSection,
-    }[section]
+def _section_fields(config: type[Any] | Any, section: str) -> dict[str, dataclasses.Field[Any]]:
+    cls: Any = {f.name: f.default_factory for f in dataclasses.fields(config)}[section]
     return {f.name: f for f in dataclasses.fields(cls)}
 
 
-def _check(section: str, key: str) -> None:
-    if section not in _SECTIONS:
+def _check(config: type[Any] | Any, section: str, key: str) -> None:
+    sections = [f.name for f in dataclasses.fields(config)]
+    if section not in sections:
+        raise ConfigError(f"unknown config section {section!r}; sections are {', '.join(sections)}")
+    fields = _section_fields(config, section)
+    if key not in fields:
         raise ConfigError(
-            f"unknown config section {section!r}; sections are {', '.join(_SECTIONS)}"
+            f"unknown key {section}.{key}; keys of {section!r} are: {', '.join(fields)}"
         )
-    if key not in _section_fields(section):
-        valid = ", ".join(_section_fields(section))
-        raise ConfigError(f"unknown key {section}.{key}; keys of {section!r} are: {valid}")
 
 
-def _coerce(section: str, key: str, value: Any) -> Any:
+def _coerce(config: type[Any] | Any, section: str, key: str, value: Any) -> Any:
     """Convert a parsed value to the field's declared scalar type (YAML reads ``1e9`` as text)."""
-    declared = _section_fields(section)[key].type
+    declared = _section_fields(config, section)[key].type
     name = declared if isinstance(declared, str) else getattr(declared, "__name__", "")
     if value is None or name not in ("float", "int", "bool"):
         return value
@@ -177,11 +171,12 @@ def _coerce(section: str, key: str, value: Any) -> Any:
     return int(number) if name == "int" else number
 
 
-def from_dict(raw: dict[str, Any] | None) -> PretrainConfig:
+def from_dict[C](raw: dict[str, Any] | None, cls: type[C] = PretrainConfig) -> C:  # type: ignore[assignment]
     """Build a config from a nested dict, checking every key.
 
     Args:
         raw: ``{section: {key: value}}``; missing keys keep their defaults.
+        cls: The config class (a dataclass of section dataclasses).
 
     Returns:
         The config.
@@ -189,23 +184,24 @@ def from_dict(raw: dict[str, Any] | None) -> PretrainConfig:
     Raises:
         ConfigError: On unknown sections or keys, or a section that is not a mapping.
     """
-    config = PretrainConfig()
+    config = cls()
     for section, values in (raw or {}).items():
         if values is None:
             continue
         if not isinstance(values, dict):
             raise ConfigError(f"config section {section!r} must be a mapping, got {values!r}")
         for key, value in values.items():
-            _check(section, key)
-            setattr(getattr(config, section), key, _coerce(section, key, value))
+            _check(cls, section, key)
+            setattr(getattr(config, section), key, _coerce(cls, section, key, value))
     return config
 
 
-def load_config(path: str | Path | None) -> PretrainConfig:
+def load_config[C](path: str | Path | None, cls: type[C] = PretrainConfig) -> C:  # type: ignore[assignment]
     """Read a YAML config (None: the defaults).
 
     Args:
         path: YAML file.
+        cls: The config class (a dataclass of section dataclasses).
 
     Returns:
         The config.
@@ -215,20 +211,20 @@ def load_config(path: str | Path | None) -> PretrainConfig:
         ConfigError: If it is not valid YAML or has unknown keys.
     """
     if path is None:
-        return PretrainConfig()
+        return cls()
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"config file {path} does not exist (see configs/pretrain/)")
+        raise FileNotFoundError(f"config file {path} does not exist (see configs/)")
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
         raise ConfigError(f"config file {path} is not valid YAML: {err}") from err
     if raw is not None and not isinstance(raw, dict):
         raise ConfigError(f"config file {path} must hold a mapping of sections")
-    return from_dict(raw)
+    return from_dict(raw, cls)
 
 
-def apply_override(config: PretrainConfig, assignment: str) -> None:
+def apply_override(config: Any, assignment: str) -> None:
     """Apply one ``section.key=value`` override (value parsed as YAML).
 
     Args:
@@ -242,19 +238,19 @@ def apply_override(config: PretrainConfig, assignment: str) -> None:
         raise ConfigError(f"override {assignment!r} must look like section.key=value")
     dotted, text = assignment.split("=", 1)
     section, key = dotted.strip().split(".", 1)
-    _check(section, key)
+    _check(config, section, key)
     try:
         value = yaml.safe_load(text)
     except yaml.YAMLError as err:
         raise ConfigError(f"override {assignment!r}: value is not valid YAML ({err})") from err
-    setattr(getattr(config, section), key, _coerce(section, key, value))
+    setattr(getattr(config, section), key, _coerce(config, section, key, value))
 
 
-def dump_config(config: PretrainConfig, path: Path) -> None:
+def dump_config(config: Any, path: Path) -> None:
     """Write the resolved config as YAML.
 
     Args:
         config: The config.
         path: Output file.
     """
-    path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    path.write_text(yaml.safe_dump(dataclasses.asdict(config), sort_keys=False))

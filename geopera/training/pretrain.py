@@ -353,7 +353,7 @@ def resume_config(run_dir: Path, max_steps: int | None) -> PretrainConfig:
     path = run_dir / "config.yaml"
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: {run_dir} is not a geopera run directory")
-    config = load_config(path)
+    config: PretrainConfig = load_config(path)
     status = RunDir(run_dir).status()
     if max_steps is not None:
         config.trainer.max_steps = max_steps

@@ -1,0 +1,66 @@
+"""``geopera predict segmentation|change|detection``: a fine-tuned model over whole rasters."""
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+
+def register(commands: Any) -> None:
+    """Add the ``predict`` command.
+
+    Args:
+        commands: The sub-parsers object of the main parser.
+    """
+    p = commands.add_parser(
+        "predict",
+        help="run a fine-tuned model over rasters of any size (tiled, blended, georeferenced)",
+        description="Sliding-window inference in bounded memory. Segmentation and change write "
+        "a Cloud-Optimised GeoTIFF on the input's grid; detection writes boxes in map "
+        "coordinates (.gpkg or .geojson).",
+    )
+    p.add_argument("task", choices=["segmentation", "change", "detection"])
+    p.add_argument("--model", required=True, type=Path, help="DIR/model.ckpt of geopera finetune")
+    p.add_argument("--input", required=True, help="input raster (the first date for change)")
+    p.add_argument("--after", help="change: second-date raster")
+    p.add_argument("--roi", help="only predict inside this ROI (vector file, WKT or bbox)")
+    p.add_argument("--output", required=True, type=Path, help=".tif (dense) or .gpkg/.geojson")
+    p.add_argument("--probabilities", type=Path, help="dense: also write class probabilities")
+    p.add_argument("--overlap", type=int, help="tile overlap in pixels (default: chip size / 4)")
+    p.add_argument("--batch-size", type=int, default=8, help="tiles per forward pass")
+    p.add_argument("--min-score", type=float, default=0.5, help="detection: lowest score kept")
+    p.add_argument("--nms-iou", type=float, default=0.5, help="detection: cross-tile NMS IoU")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1...")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.set_defaults(func=_predict)
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from geopera.inference.predict import predict_dense, predict_detection
+    from geopera.inference.tiled import PredictError
+    from geopera.tasks.finetune import load_finetuned
+
+    task = load_finetuned(args.model)
+    if task.spec["task"] != args.task:
+        raise PredictError(
+            f"{args.model} is a {task.spec['task']} model; "
+            f"run `geopera predict {task.spec['task']}`"
+        )
+    if args.task == "detection":
+        summary = predict_detection(
+            task, args.input, args.output, roi=args.roi, overlap=args.overlap,
+            min_score=args.min_score, iou=args.nms_iou, batch_size=args.batch_size,
+            device=args.device, overwrite=args.overwrite,
+        )  # fmt: skip
+        print(f"wrote {summary.objects} boxes to {summary.output}")
+        return 0
+    if (args.task == "change") != (args.after is not None):
+        raise PredictError("--after is required for change detection, and only for it")
+    inputs = [args.input] + ([args.after] if args.after else [])
+    summary = predict_dense(
+        task, inputs, args.output, roi=args.roi, overlap=args.overlap,
+        probabilities=args.probabilities, batch_size=args.batch_size, device=args.device,
+        overwrite=args.overwrite,
+    )  # fmt: skip
+    extra = f" and {summary.probabilities}" if summary.probabilities else ""
+    print(f"wrote {summary.output}{extra} ({summary.pixels} pixels predicted, COG)")
+    return 0

@@ -1,0 +1,1 @@
+"""Inference over whole rasters: tiled, blended, georeferenced."""

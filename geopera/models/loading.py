@@ -1,0 +1,296 @@
+"""Load a ViT backbone for fine-tuning, and fit it to the bands of the labelled data.
+
+``--weights`` may name:
+
+* a geopera run directory (``backbone.pth`` + ``backbone.json`` inside),
+* a backbone ``.pth`` file with its ``.json`` description beside it,
+* a folder written by ``geopera publish`` (a weights module and file),
+* a TorchGeo weights member, ``"Enum.MEMBER"`` (resolved by ``torchgeo.models.get_weight``;
+  remote files are downloaded only because the user asked for them by name),
+* a timm model name (``vit_small_patch16_224``): random initialisation.
+
+**Band rule.** When the backbone knows its band names and every one of them is among the
+data's band names, the data's bands are *selected by name*, in the backbone's order (extra data
+bands are dropped). Otherwise the data's bands are used in file order; if their count differs
+from the backbone's, the patch embedding is adapted as timm's ``adapt_input_conv`` does
+(channels repeated and rescaled) and a warning says so.
+"""
+
+import json
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+import timm
+import torch
+from timm.layers import resample_abs_pos_embed
+from timm.models import adapt_input_conv
+from timm.models.vision_transformer import VisionTransformer
+from torch import Tensor
+
+from geopera.errors import GeoperaError
+
+
+class WeightsError(GeoperaError):
+    """``--weights`` names nothing that can be loaded."""
+
+
+@dataclass
+class BackboneSource:
+    """Where backbone weights come from, and what they expect.
+
+    Attributes:
+        model: timm architecture name.
+        model_kwargs: Extra timm arguments (``embed_dim``, ``depth``...).
+        in_chans: Input bands the weights were trained on.
+        bands: Their names, or None when unknown.
+        state_dict: The weights (None: random initialisation).
+        origin: Human-readable description of the source.
+        ssl_method: Pretraining method, when known.
+    """
+
+    model: str
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    in_chans: int = 3
+    bands: list[str] | None = None
+    state_dict: dict[str, Tensor] | None = None
+    origin: str = "random initialisation"
+    ssl_method: str | None = None
+
+
+def _from_backbone_file(weights: Path, meta_file: Path) -> BackboneSource:
+    if not meta_file.is_file():
+        raise FileNotFoundError(
+            f"{meta_file} not found: a backbone .pth needs its .json description beside it "
+            "(geopera writes both into each completed run directory)"
+        )
+    meta = json.loads(meta_file.read_text())
+    state = torch.load(weights, map_location="cpu", weights_only=True)
+    return BackboneSource(
+        model=meta["model"],
+        model_kwargs=dict(meta.get("model_kwargs") or {}),
+        in_chans=int(meta["in_chans"]),
+        bands=list(meta["bands"]) if meta.get("bands") else None,
+        state_dict=state,
+        origin=str(weights),
+        ssl_method=meta.get("ssl_method"),
+    )
+
+
+def _from_member(member: Any, origin: str) -> BackboneSource:
+    meta = member.meta
+    url: str = member.url
+    if url.startswith("file://"):
+        state = torch.load(url.removeprefix("file://"), map_location="cpu", weights_only=True)
+    else:  # the user named a remote member explicitly
+        state = member.get_state_dict(progress=True)
+    bands = meta.get("bands")
+    return BackboneSource(
+        model=meta["model"],
+        in_chans=int(meta["in_chans"]),
+        bands=[str(b) for b in bands] if bands else None,
+        state_dict=state,
+        origin=origin,
+        ssl_method=meta.get("ssl_method"),
+    )
+
+
+def _from_published_folder(folder: Path) -> BackboneSource:
+    from torchvision.models._api import WeightsEnum
+
+    from geopera.hub.publish import load_module
+
+    modules = [p for p in sorted(folder.glob("*.py")) if not p.name.startswith("_")]
+    for path in modules:
+        module = load_module(path)
+        for value in vars(module).values():
+            if (
+                isinstance(value, type)
+                and issubclass(value, WeightsEnum)
+                and value is not WeightsEnum
+            ):
+                member = next(iter(cast(Any, value)))
+                return _from_member(member, f"{value.__name__}.{member.name} ({folder})")
+    raise WeightsError(f"{folder} holds no WeightsEnum module; is it a `geopera publish` folder?")
+
+
+def resolve_weights(weights: str | Path | None, default_model: str) -> BackboneSource:
+    """Find the backbone named by ``--weights`` (see the module docstring).
+
+    Args:
+        weights: Run directory, ``.pth`` file, publish folder, ``Enum.MEMBER``, timm name, or
+            None for a randomly initialised ``default_model``.
+        default_model: Architecture used when ``weights`` is None.
+
+    Returns:
+        The backbone source.
+
+    Raises:
+        FileNotFoundError: If a path is given that holds no backbone.
+        WeightsError: If the name is neither a path, a weights member nor a timm ViT.
+    """
+    if weights is None:
+        return BackboneSource(model=default_model)
+    text = str(weights)
+    path = Path(text)
+    if path.is_dir():
+        if (path / "backbone.pth").is_file():
+            return _from_backbone_file(path / "backbone.pth", path / "backbone.json")
+        if (path / "weights.csv").is_file():
+            return _from_published_folder(path)
+        raise FileNotFoundError(
+            f"{path} is a folder without backbone.pth (not a completed geopera run) and without "
+            "weights.csv (not a `geopera publish` folder)"
+        )
+    if path.suffix in (".pth", ".pt"):
+        if not path.is_file():
+            raise FileNotFoundError(f"weights file {path} does not exist")
+        return _from_backbone_file(path, path.with_suffix(".json"))
+    if "." in text and "/" not in text:
+        import torchgeo.models
+
+        try:
+            member = torchgeo.models.get_weight(text)
+        except (KeyError, ValueError, AttributeError):
+            pass
+        else:
+            return _from_member(member, text)
+    if text in timm.list_models(text):
+        return BackboneSource(model=text, origin=f"{text}, random initialisation")
+    raise WeightsError(
+        f"--weights {text!r} is not a run directory, backbone .pth, publish folder, TorchGeo "
+        "weights member (Enum.MEMBER) or timm model name; for random initialisation give a "
+        "timm ViT name such as vit_small_patch16_224"
+    )
+
+
+@dataclass
+class BandPlan:
+    """How the data's bands feed the backbone.
+
+    Attributes:
+        indices: 0-based data band indices, in backbone order.
+        names: The selected band names (data names, or ``band_<i>`` when unnamed).
+        rule: ``"by-name"``, ``"as-is"`` or ``"adapted"``.
+    """
+
+    indices: list[int]
+    names: list[str]
+    rule: str
+
+
+def plan_bands(source: BackboneSource, data_bands: list[str]) -> BandPlan:
+    """Apply the band rule (module docstring) to the data's band names.
+
+    Args:
+        source: The backbone.
+        data_bands: Band names of the labelled images, in file order.
+
+    Returns:
+        The band plan.
+    """
+    lookup = {b.upper(): i for i, b in enumerate(data_bands)}
+    if source.bands and all(b.upper() in lookup for b in source.bands):
+        indices = [lookup[b.upper()] for b in source.bands]
+        return BandPlan(indices, [data_bands[i] for i in indices], "by-name")
+    indices = list(range(len(data_bands)))
+    if source.state_dict is None:  # random initialisation: built for the data's bands
+        return BandPlan(indices, list(data_bands), "as-is")
+    rule = "as-is" if len(data_bands) == source.in_chans else "adapted"
+    if rule == "adapted" or source.bands:
+        known = f" {source.bands}" if source.bands else ""
+        warnings.warn(
+            f"backbone bands{known} ({source.in_chans}) are not all among the data's bands "
+            f"{data_bands}; using the data's {len(data_bands)} bands in file order"
+            + (", patch embedding adapted (timm adapt_input_conv)" if rule == "adapted" else ""),
+            stacklevel=2,
+        )
+    return BandPlan(indices, list(data_bands), rule)
+
+
+def build_vit(
+    model: str, in_chans: int, img_size: int, model_kwargs: dict[str, Any] | None = None
+) -> VisionTransformer:
+    """A timm ViT accepting any input size that is a multiple of its patch size.
+
+    Args:
+        model: timm architecture name.
+        in_chans: Input bands.
+        img_size: Size the position embedding is built for (the chip size).
+        model_kwargs: Extra timm arguments.
+
+    Returns:
+        The model, without classifier.
+
+    Raises:
+        ValueError: If ``model`` is not a timm ViT.
+    """
+    try:
+        vit = timm.create_model(
+            model,
+            pretrained=False,
+            num_classes=0,
+            in_chans=in_chans,
+            img_size=img_size,
+            dynamic_img_size=True,
+            **(model_kwargs or {}),
+        )
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"cannot build timm model {model!r}: {err}") from err
+    if not isinstance(vit, VisionTransformer):
+        raise ValueError(f"{model!r} is not a timm VisionTransformer; use a ViT architecture")
+    return vit
+
+
+def fit_state_dict(
+    state: dict[str, Tensor], vit: VisionTransformer, in_chans: int
+) -> dict[str, Tensor]:
+    """Adapt pretrained weights to a model's band count and position grid.
+
+    Args:
+        state: timm ViT state dict (any grid, any band count).
+        vit: The target model.
+        in_chans: Its number of input bands.
+
+    Returns:
+        A state dict that loads strictly into ``vit`` (classifier keys dropped).
+    """
+    out = {k: v for k, v in state.items() if not k.startswith("head.")}
+    weight = out["patch_embed.proj.weight"]  # (D, C_old, p, p)
+    if weight.shape[1] != in_chans:
+        out["patch_embed.proj.weight"] = adapt_input_conv(in_chans, weight)  # (D, C_new, p, p)
+    target = vit.pos_embed
+    if target is not None and out["pos_embed"].shape != target.shape:
+        prefix = 0 if vit.no_embed_class else vit.num_prefix_tokens
+        old = out["pos_embed"].shape[1] - prefix
+        new = target.shape[1] - prefix
+        out["pos_embed"] = resample_abs_pos_embed(
+            out["pos_embed"],
+            new_size=(int(new**0.5),) * 2,
+            old_size=(int(old**0.5),) * 2,
+            num_prefix_tokens=prefix,
+        )
+    return out
+
+
+def load_into(vit: VisionTransformer, source: BackboneSource, in_chans: int) -> None:
+    """Load a source's weights (if any) into a freshly built ViT, strictly.
+
+    Args:
+        vit: Model built with :func:`build_vit` from ``source.model``.
+        source: The backbone source.
+        in_chans: Number of bands the model takes.
+
+    Raises:
+        WeightsError: If the weights do not match the architecture.
+    """
+    if source.state_dict is None:
+        return
+    try:
+        vit.load_state_dict(fit_state_dict(source.state_dict, vit, in_chans), strict=True)
+    except (RuntimeError, KeyError) as err:
+        raise WeightsError(
+            f"weights from {source.origin} do not fit {source.model} "
+            f"{source.model_kwargs or ''}: {err}"
+        ) from err

@@ -1,0 +1,1 @@
+"""Fine-tuning tasks: segmentation, change detection and object detection."""

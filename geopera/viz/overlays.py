@@ -1,0 +1,113 @@
+"""Overlay figures of fine-tuned predictions on validation chips."""
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.patches import Rectangle
+from torch import Tensor
+
+from geopera.viz.previews import to_rgb
+
+
+def display_bands(names: Sequence[str]) -> list[int]:
+    """Band indices shown as R, G, B.
+
+    Red/green/blue by name (B4/B3/B2, B04/B03/B02, red/green/blue), else the first three bands,
+    else band 0 as gray.
+    """
+    canon = [re.sub(r"^B0*", "B", n.upper()) for n in names]
+    for triple in (("B4", "B3", "B2"), ("RED", "GREEN", "BLUE"), ("R", "G", "B")):
+        if all(t in canon for t in triple):
+            return [canon.index(t) for t in triple]
+    return [0, 1, 2] if len(names) >= 3 else [0, 0, 0]
+
+
+def _class_image(mask: np.ndarray, k: int) -> np.ndarray:
+    colours = plt.get_cmap("tab10" if k <= 10 else "tab20")(np.arange(k) % 20)[:, :3]
+    out = np.full((*mask.shape, 3), 0.5)  # unlabelled: gray
+    valid = mask >= 0
+    out[valid] = colours[mask[valid]]
+    return out
+
+
+def plot_segmentation(
+    image: Tensor,
+    truth: Tensor,
+    prediction: Tensor,
+    class_names: Sequence[str],
+    path: Path,
+    rgb: Sequence[int] | None = None,
+    after: Tensor | None = None,
+) -> None:
+    """Image (and second date), truth and prediction side by side, with a class legend.
+
+    Args:
+        image: (C, H, W) raw chip (before, for change).
+        truth: (H, W) class indices, -1 unlabelled.
+        prediction: (H, W) class indices.
+        class_names: One name per class index.
+        path: Output PNG.
+        rgb: Bands shown as R, G, B.
+        after: (C, H, W) second date (change detection).
+    """
+    k = len(class_names)
+    panels: list[tuple[str, np.ndarray]] = [
+        ("image" if after is None else "before", to_rgb(image, rgb))
+    ]
+    if after is not None:
+        panels.append(("after", to_rgb(after, rgb)))
+    panels += [
+        ("truth (gray: unlabelled)", _class_image(truth.cpu().numpy(), k)),
+        ("prediction", _class_image(prediction.cpu().numpy(), k)),
+    ]
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.6))
+    for ax, (title, array) in zip(axes, panels, strict=True):
+        ax.imshow(array, interpolation="nearest")
+        ax.set_title(title, fontsize=9)
+        ax.axis("off")
+    colours = plt.get_cmap("tab10" if k <= 10 else "tab20")(np.arange(k) % 20)
+    handles = [Rectangle((0, 0), 1, 1, color=colours[i]) for i in range(k)]
+    fig.legend(handles, list(class_names), loc="lower center", ncol=min(k, 6), fontsize=8)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def plot_detection(
+    image: Tensor,
+    truth: Tensor,
+    boxes: Tensor,
+    scores: Tensor,
+    path: Path,
+    rgb: Sequence[int] | None = None,
+    min_score: float = 0.5,
+) -> None:
+    """Truth boxes (green) and predicted boxes above ``min_score`` (red) on a chip.
+
+    Args:
+        image: (C, H, W) raw chip.
+        truth: (N, 4) xyxy truth boxes.
+        boxes: (M, 4) xyxy predicted boxes.
+        scores: (M,) their scores.
+        path: Output PNG.
+        rgb: Bands shown as R, G, B.
+        min_score: Score threshold for drawing.
+    """
+    fig, ax = plt.subplots(figsize=(4.5, 4.8))
+    ax.imshow(to_rgb(image, rgb))
+    for colour, xyxy in (("lime", truth), ("red", boxes[scores >= min_score])):
+        for x0, y0, x1, y1 in xyxy.tolist():
+            ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, color=colour, lw=1.2))
+    ax.set_title(f"truth (green) and predictions >= {min_score} (red)", fontsize=9)
+    ax.axis("off")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
