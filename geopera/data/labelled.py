@@ -296,14 +296,23 @@ def _labelled_only(scenes: list[Scene], labels: str | os.PathLike[str]) -> list[
     return kept
 
 
-def _block_key(scene: Scene, index: int, row: int, col: int, block_px: int) -> tuple[Any, ...]:
+def _block_key(
+    scene: Scene,
+    index: int,
+    row: int,
+    col: int,
+    block_px: int,
+    origins: dict[str, tuple[float, float]],
+) -> tuple[Any, ...]:
     if scene.grid.crs is None:
         return (index, row // block_px, col // block_px)
     t = scene.grid.transform
+    crs = scene.grid.crs.to_string()
+    ox, oy = origins.setdefault(crs, (t.c, t.f))  # blocks of a CRS start at its first scene
     x, y = t * (col + 0.5, row + 0.5)  # chip's top-left pixel centre, map coordinates
-    block_x = abs(t.a) * block_px
-    block_y = abs(t.e) * block_px
-    return (scene.grid.crs.to_string(), math.floor(x / block_x), math.floor(y / block_y))
+    bx = math.floor((x - ox) / (abs(t.a) * block_px))
+    by = math.floor((oy - y) / (abs(t.e) * block_px))
+    return (crs, by, bx)
 
 
 def make_chips(
@@ -334,13 +343,14 @@ def make_chips(
         raise ValueError(f"chip size ({chip_size}) and block size ({block_chips}) must be >= 1")
     block_px = chip_size * block_chips
     placed: list[tuple[int, int, int, tuple[Any, ...]]] = []
+    origins: dict[str, tuple[float, float]] = {}
     for i, scene in enumerate(scenes):
         rows = range(0, scene.grid.height - chip_size + 1, chip_size)
         cols = range(0, scene.grid.width - chip_size + 1, chip_size)
         for r in rows:
             for c in cols:
                 if _chip_has_labels(scene, r, c, chip_size):
-                    placed.append((i, r, c, _block_key(scene, i, r, c, block_px)))
+                    placed.append((i, r, c, _block_key(scene, i, r, c, block_px, origins)))
     if not placed:
         smallest = min(min(s.grid.width, s.grid.height) for s in scenes)
         raise LabelError(

@@ -182,12 +182,18 @@ class Boxes:
     names: list[str]
 
 
+def apply_affine(t: Affine, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Apply an affine transform to coordinate arrays (float64)."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    return t.a * x + t.b * y + t.c, t.d * x + t.e * y + t.f
+
+
 def _map_to_pixel(xyxy: np.ndarray, grid: Grid) -> np.ndarray:
     inverse = ~grid.transform
-    x0, y0 = inverse * (xyxy[:, 0], xyxy[:, 1])
-    x1, y1 = inverse * (xyxy[:, 2], xyxy[:, 3])
+    x0, y0 = apply_affine(inverse, xyxy[:, 0], xyxy[:, 1])
+    x1, y1 = apply_affine(inverse, xyxy[:, 2], xyxy[:, 3])
     xs, ys = np.stack([x0, x1]), np.stack([y0, y1])
-    return np.stack([xs.min(0), ys.min(0), xs.max(0), ys.max(0)], axis=1).astype(np.float32)
+    return np.stack([xs.min(0), ys.min(0), xs.max(0), ys.max(0)], axis=1)
 
 
 def read_boxes(
@@ -225,7 +231,7 @@ def read_boxes(
             )
         if "image_path" in table.columns:
             table = table[table["image_path"].map(lambda p: Path(str(p)).name) == Path(image).name]
-        xyxy = table[["xmin", "ymin", "xmax", "ymax"]].to_numpy(np.float32).reshape(-1, 4)
+        xyxy = table[["xmin", "ymin", "xmax", "ymax"]].to_numpy(np.float64).reshape(-1, 4)
         names = (
             [str(n) for n in table["label"]]
             if "label" in table.columns
@@ -242,7 +248,7 @@ def read_boxes(
                 continue
             rows.append([float(box.findtext(k, "nan")) for k in ("xmin", "ymin", "xmax", "ymax")])
             names.append(obj.findtext("name", "object"))
-        xyxy = np.asarray(rows, dtype=np.float32).reshape(-1, 4)
+        xyxy = np.asarray(rows, dtype=np.float64).reshape(-1, 4)
     elif suffix in VECTOR_SUFFIXES:
         import geopandas as gpd
 
@@ -261,4 +267,4 @@ def read_boxes(
     xyxy[:, [0, 2]] = xyxy[:, [0, 2]].clip(0, grid.width)
     xyxy[:, [1, 3]] = xyxy[:, [1, 3]].clip(0, grid.height)
     keep = (xyxy[:, 2] > xyxy[:, 0] + 1) & (xyxy[:, 3] > xyxy[:, 1] + 1)
-    return Boxes(xyxy[keep], [n for n, k in zip(names, keep, strict=True) if k])
+    return Boxes(xyxy[keep].astype(np.float32), [n for n, k in zip(names, keep, strict=True) if k])

@@ -23,6 +23,7 @@ from rasterio.windows import Window
 from torch import Tensor
 from torchvision.ops import batched_nms
 
+from geopera.data.labels import apply_affine
 from geopera.data.roi import load_roi
 from geopera.inference.tiled import (
     PredictError,
@@ -288,7 +289,10 @@ def predict_detection(
     driver = "GPKG" if suffix == ".gpkg" else "GeoJSON"
     tmp = tmp.with_suffix(suffix)
     try:
-        frame.to_file(tmp, driver=driver)
+        if driver == "GPKG":
+            frame.to_file(tmp, driver=driver, layer=output.stem)
+        else:
+            frame.to_file(tmp, driver=driver)
         os.replace(tmp, output)
     finally:
         if tmp.exists():
@@ -313,6 +317,6 @@ def _valid_points(
     if geom is not None:
         from shapely import contains_xy
 
-        xs, ys = transform * (points[:, 0], points[:, 1])
+        xs, ys = apply_affine(transform, points[:, 0], points[:, 1])
         ok &= contains_xy(geom, np.asarray(xs), np.asarray(ys))
     return ok

@@ -140,8 +140,14 @@ def roi_window(grid: Grid, roi: ROI | None) -> tuple[Window, Any]:
     if grid.crs is None:
         raise PredictError("an ROI needs a georeferenced input raster")
     geom = roi.to_crs(grid.crs)
-    win = rasterio.windows.from_bounds(*geom.bounds, transform=grid.transform)
-    win = win.round_offsets("floor").round_lengths("ceil")
+    raw = rasterio.windows.from_bounds(*geom.bounds, transform=grid.transform)
+    col, row = math.floor(raw.col_off), math.floor(raw.row_off)
+    win = Window(
+        col,
+        row,
+        math.ceil(raw.col_off + raw.width) - col,
+        math.ceil(raw.row_off + raw.height) - row,
+    )
     try:
         win = win.intersection(full)
     except rasterio.errors.WindowError as err:

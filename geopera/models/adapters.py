@@ -111,9 +111,9 @@ class _Decoder(nn.Module):
         elif kind == "fpn":
             self.decoder = FPNDecoder(
                 encoder_channels=full, encoder_depth=5, pyramid_channels=width,
-                segmentation_channels=width // 2, dropout=0.0,
+                segmentation_channels=width, dropout=0.0,
             )  # fmt: skip
-            out_channels = width // 2
+            out_channels = width
         else:
             raise ValueError(f"decoder {kind!r} is not a pyramid decoder; use upernet or fpn")
         self.classifier = nn.Conv2d(out_channels, num_classes, 1)

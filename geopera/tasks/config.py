@@ -54,6 +54,7 @@ class FinetuneOptim:
     layer_decay: float | None = None
     weight_decay: float = 0.05
     warmup_steps: int = 10
+    balance_classes: bool = False
 
 
 @dataclass

@@ -21,13 +21,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
-from lightning import Trainer
+from lightning import Trainer, seed_everything
 from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import DataLoader
 
 from geopera import __version__
 from geopera.data.labelled import (
+    Chip,
     ChipDataset,
     ClassMap,
     Scene,
@@ -110,6 +112,11 @@ def _check_settings(kind: str, config: FinetuneConfig) -> None:
         raise FinetuneError(f"model.decoder {m.decoder!r} is not one of {', '.join(DECODERS)}")
     if kind == "change" and m.decoder == "dpt":
         raise FinetuneError("change detection uses a pyramid decoder: model.decoder upernet or fpn")
+    if m.decoder_channels < 32 or m.decoder_channels % 32:
+        raise FinetuneError(
+            f"model.decoder_channels must be a positive multiple of 32 (group norms of 32 "
+            f"groups), got {m.decoder_channels}"
+        )
     if m.fusion not in FUSIONS:
         raise FinetuneError(f"model.fusion {m.fusion!r} is not one of {', '.join(FUSIONS)}")
 
@@ -155,6 +162,18 @@ def _spec(
     }
 
 
+def _balanced_weights(scenes: list[Scene], chips: list[Chip], classes: ClassMap) -> list[float]:
+    """Cross-entropy class weights ``sqrt(N / (K * n_k))`` from the training chips' pixels."""
+    counts = np.zeros(len(classes.values))
+    for c in chips:
+        labels = scenes[c.scene].labels
+        if labels is not None:
+            idx = classes.encode(labels[c.row : c.row + c.size, c.col : c.col + c.size])
+            counts += np.bincount(idx[idx >= 0], minlength=len(counts))
+    counts = np.maximum(counts, 1)
+    return np.sqrt(counts.sum() / (len(counts) * counts)).tolist()  # type: ignore[no-any-return]
+
+
 def _loader(ds: ChipDataset, config: FinetuneConfig, shuffle: bool) -> DataLoader[Any]:
     d = config.data
     return DataLoader(
@@ -188,6 +207,7 @@ def finetune(
     """
     _check_settings(kind, config)
     out = _new_out(out, kind)
+    seed_everything(config.data.seed, verbose=False)
     d, t = config.data, config.trainer
     scenes = build_scenes(kind, config)
     if d.ignore_value is not None:
@@ -211,6 +231,11 @@ def finetune(
         s: ChipDataset(scenes, cs, bands, classes, d.min_box_fraction) for s, cs in by_split.items()
     }
     norm = chip_statistics(datasets["train"], seed=d.seed)
+    class_weights = (
+        _balanced_weights(scenes, by_split["train"], classes)
+        if config.optim.balance_classes and kind != "detection"
+        else None
+    )
     info = {
         "model": source.model,
         "model_kwargs": source.model_kwargs,
@@ -219,6 +244,7 @@ def finetune(
         "band_rule": plan.rule,
     }
     spec = _spec(kind, config, info, plan.names, bands, classes, norm)
+    spec["class_weights"] = class_weights
     task = TASKS[kind](spec)
     patch = int(task.vit.patch_embed.patch_size[0])
     if d.chip_size % patch:

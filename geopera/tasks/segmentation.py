@@ -18,10 +18,17 @@ class SegmentationTask(FinetuneTask):
     """
 
     kind = "segmentation"
+    class_weights: Tensor | None
 
     def __init__(self, spec: dict[str, Any]) -> None:
         super().__init__(spec)
         k = self.num_classes
+        weights = spec.get("class_weights")
+        self.register_buffer(
+            "class_weights",
+            torch.tensor(weights, dtype=torch.float32) if weights else None,
+            persistent=False,
+        )
         self.confusion = nn.ModuleDict(
             {s: MulticlassConfusionMatrix(k, ignore_index=-1) for s in ("val", "test")}
         )
@@ -56,7 +63,9 @@ class SegmentationTask(FinetuneTask):
         """Cross-entropy on labelled pixels of an augmented batch."""
         keys = [k for k in ("image", "after", "mask") if k in batch]
         batch = dict(zip(keys, self.augment(*(batch[k] for k in keys)), strict=True))
-        loss = F.cross_entropy(self.logits(batch), batch["mask"], ignore_index=-1)
+        loss = F.cross_entropy(
+            self.logits(batch), batch["mask"], weight=self.class_weights, ignore_index=-1
+        )
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["mask"].shape[0])
         return loss
 

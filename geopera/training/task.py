@@ -109,7 +109,7 @@ class PerATask(L.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.config: PretrainConfig = from_dict(config)
+        self.config = from_dict(config, PretrainConfig)
         self.model = build_model(self.config, in_chans)
         self.views = build_views(self.config, torch.tensor(mean), torch.tensor(std), rgb)
         self.register_buffer("p2", torch.tensor(p2, dtype=torch.float32))

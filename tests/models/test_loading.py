@@ -1,0 +1,118 @@
+"""Backbone loading: every kind of --weights, and the band rule."""
+
+import json
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+from geopera.models.loading import (
+    BackboneSource,
+    WeightsError,
+    build_vit,
+    load_into,
+    plan_bands,
+    resolve_weights,
+)
+
+TINY = {"depth": 2, "embed_dim": 32, "num_heads": 2}
+
+
+def _write_backbone(folder: Path, bands: list[str], img_size: int = 32) -> torch.nn.Module:
+    vit = build_vit("vit_small_patch16_224", len(bands), img_size, TINY)
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save(vit.state_dict(), folder / "backbone.pth")
+    meta = {"model": "vit_small_patch16_224", "model_kwargs": TINY, "in_chans": len(bands),
+            "bands": bands, "ssl_method": "pera"}  # fmt: skip
+    (folder / "backbone.json").write_text(json.dumps(meta))
+    return vit
+
+
+def test_run_directory_and_pth_file_load_the_same_weights(tmp_path: Path) -> None:
+    reference = _write_backbone(tmp_path / "run", ["B4", "B3", "B2"])
+    from_dir = resolve_weights(tmp_path / "run", "ignored")
+    from_file = resolve_weights(tmp_path / "run" / "backbone.pth", "ignored")
+    for source in (from_dir, from_file):
+        assert source.bands == ["B4", "B3", "B2"]
+        assert source.ssl_method == "pera"
+        vit = build_vit(source.model, 3, 32, source.model_kwargs)
+        load_into(vit, source, 3)
+        assert torch.equal(vit.blocks[1].mlp.fc1.weight, reference.blocks[1].mlp.fc1.weight)
+
+
+def test_pos_embed_is_resampled_to_another_chip_size(tmp_path: Path) -> None:
+    reference = _write_backbone(tmp_path / "run", ["B4", "B3", "B2"], img_size=32)  # 2x2 grid
+    source = resolve_weights(tmp_path / "run", "ignored")
+    vit = build_vit(source.model, 3, 64, source.model_kwargs)  # 4x4 grid
+    load_into(vit, source, 3)
+    assert vit.pos_embed.shape[1] == 1 + 16
+    assert torch.equal(vit.pos_embed[:, 0], reference.pos_embed[:, 0])  # class token untouched
+
+
+def test_timm_name_is_random_initialisation() -> None:
+    source = resolve_weights("vit_tiny_patch16_224", "ignored")
+    assert source.state_dict is None
+    assert source.model == "vit_tiny_patch16_224"
+    assert resolve_weights(None, "vit_small_patch16_224").model == "vit_small_patch16_224"
+
+
+def test_unknown_weights_name_says_what_is_accepted(tmp_path: Path) -> None:
+    with pytest.raises(WeightsError, match=r"run directory, backbone \.pth"):
+        resolve_weights("not_a_model_or_path", "vit_small_patch16_224")
+    with pytest.raises(FileNotFoundError, match=r"without backbone\.pth"):
+        resolve_weights(tmp_path, "vit_small_patch16_224")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        resolve_weights(tmp_path / "missing.pth", "vit_small_patch16_224")
+
+
+def test_band_rule_selects_by_name_in_backbone_order() -> None:
+    source = BackboneSource("vit_small_patch16_224", in_chans=3, bands=["B4", "B3", "B2"],
+                            state_dict={})  # fmt: skip
+    plan = plan_bands(source, ["B1", "B2", "B3", "B4", "B5"])
+    assert plan.rule == "by-name"
+    assert plan.indices == [3, 2, 1]
+    assert plan.names == ["B4", "B3", "B2"]
+
+
+def test_band_rule_adapts_the_patch_embedding_with_a_warning(tmp_path: Path) -> None:
+    _write_backbone(tmp_path / "run", ["B4", "B3", "B2"])
+    source = resolve_weights(tmp_path / "run", "ignored")
+    with pytest.warns(UserWarning, match="adapt_input_conv"):
+        plan = plan_bands(source, ["1", "2", "3", "4", "5"])
+    assert plan.rule == "adapted"
+    assert plan.indices == [0, 1, 2, 3, 4]
+    vit = build_vit(source.model, 5, 32, source.model_kwargs)
+    load_into(vit, source, 5)
+    weight = vit.patch_embed.proj.weight
+    assert weight.shape[1] == 5
+    old = source.state_dict["patch_embed.proj.weight"]  # type: ignore[index]
+    # timm's rule: channels repeated cyclically, rescaled by old / new channel count
+    assert torch.allclose(weight[:, 3], old[:, 0] * 3 / 5)
+
+
+def test_random_initialisation_takes_the_data_bands_silently() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        plan = plan_bands(BackboneSource("vit_small_patch16_224"), ["a", "b", "c", "d"])
+    assert plan.rule == "as-is"
+    assert plan.names == ["a", "b", "c", "d"]
+
+
+def test_published_folder_loads_as_weights(tmp_path: Path) -> None:
+    from geopera.hub.publish import publish
+
+    vit = build_vit("vit_small_patch16_224", 3, 224)
+    (tmp_path / "run").mkdir()
+    torch.save(vit.state_dict(), tmp_path / "run" / "backbone.pth")
+    meta = {"model": "vit_small_patch16_224", "model_kwargs": {}, "in_chans": 3,
+            "bands": ["B4", "B3", "B2"], "patch_size": 16, "img_size": 224,
+            "normalisation": {"mean": [0.0] * 3, "std": [1.0] * 3}}  # fmt: skip
+    (tmp_path / "run" / "backbone.json").write_text(json.dumps(meta))
+    publish(tmp_path / "run", "TEST_RGB", tmp_path / "pub")
+    source = resolve_weights(tmp_path / "pub", "ignored")
+    assert source.bands == ["B4", "B3", "B2"]
+    assert source.ssl_method == "pera"
+    loaded = build_vit(source.model, 3, 224)
+    load_into(loaded, source, 3)
+    assert torch.equal(loaded.blocks[0].attn.qkv.weight, vit.blocks[0].attn.qkv.weight)
