@@ -88,10 +88,12 @@ def vit_features(vit: VisionTransformer, x: Tensor, indices: list[int]) -> list[
     Returns:
         One (B, D, H/p, W/p) map per index.
     """
+    unique = sorted(set(indices))  # timm returns one map per distinct block
     out = vit.forward_intermediates(
-        x, indices=indices, norm=False, output_fmt="NCHW", intermediates_only=True
+        x, indices=unique, norm=False, output_fmt="NCHW", intermediates_only=True
     )
-    return list(cast(list[Tensor], out))
+    maps = dict(zip(unique, cast(list[Tensor], out), strict=True))
+    return [maps[i] for i in indices]
 
 
 class _Decoder(nn.Module):

@@ -171,7 +171,8 @@ def _balanced_weights(scenes: list[Scene], chips: list[Chip], classes: ClassMap)
             idx = classes.encode(labels[c.row : c.row + c.size, c.col : c.col + c.size])
             counts += np.bincount(idx[idx >= 0], minlength=len(counts))
     counts = np.maximum(counts, 1)
-    return np.sqrt(counts.sum() / (len(counts) * counts)).tolist()  # type: ignore[no-any-return]
+    weights: list[float] = np.sqrt(counts.sum() / (len(counts) * counts)).tolist()
+    return weights
 
 
 def _loader(ds: ChipDataset, config: FinetuneConfig, shuffle: bool) -> DataLoader[Any]:

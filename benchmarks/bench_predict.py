@@ -1,0 +1,179 @@
+"""`geopera predict segmentation` on rasters of 1k, 4k and 16k pixels square: throughput and memory.
+
+The 1k raster is a real-valued GeoTIFF; the larger ones are VRT mosaics of it (4 x 4 and
+16 x 16 copies), so reading costs the same per pixel. The model is a segmentation model of the
+given architecture with random weights (speed and memory do not depend on training).
+
+For each size, in its own process: the whole `predict_dense` run (reading, tiled forward passes,
+blending, writing the COG) and the process's peak memory (ru_maxrss). The baseline, measured in
+the same run: the model's forward-only rate on random tiles of the same size and batch, turned
+into the time the size's tiles would take with nothing else (no reading, blending or writing).
+
+Goals (issue 5): peak memory flat in raster size (within 10 %), throughput >= 80 % of the
+forward-only rate.
+
+Usage: ``python benchmarks/bench_predict.py [--sizes 1024 4096 16384] [--tile 128]
+[--overlap 16] [--batch-size 16] [--depth 2] [--dim 64] [--device cpu] [--json]``
+"""
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+import torch
+
+from geopera.inference.predict import predict_dense
+from geopera.inference.tiled import tile_origins
+from geopera.tasks.segmentation import SegmentationTask
+
+
+def make_task(args: argparse.Namespace) -> SegmentationTask:
+    """A 6-class segmentation task on 3 bands with random weights."""
+    torch.manual_seed(0)
+    spec = {
+        "task": "segmentation", "model": "vit_small_patch16_224",
+        "model_kwargs": {"depth": args.depth, "embed_dim": args.dim, "num_heads": 2},
+        "in_chans": 3, "bands": ["1", "2", "3"], "data_bands": [0, 1, 2],
+        "chip_size": args.tile, "decoder": "upernet", "width": 64, "fusion": "diff",
+        "classes": [1, 2, 3, 4, 5, 6],
+        "norm": {"p2": [0.0] * 3, "p98": [1000.0] * 3, "mean": [0.5] * 3, "std": [0.25] * 3},
+        "optim": {"lr": 1e-4, "weight_decay": 0.0},
+    }  # fmt: skip
+    return SegmentationTask(spec).eval()
+
+
+def make_rasters(folder: Path, sizes: list[int]) -> dict[int, Path]:
+    """The 1k GeoTIFF and VRT mosaics of it for the larger sizes."""
+    base = folder / "r1024.tif"
+    data = np.random.default_rng(0).integers(0, 1000, (3, 1024, 1024)).astype(np.uint16)
+    profile = {"driver": "GTiff", "width": 1024, "height": 1024, "count": 3, "dtype": "uint16",
+               "crs": "EPSG:32633", "transform": rasterio.Affine(10, 0, 500000, 0, -10, 4000000),
+               "tiled": True, "blockxsize": 256, "blockysize": 256}  # fmt: skip
+    with rasterio.open(base, "w", **profile) as dst:
+        dst.write(data)
+    out = {}
+    for size in sizes:
+        if size == 1024:
+            out[size] = base
+            continue
+        n = size // 1024
+        bands = []
+        for b in range(1, 4):
+            sources = "".join(
+                f"<SimpleSource><SourceFilename relativeToVRT='1'>{base.name}</SourceFilename>"
+                f"<SourceBand>{b}</SourceBand><SrcRect xOff='0' yOff='0' xSize='1024' ySize='1024'/>"
+                f"<DstRect xOff='{j * 1024}' yOff='{i * 1024}' xSize='1024' ySize='1024'/>"
+                "</SimpleSource>"
+                for i in range(n)
+                for j in range(n)
+            )
+            bands.append(f"<VRTRasterBand dataType='UInt16' band='{b}'>{sources}</VRTRasterBand>")
+        with rasterio.open(base) as ds:
+            srs = ds.crs.to_wkt()
+        vrt = (
+            f"<VRTDataset rasterXSize='{size}' rasterYSize='{size}'><SRS>{srs}</SRS>"
+            "<GeoTransform>500000, 10, 0, 4000000, 0, -10</GeoTransform>"
+            + "".join(bands)
+            + "</VRTDataset>"
+        )
+        out[size] = folder / f"r{size}.vrt"
+        out[size].write_text(vrt)
+    return out
+
+
+def child_predict(args: argparse.Namespace, raster: Path, output: Path) -> dict[str, Any]:
+    task = make_task(args)
+    start = time.perf_counter()
+    predict_dense(task, [str(raster)], output, overlap=args.overlap, batch_size=args.batch_size,
+                  device=args.device)  # fmt: skip
+    seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"seconds": seconds, "peak_mib": peak}
+
+
+def child_forward(args: argparse.Namespace) -> dict[str, Any]:
+    task = make_task(args).to(args.device)
+    x = torch.rand(args.batch_size, 3, args.tile, args.tile, device=args.device) * 1000
+    with torch.no_grad():
+        task.predict_chips({"image": x})
+        start = time.perf_counter()
+        for _ in range(args.forward_batches):
+            task.predict_chips({"image": x}).cpu()
+    seconds = time.perf_counter() - start
+    return {"tiles_per_s": args.forward_batches * args.batch_size / seconds}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--sizes", type=int, nargs="+", default=[1024, 4096, 16384])
+    p.add_argument("--tile", type=int, default=128)
+    p.add_argument("--overlap", type=int, default=16)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--depth", type=int, default=2)
+    p.add_argument("--dim", type=int, default=64)
+    p.add_argument("--forward-batches", type=int, default=20)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--child", choices=["predict", "forward"], help=argparse.SUPPRESS)
+    p.add_argument("--raster", type=Path, help=argparse.SUPPRESS)
+    p.add_argument("--output", type=Path, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child == "predict":
+        print(json.dumps(child_predict(args, args.raster, args.output)))
+        return
+    if args.child == "forward":
+        print(json.dumps(child_forward(args)))
+        return
+    common = ["--tile", str(args.tile), "--overlap", str(args.overlap), "--batch-size",
+              str(args.batch_size), "--depth", str(args.depth), "--dim", str(args.dim),
+              "--device", args.device, "--forward-batches", str(args.forward_batches)]  # fmt: skip
+
+    def child(*extra: str) -> dict[str, Any]:
+        out = subprocess.run([sys.executable, __file__, *common, *extra], capture_output=True,
+                             text=True, check=True)  # fmt: skip
+        result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+        return result
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        rasters = make_rasters(Path(tmp), args.sizes)
+        for size in args.sizes:
+            forward = child("--child", "forward")  # baseline measured next to each size
+            run = child("--child", "predict", "--raster", str(rasters[size]),
+                        "--output", str(Path(tmp) / f"out{size}.tif"))  # fmt: skip
+            stride = args.tile - args.overlap
+            tiles = len(tile_origins(0, size, args.tile, stride)) ** 2
+            forward_seconds = tiles / forward["tiles_per_s"]
+            rows.append({
+                "size": size, "tiles": tiles, "seconds": run["seconds"],
+                "mpx_per_s": size * size / 1e6 / run["seconds"],
+                "forward_only_mpx_per_s": size * size / 1e6 / forward_seconds,
+                "ratio_vs_forward": forward_seconds / run["seconds"], "peak_mib": run["peak_mib"],
+            })  # fmt: skip
+            (Path(tmp) / f"out{size}.tif").unlink(missing_ok=True)
+    base = rows[0]["peak_mib"]
+    for r in rows:
+        r["peak_vs_smallest"] = r["peak_mib"] / base
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return
+    print(f"tile {args.tile}, overlap {args.overlap}, batch {args.batch_size}, ViT depth "
+          f"{args.depth} dim {args.dim} + UPerNet, device {args.device}")  # fmt: skip
+    print("| size | tiles | seconds | Mpx/s | forward-only Mpx/s | ratio | peak MiB | peak / 1k |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['size']} | {r['tiles']} | {r['seconds']:.1f} | {r['mpx_per_s']:.2f} | "
+              f"{r['forward_only_mpx_per_s']:.2f} | {r['ratio_vs_forward']:.2f} | "
+              f"{r['peak_mib']:.0f} | {r['peak_vs_smallest']:.2f} |")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
