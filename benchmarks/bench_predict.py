@@ -69,7 +69,8 @@ def make_rasters(folder: Path, sizes: list[int]) -> dict[int, Path]:
         for b in range(1, 4):
             sources = "".join(
                 f"<SimpleSource><SourceFilename relativeToVRT='1'>{base.name}</SourceFilename>"
-                f"<SourceBand>{b}</SourceBand><SrcRect xOff='0' yOff='0' xSize='1024' ySize='1024'/>"
+                f"<SourceBand>{b}</SourceBand>"
+                "<SrcRect xOff='0' yOff='0' xSize='1024' ySize='1024'/>"
                 f"<DstRect xOff='{j * 1024}' yOff='{i * 1024}' xSize='1024' ySize='1024'/>"
                 "</SimpleSource>"
                 for i in range(n)

@@ -10,7 +10,9 @@
 Outputs are written to a hidden temporary file and renamed into place when complete.
 """
 
+import functools
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,6 +57,22 @@ class PredictSummary:
     objects: int = 0
 
 
+#: GDAL block cache while predicting (MB); GDAL's default is 5 % of RAM, which a large output
+#: fills with written blocks.
+GDAL_CACHE_MB = 64
+
+
+def _bounded_gdal_cache[**P, R](func: Callable[P, R]) -> Callable[P, R]:
+    """Run ``func`` with GDAL's block cache capped at :data:`GDAL_CACHE_MB`."""
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
+            return func(*args, **kwargs)
+
+    return wrapper
+
+
 def _device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -74,7 +92,6 @@ def _profile(grid_src: Any, count: int, dtype: str, nodata: float) -> dict[str, 
         "tiled": True,
         "blockxsize": 512,
         "blockysize": 512,
-        "compress": "deflate",
         "BIGTIFF": "IF_SAFER",
     }
 
@@ -82,7 +99,9 @@ def _profile(grid_src: Any, count: int, dtype: str, nodata: float) -> dict[str, 
 def _to_cog(tmp: Path, output: Path) -> None:
     cog = output.with_name(f".{output.name}.cog-{os.getpid()}")
     try:
-        rasterio.shutil.copy(tmp, cog, driver="COG", compress="DEFLATE", BIGTIFF="IF_SAFER")
+        rasterio.shutil.copy(
+            tmp, cog, driver="COG", compress="DEFLATE", BIGTIFF="IF_SAFER", NUM_THREADS="ALL_CPUS"
+        )
         os.replace(cog, output)
     finally:
         for p in (tmp, cog):
@@ -90,6 +109,18 @@ def _to_cog(tmp: Path, output: Path) -> None:
                 p.unlink()
 
 
+def _tiling(spec: dict[str, Any], overlap: int | None) -> tuple[int, int]:
+    """Tile size (the chip size) and overlap (default: a quarter of it)."""
+    tile = int(spec["chip_size"])
+    overlap = tile // 4 if overlap is None else overlap
+    if not 0 <= overlap < tile:
+        raise PredictError(
+            f"--overlap must be in [0, {tile - 1}] for {tile} px tiles, got {overlap}"
+        )
+    return tile, overlap
+
+
+@_bounded_gdal_cache
 def predict_dense(
     model: str | os.PathLike[str] | FinetuneTask,
     inputs: list[str],
@@ -103,6 +134,9 @@ def predict_dense(
     overwrite: bool = False,
 ) -> PredictSummary:
     """Segmentation or change map of whole rasters (see the module docstring).
+
+    GDAL's block cache is capped at :data:`GDAL_CACHE_MB` so that memory stays flat in the
+    raster's size.
 
     Args:
         model: ``model.ckpt`` of ``geopera finetune segmentation|change`` (or the loaded task).
@@ -134,12 +168,7 @@ def predict_dense(
     tmp_probs = atomic_output(probabilities, overwrite) if probabilities else None
     dev = _device(device)
     task = task.to(dev).eval()
-    tile = int(spec["chip_size"])
-    overlap = tile // 4 if overlap is None else overlap
-    if not 0 <= overlap < tile:
-        raise PredictError(
-            f"--overlap must be in [0, {tile - 1}] for {tile} px tiles, got {overlap}"
-        )
+    tile, overlap = _tiling(spec, overlap)
     grid, opened = open_inputs(inputs, spec)
     window, geom = roi_window(grid, load_roi(roi) if roi else None)
     values = np.asarray(spec["classes"])
@@ -169,7 +198,8 @@ def predict_dense(
                     batch_size, band_width, dev,
                 ):  # fmt: skip
                     h, w = block.valid.shape
-                    classes = values[block.probs.argmax(0)].astype(dtype)  # (K, h, w) -> (h, w)
+                    best = torch.from_numpy(block.probs).argmax(0).numpy()  # (K, h, w) -> (h, w)
+                    classes = values[best].astype(dtype)
                     classes[~block.valid] = nodata
                     win = Window(block.col, block.row, w, h)
                     dst.write(classes[None], window=win)
@@ -194,6 +224,7 @@ def predict_dense(
     return PredictSummary(output, probabilities, pixels=pixels)
 
 
+@_bounded_gdal_cache
 def predict_detection(
     model: str | os.PathLike[str] | FinetuneTask,
     image: str,
@@ -207,6 +238,8 @@ def predict_detection(
     overwrite: bool = False,
 ) -> PredictSummary:
     """Boxes over a whole raster, in map coordinates (see the module docstring).
+
+    GDAL's block cache is capped at :data:`GDAL_CACHE_MB`.
 
     Args:
         model: ``model.ckpt`` of ``geopera finetune detection`` (or the loaded task).
@@ -236,12 +269,7 @@ def predict_detection(
     tmp = atomic_output(output, overwrite)
     dev = _device(device)
     task = task.to(dev).eval()
-    tile = int(spec["chip_size"])
-    overlap = tile // 4 if overlap is None else overlap
-    if not 0 <= overlap < tile:
-        raise PredictError(
-            f"--overlap must be in [0, {tile - 1}] for {tile} px tiles, got {overlap}"
-        )
+    tile, overlap = _tiling(spec, overlap)
     grid, opened = open_inputs([image], spec)
     window, geom = roi_window(grid, load_roi(roi) if roi else None)
     r0, c0 = int(window.row_off), int(window.col_off)

@@ -156,6 +156,27 @@ class FinetuneTask(LightningModule):
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
         }
 
+    # -- evaluation --------------------------------------------------------------------------------
+
+    def epoch_scores(self, split: str) -> dict[str, Any]:
+        """Metrics accumulated over ``split`` (subclasses; resets the accumulators)."""
+        raise NotImplementedError
+
+    def _finish_epoch(self, split: str) -> None:
+        scores = self.epoch_scores(split)
+        self.results[split] = scores
+        for key, value in scores.items():
+            if isinstance(value, float):
+                self.log(f"{split}/{key}", value)
+
+    def on_validation_epoch_end(self) -> None:
+        """Compute and log validation metrics (kept in ``self.results["val"]``)."""
+        self._finish_epoch("val")
+
+    def on_test_epoch_end(self) -> None:
+        """Compute and log test metrics (kept in ``self.results["test"]``)."""
+        self._finish_epoch("test")
+
     # -- inference ---------------------------------------------------------------------------------
 
     def predict_chips(self, batch: dict[str, Tensor]) -> Any:

@@ -74,7 +74,8 @@ class DetectionTask(FinetuneTask):
         """Accumulate test detections."""
         self._eval_step(batch, "test")
 
-    def _epoch_end(self, split: str) -> None:
+    def epoch_scores(self, split: str) -> dict[str, Any]:
+        """COCO mAP, mAP@0.5, mAP@0.75, mAR@100 and per-class mAP (None without truth)."""
         metric = self._map(split)
         raw = metric.compute()
         metric.reset()
@@ -88,15 +89,4 @@ class DetectionTask(FinetuneTask):
                 str(n): float(v)
                 for n, v in zip(self.spec["classes"], per_class.flatten().tolist(), strict=True)
             }
-        self.results[split] = scores
-        for key, value in scores.items():
-            if isinstance(value, float):
-                self.log(f"{split}/{key}", value)
-
-    def on_validation_epoch_end(self) -> None:
-        """Compute and log validation mAP."""
-        self._epoch_end("val")
-
-    def on_test_epoch_end(self) -> None:
-        """Compute and log test mAP."""
-        self._epoch_end("test")
+        return scores

@@ -88,25 +88,15 @@ class SegmentationTask(FinetuneTask):
         """Metrics of a confusion matrix (per class and mean)."""
         return confusion_scores(confusion)
 
-    def _epoch_end(self, split: str) -> None:
+    def epoch_scores(self, split: str) -> dict[str, Any]:
+        """Per-class and mean scores of the accumulated confusion matrix."""
         metric = self._confusion(split)
         matrix = metric.compute()
         metric.reset()
         scores = self.scores(matrix)
         scores["confusion"] = matrix.tolist()
         scores["pixels"] = int(matrix.sum())
-        self.results[split] = scores
-        for key, value in scores.items():
-            if isinstance(value, float):
-                self.log(f"{split}/{key}", value)
-
-    def on_validation_epoch_end(self) -> None:
-        """Compute and log validation metrics."""
-        self._epoch_end("val")
-
-    def on_test_epoch_end(self) -> None:
-        """Compute and log test metrics."""
-        self._epoch_end("test")
+        return scores
 
 
 class ChangeTask(SegmentationTask):
