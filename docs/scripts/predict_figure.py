@@ -16,6 +16,7 @@ import rasterio
 
 
 def main(image: str, prediction: str, polygons: str, out: str) -> None:
+    """Write the two-panel figure (image + polygons, prediction overlay) to ``out``."""
     with rasterio.open(image) as ds:
         pixels = ds.read(1).astype(np.float32)
         extent = (ds.bounds.left, ds.bounds.right, ds.bounds.bottom, ds.bounds.top)
@@ -24,7 +25,9 @@ def main(image: str, prediction: str, polygons: str, out: str) -> None:
         classes = ds.read(1)
     lo, hi = np.percentile(pixels, [2, 98])
     fig, axes = plt.subplots(1, 2, figsize=(10, 5.2))
-    for ax, title in zip(axes, ("image and building polygons", "prediction (orange: building)")):
+    for ax, title in zip(
+        axes, ("image and building polygons", "prediction (orange: building)"), strict=True
+    ):
         ax.imshow(np.clip((pixels - lo) / (hi - lo), 0, 1), cmap="gray", extent=extent)
         ax.set_title(title, fontsize=10)
         ax.set_xticks([])

@@ -66,7 +66,7 @@ def test_tiles_cover_the_span_flush_with_the_edge() -> None:
     assert tile_origins(0, 20, 32, 24) == [0]
     assert column_bands(0, 100, 40) == [(0, 33), (33, 67), (67, 100)]
     assert [len(c) for c in balanced_chunks(list(range(37)), 16)] == [13, 12, 12]
-    assert sum(balanced_chunks(list(range(37)), 16), []) == list(range(37))
+    assert [i for c in balanced_chunks(list(range(37)), 16) for i in c] == list(range(37))
     w = blend_window(32, 8)
     assert w.min() > 0
     assert w[16, 16] == 1

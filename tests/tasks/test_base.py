@@ -51,4 +51,5 @@ def test_frozen_backbone_is_left_out_of_the_optimiser_and_stays_in_eval() -> Non
     optimised = {id(p) for g in task.param_groups() for p in g["params"]}
     assert not any(id(p) in optimised for p in task.vit.parameters())
     task.train()
-    assert not task.vit.training and task.model.head.training
+    assert not task.vit.training
+    assert task.model.head.training
