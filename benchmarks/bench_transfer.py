@@ -4,8 +4,8 @@ Three initialisations of the same ViT (``vit_small_patch16_224``, 13 Sentinel-2 
 
 * ``random``: no pretraining;
 * ``pera``: ``geopera pretrain`` on the five Slovenia Sentinel-2 scenes (all bands, inside
-  their footprint), ``--pretrain-steps`` steps of ``--batch-size`` 96 px patches
-  (64 px global and 32 px local crops);
+  their footprint), ``--pretrain-steps`` steps of ``--batch-size`` 64 px patches
+  (64 px global and 32 px local crops of them);
 * ``mae``: TorchGeo's ``MAE`` task on the same patches (same data module, normalisation, batch
   size and number of steps; TorchGeo's own augmentation, which resizes crops to 224 px).
 
@@ -61,7 +61,7 @@ def geopera(*args: str) -> None:
 def pretrain_pera(out: Path, steps: int, batch: int) -> None:
     geopera(
         "pretrain", "--archive", *scenes(), "--roi", footprint_bbox(scenes()[0]),
-        "--set", "data.bands=null", "--set", "data.patch_size=96",
+        "--set", "data.bands=null", "--set", "data.patch_size=64",
         "--set", "views.global_size=64", "--set", "views.local_size=32",
         "--set", f"model.backbone={MODEL}", "--batch-size", str(batch),
         "--max-steps", str(steps), "--workers", "0", "--out", str(out), "--no-progress",
@@ -79,7 +79,7 @@ def pretrain_mae(out: Path, steps: int, batch: int) -> None:
 
     L.seed_everything(0, verbose=False)
     dm = PretrainDataModule(
-        scenes(), footprint_bbox(scenes()[0]), bands=None, patch_size=96, batch_size=batch,
+        scenes(), footprint_bbox(scenes()[0]), bands=None, patch_size=64, batch_size=batch,
         num_workers=0, seed=0,
     )  # fmt: skip
     norm = dm.normalisation()
@@ -94,7 +94,7 @@ def pretrain_mae(out: Path, steps: int, batch: int) -> None:
             for i, batch in enumerate(dm.train_dataloader()):
                 if i >= steps:
                     return
-                x = batch["image"].float()  # (B, C, 96, 96) raw
+                x = batch["image"].float()  # (B, C, 64, 64) raw
                 yield {"image": (scale_unit(x, p2, p98) - mean) / std}
 
     dm.setup()

@@ -26,7 +26,7 @@ def main(image: str, prediction: str, polygons: str, out: str) -> None:
     lo, hi = np.percentile(pixels, [2, 98])
     fig, axes = plt.subplots(1, 2, figsize=(10, 5.2))
     for ax, title in zip(
-        axes, ("image and building polygons", "prediction (orange: building)"), strict=True
+        axes, ("image and building polygons", "prediction (red: building)"), strict=True
     ):
         ax.imshow(np.clip((pixels - lo) / (hi - lo), 0, 1), cmap="gray", extent=extent)
         ax.set_title(title, fontsize=10)

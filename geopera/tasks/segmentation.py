@@ -110,8 +110,7 @@ class ChangeTask(SegmentationTask):
     def build_model(self) -> nn.Module:
         """Siamese ViT + pyramid, per-scale fusion, UPerNet/FPN decoder."""
         s = self.spec
-        decoder = "upernet" if s["decoder"] == "dpt" else s["decoder"]
-        return ChangeSegmenter(self.new_vit(), s["fusion"], decoder, s["width"], num_classes=2)
+        return ChangeSegmenter(self.new_vit(), s["fusion"], s["decoder"], s["width"], num_classes=2)
 
     def logits(self, batch: dict[str, Tensor]) -> Tensor:
         """(B, 2, S, S) logits."""
