@@ -4,6 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from geopera.data.labelled import (
     ChipDataset,
@@ -77,3 +78,28 @@ def test_chip_dataset_reads_windows_and_encodes_classes(tmp_path: Path) -> None:
     assert np.array_equal(sample["image"].numpy(), full[[2, 0], :16, :16])  # bands in model order
     assert (sample["mask"][:8, :8] == 3).all()  # value 7 -> index 3
     assert (sample["mask"][8:16, :8] == -1).all()
+
+
+def test_second_date_on_another_grid_is_warped_onto_the_first(tmp_path: Path) -> None:
+    from geopera.data.labelled import change_scenes
+
+    before = tmp_path / "t1.tif"
+    write_raster(
+        before, np.ones((2, 64, 64), np.float32), "EPSG:32633", (500000.0, 4000000.0), 10.0
+    )
+    after_data = np.full((2, 32, 32), 500, np.float32)
+    after_data[:, :, :16] = 100  # left half of the area
+    after = tmp_path / "t2.tif"
+    write_raster(after, after_data, "EPSG:32633", (500000.0, 4000000.0), 20.0)
+    labels = np.zeros((1, 64, 64), np.uint8)
+    labels[0, :, 40:] = 3  # any non-zero value is change
+    write_raster(tmp_path / "cm.tif", labels, "EPSG:32633", (500000.0, 4000000.0), 10.0)
+    (scene,) = change_scenes(before, after, tmp_path / "cm.tif")
+    assert set(np.unique(scene.labels)) == {0, 1}
+    chips = make_chips([scene], 16, 1)
+    ds = ChipDataset([scene], chips, [0, 1], ClassMap([0, 1]))
+    by_place = {(c.row, c.col): ds[i] for i, c in enumerate(chips)}
+    assert by_place[(0, 0)]["after"].shape == (2, 16, 16)
+    assert torch.allclose(by_place[(0, 0)]["after"], torch.tensor(100.0))
+    assert torch.allclose(by_place[(0, 48)]["after"], torch.tensor(500.0))
+    assert (by_place[(0, 48)]["mask"] == 1).all()
