@@ -6,9 +6,6 @@ looks finished.
 """
 
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -21,6 +18,7 @@ from rasterio.warp import transform_geom
 
 from geopera.data.archive import crs_label
 from geopera.data.sampling import Location, PatchDataset
+from geopera.outputs import staged_folder
 
 
 def check_output_dir(out: Path) -> None:
@@ -60,10 +58,8 @@ def write_chips(
     """
     out = Path(out)
     check_output_dir(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     features: list[dict[str, Any]] = []
-    try:
+    with staged_folder(out) as work:
         for n, loc in enumerate(locations):
             if n == count:
                 break
@@ -107,10 +103,4 @@ def write_chips(
                 advance(1)
         index = {"type": "FeatureCollection", "features": features}
         (work / "chips.geojson").write_text(json.dumps(index, indent=1))
-        if out.exists():
-            out.rmdir()  # empty, checked above
-        os.replace(work, out)
-    finally:
-        if work.exists():
-            shutil.rmtree(work, ignore_errors=True)
     return index

@@ -16,11 +16,9 @@ bands, transforms, features equal to the run's teacher); on any failure nothing 
 import hashlib
 import importlib.util
 import json
-import os
 import re
 import shutil
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -31,6 +29,7 @@ import torch
 from timm.layers import resample_abs_pos_embed
 
 from geopera.errors import GeoperaError
+from geopera.outputs import staged_folder
 
 #: timm architectures that ``torchgeo.models`` has builders for (see DESIGN).
 TORCHGEO_BUILDERS = {
@@ -285,9 +284,7 @@ def publish(
     enum_name = f"{TORCHGEO_BUILDERS[model_name]}_{member.title().replace('_', '')}_Weights"
     sources = meta.get("sources", [])
     norm = meta["normalisation"]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    try:
+    with staged_folder(out) as work:
         exported = _torchgeo_state_dict(state, meta)
         tmp_file = work / "weights.pth"
         torch.save(exported, tmp_file)
@@ -338,12 +335,6 @@ def publish(
         check_module.unlink()
         shutil.rmtree(work / ".torch-hub", ignore_errors=True)
         _write_docs(work, enum_name, member, file_name, weights_meta, meta, status, module_name)
-        if out.exists():
-            out.rmdir()  # empty, checked above
-        os.replace(work, out)
-    finally:
-        if work.exists():
-            shutil.rmtree(work, ignore_errors=True)
     return PublishInfo(out, out / file_name, out / f"{module_name}.py", enum_name, member)
 
 

@@ -30,6 +30,7 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor
 
 from geopera.errors import GeoperaError
+from geopera.models.vit import build_backbone
 
 
 class WeightsError(GeoperaError):
@@ -226,21 +227,7 @@ def build_vit(
     Raises:
         ValueError: If ``model`` is not a timm ViT.
     """
-    try:
-        vit = timm.create_model(
-            model,
-            pretrained=False,
-            num_classes=0,
-            in_chans=in_chans,
-            img_size=img_size,
-            dynamic_img_size=True,
-            **(model_kwargs or {}),
-        )
-    except (RuntimeError, TypeError) as err:
-        raise ValueError(f"cannot build timm model {model!r}: {err}") from err
-    if not isinstance(vit, VisionTransformer):
-        raise ValueError(f"{model!r} is not a timm VisionTransformer; use a ViT architecture")
-    return vit
+    return build_backbone(model, in_chans, img_size, dynamic_img_size=True, **(model_kwargs or {}))
 
 
 def fit_state_dict(

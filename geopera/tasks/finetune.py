@@ -13,8 +13,6 @@ training, evaluation and export all succeeded, so a folder named ``--out`` is al
 
 import dataclasses
 import os
-import shutil
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass
@@ -45,6 +43,7 @@ from geopera.data.labels import IGNORE
 from geopera.errors import GeoperaError
 from geopera.models.adapters import DECODERS, FUSIONS
 from geopera.models.loading import load_into, plan_bands, resolve_weights
+from geopera.outputs import staged_folder
 from geopera.tasks.base import FinetuneTask
 from geopera.tasks.config import FinetuneConfig
 from geopera.tasks.detection import DetectionTask
@@ -254,9 +253,7 @@ def finetune(
         )
     load_into(task.vit, source, len(bands))
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    try:
+    with staged_folder(out) as work:
         metrics = _train(task, config, datasets, work, progress)
         metrics.update(
             {
@@ -273,12 +270,6 @@ def finetune(
         write_json(work / "metrics.json", metrics)
         dump_config(config, work / "config.yaml")
         _previews(task, datasets["val"], work / "previews", t.preview_chips)
-        if out.exists():
-            out.rmdir()  # empty, checked above
-        os.replace(work, out)
-    finally:
-        if work.exists():
-            shutil.rmtree(work, ignore_errors=True)
     return FinetuneResult(out, metrics)
 
 
