@@ -256,6 +256,7 @@ def predict_detection(
         The summary.
     """
     import geopandas as gpd
+    from shapely import contains_xy
     from shapely.geometry import box
 
     suffix = output.suffix.lower()
@@ -286,11 +287,15 @@ def predict_detection(
                 with torch.no_grad():
                     preds = task.predict_chips({"image": batch})
                 for i, pred in zip(keep, preds, strict=True):
-                    ok = pred["scores"] >= min_score
+                    b, sc = pred["boxes"].float().cpu(), pred["scores"].float().cpu()
+                    bad = torch.from_numpy(strips[i][1])  # (T, T) nodata of this tile
+                    cx = ((b[:, 0] + b[:, 2]) / 2).long().clamp(0, tile - 1)
+                    cy = ((b[:, 1] + b[:, 3]) / 2).long().clamp(0, tile - 1)
+                    ok = (sc >= min_score) & ~bad[cy, cx]  # boxes centred on nodata are dropped
                     offset = torch.tensor([chunk[i], y, chunk[i], y], dtype=torch.float32)
-                    found_boxes.append(pred["boxes"][ok].float().cpu() + offset)
-                    found_scores.append(pred["scores"][ok].float().cpu())
-                    found_labels.append(pred["labels"][ok].cpu())
+                    found_boxes.append(b[ok] + offset)
+                    found_scores.append(sc[ok])
+                    found_labels.append(pred["labels"].cpu()[ok])
     finally:
         opened[0].dataset.close()
     boxes = torch.cat(found_boxes) if found_boxes else torch.zeros(0, 4)
@@ -301,8 +306,10 @@ def predict_detection(
     )
     boxes, scores, labels = boxes[kept], scores[kept], labels[kept]
     centres = torch.stack([(boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2], 1)
-    inside = _valid_points(image, spec, centres.numpy(), geom, grid.transform)
-    boxes, scores, labels = boxes[inside], scores[inside], labels[inside]
+    if geom is not None:  # centres on nodata were dropped per tile; now the ROI
+        mx, my = apply_affine(grid.transform, centres[:, 0].numpy(), centres[:, 1].numpy())
+        inside = torch.from_numpy(contains_xy(geom, mx, my))
+        boxes, scores, labels = boxes[inside], scores[inside], labels[inside]
     t = grid.transform
     geoms = []
     for x0_, y0_, x1_, y1_ in boxes.tolist():
@@ -325,25 +332,3 @@ def predict_detection(
         if tmp.exists():
             tmp.unlink()
     return PredictSummary(output, objects=len(frame))
-
-
-def _valid_points(
-    image: str, spec: dict[str, Any], points: np.ndarray, geom: Any, transform: Any
-) -> np.ndarray:
-    """(N,) bool: box centres on valid input pixels and inside the ROI."""
-    if not len(points):
-        return np.zeros(0, dtype=bool)
-    _, opened = open_inputs([image], spec)
-    ok = np.ones(len(points), dtype=bool)
-    try:
-        for n, (px, py) in enumerate(points):
-            _, bad = read_strip(opened, int(py), int(px), 1, 1)
-            ok[n] = not bad[0, 0]
-    finally:
-        opened[0].dataset.close()
-    if geom is not None:
-        from shapely import contains_xy
-
-        xs, ys = apply_affine(transform, points[:, 0], points[:, 1])
-        ok &= contains_xy(geom, np.asarray(xs), np.asarray(ys))
-    return ok

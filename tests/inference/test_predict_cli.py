@@ -98,6 +98,16 @@ def test_detection_writes_boxes_in_map_coordinates(
     assert bottom - 0.01 <= y0
     assert y1 <= top + 0.01
     assert set(boxes["label"]) == {"Tree"}
+    # the same with an ROI over the tile's western half: every kept box is centred inside it
+    roi = f"EPSG:{boxes.crs.to_epsg()};POLYGON(({left} {bottom}, {(left + right) / 2} {bottom}, {(left + right) / 2} {top}, {left} {top}, {left} {bottom}))"  # noqa: E501
+    half = tmp_path / "west.geojson"
+    result = run_cli("predict", "detection", "--model", str(models["detection"]),
+                     "--input", str(image), "--min-score", "0.0", "--roi", roi,
+                     "--output", str(half))  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    west = gpd.read_file(half)
+    assert 0 < len(west) < len(boxes)
+    assert (west.geometry.centroid.x <= (left + right) / 2 + 1e-6).all()
 
 
 def test_wrong_task_is_a_clear_error(
