@@ -20,8 +20,6 @@ from typing import Any
 import numpy as np
 import rasterio
 import torch
-from rasterio.enums import Resampling
-from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 from torch import Tensor
 from torch.utils.data import Dataset
@@ -33,6 +31,7 @@ from geopera.data.labels import (
     Grid,
     LabelError,
     is_vector,
+    open_on_grid,
     read_boxes,
     read_label_raster,
     read_label_vector,
@@ -452,16 +451,7 @@ class ChipDataset(Dataset[dict[str, Any]]):
     def _reader(self, path: str, grid: Grid) -> Any:
         key = (path, os.getpid())
         if key not in self._handles:
-            ds = rasterio.open(path)
-            same = (ds.width, ds.height) == (grid.width, grid.height) and (
-                grid.crs is None
-                or (ds.crs == grid.crs and ds.transform.almost_equals(grid.transform))
-            )
-            if not same and grid.crs is not None:
-                ds = WarpedVRT(
-                    ds, crs=grid.crs, transform=grid.transform, width=grid.width,
-                    height=grid.height, resampling=Resampling.bilinear,
-                )  # fmt: skip
+            ds = open_on_grid(path, grid)
             self._handles[key] = ds
         return self._handles[key]
 

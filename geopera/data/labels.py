@@ -15,6 +15,7 @@ import os
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -23,6 +24,7 @@ import rasterio.features
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
 from rasterio.transform import Affine
+from rasterio.vrt import WarpedVRT
 from rasterio.warp import reproject
 
 from geopera.errors import GeoperaError
@@ -57,6 +59,35 @@ class Grid:
         """The grid of a raster file."""
         with rasterio.open(path) as ds:
             return cls(ds.width, ds.height, ds.crs, ds.transform)
+
+
+def open_on_grid(path: str | os.PathLike[str], grid: Grid) -> Any:
+    """Open a raster so that its pixels line up with ``grid``.
+
+    Args:
+        path: Raster file.
+        grid: Target grid.
+
+    Returns:
+        The dataset itself when it is on the grid, else a bilinear ``WarpedVRT`` onto it (the
+        caller closes it).
+
+    Raises:
+        LabelError: If the grids differ and one of them has no CRS.
+    """
+    ds = rasterio.open(path)
+    same = (ds.width, ds.height) == (grid.width, grid.height) and (
+        grid.crs is None or (ds.crs == grid.crs and ds.transform.almost_equals(grid.transform))
+    )
+    if same:
+        return ds
+    if grid.crs is None or ds.crs is None:
+        ds.close()
+        raise LabelError(f"{path} is not on the grid of the first image and has no CRS to warp it")
+    return WarpedVRT(
+        ds, crs=grid.crs, transform=grid.transform, width=grid.width, height=grid.height,
+        resampling=Resampling.bilinear,
+    )  # fmt: skip
 
 
 def is_vector(path: str | os.PathLike[str]) -> bool:

@@ -25,13 +25,11 @@ import numpy as np
 import rasterio
 import rasterio.features
 import torch
-from rasterio.enums import Resampling
-from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 from torch import Tensor
 
 from geopera.data.labelled import image_band_names
-from geopera.data.labels import Grid
+from geopera.data.labels import Grid, open_on_grid
 from geopera.data.roi import ROI
 from geopera.errors import GeoperaError
 
@@ -117,17 +115,7 @@ def open_inputs(paths: list[str], spec: dict[str, Any]) -> tuple[Grid, list[Rast
     grid = Grid.of(paths[0])
     inputs = []
     for path in paths:
-        ds = rasterio.open(path)
-        same = (ds.width, ds.height) == (grid.width, grid.height) and (
-            grid.crs is None or (ds.crs == grid.crs and ds.transform.almost_equals(grid.transform))
-        )
-        if not same:
-            if grid.crs is None or ds.crs is None:
-                raise PredictError(f"{path} is not on the grid of {paths[0]} and has no CRS")
-            ds = WarpedVRT(
-                ds, crs=grid.crs, transform=grid.transform, width=grid.width,
-                height=grid.height, resampling=Resampling.bilinear,
-            )  # fmt: skip
+        ds = open_on_grid(path, grid)
         inputs.append(RasterInput(ds, band_indices(path, spec), ds.nodata))
     return grid, inputs
 
