@@ -3,7 +3,7 @@ VENV := .venv/bin
 SAMPLE := datasets/sample
 ROI ?= $(SAMPLE)/area.geojson
 
-.PHONY: env sample demo lint docs test
+.PHONY: env sample demo lint docs test test-fast
 
 env:
 	@bash scripts/setup-env.sh
@@ -25,3 +25,7 @@ docs: env
 
 test: sample lint docs
 	$(VENV)/python -m pytest -q $(PYTEST_ARGS)
+
+# Local loop: everything but the tests marked slow (CI runs them all through `make test`).
+test-fast: sample
+	$(VENV)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)

@@ -33,23 +33,24 @@ import numpy as np
 import rasterio
 import torch
 
-from geopera.inference.predict import predict_dense
-from geopera.inference.tiled import tile_origins
-from geopera.tasks.segmentation import SegmentationTask
+from geopera.core.contracts import FinetunedSpec
+from geopera.finetune.segmentation import SegmentationTask
+from geopera.predict.run import predict_dense
+from geopera.predict.tiled import tile_origins
 
 
 def make_task(args: argparse.Namespace) -> SegmentationTask:
     """A 6-class segmentation task on 3 bands with random weights."""
     torch.manual_seed(0)
-    spec = {
-        "task": "segmentation", "model": "vit_small_patch16_224",
-        "model_kwargs": {"depth": args.depth, "embed_dim": args.dim, "num_heads": 2},
-        "in_chans": 3, "bands": ["1", "2", "3"], "data_bands": [0, 1, 2],
-        "chip_size": args.tile, "decoder": "upernet", "width": 64, "fusion": "diff",
-        "classes": [1, 2, 3, 4, 5, 6],
-        "norm": {"p2": [0.0] * 3, "p98": [1000.0] * 3, "mean": [0.5] * 3, "std": [0.25] * 3},
-        "optim": {"lr": 1e-4, "weight_decay": 0.0},
-    }  # fmt: skip
+    spec = FinetunedSpec(
+        task="segmentation", model="vit_small_patch16_224",
+        model_kwargs={"depth": args.depth, "embed_dim": args.dim, "num_heads": 2},
+        in_chans=3, bands=["1", "2", "3"], data_bands=[0, 1, 2],
+        chip_size=args.tile, decoder="upernet", decoder_channels=64, fusion="diff",
+        classes=[1, 2, 3, 4, 5, 6],
+        norm={"p2": [0.0] * 3, "p98": [1000.0] * 3, "mean": [0.5] * 3, "std": [0.25] * 3},
+        optim={"lr": 1e-4, "weight_decay": 0.0},
+    )  # fmt: skip
     return SegmentationTask(spec).eval()
 
 

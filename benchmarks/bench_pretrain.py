@@ -26,8 +26,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from geopera.data.sample_archive import DEFAULT_DIR, build_sample_archive
-from geopera.training.config import load_config
-from geopera.training.pretrain import _datamodule, build_task, pretrain
+from geopera.pretrain.config import load_pretrain_config
+from geopera.pretrain.run import _datamodule, build_task, pretrain
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -101,7 +101,7 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     build_sample_archive(DEFAULT_DIR, log=lambda _: None)
-    config = load_config(args.config)
+    config = load_pretrain_config(args.config)
     config.data.archive = [str(DEFAULT_DIR)]
     config.data.roi = str(DEFAULT_DIR / "area.geojson")
     config.data.num_workers = args.workers

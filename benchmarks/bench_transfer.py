@@ -73,8 +73,8 @@ def pretrain_mae(out: Path, steps: int, batch: int) -> None:
     import torch
     from torchgeo.tasks import MAE
 
+    from geopera.core.outputs import save_torch_atomic, write_json
     from geopera.data.datamodule import PretrainDataModule
-    from geopera.training.rundir import save_torch_atomic, write_json
     from geopera.transforms.normalise import scale_unit
 
     L.seed_everything(0, verbose=False)

@@ -10,9 +10,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from geopera.core.errors import ArchiveError
 from geopera.data.archive import Archive, Source, discover
 from geopera.data.roi import ROI, load_roi
-from geopera.errors import ArchiveError
 
 
 def register(commands: Any) -> None:
@@ -128,7 +128,8 @@ def _inspect(args: argparse.Namespace) -> int:
 
 def _sample(args: argparse.Namespace) -> int:
     # torch/torchgeo imports take seconds: only the commands that sample pay for them.
-    from geopera.data.chips import check_output_dir, write_chips
+    from geopera.core.outputs import require_new_folder
+    from geopera.data.chips import write_chips
     from geopera.data.sampling import (
         MixedPatchSampler,
         PatchDataset,
@@ -138,7 +139,7 @@ def _sample(args: argparse.Namespace) -> int:
 
     if args.size < 1 or args.count < 1:
         raise ValueError(f"--size and --count must be >= 1, got {args.size} and {args.count}")
-    check_output_dir(args.out)
+    require_new_folder(args.out)
     archive = discover(args.paths)
     if not archive.sources:
         raise ArchiveError(f"no usable raster source under {' '.join(args.paths)}")

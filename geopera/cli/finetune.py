@@ -69,11 +69,11 @@ def register(commands: Any) -> None:
 
 
 def _finetune(args: argparse.Namespace) -> int:
-    from geopera.tasks.config import FinetuneConfig
-    from geopera.tasks.finetune import finetune
-    from geopera.training.config import apply_override, load_config
+    from geopera.core.config import apply_override, load_config
+    from geopera.finetune.config import FinetuneConfig
+    from geopera.finetune.run import finetune
 
-    config = load_config(args.config, FinetuneConfig)
+    config = load_config(args.config, FinetuneConfig) if args.config else FinetuneConfig()
     d = config.data
     for key in ("images", "labels", "class_field", "boxes", "box_coords", "before", "after"):
         value = getattr(args, key, None)

@@ -12,7 +12,7 @@ import rasterio.errors
 
 from geopera import __version__
 from geopera.cli import archive, data, finetune, predict, pretrain, publish
-from geopera.errors import GeoperaError
+from geopera.core.errors import GeoperaError
 
 USER_ERRORS = (
     GeoperaError,

@@ -35,15 +35,14 @@ def register(commands: Any) -> None:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from geopera.inference.predict import predict_dense, predict_detection
-    from geopera.inference.tiled import PredictError
-    from geopera.tasks.finetune import load_finetuned
+    from geopera.finetune.checkpoint import load_finetuned
+    from geopera.predict.run import predict_dense, predict_detection
+    from geopera.predict.tiled import PredictError
 
     task = load_finetuned(args.model)
-    if task.spec["task"] != args.task:
+    if task.spec.task != args.task:
         raise PredictError(
-            f"{args.model} is a {task.spec['task']} model; "
-            f"run `geopera predict {task.spec['task']}`"
+            f"{args.model} is a {task.spec.task} model; run `geopera predict {task.spec.task}`"
         )
     if args.task == "detection":
         summary = predict_detection(

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from geopera.errors import GeoperaError
+from geopera.core.errors import GeoperaError
 
 
 def register(commands: Any) -> None:
@@ -26,7 +26,9 @@ def register(commands: Any) -> None:
     )
     p.add_argument("--roi", help="ROI: vector file, WKT or bbox (required for a new run)")
     p.add_argument("--archive", nargs="+", help="archive folders/files (default: datasets/sample)")
-    p.add_argument("--config", type=Path, help="YAML config (default: pera_vit_tiny_cpu)")
+    p.add_argument(
+        "--config", type=Path, help="YAML config (default: configs/pretrain/pera_vit_tiny_cpu.yaml)"
+    )
     p.add_argument("--bands", nargs="+", help="band names, 1-based indices or 'rgb'")
     p.add_argument("--max-steps", type=int, help="optimiser steps")
     p.add_argument("--batch-size", type=int, help="patches per step and device")
@@ -47,10 +49,6 @@ def register(commands: Any) -> None:
 
 
 def _pretrain(args: argparse.Namespace) -> int:
-    from geopera.data.sample_archive import DEFAULT_DIR, build_sample_archive, is_complete
-    from geopera.training.config import apply_override, load_config
-    from geopera.training.pretrain import pretrain, resume_config
-
     if args.resume is not None:
         fixed = ("roi", "archive", "config", "bands", "batch_size", "out", "probe")
         given = [n for n in fixed if getattr(args, n)]
@@ -61,9 +59,16 @@ def _pretrain(args: argparse.Namespace) -> int:
             )
         if not args.resume.is_dir():
             raise FileNotFoundError(f"run directory {args.resume} does not exist")
+    # heavy imports (torch, Lightning, TorchGeo) only once the arguments make sense
+    from geopera.core.config import apply_override, set_key
+    from geopera.data.sample_archive import DEFAULT_DIR, build_sample_archive, is_complete
+    from geopera.pretrain.config import load_pretrain_config
+    from geopera.pretrain.run import pretrain, resume_config
+
+    if args.resume is not None:
         config = resume_config(args.resume, args.max_steps)
     else:
-        config = load_config(args.config)
+        config = load_pretrain_config(args.config)
         if args.roi is None and config.data.roi is None:
             raise GeoperaError("--roi is required (e.g. --roi datasets/sample/area.geojson)")
     for assignment in args.set:
@@ -81,7 +86,7 @@ def _pretrain(args: argparse.Namespace) -> int:
     ):
         value = getattr(args, name)
         if value is not None:
-            setattr(getattr(config, section), key, value)
+            set_key(config, section, key, value)
     if not config.data.archive:
         if not is_complete(DEFAULT_DIR):
             print(
@@ -89,7 +94,7 @@ def _pretrain(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             build_sample_archive(DEFAULT_DIR, log=lambda m: print(m, file=sys.stderr))
-        config.data.archive = [str(DEFAULT_DIR)]
+        set_key(config, "data", "archive", [str(DEFAULT_DIR)])
     result = pretrain(config, out=args.out, resume=args.resume, progress=not args.no_progress)
     if result.status == "worker":
         return 0

@@ -33,7 +33,7 @@ def register(commands: Any) -> None:
 
 
 def _publish(args: argparse.Namespace) -> int:
-    from geopera.hub.publish import publish
+    from geopera.publish.run import publish
 
     info = publish(
         args.source,

@@ -27,6 +27,7 @@ from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 from shapely.geometry.base import BaseGeometry
 
+from geopera.core.errors import ArchiveError, BandSelectionError
 from geopera.data.bands import (
     BAND_FILE_RE,
     default_band_names,
@@ -34,7 +35,6 @@ from geopera.data.bands import (
     sensor_family,
     sort_band_names,
 )
-from geopera.errors import ArchiveError, BandSelectionError
 
 if TYPE_CHECKING:
     from geopera.data.roi import ROI

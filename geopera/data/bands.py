@@ -7,7 +7,7 @@ raster's band descriptions, a known sensor layout for the band count, or ``1..N`
 import re
 from collections.abc import Sequence
 
-from geopera.errors import BandSelectionError
+from geopera.core.errors import BandSelectionError
 
 #: Band-suffix pattern for band-separate files: scene prefix, band token, optional tail.
 BAND_FILE_RE = re.compile(

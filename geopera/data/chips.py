@@ -16,25 +16,9 @@ import shapely
 from rasterio.transform import from_origin
 from rasterio.warp import transform_geom
 
+from geopera.core.outputs import require_new_folder, staged_folder
 from geopera.data.archive import crs_label
 from geopera.data.sampling import Location, PatchDataset
-from geopera.outputs import staged_folder
-
-
-def check_output_dir(out: Path) -> None:
-    """Refuse to write into an existing, non-empty folder.
-
-    Args:
-        out: Output folder.
-
-    Raises:
-        FileExistsError: If ``out`` exists and is not empty.
-    """
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise FileExistsError(
-            f"output folder {out} already exists and is not empty; choose a new --out "
-            "(geopera never overwrites earlier outputs)"
-        )
 
 
 def write_chips(
@@ -57,7 +41,7 @@ def write_chips(
         The GeoJSON index that was written.
     """
     out = Path(out)
-    check_output_dir(out)
+    require_new_folder(out)
     features: list[dict[str, Any]] = []
     with staged_folder(out) as work:
         for n, loc in enumerate(locations):

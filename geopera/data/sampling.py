@@ -25,10 +25,10 @@ from torch import Tensor
 from torch.utils.data import Dataset, Sampler
 from torchgeo.samplers import GriddedPatchSampler, RandomPatchSampler
 
+from geopera.core.errors import ROIError, SamplingError
 from geopera.data.archive import Bounds, Source, bounds_to_wgs84
 from geopera.data.datasets import SourceReader
 from geopera.data.roi import ROI, format_lonlat, outside_error
-from geopera.errors import ROIError, SamplingError
 
 #: (source index, xmin, ymin, xmax, ymax, stream index)
 Location = tuple[int, float, float, float, float, int]

@@ -19,6 +19,7 @@ import torch
 from numpy.random import default_rng
 from torchgeo.samplers import RandomPatchSampler
 
+from geopera.core.outputs import write_json
 from geopera.data.sampling import PatchDataset, SourceSampling
 
 STATS_VERSION = 1
@@ -116,7 +117,5 @@ def estimate_stats(
             "pixels": [int(c) for c in count],
         }
     cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(result, indent=1))
-    os.replace(tmp, path)
+    write_json(path, result)
     return result

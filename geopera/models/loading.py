@@ -4,10 +4,14 @@
 
 * a geopera run directory (``backbone.pth`` + ``backbone.json`` inside),
 * a backbone ``.pth`` file with its ``.json`` description beside it,
-* a folder written by ``geopera publish`` (a weights module and file),
-* a TorchGeo weights member, ``"Enum.MEMBER"`` (resolved by ``torchgeo.models.get_weight``;
-  remote files are downloaded only because the user asked for them by name),
+* a folder written by ``geopera publish``, read through its ``weights.json`` manifest (the
+  folder's Python module is never imported),
+* a TorchGeo weights member, ``"Enum.MEMBER"``, resolved by ``torchgeo.models.get_weight``
+  among the enums that installed packages define (TorchGeo's own, or one the user registered
+  in the same process); remote files are downloaded only because the user named the member,
 * a timm model name (``vit_small_patch16_224``): random initialisation.
+
+Every weights file is read with ``torch.load(weights_only=True)``: weights are data, never code.
 
 **Band rule.** When the backbone knows its band names and every one of them is among the
 data's band names, the data's bands are *selected by name*, in the backbone's order (extra data
@@ -16,7 +20,6 @@ from the backbone's, the patch embedding is adapted as timm's ``adapt_input_conv
 (channels repeated and rescaled) and a warning says so.
 """
 
-import json
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,8 +32,13 @@ from timm.models import adapt_input_conv
 from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor
 
-from geopera.errors import GeoperaError
+from geopera.core.contracts import BackboneCard, PublishedWeights
+from geopera.core.errors import GeoperaError
+from geopera.core.outputs import sha256_file
 from geopera.models.vit import build_backbone
+
+#: The data manifest of a ``geopera publish`` folder.
+MANIFEST = "weights.json"
 
 
 class WeightsError(GeoperaError):
@@ -66,26 +74,39 @@ def _from_backbone_file(weights: Path, meta_file: Path) -> BackboneSource:
             f"{meta_file} not found: a backbone .pth needs its .json description beside it "
             "(geopera writes both into each completed run directory)"
         )
-    meta = json.loads(meta_file.read_text())
-    state = torch.load(weights, map_location="cpu", weights_only=True)
+    card = BackboneCard.read(meta_file)
     return BackboneSource(
-        model=meta["model"],
-        model_kwargs=dict(meta.get("model_kwargs") or {}),
-        in_chans=int(meta["in_chans"]),
-        bands=list(meta["bands"]) if meta.get("bands") else None,
-        state_dict=state,
+        model=card.model,
+        model_kwargs=dict(card.model_kwargs),
+        in_chans=card.in_chans,
+        bands=list(card.bands) if card.bands else None,
+        state_dict=_load_state_dict(weights),
         origin=str(weights),
-        ssl_method=meta.get("ssl_method"),
+        ssl_method=card.ssl_method,
     )
+
+
+def _load_state_dict(path: Path) -> dict[str, Tensor]:
+    """A state dict from a file, as data only (``weights_only=True``: no code in it runs)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # refused by the safe unpickler, or not a torch file
+        raise WeightsError(
+            f"{path} is not a plain state dict that loads safely ({type(err).__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else ''}); geopera loads weights as data only"
+        ) from err
+    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise WeightsError(f"{path} does not hold a state dict of tensors")
+    return cast(dict[str, Tensor], state)
 
 
 def _from_member(member: Any, origin: str) -> BackboneSource:
     meta = member.meta
     url: str = member.url
     if url.startswith("file://"):
-        state = torch.load(url.removeprefix("file://"), map_location="cpu", weights_only=True)
+        state = _load_state_dict(Path(url.removeprefix("file://")))
     else:  # the user named a remote member explicitly
-        state = member.get_state_dict(progress=True)
+        state = member.get_state_dict(progress=True, weights_only=True)
     bands = meta.get("bands")
     return BackboneSource(
         model=meta["model"],
@@ -98,22 +119,30 @@ def _from_member(member: Any, origin: str) -> BackboneSource:
 
 
 def _from_published_folder(folder: Path) -> BackboneSource:
-    from torchvision.models._api import WeightsEnum
-
-    from geopera.hub.publish import load_module
-
-    modules = [p for p in sorted(folder.glob("*.py")) if not p.name.startswith("_")]
-    for path in modules:
-        module = load_module(path)
-        for value in vars(module).values():
-            if (
-                isinstance(value, type)
-                and issubclass(value, WeightsEnum)
-                and value is not WeightsEnum
-            ):
-                member = next(iter(cast(Any, value)))
-                return _from_member(member, f"{value.__name__}.{member.name} ({folder})")
-    raise WeightsError(f"{folder} holds no WeightsEnum module; is it a `geopera publish` folder?")
+    """Read a ``geopera publish`` folder through its data manifest; no code in it is run."""
+    manifest_file = folder / MANIFEST
+    if not manifest_file.is_file():
+        raise WeightsError(
+            f"{folder} has no {MANIFEST} manifest, and geopera never imports the Python files of "
+            "a weights folder; re-publish the run with `geopera publish`, or import the module "
+            "yourself and pass its Enum.MEMBER after registering it (see docs/publish.md)"
+        )
+    manifest = PublishedWeights.read(manifest_file)
+    file = folder / Path(manifest.file_name).name
+    if not file.is_file():
+        raise FileNotFoundError(f"{file} not found: {manifest_file} names it as the weights file")
+    if sha256_file(file) != manifest.sha256:
+        raise WeightsError(f"{file}: SHA-256 differs from {manifest_file}; the file is damaged")
+    meta = manifest.meta
+    bands = meta.get("bands")
+    return BackboneSource(
+        model=str(meta["model"]),
+        in_chans=int(meta["in_chans"]),
+        bands=[str(b) for b in bands] if bands else None,
+        state_dict=_load_state_dict(file),
+        origin=f"{manifest.enum_name}.{manifest.member} ({folder})",
+        ssl_method=meta.get("ssl_method"),
+    )
 
 
 def resolve_weights(weights: str | Path | None, default_model: str) -> BackboneSource:
@@ -138,11 +167,11 @@ def resolve_weights(weights: str | Path | None, default_model: str) -> BackboneS
     if path.is_dir():
         if (path / "backbone.pth").is_file():
             return _from_backbone_file(path / "backbone.pth", path / "backbone.json")
-        if (path / "weights.csv").is_file():
+        if (path / MANIFEST).is_file() or (path / "weights.csv").is_file():
             return _from_published_folder(path)
         raise FileNotFoundError(
             f"{path} is a folder without backbone.pth (not a completed geopera run) and without "
-            "weights.csv (not a `geopera publish` folder)"
+            f"{MANIFEST} (not a `geopera publish` folder)"
         )
     if path.suffix in (".pth", ".pt"):
         if not path.is_file():

@@ -40,16 +40,15 @@ from geopera.transforms.views import CropPairs
 
 
 @dataclass(frozen=True)
-class PerAConfig:
-    """Model and loss settings (defaults: the paper's recipe on ViT-S/16).
+class PerASettings:
+    """Model and loss settings a user chooses (defaults: the paper's recipe on ViT-S/16).
+
+    This is the ``model`` section of a pretraining config; :class:`PerAConfig` adds what the
+    data and the views decide.
 
     Attributes:
         backbone: timm model name.
         backbone_kwargs: Extra timm arguments (``embed_dim``, ``depth``, ``num_heads``...).
-        in_chans: Input bands.
-        global_size: Global crop size (the position-embedding grid).
-        n_global: Global crop pairs.
-        n_local: Local crop pairs.
         student_ratio: Fraction of patches for the student (and for mask tokens).
         teacher_ratio: Fraction of patches for the teacher.
         drop_path_rate: Student stochastic depth.
@@ -66,10 +65,6 @@ class PerAConfig:
 
     backbone: str = "vit_small_patch16_224"
     backbone_kwargs: dict[str, Any] = field(default_factory=dict)
-    in_chans: int = 3
-    global_size: int = 224
-    n_global: int = 2
-    n_local: int = 8
     student_ratio: float = 0.2
     teacher_ratio: float = 0.6
     drop_path_rate: float = 0.3
@@ -82,6 +77,23 @@ class PerAConfig:
     dino_weight: float = 1.0
     koleo_weight: float = 0.1
     pixel_weight: float = 0.01
+
+
+@dataclass(frozen=True)
+class PerAConfig(PerASettings):
+    """Everything that builds a :class:`PerA` model: the settings plus data- and view-given sizes.
+
+    Attributes:
+        in_chans: Input bands.
+        global_size: Global crop size (the position-embedding grid).
+        n_global: Global crop pairs.
+        n_local: Local crop pairs.
+    """
+
+    in_chans: int = 3
+    global_size: int = 224
+    n_global: int = 2
+    n_local: int = 8
 
 
 @dataclass

@@ -23,7 +23,7 @@ def feature_pca(task: Any, images: Tensor, sources: Tensor) -> tuple[Tensor, np.
     """Teacher patch features of centre crops, projected on their first 3 principal components.
 
     Args:
-        task: A :class:`~geopera.training.task.PerATask`.
+        task: A :class:`~geopera.pretrain.task.PerATask`.
         images: (N, C, H, W) raw patches.
         sources: (N,) source indices.
 

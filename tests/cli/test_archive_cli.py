@@ -112,6 +112,7 @@ def test_sample_writes_georeferenced_chips_inside_roi(fake_archive: Path, tmp_pa
         assert any(matches)
 
 
+@pytest.mark.slow
 def test_sample_user_errors_are_one_line(fake_archive: Path, tmp_path: Path) -> None:
     out = tmp_path / "chips"
     out.mkdir()

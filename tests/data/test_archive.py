@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
+from geopera.core.errors import ArchiveError, BandSelectionError
 from geopera.data.archive import discover, find_rasters
-from geopera.errors import ArchiveError, BandSelectionError
 
 
 def test_sources_group_by_signature(fake_archive: Path) -> None:

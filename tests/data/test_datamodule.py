@@ -4,9 +4,9 @@ import pytest
 import shapely
 import torch
 
+from geopera.core.errors import BandSelectionError, ROIError
 from geopera.data.archive import discover
 from geopera.data.datamodule import PretrainDataModule
-from geopera.errors import BandSelectionError, ROIError
 
 ROI = "EPSG:32621;POLYGON((700300 -2795400, 705400 -2795400, 705400 -2790300, 700300 -2790300, 700300 -2795400))"  # noqa: E501
 

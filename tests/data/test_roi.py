@@ -5,8 +5,8 @@ import geopandas as gpd
 import pytest
 import shapely
 
+from geopera.core.errors import ROIError
 from geopera.data.roi import load_roi
-from geopera.errors import ROIError
 
 
 def test_geojson_without_crs_is_wgs84_and_unioned(tmp_path: Path) -> None:

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from geopera.cli.main import main
+from geopera.core.errors import GeoperaError
 from geopera.data import sample_archive as sa
 from geopera.data.archive import discover
-from geopera.errors import GeoperaError
 
 
 @pytest.fixture
@@ -67,7 +67,7 @@ def test_incomplete_destination_is_not_overwritten(local_sdist: Path, tmp_path: 
     dest = tmp_path / "sample"
     dest.mkdir()
     (dest / "mine.txt").write_text("keep")
-    with pytest.raises(GeoperaError, match="not a complete sample archive"):
+    with pytest.raises(FileExistsError, match="not a complete sample archive"):
         sa.build_sample_archive(dest, cache=local_sdist, log=lambda _: None)
     assert (dest / "mine.txt").read_text() == "keep"
 

@@ -6,6 +6,7 @@ import shapely
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from geopera.core.errors import ROIError, SamplingError
 from geopera.data.archive import discover
 from geopera.data.roi import load_roi
 from geopera.data.sampling import (
@@ -17,7 +18,6 @@ from geopera.data.sampling import (
     prepare_sources,
     source_weights,
 )
-from geopera.errors import ROIError, SamplingError
 from tests.fakes.archive import write_raster
 
 # Inside both overlapping fake Landsat tiles (EPSG:32621; see tests/fakes/archive.py).

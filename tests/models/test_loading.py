@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from geopera.core.errors import GeoperaError
 from geopera.models.loading import (
     BackboneSource,
     WeightsError,
@@ -24,7 +25,8 @@ def _write_backbone(folder: Path, bands: list[str], img_size: int = 32) -> torch
     folder.mkdir(parents=True, exist_ok=True)
     torch.save(vit.state_dict(), folder / "backbone.pth")
     meta = {"model": "vit_small_patch16_224", "model_kwargs": TINY, "in_chans": len(bands),
-            "bands": bands, "ssl_method": "pera"}  # fmt: skip
+            "bands": bands, "ssl_method": "pera", "token_size": 16, "img_size": img_size,
+            "format_version": 1}  # fmt: skip
     (folder / "backbone.json").write_text(json.dumps(meta))
     return vit
 
@@ -100,7 +102,7 @@ def test_random_initialisation_takes_the_data_bands_silently() -> None:
 
 
 def test_published_folder_loads_as_weights(tmp_path: Path) -> None:
-    from geopera.hub.publish import publish
+    from geopera.publish.run import publish
 
     vit = build_vit("vit_small_patch16_224", 3, 224)
     (tmp_path / "run").mkdir()
@@ -116,3 +118,74 @@ def test_published_folder_loads_as_weights(tmp_path: Path) -> None:
     loaded = build_vit(source.model, 3, 224)
     load_into(loaded, source, 3)
     assert torch.equal(loaded.blocks[0].attn.qkv.weight, vit.blocks[0].attn.qkv.weight)
+
+
+EVIL = """from pathlib import Path
+Path({marker!r}).write_text("geopera ran code from a weights folder")
+"""
+
+
+def _evil_folder(folder: Path, marker: Path) -> Path:
+    folder.mkdir()
+    (folder / "weights.csv").write_text("")
+    (folder / "weights_module.py").write_text(EVIL.format(marker=str(marker)))
+    return folder
+
+
+def test_a_weights_folder_never_runs_code(tmp_path: Path, shared_data: Path) -> None:
+    """The issue's check, as a user meets it: ``geopera finetune --weights FOLDER``."""
+    from tests.finetune.conftest import local_config, run_cli
+
+    marker = tmp_path / "marker"
+    folder = _evil_folder(tmp_path / "downloaded", marker)
+    config = local_config("atlanta_buildings.yaml", shared_data, tmp_path)
+    proc = run_cli("finetune", "segmentation", "--config", str(config), "--weights", str(folder),
+                   "--out", str(tmp_path / "ft"), "--no-progress")  # fmt: skip
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr[-2000:]
+    assert "has no weights.json manifest" in lines[0]
+    assert "never imports the Python files" in lines[0]
+    assert not marker.exists()
+    assert not (tmp_path / "ft").exists()
+
+
+def test_weights_files_are_loaded_as_data_only(tmp_path: Path) -> None:
+    """A .pth whose unpickling would run code is refused; the code does not run."""
+    marker = tmp_path / "marker"
+    _write_backbone(tmp_path / "run", ["B4", "B3", "B2"])
+    state = {"weights": torch.zeros(1), "payload": _Payload(str(marker))}
+    torch.save(state, tmp_path / "run" / "backbone.pth")
+    with pytest.raises(WeightsError, match="loads safely"):
+        resolve_weights(tmp_path / "run", "ignored")
+    assert not marker.exists()
+
+
+def test_a_damaged_publish_folder_is_refused(tmp_path: Path) -> None:
+    from geopera.publish.run import publish
+
+    vit = build_vit("vit_small_patch16_224", 3, 224)
+    (tmp_path / "run").mkdir()
+    torch.save(vit.state_dict(), tmp_path / "run" / "backbone.pth")
+    card = {"model": "vit_small_patch16_224", "in_chans": 3, "bands": ["B4", "B3", "B2"],
+            "token_size": 16, "img_size": 224, "format_version": 1,
+            "normalisation": {"mean": [0.0] * 3, "std": [1.0] * 3}}  # fmt: skip
+    (tmp_path / "run" / "backbone.json").write_text(json.dumps(card))
+    info = publish(tmp_path / "run", "TEST_RGB", tmp_path / "pub")
+    manifest = json.loads((tmp_path / "pub" / "weights.json").read_text())
+    assert manifest["file_name"] == info.weights_file.name
+    data = bytearray(info.weights_file.read_bytes())
+    data[-100] ^= 0xFF
+    info.weights_file.write_bytes(bytes(data))
+    with pytest.raises(GeoperaError, match="SHA-256 differs"):
+        resolve_weights(tmp_path / "pub", "ignored")
+
+
+class _Payload:
+    """Unpickling this would write a marker file."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[object, tuple[Path, str]]:
+        return (Path.write_text, (Path(self.path), "ran"))

@@ -1,0 +1,1 @@
+"""``geopera finetune``: segmentation, change and detection tasks on a pretrained backbone."""

@@ -1,0 +1,220 @@
+"""What the fine-tuning tasks share: the spec, normalisation, freezing, optimiser, augmentation.
+
+A task is built from a :class:`~geopera.core.contracts.FinetunedSpec` (saved, as a plain dict
+with its format version, in the checkpoint's hyper-parameters), so that ``geopera predict``
+rebuilds the exact model from ``model.ckpt`` without the training data or the pretrained
+weights.
+"""
+
+import math
+from typing import Any
+
+import torch
+from lightning import LightningModule
+from timm.models.vision_transformer import VisionTransformer
+from torch import Tensor, nn
+
+from geopera.core.contracts import FinetunedSpec
+from geopera.models.adapters import vit_of
+from geopera.models.loading import build_vit
+from geopera.transforms.normalise import scale_unit
+
+
+class FinetuneTask(LightningModule):
+    """Base class of the segmentation, change and detection tasks.
+
+    Args:
+        spec: Model, bands, classes, normalisation and optimiser settings.
+    """
+
+    kind = "base"
+    p2: Tensor
+    p98: Tensor
+    mean: Tensor
+    std: Tensor
+
+    def __init__(self, spec: FinetunedSpec) -> None:
+        super().__init__()
+        self.save_hyperparameters({"spec": spec.to_dict()})
+        self.spec = spec
+        norm = spec.norm
+        self.register_buffer("p2", torch.tensor(norm["p2"], dtype=torch.float32), persistent=False)
+        self.register_buffer(
+            "p98", torch.tensor(norm["p98"], dtype=torch.float32), persistent=False
+        )
+        mean = torch.tensor(norm["mean"], dtype=torch.float32).view(1, -1, 1, 1)
+        std = torch.tensor(norm["std"], dtype=torch.float32).view(1, -1, 1, 1)
+        self.register_buffer("mean", mean, persistent=False)
+        self.register_buffer("std", std, persistent=False)
+        self.model = self.build_model()
+        self.frozen = bool(spec.freeze_backbone)
+        if self.frozen:
+            for p in self.vit.parameters():
+                p.requires_grad_(False)
+        self.results: dict[str, dict[str, Any]] = {}
+
+    # -- model ---------------------------------------------------------------------------------
+
+    def build_model(self) -> nn.Module:
+        """The task's network (subclasses)."""
+        raise NotImplementedError
+
+    def new_vit(self) -> Any:
+        """A fresh ViT of the spec's architecture (weights are loaded by the caller)."""
+        s = self.spec
+        return build_vit(s.model, s.in_chans, s.chip_size, s.model_kwargs)
+
+    @property
+    def vit(self) -> VisionTransformer:
+        """The backbone."""
+        return vit_of(self.model)
+
+    def normalise(self, x: Tensor) -> Tensor:
+        """Raw (B, C, H, W) -> percentile-scaled and standardised (B, C, H, W)."""
+        return (scale_unit(x, self.p2, self.p98) - self.mean) / self.std
+
+    def train(self, mode: bool = True) -> "FinetuneTask":
+        """Keep a frozen backbone in eval mode (no dropout / drop-path) while training."""
+        super().train(mode)
+        if self.frozen:
+            self.vit.eval()
+        return self
+
+    # -- augmentation ----------------------------------------------------------------------------
+
+    def augment(self, *tensors: Tensor) -> list[Tensor]:
+        """One random flip / 90-degree rotation, the same for every tensor of the batch.
+
+        Args:
+            *tensors: (..., H, W) tensors (images, masks) of one batch.
+
+        Returns:
+            The transformed tensors.
+        """
+        if not self.spec.augment:
+            return list(tensors)
+        k = int(torch.randint(0, 4, ()).item())
+        flip = bool(torch.randint(0, 2, ()).item())
+        out = []
+        for t in tensors:
+            t = torch.rot90(t, k, dims=(-2, -1))
+            out.append(torch.flip(t, dims=(-1,)) if flip else t)
+        return out
+
+    # -- optimiser -------------------------------------------------------------------------------
+
+    def param_groups(self) -> list[dict[str, Any]]:
+        """AdamW groups: backbone layers (with layer-wise decay if set) and the head.
+
+        The backbone's base rate is ``lr``; the head trains at ``lr * head_lr_scale``. With
+        ``layer_decay`` d, block i of n gets ``lr * d ** (n - i)`` and the embeddings
+        ``lr * d ** (n + 1)``.
+        """
+        o = self.spec.optim
+        lr, decay = float(o["lr"]), o.get("layer_decay")
+        depth = len(getattr(self.vit, "blocks", []))
+        backbone_ids = {id(p) for p in self.vit.parameters()}
+        groups: dict[tuple[float, bool], list[nn.Parameter]] = {}
+        for name, p in self.vit.named_parameters():
+            if not p.requires_grad:
+                continue
+            scale = 1.0
+            if decay is not None:
+                if name.startswith("blocks."):
+                    layer = int(name.split(".")[1]) + 1
+                elif name.startswith(("cls_token", "pos_embed", "patch_embed", "reg_token")):
+                    layer = 0
+                else:
+                    layer = depth + 1
+                scale = float(decay) ** (depth + 1 - layer)
+            no_wd = p.ndim <= 1 or name in ("cls_token", "pos_embed")
+            groups.setdefault((lr * scale, no_wd), []).append(p)
+        head_lr = lr * float(o.get("head_lr_scale", 1.0))
+        for p in self.parameters():
+            if p.requires_grad and id(p) not in backbone_ids:
+                groups.setdefault((head_lr, p.ndim <= 1), []).append(p)
+        wd = float(o["weight_decay"])
+        return [
+            {"params": ps, "lr": g_lr, "initial_lr": g_lr, "weight_decay": 0.0 if no_wd else wd}
+            for (g_lr, no_wd), ps in groups.items()
+        ]
+
+    def configure_optimizers(self) -> Any:
+        """AdamW, linear warm-up then cosine decay to 0 over ``max_steps`` (per step)."""
+        optimizer = torch.optim.AdamW(self.param_groups())
+        warmup = int(self.spec.optim.get("warmup_steps", 0))
+        total = max(1, int(self.spec.optim.get("max_steps", 1)))
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            progress = min(1.0, (step - warmup) / max(1, total - warmup))
+            return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
+
+    # -- evaluation --------------------------------------------------------------------------------
+
+    def epoch_scores(self, split: str) -> dict[str, Any]:
+        """Metrics accumulated over ``split`` (subclasses; resets the accumulators)."""
+        raise NotImplementedError
+
+    def _finish_epoch(self, split: str) -> None:
+        scores = self.epoch_scores(split)
+        self.results[split] = scores
+        for key, value in scores.items():
+            if isinstance(value, float):
+                self.log(f"{split}/{key}", value)
+
+    def on_validation_epoch_end(self) -> None:
+        """Compute and log validation metrics (kept in ``self.results["val"]``)."""
+        self._finish_epoch("val")
+
+    def on_test_epoch_end(self) -> None:
+        """Compute and log test metrics (kept in ``self.results["test"]``)."""
+        self._finish_epoch("test")
+
+    # -- inference ---------------------------------------------------------------------------------
+
+    def predict_chips(self, batch: dict[str, Tensor]) -> Any:
+        """Model output for raw chips (subclasses): what ``geopera predict`` blends or merges."""
+        raise NotImplementedError
+
+
+def confusion_scores(confusion: Tensor) -> dict[str, Any]:
+    """Per-class IoU and F1 from a (K, K) confusion matrix (rows: truth, columns: prediction).
+
+    Classes absent from both truth and prediction score NaN and are left out of the means.
+
+    Args:
+        confusion: (K, K) counts.
+
+    Returns:
+        ``{"iou": [K], "f1": [K], "miou", "mf1", "accuracy"}`` (NaN as None).
+    """
+    c = confusion.double()
+    tp = c.diag()
+    fp = c.sum(0) - tp
+    fn = c.sum(1) - tp
+    iou = tp / (tp + fp + fn)  # NaN where the class is absent everywhere
+    f1 = 2 * tp / (2 * tp + fp + fn)
+    total = c.sum()
+
+    def clean(t: Tensor) -> list[float | None]:
+        return [None if math.isnan(v) else float(v) for v in t.tolist()]
+
+    def mean(t: Tensor) -> float | None:
+        valid = t[~torch.isnan(t)]
+        return float(valid.mean()) if len(valid) else None
+
+    return {
+        "iou": clean(iou),
+        "f1": clean(f1),
+        "miou": mean(iou),
+        "mf1": mean(f1),
+        "accuracy": float(tp.sum() / total) if total > 0 else None,
+    }

@@ -1,0 +1,328 @@
+"""``geopera finetune``: labelled scenes -> chips -> Lightning training -> a model folder.
+
+The folder (``--out``) is assembled in a hidden sibling and renamed into place only when
+training, evaluation and export all succeeded, so a folder named ``--out`` is always complete:
+
+* ``model.ckpt``: Lightning checkpoint; its hyper-parameters hold the spec that
+  ``geopera predict`` rebuilds the model from,
+* ``metrics.json``: validation and test metrics, chip counts per split, classes, band rule,
+* ``config.yaml``: the resolved configuration,
+* ``previews/``: predictions on validation chips,
+* ``logs/``: Lightning's CSV log.
+"""
+
+import dataclasses
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from lightning import Trainer, seed_everything
+from lightning.pytorch.loggers import CSVLogger
+from torch.utils.data import DataLoader
+
+from geopera import __version__
+from geopera.core.checkpoints import AtomicCheckpointIO
+from geopera.core.config import dump_config
+from geopera.core.contracts import FinetunedSpec
+from geopera.core.errors import GeoperaError
+from geopera.core.outputs import require_new_folder, staged_folder, write_json
+from geopera.data.labelled import (
+    Chip,
+    ChipDataset,
+    ClassMap,
+    Scene,
+    change_scenes,
+    chip_statistics,
+    collate,
+    detection_scenes,
+    make_chips,
+    segmentation_scenes,
+    select_bands,
+)
+from geopera.data.labels import IGNORE
+from geopera.finetune.base import FinetuneTask
+from geopera.finetune.checkpoint import TASKS, build_task
+from geopera.finetune.config import FinetuneConfig
+from geopera.finetune.detection import DetectionTask
+from geopera.models.adapters import DECODERS, FUSIONS
+from geopera.models.loading import (
+    BackboneSource,
+    BandPlan,
+    load_into,
+    plan_bands,
+    resolve_weights,
+)
+from geopera.viz.overlays import display_bands, plot_detection, plot_segmentation
+
+
+class FinetuneError(GeoperaError):
+    """The fine-tuning inputs or settings cannot work."""
+
+
+@dataclass
+class FinetuneResult:
+    """What a fine-tuning run wrote.
+
+    Attributes:
+        out: The model folder.
+        metrics: Contents of ``metrics.json``.
+    """
+
+    out: Path
+    metrics: dict[str, Any]
+
+
+def build_scenes(kind: str, config: FinetuneConfig) -> list[Scene]:
+    """Read the labelled scenes named by ``config.data`` for a task.
+
+    Args:
+        kind: ``"segmentation"``, ``"change"`` or ``"detection"``.
+        config: The configuration.
+
+    Returns:
+        The scenes.
+
+    Raises:
+        FinetuneError: If a required input is missing.
+    """
+    d = config.data
+    if kind == "segmentation":
+        if not d.images or not d.labels:
+            raise FinetuneError("segmentation needs --images and --labels")
+        return segmentation_scenes(d.images, d.labels, d.class_field)
+    if kind == "change":
+        if not (d.before and d.after and d.labels):
+            raise FinetuneError("change detection needs --before, --after and --labels")
+        return change_scenes(d.before, d.after, d.labels, d.class_field)
+    if not d.images or not d.boxes:
+        raise FinetuneError("detection needs --images and --boxes")
+    return detection_scenes(d.images, d.boxes, d.box_coords, d.class_field)
+
+
+def _check_settings(kind: str, config: FinetuneConfig) -> None:
+    if kind not in TASKS:
+        raise FinetuneError(f"unknown task {kind!r}; tasks are {', '.join(TASKS)}")
+    m = config.model
+    if m.decoder not in DECODERS:
+        raise FinetuneError(f"model.decoder {m.decoder!r} is not one of {', '.join(DECODERS)}")
+    if kind == "change" and m.decoder == "dpt":
+        raise FinetuneError("change detection uses a pyramid decoder: model.decoder upernet or fpn")
+    if m.decoder_channels < 32 or m.decoder_channels % 32:
+        raise FinetuneError(
+            f"model.decoder_channels must be a positive multiple of 32 (group norms of 32 "
+            f"groups), got {m.decoder_channels}"
+        )
+    if m.fusion not in FUSIONS:
+        raise FinetuneError(f"model.fusion {m.fusion!r} is not one of {', '.join(FUSIONS)}")
+
+
+def _new_out(out: Path | None, kind: str) -> Path:
+    if out is None:
+        out = Path("runs") / f"finetune-{kind}-{time.strftime('%Y%m%d-%H%M%S')}"
+    require_new_folder(out)
+    return out
+
+
+def _spec(
+    kind: str,
+    config: FinetuneConfig,
+    source: BackboneSource,
+    plan: BandPlan,
+    data_bands: list[int],
+    classes: ClassMap,
+    norm: dict[str, list[float]],
+    class_weights: list[float] | None,
+) -> FinetunedSpec:
+    m, o, t = config.model, config.optim, config.trainer
+    return FinetunedSpec(
+        task=kind,
+        model=source.model,
+        model_kwargs=dict(source.model_kwargs),
+        in_chans=len(plan.names),
+        bands=plan.names,
+        data_bands=data_bands,
+        chip_size=config.data.chip_size,
+        decoder=m.decoder,
+        decoder_channels=m.decoder_channels,
+        fusion=m.fusion,
+        classes=classes.values,
+        norm=norm,
+        freeze_backbone=m.freeze_backbone,
+        augment=t.augment,
+        weights=source.origin,
+        ssl_method=source.ssl_method,
+        band_rule=plan.rule,
+        optim={**dataclasses.asdict(o), "max_steps": t.max_steps},
+        class_weights=class_weights,
+        geopera_version=__version__,
+    )
+
+
+def _balanced_weights(scenes: list[Scene], chips: list[Chip], classes: ClassMap) -> list[float]:
+    """Cross-entropy class weights ``sqrt(N / (K * n_k))`` from the training chips' pixels."""
+    counts = np.zeros(len(classes.values))
+    for c in chips:
+        labels = scenes[c.scene].labels
+        if labels is not None:
+            idx = classes.encode(labels[c.row : c.row + c.size, c.col : c.col + c.size])
+            counts += np.bincount(idx[idx >= 0], minlength=len(counts))
+    counts = np.maximum(counts, 1)
+    weights: list[float] = np.sqrt(counts.sum() / (len(counts) * counts)).tolist()
+    return weights
+
+
+def _loader(ds: ChipDataset, config: FinetuneConfig, shuffle: bool) -> DataLoader[Any]:
+    d = config.data
+    return DataLoader(
+        ds,
+        batch_size=d.batch_size,
+        shuffle=shuffle,
+        drop_last=shuffle and len(ds) > d.batch_size,
+        num_workers=d.num_workers,
+        collate_fn=collate,
+        generator=torch.Generator().manual_seed(d.seed) if shuffle else None,
+    )
+
+
+def finetune(
+    kind: str, config: FinetuneConfig, out: Path | None = None, progress: bool = True
+) -> FinetuneResult:
+    """Fine-tune a backbone on labelled scenes (see the module docstring for the outputs).
+
+    Args:
+        kind: ``"segmentation"``, ``"change"`` or ``"detection"``.
+        config: The configuration (data paths included).
+        out: New output folder (default: ``runs/finetune-<task>-<time>``).
+        progress: Show Lightning's progress bar.
+
+    Returns:
+        The folder and its metrics.
+
+    Raises:
+        FinetuneError: On inconsistent inputs or settings.
+        FileExistsError: If ``out`` exists and is not empty.
+    """
+    _check_settings(kind, config)
+    out = _new_out(out, kind)
+    seed_everything(config.data.seed, verbose=False)
+    d, t = config.data, config.trainer
+    scenes = build_scenes(kind, config)
+    if d.ignore_value is not None:
+        for scene in scenes:
+            if scene.labels is not None:
+                scene.labels[scene.labels == d.ignore_value] = IGNORE
+    paths = [s.image for s in scenes] + [s.after for s in scenes if s.after]
+    data_indices, data_names = select_bands(paths, d.bands)
+    source = resolve_weights(config.model.weights, config.model.backbone)
+    plan = plan_bands(source, data_names)
+    bands = [data_indices[i] for i in plan.indices]
+    classes = ClassMap([0, 1]) if kind == "change" else ClassMap.from_scenes(scenes)
+    if kind == "segmentation" and len(classes.values) < 2:
+        raise FinetuneError(
+            f"the labels hold a single class {classes.values}; segmentation needs at least two "
+            "(without --class-field, polygons are class 1 and the rest class 0)"
+        )
+    chips = make_chips(scenes, d.chip_size, d.block_chips, d.val_fraction, d.test_fraction, d.seed)
+    by_split = {s: [c for c in chips if c.split == s] for s in ("train", "val", "test")}
+    datasets = {
+        s: ChipDataset(scenes, cs, bands, classes, d.min_box_fraction) for s, cs in by_split.items()
+    }
+    norm = chip_statistics(datasets["train"], seed=d.seed)
+    class_weights = (
+        _balanced_weights(scenes, by_split["train"], classes)
+        if config.optim.balance_classes and kind != "detection"
+        else None
+    )
+    task = build_task(_spec(kind, config, source, plan, bands, classes, norm, class_weights))
+    patch = int(task.vit.patch_embed.patch_size[0])
+    if d.chip_size % patch:
+        raise FinetuneError(
+            f"data.chip_size {d.chip_size} is not a multiple of the ViT patch size {patch}"
+        )
+    load_into(task.vit, source, len(bands))
+
+    with staged_folder(out) as work:
+        metrics = _train(task, config, datasets, work, progress)
+        metrics.update(
+            {
+                "task": kind,
+                "chips": {s: len(cs) for s, cs in by_split.items()},
+                "scenes": [s.image for s in scenes],
+                "classes": classes.values,
+                "bands": plan.names,
+                "band_rule": plan.rule,
+                "weights": source.origin,
+                "ssl_method": source.ssl_method,
+            }
+        )
+        write_json(work / "metrics.json", metrics)
+        dump_config(config, work / "config.yaml")
+        _previews(task, datasets["val"], work / "previews", t.preview_chips)
+    return FinetuneResult(out, metrics)
+
+
+def _train(
+    task: FinetuneTask,
+    config: FinetuneConfig,
+    datasets: dict[str, ChipDataset],
+    work: Path,
+    progress: bool,
+) -> dict[str, Any]:
+    t = config.trainer
+    trainer = Trainer(
+        max_steps=t.max_steps,
+        fast_dev_run=t.fast_dev_run,
+        val_check_interval=max(1, min(t.val_every, t.max_steps)),
+        check_val_every_n_epoch=None,
+        accelerator=t.accelerator,
+        devices=t.devices,
+        precision=t.precision,  # type: ignore[arg-type]
+        logger=CSVLogger(work, name="logs", version=""),
+        enable_checkpointing=False,
+        enable_progress_bar=progress,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        log_every_n_steps=5,
+        plugins=[AtomicCheckpointIO()],
+    )
+    train = _loader(datasets["train"], config, shuffle=True)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+        trainer.fit(task, train, _loader(datasets["val"], config, shuffle=False))
+        trainer.validate(task, _loader(datasets["val"], config, shuffle=False), verbose=False)
+        trainer.test(task, _loader(datasets["test"], config, shuffle=False), verbose=False)
+    trainer.save_checkpoint(work / "model.ckpt")
+    return {
+        "val": task.results.get("val", {}),
+        "test": task.results.get("test", {}),
+        "steps": int(trainer.global_step),
+        "fast_dev_run": bool(t.fast_dev_run),
+    }
+
+
+@torch.no_grad()
+def _previews(task: FinetuneTask, ds: ChipDataset, folder: Path, count: int) -> None:
+    task.eval()
+    device = next(task.parameters()).device
+    rgb = display_bands(task.spec.bands)
+    names = [str(v) for v in task.spec.classes]
+    for i in range(min(count, len(ds))):
+        sample = collate([ds[i]])
+        batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in sample.items()}
+        path = folder / f"val_{i:02d}.png"
+        if isinstance(task, DetectionTask):
+            pred = task.predict_chips(batch)[0]
+            plot_detection(sample["image"][0], sample["boxes"][0], pred["boxes"].cpu(),
+                           pred["scores"].cpu(), path, rgb)  # fmt: skip
+        else:
+            probs = task.predict_chips(batch)
+            plot_segmentation(
+                sample["image"][0], sample["mask"][0], probs.argmax(1)[0].cpu(),
+                ["no change", "change"] if task.kind == "change" else names, path, rgb,
+                after=sample["after"][0] if "after" in sample else None,
+            )  # fmt: skip

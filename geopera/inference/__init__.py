@@ -1,1 +1,0 @@
-"""Inference over whole rasters: tiled, blended, georeferenced."""

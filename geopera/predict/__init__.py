@@ -1,0 +1,1 @@
+"""``geopera predict``: a fine-tuned model over whole rasters, tiled, blended, georeferenced."""

@@ -1,0 +1,1 @@
+"""``geopera pretrain``: PerA pretraining from an archive inside an ROI."""

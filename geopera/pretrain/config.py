@@ -1,0 +1,96 @@
+"""Pretraining configuration: the sections of ``configs/pretrain/*.yaml``.
+
+Sections ``data``, ``model``, ``views``, ``optim`` and ``trainer``. The ``model`` and ``views``
+sections *are* the library's :class:`~geopera.models.pera.PerASettings` and
+:class:`~geopera.transforms.views.ViewsConfig`, and ``optim`` extends
+:class:`~geopera.pretrain.schedules.ScheduleSettings`: each default is written once, where the
+library defines it (the paper's recipe). The shipped YAML files state the values they change
+(``pera_vit_tiny_cpu.yaml`` is the command's default). Loading and ``--set`` overrides:
+:mod:`geopera.core.config`.
+"""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from geopera.core.config import load_config, shipped_config
+from geopera.models.pera import PerASettings
+from geopera.pretrain.schedules import ScheduleSettings
+from geopera.transforms.views import ViewsConfig
+
+#: The config ``geopera pretrain`` uses without ``--config`` (relative to ``configs/``).
+DEFAULT_CONFIG = "pretrain/pera_vit_tiny_cpu.yaml"
+
+
+@dataclass
+class DataSection:
+    """Where patches come from (see :class:`geopera.data.datamodule.PretrainDataModule`)."""
+
+    archive: list[str] = field(default_factory=list)
+    roi: str | None = None
+    bands: list[str] | str | None = "rgb"
+    sources: list[str] | None = None
+    patch_size: int = 128
+    batch_size: int = 16
+    num_workers: int = 2
+    max_invalid: float = 0.1
+    stats_patches: int = 32
+    seed: int = 0
+    probe: str | None = None
+
+
+@dataclass(frozen=True)
+class OptimSection(ScheduleSettings):
+    """AdamW and the schedules (in optimiser steps).
+
+    Attributes:
+        clip_grad: Gradient-norm clipping.
+        betas: AdamW betas.
+        eps: AdamW epsilon.
+    """
+
+    clip_grad: float = 3.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 2e-5
+
+
+@dataclass
+class TrainerSection:
+    """Run length, devices, logging and checkpoints."""
+
+    max_steps: int = 100
+    accelerator: str = "auto"
+    devices: int = 1
+    num_nodes: int = 1
+    precision: str = "auto"
+    compile: bool = False
+    log_every: int = 5
+    checkpoint_every: int = 50
+    collapse_std: float = 1e-4
+    collapse_entropy_fraction: float = 0.02
+    collapse_patience: int = 3
+    preview_patches: int = 4
+    probe_every: int = 25
+    probe_k: int = 5
+
+
+@dataclass
+class PretrainConfig:
+    """The whole pretraining configuration."""
+
+    data: DataSection = field(default_factory=DataSection)
+    model: PerASettings = field(default_factory=PerASettings)
+    views: ViewsConfig = field(default_factory=ViewsConfig)
+    optim: OptimSection = field(default_factory=OptimSection)
+    trainer: TrainerSection = field(default_factory=TrainerSection)
+
+
+def load_pretrain_config(path: str | Path | None = None) -> PretrainConfig:
+    """Read a pretraining config (None: the shipped default, :data:`DEFAULT_CONFIG`).
+
+    Args:
+        path: YAML file, or None.
+
+    Returns:
+        The config.
+    """
+    return load_config(shipped_config(DEFAULT_CONFIG) if path is None else path, PretrainConfig)

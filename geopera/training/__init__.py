@@ -1,1 +1,0 @@
-"""Training utilities: schedules (and, with pretraining, the Lightning task)."""

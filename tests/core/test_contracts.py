@@ -1,0 +1,90 @@
+"""The typed, versioned files between stages: today's formats load, unknown ones are refused."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from geopera.core.contracts import BackboneCard, ContractError, FinetunedSpec
+from geopera.finetune.checkpoint import build_task, load_finetuned
+
+DATA = Path(__file__).parent / "data"
+
+
+def test_backbone_json_of_release_0_1_loads() -> None:
+    """``backbone_v0.json`` was written by ``geopera pretrain`` 0.1 (no format_version)."""
+    raw = json.loads((DATA / "backbone_v0.json").read_text())
+    assert "format_version" not in raw
+    card = BackboneCard.read(DATA / "backbone_v0.json")
+    assert card.token_size == raw["patch_size"] == 16  # renamed: the ViT's token size
+    assert card.img_size == 32
+    assert card.bands == ["B4", "B3", "B2"]
+    assert card.normalisation["mean"] == raw["normalisation"]["mean"]
+    again = BackboneCard.from_json(card.to_json())
+    assert again == card
+    assert json.loads(card.to_json())["format_version"] == BackboneCard.FORMAT
+
+
+def test_spec_of_release_0_1_rebuilds_a_model(tmp_path: Path) -> None:
+    """``spec_v0.json`` is the ``spec`` hyper-parameter of a 0.1 change-detection model.ckpt."""
+    raw = json.loads((DATA / "spec_v0.json").read_text())
+    spec = FinetunedSpec.from_dict(raw)
+    assert spec.decoder_channels == raw["width"] == 64
+    assert spec.class_weights == raw["class_weights"]
+    # a 0.1 checkpoint: its hyper-parameters hold the old dict, the weights fit the new model
+    spec_small = FinetunedSpec.from_dict({**raw, "model_kwargs": {"depth": 1, "embed_dim": 64,
+                                                                  "num_heads": 2}})  # fmt: skip
+    task = build_task(spec_small)
+    ckpt = {"hyper_parameters": {"spec": {**raw, "model_kwargs": spec_small.model_kwargs}},
+            "state_dict": task.state_dict()}  # fmt: skip
+    torch.save(ckpt, tmp_path / "model.ckpt")
+    loaded = load_finetuned(tmp_path)
+    assert loaded.spec == spec_small
+    assert loaded.spec.task == "change"
+    x = torch.rand(1, 13, 64, 64) * 2000
+    with torch.no_grad():
+        out = loaded.predict_chips({"image": x, "after": x})
+    assert out.shape == (1, 2, 64, 64)
+    # the current format is what a new checkpoint stores
+    assert task.hparams["spec"]["format_version"] == FinetunedSpec.FORMAT
+    assert FinetunedSpec.from_dict(task.hparams["spec"]) == spec_small
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"format_version": 99}, r"format_version 99; this geopera reads formats 0 to 1"),
+        ({"format_version": "1"}, r"format_version '1'"),
+        ({"format_version": 1, "surprise": 1}, r"unknown surprise"),
+        ({"format_version": 1, "model": None, "in_chans": None}, None),
+    ],
+)
+def test_unknown_versions_and_fields_are_refused(
+    change: dict[str, object], message: str | None
+) -> None:
+    raw = {**BackboneCard.read(DATA / "backbone_v0.json").to_dict(), **change}
+    if message is None:  # drop required fields instead
+        raw = {k: v for k, v in raw.items() if v is not None}
+        message = r"missing in_chans, model"
+    with pytest.raises(ContractError, match=message):
+        BackboneCard.from_dict(raw, "x.json")
+
+
+def test_checkpoint_that_is_not_data_is_refused(tmp_path: Path) -> None:
+    """A checkpoint holding a pickled object (not plain data) is refused, and nothing runs."""
+    marker = tmp_path / "ran"
+    torch.save({"hyper_parameters": {"spec": _Evil(str(marker))}}, tmp_path / "model.ckpt")
+    with pytest.raises(ContractError, match="cannot be read as a checkpoint"):
+        load_finetuned(tmp_path / "model.ckpt")
+    assert not marker.exists()
+
+
+class _Evil:
+    """Unpickling this would create a file (it must never be unpickled by geopera)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (Path.touch, (Path(self.path),))  # type: ignore[return-value]
