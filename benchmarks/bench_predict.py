@@ -94,6 +94,52 @@ def make_rasters(folder: Path, sizes: list[int]) -> dict[int, Path]:
     return out
 
 
+def add_size_args(
+    p: argparse.ArgumentParser, batch_size: int, depth: int, dim: int, forward_batches: int
+) -> None:
+    """The arguments of the whole-raster benchmarks (raster sizes, model, device, output)."""
+    p.add_argument("--sizes", type=int, nargs="+", default=[1024, 4096, 16384])
+    p.add_argument("--batch-size", type=int, default=batch_size)
+    p.add_argument("--depth", type=int, default=depth)
+    p.add_argument("--dim", type=int, default=dim)
+    p.add_argument("--forward-batches", type=int, default=forward_batches)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", action="store_true")
+
+
+def run_stats(start: float, forward_seconds: float) -> dict[str, float]:
+    """Seconds since ``start``, the process's peak memory, and the forward passes' share."""
+    seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"seconds": seconds, "peak_mib": peak, "forward_share": forward_seconds / seconds}
+
+
+def report(
+    rows: list[dict[str, Any]], as_json: bool, title: str, first: list[tuple[str, str, str]]
+) -> None:
+    """Print the rows as JSON or as a Markdown table (peak memory relative to the first size).
+
+    Args:
+        rows: One dict per size, with ``ratio_vs_forward``, ``forward_share`` and ``peak_mib``.
+        as_json: JSON instead of the table.
+        title: The line above the table.
+        first: The leading columns: (header, key, format).
+    """
+    for r in rows:
+        r["peak_vs_smallest"] = r["peak_mib"] / rows[0]["peak_mib"]
+    if as_json:
+        print(json.dumps(rows, indent=1))
+        return
+    columns = [*first, ("ratio", "ratio_vs_forward", "{:.2f}"),
+               ("forward share", "forward_share", "{:.2f}"), ("peak MiB", "peak_mib", "{:.0f}"),
+               ("peak / 1k", "peak_vs_smallest", "{:.2f}")]  # fmt: skip
+    print(title)
+    print("| " + " | ".join(c[0] for c in columns) + " |")
+    print("|" + "---|" * len(columns))
+    for r in rows:
+        print("| " + " | ".join(fmt.format(r[key]) for _, key, fmt in columns) + " |")
+
+
 def forward_rate(task: SegmentationTask, args: argparse.Namespace) -> float:
     """Tiles per second of the model alone on random full batches (after one warm-up batch)."""
     x = torch.rand(args.batch_size, 3, args.tile, args.tile, device=args.device) * 1000
@@ -122,23 +168,14 @@ def child_predict(args: argparse.Namespace, raster: Path, output: Path) -> dict[
     start = time.perf_counter()
     predict_dense(task, [str(raster)], output, overlap=args.overlap, batch_size=args.batch_size,
                   device=args.device)  # fmt: skip
-    seconds = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"seconds": seconds, "peak_mib": peak, "tiles_per_s": rate,
-            "forward_share": inside[0] / seconds}  # fmt: skip
+    return {**run_stats(start, inside[0]), "tiles_per_s": rate}
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--sizes", type=int, nargs="+", default=[1024, 4096, 16384])
     p.add_argument("--tile", type=int, default=128)
     p.add_argument("--overlap", type=int, default=16)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--depth", type=int, default=2)
-    p.add_argument("--dim", type=int, default=64)
-    p.add_argument("--forward-batches", type=int, default=20)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--json", action="store_true")
+    add_size_args(p, batch_size=16, depth=2, dim=64, forward_batches=20)
     p.add_argument("--child", choices=["predict"], help=argparse.SUPPRESS)
     p.add_argument("--raster", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--output", type=Path, help=argparse.SUPPRESS)
@@ -173,22 +210,13 @@ def main() -> None:
                 "forward_share": run["forward_share"],
             })  # fmt: skip
             (Path(tmp) / f"out{size}.tif").unlink(missing_ok=True)
-    base = rows[0]["peak_mib"]
-    for r in rows:
-        r["peak_vs_smallest"] = r["peak_mib"] / base
-    if args.json:
-        print(json.dumps(rows, indent=1))
-        return
-    print(f"tile {args.tile}, overlap {args.overlap}, batch {args.batch_size}, ViT depth "
-          f"{args.depth} dim {args.dim} + UPerNet, device {args.device}")  # fmt: skip
-    print("| size | tiles | seconds | Mpx/s | forward-only Mpx/s | ratio | forward share "
-          "| peak MiB | peak / 1k |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['size']} | {r['tiles']} | {r['seconds']:.1f} | {r['mpx_per_s']:.2f} | "
-              f"{r['forward_only_mpx_per_s']:.2f} | {r['ratio_vs_forward']:.2f} | "
-              f"{r['forward_share']:.2f} | "
-              f"{r['peak_mib']:.0f} | {r['peak_vs_smallest']:.2f} |")  # fmt: skip
+    title = (f"tile {args.tile}, overlap {args.overlap}, batch {args.batch_size}, ViT depth "
+             f"{args.depth} dim {args.dim} + UPerNet, device {args.device}")  # fmt: skip
+    report(rows, args.json, title, [
+        ("size", "size", "{}"), ("tiles", "tiles", "{}"), ("seconds", "seconds", "{:.1f}"),
+        ("Mpx/s", "mpx_per_s", "{:.2f}"),
+        ("forward-only Mpx/s", "forward_only_mpx_per_s", "{:.2f}"),
+    ])  # fmt: skip
 
 
 if __name__ == "__main__":

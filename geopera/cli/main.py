@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import rasterio.errors
 
 from geopera import __version__
-from geopera.cli import archive, data, finetune, predict, pretrain, publish
+from geopera.cli import archive, data, embed, finetune, predict, pretrain, publish
 from geopera.core.errors import GeoperaError
 
 USER_ERRORS = (
@@ -37,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     finetune.register(commands)
     predict.register(commands)
     publish.register(commands)
+    embed.register(commands)
     return parser
 
 

@@ -255,3 +255,35 @@ class PublishedWeights(_Versioned):
     mean: list[float]
     std: list[float]
     meta: dict[str, Any]
+
+
+@dataclass
+class EmbeddingSet(_Versioned):
+    """``embeddings.json``: what a ``geopera embed`` folder holds, read by ``embed similar``.
+
+    Attributes:
+        weights: Where the backbone's weights came from.
+        model: timm architecture.
+        token_size: Patch (token) size in input pixels: the patch-level grid's cell size.
+        chip_size: Chip size in input pixels (one GeoParquet row per chip).
+        level: ``patch``, ``chip`` or ``both``.
+        dtype: Patch-level storage: ``float16`` or ``int8`` (scale/offset per band).
+        rasters: One entry per input: ``name``, ``source``, ``crs``, ``patches`` (COG file name
+            or None), ``chips`` (GeoParquet file name or None), ``token_rows``, ``token_cols``,
+            ``chips_written``, ``bands``, ``band_names``, ``band_rule``, ``normalisation``,
+            ``nodata``, ``datetime``.
+        roi: The ROI text given, if any.
+        geopera_version: Version that wrote it.
+    """
+
+    KIND: ClassVar[str] = "embeddings manifest (embeddings.json)"
+
+    weights: str
+    model: str
+    token_size: int
+    chip_size: int
+    level: str
+    dtype: str
+    rasters: list[dict[str, Any]]
+    roi: str | None = None
+    geopera_version: str | None = None

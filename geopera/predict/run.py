@@ -10,9 +10,7 @@
 Outputs are written to a hidden temporary file and renamed into place when complete.
 """
 
-import functools
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,17 +24,17 @@ from torch import Tensor
 from torchvision.ops import batched_nms
 
 from geopera.core.contracts import FinetunedSpec
+from geopera.core.devices import resolve_device
 from geopera.core.outputs import atomic_file
 from geopera.data.labels import apply_affine
 from geopera.data.roi import load_roi
+from geopera.data.windows import bounded_gdal_cache, read_strip, roi_window
 from geopera.finetune.base import FinetuneTask
 from geopera.finetune.checkpoint import load_finetuned
 from geopera.predict.tiled import (
     PredictError,
     dense_blocks,
     open_inputs,
-    read_strip,
-    roi_window,
     scratch_output,
     tile_origins,
 )
@@ -57,28 +55,6 @@ class PredictSummary:
     probabilities: Path | None = None
     pixels: int = 0
     objects: int = 0
-
-
-#: GDAL block cache while predicting (MB); GDAL's default is 5 % of RAM, which a large output
-#: fills with written blocks.
-GDAL_CACHE_MB = 64
-
-
-def _bounded_gdal_cache[**P, R](func: Callable[P, R]) -> Callable[P, R]:
-    """Run ``func`` with GDAL's block cache capped at :data:`GDAL_CACHE_MB`."""
-
-    @functools.wraps(func)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB):
-            return func(*args, **kwargs)
-
-    return wrapper
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def _profile(grid_src: Any, count: int, dtype: str, nodata: float) -> dict[str, Any]:
@@ -115,7 +91,7 @@ def _tiling(spec: FinetunedSpec, overlap: int | None) -> tuple[int, int]:
     return tile, overlap
 
 
-@_bounded_gdal_cache
+@bounded_gdal_cache
 def predict_dense(
     model: str | os.PathLike[str] | FinetuneTask,
     inputs: list[str],
@@ -130,8 +106,8 @@ def predict_dense(
 ) -> PredictSummary:
     """Segmentation or change map of whole rasters (see the module docstring).
 
-    GDAL's block cache is capped at :data:`GDAL_CACHE_MB` so that memory stays flat in the
-    raster's size.
+    GDAL's block cache is capped at :data:`geopera.data.windows.GDAL_CACHE_MB` so that memory
+    stays flat in the raster's size.
 
     Args:
         model: ``model.ckpt`` of ``geopera finetune segmentation|change`` (or the loaded task).
@@ -161,7 +137,7 @@ def predict_dense(
         )
     tmp = scratch_output(output, overwrite)
     tmp_probs = scratch_output(probabilities, overwrite) if probabilities else None
-    dev = _device(device)
+    dev = resolve_device(device)
     task = task.to(dev).eval()
     tile, overlap = _tiling(spec, overlap)
     grid, opened = open_inputs(inputs, spec)
@@ -222,7 +198,7 @@ def predict_dense(
     return PredictSummary(output, probabilities, pixels=pixels)
 
 
-@_bounded_gdal_cache
+@bounded_gdal_cache
 def predict_detection(
     model: str | os.PathLike[str] | FinetuneTask,
     image: str,
@@ -237,7 +213,7 @@ def predict_detection(
 ) -> PredictSummary:
     """Boxes over a whole raster, in map coordinates (see the module docstring).
 
-    GDAL's block cache is capped at :data:`GDAL_CACHE_MB`.
+    GDAL's block cache is capped at :data:`geopera.data.windows.GDAL_CACHE_MB`.
 
     Args:
         model: ``model.ckpt`` of ``geopera finetune detection`` (or the loaded task).
@@ -266,7 +242,7 @@ def predict_detection(
     if spec.task != "detection":
         raise PredictError(f"the model is a {spec.task} model, not a detection model")
     scratch_output(output, overwrite)
-    dev = _device(device)
+    dev = resolve_device(device)
     task = task.to(dev).eval()
     tile, overlap = _tiling(spec, overlap)
     grid, opened = open_inputs([image], spec)

@@ -32,7 +32,7 @@ from geopera.core.contracts import FinetunedSpec
 from geopera.core.errors import GeoperaError
 from geopera.data.labelled import image_band_names
 from geopera.data.labels import Grid, open_on_grid
-from geopera.data.roi import ROI
+from geopera.data.windows import RasterInput, read_strip
 
 
 class PredictError(GeoperaError):
@@ -76,15 +76,6 @@ def blend_window(tile: int, overlap: int) -> np.ndarray:
     return np.outer(ramp, ramp)
 
 
-@dataclass
-class RasterInput:
-    """An opened input raster (or a second date warped onto the first one's grid)."""
-
-    dataset: Any
-    bands: list[int]
-    nodata: float | None
-
-
 def band_indices(path: str, spec: FinetunedSpec) -> list[int]:
     """1-based band indices of an input raster for a model, by band name, else by position.
 
@@ -119,58 +110,6 @@ def open_inputs(paths: list[str], spec: FinetunedSpec) -> tuple[Grid, list[Raste
         ds = open_on_grid(path, grid)
         inputs.append(RasterInput(ds, band_indices(path, spec), ds.nodata))
     return grid, inputs
-
-
-def roi_window(grid: Grid, roi: ROI | None) -> tuple[Window, Any]:
-    """The pixel window covering the ROI (whole raster without one), and the ROI geometry."""
-    full = Window(0, 0, grid.width, grid.height)
-    if roi is None:
-        return full, None
-    if grid.crs is None:
-        raise PredictError("an ROI needs a georeferenced input raster")
-    geom = roi.to_crs(grid.crs)
-    raw = rasterio.windows.from_bounds(*geom.bounds, transform=grid.transform)
-    col, row = math.floor(raw.col_off), math.floor(raw.row_off)
-    win = Window(
-        col,
-        row,
-        math.ceil(raw.col_off + raw.width) - col,
-        math.ceil(raw.row_off + raw.height) - row,
-    )
-    try:
-        win = win.intersection(full)
-    except rasterio.errors.WindowError as err:
-        raise PredictError(f"the ROI ({roi.origin}) does not overlap the input raster") from err
-    return win, geom
-
-
-def read_strip(
-    inputs: list[RasterInput], row: int, col: int, height: int, width: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """(N, C, h, w) float32 pixels of every input and the (h, w) invalid mask.
-
-    Reads past the raster's edge are padded and marked invalid.
-    """
-    arrays: list[np.ndarray] = []
-    invalid = np.zeros((height, width), dtype=bool)
-    for inp in inputs:
-        win = Window(col, row, width, height)
-        inside = row + height <= inp.dataset.height and col + width <= inp.dataset.width
-        if inside:  # a plain windowed read; boundless reads go through a (slow) VRT
-            data = inp.dataset.read(inp.bands, window=win).astype(np.float32)
-        else:
-            data = inp.dataset.read(inp.bands, window=win, boundless=True, fill_value=0)
-            data = data.astype(np.float32)
-        bad = ~np.isfinite(data).all(0)
-        if inp.nodata is not None:
-            bad |= (data == inp.nodata).all(0)
-        h_in = max(0, min(height, inp.dataset.height - row))
-        w_in = max(0, min(width, inp.dataset.width - col))
-        bad[h_in:, :] = True
-        bad[:, w_in:] = True
-        invalid |= bad
-        arrays.append(np.nan_to_num(data))
-    return np.stack(arrays), invalid
 
 
 def balanced_chunks(items: list[int], batch_size: int) -> list[list[int]]:

@@ -153,3 +153,4 @@ def test_cli_help_lists_only_implemented_commands() -> None:
     assert proc.returncode == 0
     assert "archive" in proc.stdout
     assert "data" in proc.stdout
+    assert "embed" in proc.stdout

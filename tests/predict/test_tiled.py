@@ -11,13 +11,13 @@ from shapely.geometry import box
 from geopera.core.contracts import FinetunedSpec
 from geopera.data.labels import Grid
 from geopera.data.roi import load_roi
+from geopera.data.windows import roi_window
 from geopera.predict.tiled import (
     balanced_chunks,
     blend_window,
     column_bands,
     dense_blocks,
     open_inputs,
-    roi_window,
     tile_origins,
 )
 from tests.fakes.archive import write_raster

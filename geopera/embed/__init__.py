@@ -1,0 +1,1 @@
+"""``geopera embed``: georeferenced embeddings of rasters, and similarity search on them."""

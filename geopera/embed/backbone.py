@@ -1,0 +1,244 @@
+"""A frozen backbone that turns raw raster chips into a grid of patch-token embeddings.
+
+The backbone comes from ``--weights`` (every kind fine-tuning accepts) and is fitted to the
+raster's bands with the band rule of :mod:`geopera.models.loading`. Embedding needs the bands
+the weights were trained on: an adapted patch embedding (a different band count) is refused.
+
+Inputs are normalised as in fine-tuning: per-band 2nd/98th percentiles scale raw values to
+[0, 1], then the scaled bands are standardised; both statistics come from the raster itself
+(valid pixels; rasters over 1024 px are read through a grid of 16 x 16 windows of 64 px).
+"""
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import rasterio
+import torch
+from rasterio.windows import Window
+from timm.models.vision_transformer import VisionTransformer
+from torch import Tensor
+
+from geopera.core.errors import BandSelectionError
+from geopera.data.labelled import image_band_names
+from geopera.models.loading import (
+    BackboneSource,
+    build_vit,
+    load_into,
+    plan_bands,
+    resolve_weights,
+)
+from geopera.transforms.normalise import scale_unit
+
+#: The architecture of ``--weights`` when none is given (random initialisation).
+DEFAULT_MODEL = "vit_small_patch16_224"
+#: Rasters up to this size are read whole for the normalisation statistics; larger ones through
+#: a STATS_GRID x STATS_GRID grid of STATS_WINDOW px windows.
+STATS_SIDE = 1024
+STATS_GRID = 16
+STATS_WINDOW = 64
+#: Valid pixels (at most) that the statistics are computed from.
+STATS_PIXELS = 100_000
+
+
+@dataclass
+class Normalisation:
+    """Per-band statistics (raw units for ``p2``/``p98``; scaled units for ``mean``/``std``)."""
+
+    p2: list[float]
+    p98: list[float]
+    mean: list[float]
+    std: list[float]
+
+
+def raster_normalisation(path: str, bands: list[int], nodata: float | None = None) -> Normalisation:
+    """Statistics of the selected bands, from the whole raster or a grid of windows on it.
+
+    Args:
+        path: The raster.
+        bands: 1-based band indices.
+        nodata: Nodata value (None: the file's own).
+
+    Returns:
+        The statistics.
+
+    Raises:
+        ValueError: If the raster has no valid pixel.
+    """
+    with rasterio.open(path) as ds:
+        nodata = ds.nodata if nodata is None else nodata
+        if max(ds.width, ds.height) <= STATS_SIDE:
+            data = ds.read(bands).astype(np.float64)  # (C, H, W)
+        else:  # windows on an even grid: a bounded cost on rasters of any size
+            size = min(STATS_WINDOW, ds.width, ds.height)
+            rows = np.linspace(0, ds.height - size, STATS_GRID).astype(int)
+            cols = np.linspace(0, ds.width - size, STATS_GRID).astype(int)
+            data = np.concatenate(
+                [ds.read(bands, window=Window(int(c), int(r), size, size)).astype(np.float64)
+                 for r in rows for c in cols],
+                axis=2,
+            )  # (C, size, size * n)  # fmt: skip
+        valid = np.isfinite(data).all(0)
+        if nodata is not None:
+            valid &= ~(data == nodata).all(0)
+    pixels = data[:, valid]  # (C, n)
+    if pixels.shape[1] == 0:
+        raise ValueError(f"{path} has no valid pixel (all nodata); nothing to embed")
+    if pixels.shape[1] > STATS_PIXELS:  # a seeded subset: percentiles of 1M values are slow
+        keep = np.random.default_rng(0).choice(pixels.shape[1], STATS_PIXELS, replace=False)
+        pixels = pixels[:, keep]
+    p2, p98 = np.percentile(pixels, [2, 98], axis=1)
+    span = np.maximum(p98 - p2, 1e-6)
+    scaled = np.clip((pixels - p2[:, None]) / span[:, None], 0.0, 1.0)
+    return Normalisation(
+        p2.tolist(), p98.tolist(), scaled.mean(1).tolist(), np.maximum(scaled.std(1), 1e-3).tolist()
+    )
+
+
+class Embedder:
+    """Raw chips -> patch tokens, with a frozen ViT.
+
+    Args:
+        vit: The backbone (timm, ``dynamic_img_size=True``), in eval mode.
+        norm: The input normalisation.
+        device: Where the forward passes run.
+    """
+
+    def __init__(self, vit: VisionTransformer, norm: Normalisation, device: torch.device) -> None:
+        self.vit = vit.to(device).eval().requires_grad_(False)
+        self.device = device
+        self.token_size = int(vit.patch_embed.patch_size[0])
+        self.dim = int(vit.embed_dim)
+        self.norm = norm
+        self._p2 = torch.tensor(norm.p2, dtype=torch.float32, device=device)
+        self._p98 = torch.tensor(norm.p98, dtype=torch.float32, device=device)
+        self._mean = torch.tensor(norm.mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+        self._std = torch.tensor(norm.std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+
+    @torch.inference_mode()
+    def tokens(self, raw: Tensor) -> Tensor:
+        """Patch tokens of raw chips.
+
+        Args:
+            raw: (B, C, S, S) raw pixel values, S a multiple of the token size.
+
+        Returns:
+            (B, D, S / p, S / p) float32 on the CPU.
+        """
+        x = raw.to(self.device, torch.float32)
+        x = (scale_unit(x, self._p2, self._p98) - self._mean) / self._std  # (B, C, S, S)
+        out = self.vit.forward_features(x)  # (B, prefix + N, D)
+        grid = x.shape[-1] // self.token_size
+        patches = out[:, self.vit.num_prefix_tokens :]  # (B, N, D)
+        b, n, d = patches.shape
+        if n != grid * grid:  # pragma: no cover - timm contract
+            raise RuntimeError(f"expected {grid * grid} patch tokens, got {n}")
+        # (B, N, D) -> (B, h, w, D) -> (B, D, h, w)
+        return patches.reshape(b, grid, grid, d).permute(0, 3, 1, 2).float().cpu()
+
+
+@dataclass
+class EmbedderInfo:
+    """What the embedder is, for the outputs' metadata.
+
+    Attributes:
+        weights: Where the weights came from.
+        model: timm architecture.
+        bands: 1-based band indices read from the raster.
+        band_names: Their names.
+        band_rule: ``by-name`` or ``as-is``.
+        ssl_method: Pretraining method, when known.
+    """
+
+    weights: str
+    model: str
+    bands: list[int]
+    band_names: list[str]
+    band_rule: str
+    ssl_method: str | None
+
+
+def plan_raster(source: BackboneSource, path: str) -> EmbedderInfo:
+    """The bands of one raster that the backbone reads (the band rule, no adaptation).
+
+    Args:
+        source: The resolved ``--weights``.
+        path: The raster (its band names decide the bands read).
+
+    Returns:
+        The description of the embedder for this raster.
+
+    Raises:
+        BandSelectionError: If the raster lacks the bands the weights were trained on.
+    """
+    names = image_band_names(path)
+    plan = plan_bands(source, names) if source.state_dict is not None else None
+    if plan is not None and plan.rule == "adapted":
+        needed = source.bands or f"{source.in_chans} bands"
+        raise BandSelectionError(
+            f"{path} has bands {names}; the weights ({source.origin}) were trained on {needed}: "
+            "give a raster with those bands (named in its band descriptions) to embed it"
+        )
+    indices = plan.indices if plan is not None else list(range(len(names)))
+    return EmbedderInfo(
+        weights=source.origin,
+        model=source.model,
+        bands=[i + 1 for i in indices],
+        band_names=[names[i] for i in indices],
+        band_rule=plan.rule if plan is not None else "as-is",
+        ssl_method=source.ssl_method,
+    )
+
+
+def build_frozen_vit(source: BackboneSource, in_chans: int, chip_size: int) -> VisionTransformer:
+    """The backbone with its weights, for chips of ``chip_size`` pixels.
+
+    Raises:
+        ValueError: If the chip size is not a multiple of the token size.
+    """
+    vit = build_vit(source.model, in_chans, chip_size, source.model_kwargs)
+    token = int(vit.patch_embed.patch_size[0])
+    if chip_size % token:
+        raise ValueError(
+            f"--chip-size {chip_size} is not a multiple of the backbone's token size {token}"
+        )
+    load_into(vit, source, in_chans)
+    return vit
+
+
+def load_embedder(
+    weights: str | None, path: str, chip_size: int, device: torch.device,
+    nodata: float | None = None,
+) -> tuple[Embedder, EmbedderInfo]:  # fmt: skip
+    """The embedder of ``--weights`` for one raster (see :func:`plan_raster`).
+
+    Args:
+        weights: Anything ``--weights`` accepts (None: a random ``vit_small_patch16_224``).
+        path: The raster.
+        chip_size: Chip size in pixels (a multiple of the token size).
+        device: Where to run.
+        nodata: Nodata value for the statistics (None: the file's own).
+
+    Returns:
+        The embedder and its description.
+    """
+    source = resolve_weights(weights, DEFAULT_MODEL)
+    info = plan_raster(source, path)
+    vit = build_frozen_vit(source, len(info.bands), chip_size)
+    return Embedder(vit, raster_normalisation(path, info.bands, nodata), device), info
+
+
+def token_grid(height: int, width: int, token_size: int) -> tuple[int, int]:
+    """Rows and columns of whole tokens in a raster (a trailing partial token is dropped)."""
+    return height // token_size, width // token_size
+
+
+def chip_counts(rows: int, cols: int, tokens_per_chip: int) -> tuple[int, int]:
+    """Chip rows and columns covering a token grid."""
+    return math.ceil(rows / tokens_per_chip), math.ceil(cols / tokens_per_chip)
+
+
+def describe(info: EmbedderInfo, norm: Normalisation) -> dict[str, Any]:
+    """Plain metadata of an embedder."""
+    return {**info.__dict__, "normalisation": norm.__dict__}
