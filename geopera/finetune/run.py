@@ -218,6 +218,15 @@ def finetune(
     paths = [s.image for s in scenes] + [s.after for s in scenes if s.after]
     data_indices, data_names = select_bands(paths, d.bands)
     source = resolve_weights(config.model.weights, config.model.backbone)
+    kwargs = dict(config.model.backbone_kwargs)
+    if kwargs:  # an architecture for random initialisation; pretrained weights bring their own
+        if source.state_dict is not None and kwargs != source.model_kwargs:
+            raise FinetuneError(
+                f"model.backbone_kwargs {kwargs} differs from the architecture of the weights "
+                f"({source.origin}: {source.model_kwargs or 'standard'}); leave it empty to use "
+                "the weights' own"
+            )
+        source.model_kwargs = kwargs
     plan = plan_bands(source, data_names)
     bands = [data_indices[i] for i in plan.indices]
     classes = ClassMap([0, 1]) if kind == "change" else ClassMap.from_scenes(scenes)

@@ -62,6 +62,10 @@ def test_config_fast_dev_run(name: str, shared_data: Path, tmp_path: Path) -> No
     model = load_finetuned(out / "model.ckpt")
     assert model.spec.task == task
     assert model.spec.chip_size > 0
+    if extra is TINY_VIT:  # model.backbone_kwargs builds the random-init architecture
+        assert model.spec.model_kwargs == {"depth": 2, "embed_dim": 64, "num_heads": 2}
+        assert len(model.vit.blocks) == 2
+        assert model.vit.embed_dim == 64
     assert not list(tmp_path.glob(".model.partial-*"))  # no leftovers
 
 
@@ -115,6 +119,13 @@ def test_pretrained_run_feeds_finetuning_by_band_name(shared_data: Path, tmp_pat
     model = load_finetuned(tmp_path / "m")
     assert torch.equal(model.vit.blocks[0].attn.qkv.weight, vit.blocks[0].attn.qkv.weight)
     assert model.spec.data_bands == [3, 2, 1]
+    # an architecture override that contradicts the weights is refused, not ignored
+    result = run_cli("finetune", "change", "--config", str(config), "--weights", str(run),
+                     "--set", "model.backbone_kwargs={depth: 3}", "--out", str(tmp_path / "x"),
+                     "--no-progress")  # fmt: skip
+    assert result.returncode == 2
+    assert "differs from the architecture of the weights" in result.stderr
+    assert not (tmp_path / "x").exists()
 
 
 @pytest.mark.slow
