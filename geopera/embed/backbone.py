@@ -58,7 +58,7 @@ def raster_normalisation(path: str, bands: list[int], nodata: float | None = Non
     Args:
         path: The raster.
         bands: 1-based band indices.
-        nodata: Nodata value (None: the file's own).
+        nodata: Nodata value for a file that sets none (the file's own comes first).
 
     Returns:
         The statistics.
@@ -67,7 +67,7 @@ def raster_normalisation(path: str, bands: list[int], nodata: float | None = Non
         ValueError: If the raster has no valid pixel.
     """
     with rasterio.open(path) as ds:
-        nodata = ds.nodata if nodata is None else nodata
+        nodata = ds.nodata if ds.nodata is not None else nodata
         if max(ds.width, ds.height) <= STATS_SIDE:
             data = ds.read(bands).astype(np.float64)  # (C, H, W)
         else:  # windows on an even grid: a bounded cost on rasters of any size
@@ -218,7 +218,7 @@ def load_embedder(
         path: The raster.
         chip_size: Chip size in pixels (a multiple of the token size).
         device: Where to run.
-        nodata: Nodata value for the statistics (None: the file's own).
+        nodata: Nodata value for a file that sets none (the file's own comes first).
 
     Returns:
         The embedder and its description.

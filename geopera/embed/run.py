@@ -158,7 +158,9 @@ def _prepare(
         n = len(info.bands)
         if n not in vits:
             vits[n] = build_frozen_vit(source, n, chip_size)
-        embedder = Embedder(vits[n], raster_normalisation(path, info.bands, nodata), device)
+        with rasterio.open(path) as ds:
+            value = ds.nodata if ds.nodata is not None else nodata  # the file's own comes first
+        embedder = Embedder(vits[n], raster_normalisation(path, info.bands, value), device)
         p = embedder.token_size
         rows, cols = token_grid(grid.height, grid.width, p)
         if rows == 0 or cols == 0:
@@ -170,8 +172,6 @@ def _prepare(
         c1 = min(math.ceil((window.col_off + window.width) / chip_size), math.ceil(cols / t))
         if r1 <= r0 or c1 <= c0:
             raise EmbedError(f"the ROI covers no whole token of {path}")
-        with rasterio.open(path) as ds:
-            value = ds.nodata if ds.nodata is not None else nodata
         rasters.append(
             _Raster(name, path, grid, value, window, geom, embedder, info, rows, cols,
                     list(range(r0, r1)), list(range(c0, c1)))
@@ -188,9 +188,12 @@ def _token_centres(grid: Grid, p: int, row0: int, rows: int, col0: int, cols: in
 
 
 def _chip_row(
-    raster: _Raster, i: int, chip_size: int, batch_size: int, advance: Callable[[int], None]
-) -> dict[str, np.ndarray]:
-    """Tokens and chip embeddings of chip row ``i``.
+    raster: _Raster, inputs: list[RasterInput], i: int, chip_size: int, batch_size: int,
+    advance: Callable[[int], None],
+) -> dict[str, np.ndarray]:  # fmt: skip
+    """Tokens and chip embeddings of chip row ``i`` (``inputs``: the opened raster).
+
+    Chips without a valid token (nodata, outside the ROI) get no forward pass.
 
     Returns:
         ``tokens`` (D, th, cols) float16 (NaN where invalid), ``valid`` (th, cols) bool,
@@ -202,33 +205,36 @@ def _chip_row(
     tokens = np.full((emb.dim, th, raster.cols), np.nan, dtype=np.float16)
     valid_row = np.zeros((th, raster.cols), dtype=bool)
     chips: list[tuple[int, np.ndarray, int]] = []
-    with rasterio.open(raster.path) as ds:
-        inputs = [RasterInput(ds, raster.info.bands, raster.nodata)]
-        n_batches = math.ceil(len(raster.chip_cols) / batch_size)
-        for cols in np.array_split(raster.chip_cols, n_batches):  # near-equal batches
-            cols = cols.tolist()
-            # one read for the batch's chips (they are neighbours in the row)
-            s, n = chip_size, len(cols)
-            data, invalid = read_strip(inputs, i * s, cols[0] * s, s, n * s)
-            c = data.shape[1]
-            pixels = data[0].reshape(c, s, n, s).transpose(2, 0, 1, 3)  # (C,S,nS) -> (n,C,S,S)
-            masks = invalid.reshape(s, n, s).transpose(1, 0, 2)  # (S, nS) -> (n, S, S)
-            out = emb.tokens(torch.from_numpy(np.ascontiguousarray(pixels))).numpy()
-            for b, j in enumerate(cols):
-                tw = min(t, raster.cols - j * t)
-                # (S, S) -> (t, p, t, p) -> (t, t): share of valid pixels per token
-                share = 1.0 - masks[b].reshape(t, p, t, p).mean(axis=(1, 3))
-                ok = share[:th, :tw] >= MIN_VALID_SHARE
-                if raster.geom is not None:
-                    x, y = _token_centres(raster.grid, p, i * t, th, j * t, tw)
-                    ok &= contains_xy(raster.geom, x, y)
-                block = out[b, :, :th, :tw]  # (D, th, tw)
-                cells = slice(j * t, j * t + tw)
-                tokens[:, :, cells] = np.where(ok[None], block, np.nan).astype(np.float16)
-                valid_row[:, cells] = ok
-                if ok.any():
-                    chips.append((j, block[:, ok].mean(axis=1).astype(np.float32), int(ok.sum())))
-            advance(len(cols))
+    n_batches = math.ceil(len(raster.chip_cols) / batch_size)
+    for cols in np.array_split(raster.chip_cols, n_batches):  # near-equal batches
+        cols = cols.tolist()
+        # one read for the batch's chips (they are neighbours in the row)
+        s, n = chip_size, len(cols)
+        data, invalid = read_strip(inputs, i * s, cols[0] * s, s, n * s)
+        bands = data.shape[1]
+        pixels = data[0].reshape(bands, s, n, s).transpose(2, 0, 1, 3)  # (C,S,nS) -> (n,C,S,S)
+        masks = invalid.reshape(s, n, s).transpose(1, 0, 2)  # (S, nS) -> (n, S, S)
+        widths = [min(t, raster.cols - j * t) for j in cols]
+        oks = []
+        for b, j in enumerate(cols):
+            # (S, S) -> (t, p, t, p) -> (t, t): share of valid pixels per token
+            share = 1.0 - masks[b].reshape(t, p, t, p).mean(axis=(1, 3))
+            ok = share[:th, : widths[b]] >= MIN_VALID_SHARE
+            if raster.geom is not None:
+                x, y = _token_centres(raster.grid, p, i * t, th, j * t, widths[b])
+                ok &= contains_xy(raster.geom, x, y)
+            oks.append(ok)
+        keep = [b for b in range(n) if oks[b].any()]  # no forward pass for empty chips
+        if keep:
+            out = emb.tokens(torch.from_numpy(np.ascontiguousarray(pixels[keep]))).numpy()
+        for k, b in enumerate(keep):
+            j, ok = cols[b], oks[b]
+            block = out[k, :, :th, : widths[b]]  # (D, th, tw)
+            cells = slice(j * t, j * t + widths[b])
+            tokens[:, :, cells] = np.where(ok[None], block, np.nan).astype(np.float16)
+            valid_row[:, cells] = ok
+            chips.append((j, block[:, ok].mean(axis=1).astype(np.float32), int(ok.sum())))
+        advance(n)
     dim = emb.dim
     return {
         "tokens": tokens,
@@ -442,14 +448,17 @@ def embed(
         folder = work / "rows" / raster.name
         folder.mkdir(parents=True, exist_ok=True)
         row_files: dict[int, Path] = {}
-        for i in raster.chip_rows:
-            path = folder / f"r{i:06d}.npz"
-            if path.is_file():
-                resumed += 1
-                advance(len(raster.chip_cols))
-            else:
-                _save_row(path, _chip_row(raster, i, chip_size, batch_size, advance))
-            row_files[i] = path
+        with rasterio.open(raster.path) as ds:
+            opened = [RasterInput(ds, raster.info.bands, raster.nodata)]
+            for i in raster.chip_rows:
+                path = folder / f"r{i:06d}.npz"
+                if path.is_file():
+                    resumed += 1
+                    advance(len(raster.chip_cols))
+                else:
+                    row = _chip_row(raster, opened, i, chip_size, batch_size, advance)
+                    _save_row(path, row)
+                row_files[i] = path
         entry: dict[str, Any] = {
             "name": raster.name, "source": raster.path, "crs": str(raster.grid.crs),
             "token_rows": raster.rows, "token_cols": raster.cols, "patches": None,

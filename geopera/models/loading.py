@@ -80,13 +80,13 @@ def _from_backbone_file(weights: Path, meta_file: Path) -> BackboneSource:
         model_kwargs=dict(card.model_kwargs),
         in_chans=card.in_chans,
         bands=list(card.bands) if card.bands else None,
-        state_dict=_load_state_dict(weights),
+        state_dict=load_state_dict_file(weights),
         origin=str(weights),
         ssl_method=card.ssl_method,
     )
 
 
-def _load_state_dict(path: Path) -> dict[str, Tensor]:
+def load_state_dict_file(path: Path) -> dict[str, Tensor]:
     """A state dict from a file, as data only (``weights_only=True``: no code in it runs)."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -104,7 +104,7 @@ def _from_member(member: Any, origin: str) -> BackboneSource:
     meta = member.meta
     url: str = member.url
     if url.startswith("file://"):
-        state = _load_state_dict(Path(url.removeprefix("file://")))
+        state = load_state_dict_file(Path(url.removeprefix("file://")))
     else:  # the user named a remote member explicitly
         state = member.get_state_dict(progress=True, weights_only=True)
     bands = meta.get("bands")
@@ -139,7 +139,7 @@ def _from_published_folder(folder: Path) -> BackboneSource:
         model=str(meta["model"]),
         in_chans=int(meta["in_chans"]),
         bands=[str(b) for b in bands] if bands else None,
-        state_dict=_load_state_dict(file),
+        state_dict=load_state_dict_file(file),
         origin=f"{manifest.enum_name}.{manifest.member} ({folder})",
         ssl_method=meta.get("ssl_method"),
     )

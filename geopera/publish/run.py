@@ -29,7 +29,7 @@ from timm.layers import resample_abs_pos_embed
 from geopera.core.contracts import BackboneCard, PublishedWeights
 from geopera.core.errors import GeoperaError
 from geopera.core.outputs import require_new_folder, sha256_file, staged_folder
-from geopera.models.loading import MANIFEST
+from geopera.models.loading import MANIFEST, load_state_dict_file
 from geopera.publish.module import load_module, module_text
 
 #: timm architectures that ``torchgeo.models`` has builders for (see DESIGN).
@@ -95,7 +95,7 @@ def _read_source(source: Path) -> tuple[dict[str, torch.Tensor], BackboneCard, d
         raise PublishError(
             f"run {source} is {status.get('status')!r}, not completed; finish it first"
         )
-    return torch.load(weights, map_location="cpu", weights_only=True), meta, status
+    return load_state_dict_file(weights), meta, status
 
 
 def _identifier(name: str) -> str:

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
+import pytest
 import rasterio
 
 from geopera.cli.main import main
@@ -60,3 +61,33 @@ def test_nodata_given_on_the_command_line_masks_fill(tmp_path: Path) -> None:
     assert not np.isnan(plain).any()
     assert np.isnan(masked[:, :2]).all()
     assert not np.isnan(masked[:, 2:]).any()
+
+
+def test_the_files_own_nodata_comes_before_the_option(tmp_path: Path) -> None:
+    data = np.random.default_rng(1).integers(100, 5000, (3, 64, 64)).astype(np.uint16)
+    data[:, :, 32:] = 9999
+    scene = tmp_path / "scene.tif"
+    write_raster(scene, data, "EPSG:32621", (0.0, 64.0), 10.0, nodata=9999)
+    summary = embed([str(scene)], tmp_path / "e", weights="vit_small_patch16_224",
+                    chip_size=32, level="both", nodata=0)  # fmt: skip
+    assert summary.manifest.rasters[0]["nodata"] == 9999
+    with rasterio.open(tmp_path / "e" / "scene.tif") as ds:
+        tokens = ds.read(1)
+    assert np.isnan(tokens[:, 2:]).all()
+    assert not np.isnan(tokens[:, :2]).any()
+    chips = gpd.read_parquet(tmp_path / "e" / "scene.parquet")
+    assert sorted(chips["col"]) == [0, 0]  # the nodata half got no chip (and no forward pass)
+
+
+def test_resume_with_nothing_to_resume_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = np.ones((3, 32, 32), dtype=np.uint16)
+    write_raster(tmp_path / "s.tif", data, "EPSG:32621", (0.0, 32.0), 10.0)
+    code = main(["embed", "--input", str(tmp_path / "s.tif"), "--out", str(tmp_path / "o"),
+                 "--resume", "--no-progress"])  # fmt: skip
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert "nothing to resume" in err[0]
+    assert not (tmp_path / "o").exists()
