@@ -3,7 +3,7 @@ VENV := .venv/bin
 SAMPLE := datasets/sample
 ROI ?= $(SAMPLE)/area.geojson
 
-.PHONY: env sample demo lint docs test test-fast
+.PHONY: env sample demo lint docs test test-fast gpu-wheels
 
 env:
 	@bash scripts/setup-env.sh
@@ -29,3 +29,7 @@ test: sample lint docs
 # Local loop: everything but the tests marked slow (CI runs them all through `make test`).
 test-fast: sample
 	$(VENV)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+# The device check's wheels and data in .gpu/ (git-ignored); see docs/benchmarks.md, "GPU check".
+gpu-wheels: env
+	$(VENV)/python scripts/gpu_bundle.py

@@ -210,6 +210,11 @@ class PerATask(L.LightningModule):
             {"params": decay, "weight_decay": o.weight_decay, "decay": True},
             {"params": no_decay, "weight_decay": 0.0, "decay": False},
         ]
+        # Fused AdamW is the fastest (3x on the CPU), but Lightning's mixed-precision plugins
+        # (bf16-mixed, the default on CUDA) refuse to clip the gradients of an optimiser that
+        # unscales them itself, as the fused one does: there, the multi-tensor one.
+        mixed = self._trainer is not None and "mixed" in str(self.trainer.precision)
         return torch.optim.AdamW(
-            groups, lr=o.lr, betas=(o.betas[0], o.betas[1]), eps=o.eps, fused=True
-        )
+            groups, lr=o.lr, betas=(o.betas[0], o.betas[1]), eps=o.eps,
+            fused=not mixed, foreach=mixed or None,
+        )  # fmt: skip

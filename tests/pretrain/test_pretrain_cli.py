@@ -2,6 +2,7 @@
 
 import csv
 import json
+import math
 import os
 import signal
 import subprocess
@@ -173,3 +174,18 @@ def test_resume_rejects_config_changes(tmp_path: Path) -> None:
     assert "a resumed run keeps its own config" in proc.stderr
     env_free = os.environ.get("GEOPERA_RUN_DIR") is None
     assert env_free
+
+
+def test_bf16_mixed_precision_with_gradient_clipping_trains(
+    tiny_args: list[str], tmp_path: Path
+) -> None:
+    # What a CUDA run does by default (precision auto -> bf16-mixed, clip_grad 3): the first
+    # device check failed at step 1 because Lightning refuses to clip a fused AdamW's gradients.
+    run = tmp_path / "run"
+    proc = run_cli(
+        *tiny_args, "--max-steps", "2", "--out", str(run), "--set", "trainer.precision=bf16-mixed"
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = list(csv.DictReader((run / "metrics.csv").open()))
+    assert [int(r["step"]) for r in rows] == [0, 1]
+    assert all(math.isfinite(float(r["loss"])) for r in rows)

@@ -1,0 +1,149 @@
+"""The device check and its pieces, on the CPU: it must not rot between GPU loans."""
+
+import argparse
+import importlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import rasterio
+import torch
+
+from tests.conftest import REPO
+
+sys.path.insert(0, str(REPO / "benchmarks"))
+sys.path.insert(0, str(REPO / "scripts"))
+bench_step = importlib.import_module("bench_step")
+gpu_bundle = importlib.import_module("gpu_bundle")
+
+
+def _tiny_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    bench_step.add_step_args(parser)
+    return parser.parse_args(
+        ["--model", "vit_tiny_patch16_224", "--depth", "1", "--global-size", "64",
+         "--local-size", "48", "--n-local", "1", "--image-size", "64", "--prototypes", "64",
+         "--head-hidden-dim", "32", "--head-bottleneck-dim", "16"]
+    )  # fmt: skip
+
+
+def test_largest_batch_search_survives_an_injected_out_of_memory() -> None:
+    stepper = bench_step.Stepper("pera", _tiny_args())
+    real_step = stepper.step
+    seen: list[int] = []
+
+    def step(batch: torch.Tensor) -> None:
+        seen.append(batch.shape[0])
+        if batch.shape[0] > 6:  # the injected fault, raised where the allocator would
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        real_step(batch)
+
+    stepper.step = step  # type: ignore[method-assign]
+    found = bench_step.largest_batch(stepper.fits, start=2, limit=64)
+    # 2, 4 fit; 8 runs out; one refinement at 1.5 x 4 = 6 fits.
+    assert seen == [2, 4, 8, 6]
+    assert found == {
+        "largest": 6,
+        "stopped_by": "oom",
+        "tried": {2: True, 4: True, 8: False, 6: True},
+    }
+    stepper.step(stepper.batch(2))  # the model still trains after the failure
+
+
+def test_largest_batch_stops_at_limit_and_deadline_and_reraises_other_errors() -> None:
+    assert bench_step.largest_batch(lambda b: True, 4, 16)["largest"] == 16
+    assert bench_step.largest_batch(lambda b: False, 4, 16)["largest"] == 0
+    timed = bench_step.largest_batch(lambda b: True, 4, 1 << 20, deadline=0.0)
+    assert timed == {"largest": 0, "stopped_by": "time", "tried": {}}
+    stepper = bench_step.Stepper("full_view", _tiny_args())
+
+    def broken(batch: torch.Tensor) -> None:
+        raise RuntimeError("shape mismatch")
+
+    stepper.step = broken  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        stepper.fits(2)
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (torch.OutOfMemoryError("CUDA out of memory"), True),
+        (RuntimeError("CUDA error: out of memory"), True),
+        (RuntimeError("CUBLAS_STATUS_ALLOC_FAILED when calling cublasCreate"), True),
+        (RuntimeError("mat1 and mat2 shapes cannot be multiplied"), False),
+        (ValueError("out of memory"), False),
+    ],
+)
+def test_out_of_memory_is_told_apart(error: BaseException, expected: bool) -> None:
+    assert bench_step.is_out_of_memory(error) is expected
+
+
+def test_pyogrio_standin_says_what_is_missing() -> None:
+    code = (
+        f"import sys; sys.path.insert(0, {str(REPO / 'benchmarks' / 'standins')!r}); "
+        "import pyogrio; pyogrio.read_dataframe('x.gpkg')"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 1
+    assert "ImportError: pyogrio.read_dataframe: pyogrio is not installed" in out.stderr
+    assert "WKT" in out.stderr
+
+
+def test_bundle_pins_cover_what_the_check_imports(tmp_path: Path, shared_data: Path) -> None:
+    pinned = {p.split("==")[0].replace("-", "_").lower() for p in gpu_bundle.pins()}
+    script = (REPO / "benchmarks" / "gpu_check.sh").read_text()
+    needed = script.split('NEEDED="import ')[1].split('"')[0].replace(" ", "").split(",")
+    assert set(needed) <= pinned | {"segmentation_models_pytorch"}
+    assert "segmentation_models_pytorch" in pinned
+    gpu_bundle.copy_data(shared_data, tmp_path)
+    for folder in gpu_bundle.DATA:
+        copied = sorted(p.relative_to(tmp_path / folder) for p in (tmp_path / folder).rglob("*"))
+        original = sorted(
+            p.relative_to(shared_data / folder) for p in (shared_data / folder).rglob("*")
+        )
+        assert copied, folder
+        assert copied == original, folder
+    assert 0 < gpu_bundle.tree_bytes() < 20 * 2**20  # the tree leaves room for the wheels
+
+
+@pytest.mark.slow
+def test_cpu_smoke_runs_every_part_and_writes_the_results(
+    tmp_path: Path, shared_data: Path
+) -> None:
+    out, work = tmp_path / "out", tmp_path / "work"
+    env = {**os.environ, "GEOPERA_SHARED_DATA": str(shared_data)}
+    proc = subprocess.run(
+        ["bash", str(REPO / "benchmarks" / "gpu_check.sh"), "--cpu-smoke", "--out", str(out),
+         "--work", str(work), "--data", str(shared_data), "--budget-s", "600"],
+        capture_output=True, text=True, env=env, timeout=900,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + (out / "gpu_check.log").read_text()[-5000:]
+    report = json.loads((out / "gpu_check.json").read_text())
+    assert {"env", "step", "pretrain", "quality", "downstream"} <= set(report)
+    assert all(report[p]["status"] == "ok" for p in ("step", "pretrain", "quality", "downstream"))
+    step = report["step"]["configs"]["vit_t2_64"]
+    assert step["pera"]["images_per_s"] > 0
+    assert step["full_view"]["images_per_s"] > 0
+    assert step["max_batch"] == {"pera": 4, "full_view": 4}  # the smoke's limit
+    eager = report["pretrain"]["eager"]
+    assert eager["status"] == "completed"
+    assert eager["end_to_end"] > 0
+    assert eager["ratio"] > 0
+    assert (work / "pretrain-eager" / "backbone.pth").is_file()
+    quality = report["quality"]
+    assert quality["samples"] == 53
+    assert [r["k"] for r in quality["rows"]] == [5, 20]
+    assert all(0 <= r[key] <= 1 for r in quality["rows"] for key in ("random_init", "pretrained"))
+    predict = report["downstream"]["predict"]
+    assert predict["size"] == 512
+    assert predict["mpx_per_s"] > 0
+    with rasterio.open(work / "pred.tif") as src:
+        assert (src.width, src.height) == (512, 512)
+        assert src.read(1).max() >= 1  # classes, not an empty map
+    markdown = (out / "gpu_check.md").read_text()
+    assert "| step | ok |" in markdown
+    assert "## quality" in markdown
