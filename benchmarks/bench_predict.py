@@ -34,6 +34,7 @@ import rasterio
 import torch
 
 from geopera.core.contracts import FinetunedSpec
+from geopera.finetune.base import FinetuneTask
 from geopera.finetune.segmentation import SegmentationTask
 from geopera.predict.run import predict_dense
 from geopera.predict.tiled import tile_origins
@@ -140,21 +141,50 @@ def report(
         print("| " + " | ".join(fmt.format(r[key]) for _, key, fmt in columns) + " |")
 
 
-def forward_rate(task: SegmentationTask, args: argparse.Namespace) -> float:
-    """Tiles per second of the model alone on random full batches (after one warm-up batch)."""
-    x = torch.rand(args.batch_size, 3, args.tile, args.tile, device=args.device) * 1000
+def forward_rate(
+    task: FinetuneTask, batch_size: int, tile: int, device: str, batches: int
+) -> float:
+    """Tiles per second of the model alone on random full batches (after one warm-up batch).
+
+    Each batch's result is copied to the host, as predict does, which also waits for the GPU.
+    """
+    x = torch.rand(batch_size, task.spec.in_chans, tile, tile, device=device) * 1000
     with torch.no_grad():
-        task.predict_chips({"image": x})
+        task.predict_chips({"image": x}).cpu()
         start = time.perf_counter()
-        for _ in range(args.forward_batches):
+        for _ in range(batches):
             task.predict_chips({"image": x}).cpu()
-    return args.forward_batches * args.batch_size / (time.perf_counter() - start)
+    return batches * batch_size / (time.perf_counter() - start)
+
+
+def size_row(
+    size: int, tile: int, overlap: int, seconds: float, tiles_per_s: float
+) -> dict[str, Any]:
+    """A predict run on a ``size`` px square raster against the forward-only rate.
+
+    Args:
+        size: Raster width and height in pixels.
+        tile: Tile size in pixels.
+        overlap: Tile overlap in pixels (the stride is ``tile - overlap``).
+        seconds: The predict run's time.
+        tiles_per_s: The model's forward-only rate.
+
+    Returns:
+        tiles, seconds, Mpx/s, forward-only Mpx/s and their ratio.
+    """
+    tiles = len(tile_origins(0, size, tile, tile - overlap)) ** 2
+    forward_seconds = tiles / tiles_per_s
+    return {
+        "size": size, "tiles": tiles, "seconds": seconds, "mpx_per_s": size * size / 1e6 / seconds,
+        "forward_only_mpx_per_s": size * size / 1e6 / forward_seconds,
+        "ratio_vs_forward": forward_seconds / seconds,
+    }  # fmt: skip
 
 
 def child_predict(args: argparse.Namespace, raster: Path, output: Path) -> dict[str, Any]:
     """Forward-only rate, then the whole predict run, in one process."""
     task = make_task(args).to(args.device)
-    rate = forward_rate(task, args)
+    rate = forward_rate(task, args.batch_size, args.tile, args.device, args.forward_batches)
     inside = [0.0]
     forward = task.predict_chips
 
@@ -199,16 +229,8 @@ def main() -> None:
         for size in args.sizes:
             run = child("--child", "predict", "--raster", str(rasters[size]),
                         "--output", str(Path(tmp) / f"out{size}.tif"))  # fmt: skip
-            stride = args.tile - args.overlap
-            tiles = len(tile_origins(0, size, args.tile, stride)) ** 2
-            forward_seconds = tiles / run["tiles_per_s"]
-            rows.append({
-                "size": size, "tiles": tiles, "seconds": run["seconds"],
-                "mpx_per_s": size * size / 1e6 / run["seconds"],
-                "forward_only_mpx_per_s": size * size / 1e6 / forward_seconds,
-                "ratio_vs_forward": forward_seconds / run["seconds"], "peak_mib": run["peak_mib"],
-                "forward_share": run["forward_share"],
-            })  # fmt: skip
+            row = size_row(size, args.tile, args.overlap, run["seconds"], run["tiles_per_s"])
+            rows.append({**row, "peak_mib": run["peak_mib"], "forward_share": run["forward_share"]})
             (Path(tmp) / f"out{size}.tif").unlink(missing_ok=True)
     title = (f"tile {args.tile}, overlap {args.overlap}, batch {args.batch_size}, ViT depth "
              f"{args.depth} dim {args.dim} + UPerNet, device {args.device}")  # fmt: skip

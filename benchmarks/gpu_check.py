@@ -44,6 +44,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from geopera.core.outputs import write_atomic, write_json
+
 REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "benchmarks"
 PARTS = ("step", "pretrain", "quality", "downstream")
@@ -56,6 +58,7 @@ ROI = (
 )
 PROBE = "e_scene_classification/chesapeake_tiles_derived"
 CHIPS = "b_segmentation/chesapeake_naip_geobench"
+DATA_FOLDERS = (ARCHIVE, PROBE, CHIPS)  # what make gpu-wheels copies to .gpu/data
 # (name, model, global crop, image size, prototypes, common batch, largest batch tried)
 STEP_CONFIGS = [
     ("vit_s16_224", "vit_small_patch16_224", 224, 256, 65536, 64, 8192),
@@ -80,13 +83,16 @@ SMOKE_MODEL = {
 }
 
 
+def shared_data_dir() -> Path:
+    """``$GEOPERA_SHARED_DATA`` or ``../shared/data`` beside the repository."""
+    env = os.environ.get("GEOPERA_SHARED_DATA")
+    return Path(env) if env else REPO.parent / "shared" / "data"
+
+
 def default_data() -> Path:
     """``.gpu/data`` (made by ``make gpu-wheels``) if present, else the shared data folder."""
     bundled = REPO / ".gpu" / "data"
-    if bundled.is_dir():
-        return bundled
-    env = os.environ.get("GEOPERA_SHARED_DATA")
-    return Path(env) if env else REPO.parent / "shared" / "data"
+    return bundled if bundled.is_dir() else shared_data_dir()
 
 
 def device_name() -> str:
@@ -98,11 +104,8 @@ def device_name() -> str:
 
 def write_part(work: Path, part: str, result: dict[str, Any]) -> None:
     """Write (or rewrite, as a part goes on) a part's result, atomically."""
-    path = work / "parts" / f"{part}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=1, default=str))
-    tmp.replace(path)
+    (work / "parts").mkdir(parents=True, exist_ok=True)
+    write_json(work / "parts" / f"{part}.json", result)
 
 
 # ----------------------------------------------------------------------------------- env
@@ -262,7 +265,6 @@ def metrics_rate(run_dir: Path, warmup: int) -> float:
 
 def part_pretrain(args: argparse.Namespace, deadline: float) -> dict[str, Any]:
     """``geopera pretrain`` eager and compiled: end-to-end vs step-only images/s, utilisation."""
-    sys.path.insert(0, str(BENCH))
     from bench_pretrain import step_only
 
     from geopera.pretrain.run import _precision, pretrain
@@ -363,10 +365,10 @@ def tiled_raster(source: Path, path: Path, size: int) -> Path:
 def part_downstream(args: argparse.Namespace, deadline: float) -> dict[str, Any]:
     """``geopera finetune segmentation`` 100 steps, then predict on a 4096 px raster."""
     import torch
+    from bench_predict import forward_rate, size_row
 
     from geopera.finetune.checkpoint import load_finetuned
     from geopera.predict.run import predict_dense
-    from geopera.predict.tiled import tile_origins
 
     device = device_name()
     chips = args.data / CHIPS
@@ -402,31 +404,17 @@ def part_downstream(args: argparse.Namespace, deadline: float) -> dict[str, Any]
 
     task = load_finetuned(out / "model.ckpt").to(device).eval()
     tile = task.spec.chip_size
-    overlap = tile // 4
-    raster = tiled_raster(next(iter(sorted(chips.glob("*_naip_RGBN.tif")))),
-                          args.work / "big.tif", size)  # fmt: skip
-    x = torch.rand(batch, task.spec.in_chans, tile, tile, device=device) * 1000
-    with torch.no_grad():
-        task.predict_chips({"image": x})
-        if device == "cuda":
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-        t0 = time.perf_counter()
-        rounds = 2 if args.cpu_smoke else 10
-        for _ in range(rounds):
-            task.predict_chips({"image": x}).cpu()
-        tiles_per_s = rounds * batch / (time.perf_counter() - t0)
-    tiles = len(tile_origins(0, size, tile, tile - overlap)) ** 2
-    forward_seconds = tiles / tiles_per_s
+    overlap = tile // 4  # predict's default
+    raster = tiled_raster(sorted(chips.glob("*_naip_RGBN.tif"))[0], args.work / "big.tif", size)
+    tiles_per_s = forward_rate(task, batch, tile, device, batches=2 if args.cpu_smoke else 10)
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
     predict_dense(task, [str(raster)], args.work / "pred.tif", overlap=overlap,
                   batch_size=batch, device=device)  # fmt: skip
-    seconds = time.perf_counter() - t0
+    row = size_row(size, tile, overlap, time.perf_counter() - t0, tiles_per_s)
     result["predict"] = {
-        "size": size, "tile": tile, "overlap": overlap, "batch": batch, "tiles": tiles,
-        "seconds": seconds, "mpx_per_s": size * size / 1e6 / seconds,
-        "forward_only_mpx_per_s": size * size / 1e6 / forward_seconds,
-        "ratio_vs_forward": forward_seconds / seconds,
+        **row, "tile": tile, "overlap": overlap, "batch": batch,
         "peak_gpu_mib": torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else None,
     }  # fmt: skip
     return result
@@ -501,12 +489,13 @@ def markdown(report: dict[str, Any]) -> str:
     down = report.get("downstream", {})
     if down.get("predict"):
         p = down["predict"]
+        peak = "n/a (CPU)" if p["peak_gpu_mib"] is None else f"{p['peak_gpu_mib']:.0f} MiB"
         lines += ["", "## downstream", "",
                   f"finetune: {down['finetune']['steps']} steps in "
                   f"{down['finetune']['seconds']:.0f} s (process included). predict "
                   f"{p['size']} px: {p['mpx_per_s']:.2f} Mpx/s, forward-only "
                   f"{p['forward_only_mpx_per_s']:.2f} Mpx/s (ratio {p['ratio_vs_forward']:.2f}), "
-                  f"peak GPU memory {p['peak_gpu_mib']} MiB."]  # fmt: skip
+                  f"peak GPU memory {peak}."]  # fmt: skip
     return "\n".join(lines) + "\n"
 
 
@@ -524,6 +513,48 @@ def work_folder(path: Path | None) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _text(output: str | bytes | None) -> str:
+    # TimeoutExpired carries bytes even when the run asked for text.
+    return output.decode(errors="replace") if isinstance(output, bytes) else output or ""
+
+
+def run_in_child(
+    part: str, seconds: float, args: argparse.Namespace, work: Path
+) -> tuple[str, str]:
+    """Run one part in its own process within ``seconds`` (+30 s to wind down).
+
+    Returns:
+        The status (``ok``, ``failed (exit N)`` or ``timeout``) and the process's output.
+    """
+    cmd = [sys.executable, __file__, "--part", part, "--part-seconds", f"{seconds:.0f}",
+           "--data", str(args.data), "--work", str(work)]  # fmt: skip
+    if args.cpu_smoke:
+        cmd.append("--cpu-smoke")
+    if args.step_configs:
+        cmd += ["--step-configs", *args.step_configs]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=seconds + 30)
+    except subprocess.TimeoutExpired as exc:
+        return "timeout", _text(exc.stdout) + _text(exc.stderr)
+    status = "ok" if proc.returncode == 0 else f"failed (exit {proc.returncode})"
+    return status, proc.stdout + proc.stderr
+
+
+def check_arguments(args: argparse.Namespace) -> str | None:
+    """What is wrong with the arguments, in one line, or None."""
+    if args.budget_s <= 0:
+        return f"--budget-s must be positive, not {args.budget_s:g}"
+    for needed in DATA_FOLDERS:
+        if not (args.data / needed).is_dir():
+            return (f"{args.data / needed} not found: run `make gpu-wheels` (it copies the "
+                    "check's data to .gpu/data) or pass --data ../shared/data")  # fmt: skip
+    if (args.out / "gpu_check.json").exists():
+        return f"{args.out} already holds a check's results; choose another --out"
+    if args.work is not None and args.work.exists() and any(args.work.iterdir()):
+        return f"--work {args.work} is not empty; give a new folder (runs are written there)"
+    return None
+
+
 def main() -> int:
     """Run the parts in child processes and write the JSON, Markdown and log."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -534,7 +565,7 @@ def main() -> int:
     p.add_argument("--step-configs", nargs="+", choices=[c[0] for c in STEP_CONFIGS],
                    help="step part: only these rows (default: all)")  # fmt: skip
     p.add_argument("--data", type=Path, help="real data root (default: .gpu/data or ../shared)")
-    p.add_argument("--work", type=Path, help="scratch folder (default: a temporary one)")
+    p.add_argument("--work", type=Path, help="new scratch folder (default: a temporary one)")
     p.add_argument("--part", choices=PARTS, help=argparse.SUPPRESS)
     p.add_argument("--part-seconds", type=float, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -542,43 +573,23 @@ def main() -> int:
     if args.part:
         run_part(args)
         return 0
-    for needed in (ARCHIVE, PROBE, CHIPS):
-        if not (args.data / needed).is_dir():
-            print(f"gpu_check: {args.data / needed} not found: run `make gpu-wheels` (it "
-                  "copies the check's data to .gpu/data) or pass --data ../shared/data",
-                  file=sys.stderr)  # fmt: skip
-            return 2
+    problem = check_arguments(args)
+    if problem:
+        print(f"gpu_check: {problem}", file=sys.stderr)
+        return 2
     args.out.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     report: dict[str, Any] = {
         "command": " ".join(["benchmarks/gpu_check.sh", *sys.argv[1:]]),
         "budget_s": args.budget_s, "parts": args.parts, "env": env_report(),
     }  # fmt: skip
-    log = open(args.out / "gpu_check.log", "w")  # noqa: SIM115 - written part by part
-    with work_folder(args.work) as work, log:
-        for part in args.parts:
+    with work_folder(args.work) as work, open(args.out / "gpu_check.log", "w") as log:
+        for i, part in enumerate(args.parts):
             left = args.budget_s - (time.monotonic() - started)
-            rest = args.parts[args.parts.index(part) :]
-            seconds = left * SHARES[part] / sum(SHARES[q] for q in rest)
-            cmd = [sys.executable, __file__, "--part", part, "--part-seconds", f"{seconds:.0f}",
-                   "--data", str(args.data), "--work", str(work)]  # fmt: skip
-            if args.cpu_smoke:
-                cmd.append("--cpu-smoke")
-            if args.step_configs:
-                cmd += ["--step-configs", *args.step_configs]
-            t0 = time.monotonic()
+            seconds = left * SHARES[part] / sum(SHARES[q] for q in args.parts[i:])
             print(f"gpu_check: {part} ({seconds:.0f} s)", flush=True)
-            status = "ok"
-            try:
-                proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO,
-                                      timeout=seconds + 30)  # fmt: skip
-                output = proc.stdout + proc.stderr
-                if proc.returncode != 0:
-                    status = f"failed (exit {proc.returncode})"
-            except subprocess.TimeoutExpired as exc:
-                status = "timeout"
-                output = (exc.stdout or b"").decode(errors="replace") if isinstance(
-                    exc.stdout, bytes) else str(exc.stdout or "")  # fmt: skip
+            t0 = time.monotonic()
+            status, output = run_in_child(part, seconds, args, work)
             log.write(f"===== {part}: {status}\n{output[-6000:]}\n")
             log.flush()
             path = work / "parts" / f"{part}.json"
@@ -588,10 +599,10 @@ def main() -> int:
                 result["error_tail"] = output[-1500:]
             result["seconds"] = time.monotonic() - t0
             report[part] = result
-            print(f"gpu_check: {part} {status} in {result['seconds']:.0f} s", flush=True)
             report["seconds"] = time.monotonic() - started
-            (args.out / "gpu_check.json").write_text(json.dumps(report, indent=1, default=str))
-    (args.out / "gpu_check.md").write_text(markdown(report))
+            print(f"gpu_check: {part} {status} in {result['seconds']:.0f} s", flush=True)
+            write_json(args.out / "gpu_check.json", report)
+    write_atomic(args.out / "gpu_check.md", markdown(report))
     print(markdown(report))
     return 0 if all(report[p].get("status") == "ok" for p in args.parts) else 1
 

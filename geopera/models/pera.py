@@ -309,6 +309,16 @@ class PerA(nn.Module):
             health=health,
         )
 
+    def compile_blocks(self) -> None:
+        """``torch.compile`` every transformer block of both encoders, in place.
+
+        This is what the pretraining config's ``trainer.compile`` does; state-dict keys are
+        unchanged.
+        """
+        for backbone in (self.student_backbone, self.teacher_backbone):
+            for block in backbone.blocks:
+                block.compile()
+
     @torch.no_grad()
     def update_teacher(self, momentum: float) -> None:
         """EMA of the student into the teacher (backbone and class head).

@@ -175,6 +175,8 @@ def _export_backbone(
 def build_task(config: PretrainConfig, dm: PretrainDataModule, norm: dict[str, Any]) -> PerATask:
     """The pretraining task for a prepared data module, with seeded initial weights.
 
+    With ``trainer.compile`` its transformer blocks are compiled (:meth:`PerA.compile_blocks`).
+
     Args:
         config: The config.
         dm: The prepared data module (bands, sources).
@@ -185,7 +187,7 @@ def build_task(config: PretrainConfig, dm: PretrainDataModule, norm: dict[str, A
     """
     rgb = rgb_indices(dm.sources[0].source.family, dm.band_names)
     L.seed_everything(config.data.seed, workers=True, verbose=False)  # same initial weights
-    return PerATask(
+    task = PerATask(
         to_plain(config),
         len(dm.band_names),
         rgb,
@@ -194,6 +196,9 @@ def build_task(config: PretrainConfig, dm: PretrainDataModule, norm: dict[str, A
         norm["mean"],
         norm["std"],
     )
+    if config.trainer.compile:
+        task.model.compile_blocks()
+    return task
 
 
 def pretrain(
@@ -256,10 +261,6 @@ def pretrain(
         )
     task = build_task(config, dm, norm)
     rgb = task.hparams["rgb"]
-    if config.trainer.compile:
-        for backbone in (task.model.student_backbone, task.model.teacher_backbone):
-            for block in backbone.blocks:
-                block.compile()
     resume_step = 0
     if resume is not None:
         resume_step = int(

@@ -15,7 +15,6 @@ import torch
 from tests.conftest import REPO
 
 sys.path.insert(0, str(REPO / "benchmarks"))
-sys.path.insert(0, str(REPO / "scripts"))
 bench_step = importlib.import_module("bench_step")
 gpu_bundle = importlib.import_module("gpu_bundle")
 
@@ -97,10 +96,9 @@ def test_bundle_pins_cover_what_the_check_imports(tmp_path: Path, shared_data: P
     pinned = {p.split("==")[0].replace("-", "_").lower() for p in gpu_bundle.pins()}
     script = (REPO / "benchmarks" / "gpu_check.sh").read_text()
     needed = script.split('NEEDED="import ')[1].split('"')[0].replace(" ", "").split(",")
-    assert set(needed) <= pinned | {"segmentation_models_pytorch"}
-    assert "segmentation_models_pytorch" in pinned
+    assert set(needed) <= pinned
     gpu_bundle.copy_data(shared_data, tmp_path)
-    for folder in gpu_bundle.DATA:
+    for folder in gpu_bundle.DATA_FOLDERS:
         copied = sorted(p.relative_to(tmp_path / folder) for p in (tmp_path / folder).rglob("*"))
         original = sorted(
             p.relative_to(shared_data / folder) for p in (shared_data / folder).rglob("*")
@@ -147,3 +145,29 @@ def test_cpu_smoke_runs_every_part_and_writes_the_results(
     markdown = (out / "gpu_check.md").read_text()
     assert "| step | ok |" in markdown
     assert "## quality" in markdown
+
+
+def test_bad_arguments_end_in_one_line_and_write_nothing(tmp_path: Path, shared_data: Path) -> None:
+    done = tmp_path / "done"
+    done.mkdir()
+    (done / "gpu_check.json").write_text("{}")
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "pretrain-eager").mkdir()
+    script = str(REPO / "benchmarks" / "gpu_check.py")
+    cases = [
+        (["--out", str(done)], "already holds a check's results"),
+        (["--out", str(tmp_path / "a"), "--budget-s", "0"], "--budget-s must be positive"),
+        (["--out", str(tmp_path / "b"), "--work", str(busy)], "is not empty"),
+        (["--out", str(tmp_path / "c"), "--data", str(tmp_path)], "run `make gpu-wheels`"),
+    ]
+    for extra, message in cases:
+        out = subprocess.run(
+            [sys.executable, script, "--data", str(shared_data), *extra],
+            capture_output=True, text=True,
+        )  # fmt: skip
+        assert out.returncode == 2, extra
+        assert out.stderr.count("\n") == 1, out.stderr  # one line, no traceback
+        assert message in out.stderr
+    assert (done / "gpu_check.json").read_text() == "{}"
+    assert not any((tmp_path / name).exists() for name in "abc")

