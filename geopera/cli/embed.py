@@ -81,6 +81,7 @@ def _embed(args: argparse.Namespace) -> int:
         raise GeoperaError("give --input RASTER... (or --archive PATH...) and --out DIR")
     from rich.progress import Progress
 
+    from geopera.core.signals import stop_on_signals
     from geopera.embed.run import embed
 
     inputs = _inputs(args)
@@ -90,7 +91,11 @@ def _embed(args: argparse.Namespace) -> int:
         "device": args.device, "resume": args.resume, "overwrite": args.overwrite,
         "skip_outside_roi": args.archive is not None, "nodata": args.nodata,
     }  # fmt: skip
-    try:
+    kept = (
+        f"the chip rows done so far are kept in .{args.out.name}.partial beside {args.out}; "
+        "continue with the same arguments and --resume"
+    )
+    with stop_on_signals(f"embedding into {args.out}", kept):
         if args.no_progress:
             summary = embed(inputs, args.out, **kwargs)
         else:
@@ -98,13 +103,6 @@ def _embed(args: argparse.Namespace) -> int:
                 task = bar.add_task("embedding chips", total=None)
                 summary = embed(inputs, args.out, progress=lambda d, t: bar.update(
                     task, completed=d, total=t), **kwargs)  # fmt: skip
-    except KeyboardInterrupt:
-        print(
-            "geopera embed: interrupted; the rows done are kept. Continue with the same "
-            "arguments and --resume",
-            file=sys.stderr,
-        )
-        return 130
     m = summary.manifest
     print(f"done: {len(m.rasters)} raster(s) embedded into {summary.out}/ "
           f"({m.model}, token {m.token_size} px, chips {m.chip_size} px)")  # fmt: skip

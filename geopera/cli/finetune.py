@@ -70,6 +70,7 @@ def register(commands: Any) -> None:
 
 def _finetune(args: argparse.Namespace) -> int:
     from geopera.core.config import apply_override, load_config
+    from geopera.core.signals import stop_on_signals
     from geopera.finetune.config import FinetuneConfig
     from geopera.finetune.run import finetune
 
@@ -89,7 +90,12 @@ def _finetune(args: argparse.Namespace) -> int:
         config.trainer.max_steps = args.max_steps
     if args.fast_dev_run:
         config.trainer.fast_dev_run = True
-    result = finetune(args.task, config, args.out, progress=not args.no_progress)
+    where = str(args.out) if args.out else "its output folder"
+    with stop_on_signals(
+        f"fine-tuning ({args.task})",
+        f"nothing was kept: {where} was not created and its staging folder was removed",
+    ):
+        result = finetune(args.task, config, args.out, progress=not args.no_progress)
     m = result.metrics
     key = {"segmentation": "miou", "change": "f1", "detection": "map_50"}[args.task]
     value = m["test"].get(key)

@@ -1,7 +1,8 @@
 """Entry point: ``geopera <command> ...``.
 
-Every user error (bad paths, bad ROI, unknown bands, existing outputs) ends with a one-line
-message on stderr and exit code 2, never a traceback.
+Every user error (bad paths, bad ROI, unknown bands, existing outputs, a full disk) ends with a
+one-line message on stderr and exit code 2, never a traceback. A command stopped by SIGINT or
+SIGTERM says in one line what was stopped and what was kept, and exits with 128 + the signal.
 """
 
 import argparse
@@ -13,6 +14,8 @@ import rasterio.errors
 from geopera import __version__
 from geopera.cli import archive, data, embed, finetune, predict, pretrain, publish
 from geopera.core.errors import GeoperaError
+from geopera.core.outputs import disk_full_reason
+from geopera.core.signals import Interrupted
 
 USER_ERRORS = (
     GeoperaError,
@@ -54,8 +57,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         code: int = args.func(args)
-    except USER_ERRORS as err:
+    except Interrupted as stop:
+        print(f"geopera {args.command}: {stop}", file=sys.stderr)
+        return stop.exit_code
+    except Exception as err:
+        full = None if isinstance(err, GeoperaError) else disk_full_reason(err)
+        if not isinstance(err, USER_ERRORS) and full is None:
+            raise
         message = " ".join(str(err).split()) or type(err).__name__
+        if full is not None:  # a library's own words for a full disk
+            message = (
+                f"a write failed: {full} ({message}); outputs are written atomically, so nothing "
+                "partial was left under a final name: free space and run again"
+            )
         print(f"geopera {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -35,6 +35,14 @@ def register(commands: Any) -> None:
 
 
 def _predict(args: argparse.Namespace) -> int:
+    from geopera.core.signals import stop_on_signals
+
+    kept = f"nothing was kept: {args.output} was not written (its scratch file was removed)"
+    with stop_on_signals(f"prediction ({args.task}) of {args.input}", kept):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     from geopera.finetune.checkpoint import load_finetuned
     from geopera.predict.run import predict_dense, predict_detection
     from geopera.predict.tiled import PredictError

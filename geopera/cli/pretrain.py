@@ -1,6 +1,7 @@
 """``geopera pretrain``: PerA pretraining from an archive inside an ROI."""
 
 import argparse
+import copy
 import signal
 import sys
 from pathlib import Path
@@ -50,23 +51,20 @@ def register(commands: Any) -> None:
 
 def _pretrain(args: argparse.Namespace) -> int:
     if args.resume is not None:
-        fixed = ("roi", "archive", "config", "bands", "batch_size", "out", "probe")
-        given = [n for n in fixed if getattr(args, n)]
-        if given or args.set:
-            raise GeoperaError(
-                "a resumed run keeps its own config; only --max-steps, --devices, --accelerator "
-                f"and --workers may change (got {', '.join('--' + g for g in given) or '--set'})"
-            )
+        if args.out is not None:
+            raise GeoperaError("--resume continues a run in place; leave out --out")
         if not args.resume.is_dir():
             raise FileNotFoundError(f"run directory {args.resume} does not exist")
     # heavy imports (torch, Lightning, TorchGeo) only once the arguments make sense
     from geopera.core.config import apply_override, set_key
     from geopera.data.sample_archive import DEFAULT_DIR, build_sample_archive, is_complete
-    from geopera.pretrain.config import load_pretrain_config
+    from geopera.pretrain.config import SAFE_ON_RESUME, config_changes, load_pretrain_config
     from geopera.pretrain.run import pretrain, resume_config
 
+    changes = None
     if args.resume is not None:
-        config = resume_config(args.resume, args.max_steps)
+        own = resume_config(args.resume, None, check_complete=False)
+        config = load_pretrain_config(args.config) if args.config else copy.deepcopy(own)
     else:
         config = load_pretrain_config(args.config)
         if args.roi is None and config.data.roi is None:
@@ -87,6 +85,17 @@ def _pretrain(args: argparse.Namespace) -> int:
         value = getattr(args, name)
         if value is not None:
             set_key(config, section, key, value)
+    if args.resume is not None:
+        changes = config_changes(own, config)
+        fixed = {k: v for k, v in changes.items() if k not in SAFE_ON_RESUME}
+        if fixed:
+            listed = "; ".join(f"{k}: {v[0]!r} -> {v[1]!r}" for k, v in fixed.items())
+            raise GeoperaError(
+                f"a resumed run keeps its own config, and these keys would change: {listed}. "
+                f"Only {', '.join(sorted(SAFE_ON_RESUME))} may change on --resume; start a new "
+                "run for the others"
+            )
+        resume_config(args.resume, config.trainer.max_steps)  # refuses a complete run
     if not config.data.archive:
         if not is_complete(DEFAULT_DIR):
             print(
@@ -95,7 +104,9 @@ def _pretrain(args: argparse.Namespace) -> int:
             )
             build_sample_archive(DEFAULT_DIR, log=lambda m: print(m, file=sys.stderr))
         set_key(config, "data", "archive", [str(DEFAULT_DIR)])
-    result = pretrain(config, out=args.out, resume=args.resume, progress=not args.no_progress)
+    result = pretrain(
+        config, out=args.out, resume=args.resume, progress=not args.no_progress, changes=changes
+    )
     if result.status == "worker":
         return 0
     if result.status == "interrupted":

@@ -33,18 +33,21 @@ def register(commands: Any) -> None:
 
 
 def _publish(args: argparse.Namespace) -> int:
+    from geopera.core.signals import stop_on_signals
     from geopera.publish.run import publish
 
-    info = publish(
-        args.source,
-        args.name,
-        args.out,
-        dataset=args.dataset,
-        license=args.license,
-        publication=args.publication,
-        repo=args.repo,
-        url_base=args.url_base,
-    )
+    kept = f"nothing was kept: {args.out or 'the output folder'} was not created"
+    with stop_on_signals(f"publishing {args.source}", kept):
+        info = publish(
+            args.source,
+            args.name,
+            args.out,
+            dataset=args.dataset,
+            license=args.license,
+            publication=args.publication,
+            repo=args.repo,
+            url_base=args.url_base,
+        )
     print(
         f"published {info.enum_name}.{info.member} to {info.out}/ (verified with torchgeo):\n"
         f"  {info.weights_file.name}\n  {info.module_file.name}\n"

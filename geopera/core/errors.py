@@ -23,3 +23,19 @@ class ROIError(GeoperaError):
 
 class SamplingError(GeoperaError):
     """Patches cannot be drawn: the ROI is mostly nodata, or too few valid patches exist."""
+
+
+class DiskFullError(GeoperaError):
+    """A write failed because the disk (or a quota, or the file-size limit) is full."""
+
+
+class RunLockedError(GeoperaError):
+    """Another live process is working on the same run directory."""
+
+
+class NonFiniteError(GeoperaError):
+    """Training produced non-finite losses, gradients or weights, and stopped."""
+
+
+class ArchiveGoneError(GeoperaError):
+    """Every source of the archive became unreadable during a run."""

@@ -16,6 +16,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from geopera.data.archive import Archive, discover
+from geopera.data.badfiles import BadFiles
 from geopera.data.roi import ROI, load_roi
 from geopera.data.sampling import (
     MixedPatchSampler,
@@ -101,6 +102,8 @@ class PretrainDataModule(L.LightningDataModule):
         self.sampler: MixedPatchSampler | None = None
         #: Batches this rank already consumed (set when resuming a run).
         self.resume_batches = 0
+        #: Files found unreadable during the run (pretraining points it at the run's file).
+        self.bad_files = BadFiles()
 
     def prepare(self) -> None:
         """Discover the archive, read the ROI, choose sources and bands, estimate statistics.
@@ -191,7 +194,11 @@ class PretrainDataModule(L.LightningDataModule):
             self.setup("fit")
         assert self.sampler is not None  # for mypy: set by setup
         dataset = PatchDataset(
-            self.sources, self.patch_size, seed=self.seed, max_invalid=self.max_invalid
+            self.sources,
+            self.patch_size,
+            seed=self.seed,
+            max_invalid=self.max_invalid,
+            bad_files=self.bad_files,
         )
         return DataLoader(
             dataset,

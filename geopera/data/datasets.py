@@ -10,6 +10,7 @@ on that file's pixel grid, is read with one windowed ``rasterio`` read per file 
 Everything else falls back to torchgeo.
 """
 
+import contextlib
 import os
 import re
 from collections.abc import Sequence
@@ -99,6 +100,8 @@ class SourceReader:
         self._pid = os.getpid()
         self.fast_reads = 0
         self.fallback_reads = 0
+        #: Items found unreadable during the run; never read again.
+        self.excluded: set[int] = set()
 
     def _plan(self, item: RasterItem) -> list[tuple[str, list[int]]]:
         """(path, 1-based band indexes) reads that give ``self.bands`` in order."""
@@ -116,6 +119,56 @@ class SourceReader:
             self._handles[path] = handle
         return handle
 
+    def reset(self) -> None:
+        """Close the open file handles (the next read opens the files again)."""
+        for handle in self._handles.values():
+            with contextlib.suppress(Exception):  # a broken file's handle may fail to close
+                handle.close()
+        self._handles = {}
+
+    def items_at(self, box: tuple[float, float, float, float]) -> list[int]:
+        """Indices of the items whose bounds intersect a box.
+
+        Args:
+            box: ``(xmin, ymin, xmax, ymax)`` in the source CRS.
+
+        Returns:
+            Item indices.
+        """
+        b = self._bounds
+        hit = (b[:, 0] < box[2]) & (b[:, 2] > box[0]) & (b[:, 1] < box[3]) & (b[:, 3] > box[1])
+        return [int(i) for i in np.nonzero(hit)[0]]
+
+    def item_paths(self, index: int) -> list[str]:
+        """The files of one item (one per band for band-separate items)."""
+        return sorted({p for p, _ in self._plans[index]})
+
+    def check_item(self, index: int, box: tuple[float, float, float, float]) -> str | None:
+        """Read the part of a box that one item covers, from freshly opened files.
+
+        Args:
+            index: Item index.
+            box: ``(xmin, ymin, xmax, ymax)``.
+
+        Returns:
+            The error in one line, or None when the item reads fine.
+        """
+        b = self._bounds[index]
+        rx, ry = self.res
+        x0, x1 = max(box[0], b[0]), min(box[2], b[2])
+        y0, y1 = max(box[1], b[1]), min(box[3], b[3])
+        window = Window(
+            int((x0 - b[0]) // rx), int((b[3] - y1) // ry),
+            max(1, round((x1 - x0) / rx)), max(1, round((y1 - y0) / ry)),
+        )  # fmt: skip
+        for path, idx in self._plans[index]:
+            try:
+                with rasterio.open(path) as ds:
+                    ds.read(idx, window=window)
+            except Exception as err:
+                return " ".join(f"{type(err).__name__}: {err}".split())
+        return None
+
     def _fast_item(self, xmin: float, ymin: float, xmax: float, ymax: float) -> int | None:
         """Index of an item that contains the window on its pixel grid, or None."""
         b = self._bounds
@@ -127,6 +180,8 @@ class SourceReader:
         )[0]
         rx, ry = self.res
         for i in inside:
+            if int(i) in self.excluded:
+                continue
             col = (xmin - b[i, 0]) / rx
             row = (b[i, 3] - ymax) / ry
             if abs(col - round(col)) < _ALIGN_TOL and abs(row - round(row)) < _ALIGN_TOL:

@@ -10,6 +10,12 @@ consumed (``start_index``) and continue the same stream.
 :class:`PatchDataset` reads a location and applies quality control: a patch whose nodata/NaN
 fraction exceeds a threshold, or that is constant, is rejected and replaced by a deterministic
 fallback location of the same source; rejections are counted in the sample.
+
+Files that break during a run (truncated, deleted, replaced with garbage) are survived: a failed
+read is retried once with freshly opened files; a file that fails again is recorded in the run's
+:class:`~geopera.data.badfiles.BadFiles` and never read again; its patch is replaced by one from a
+readable file of the same source, or of another source when none is left. When every source is
+gone the dataset raises :class:`~geopera.core.errors.ArchiveGoneError`.
 """
 
 import math
@@ -25,8 +31,9 @@ from torch import Tensor
 from torch.utils.data import Dataset, Sampler
 from torchgeo.samplers import GriddedPatchSampler, RandomPatchSampler
 
-from geopera.core.errors import ROIError, SamplingError
+from geopera.core.errors import ArchiveGoneError, ROIError, SamplingError
 from geopera.data.archive import Bounds, Source, bounds_to_wgs84
+from geopera.data.badfiles import BadFiles
 from geopera.data.datasets import SourceReader
 from geopera.data.roi import ROI, format_lonlat, outside_error
 
@@ -281,6 +288,7 @@ class PatchDataset(Dataset[dict[str, Tensor]]):
         seed: Base seed for fallback locations.
         max_invalid: Largest accepted nodata/NaN fraction.
         max_attempts: Reads per sample before giving up.
+        bad_files: The run's record of unreadable files (default: in memory).
     """
 
     def __init__(
@@ -290,6 +298,7 @@ class PatchDataset(Dataset[dict[str, Tensor]]):
         seed: int = 0,
         max_invalid: float = 0.1,
         max_attempts: int = 16,
+        bad_files: BadFiles | None = None,
     ) -> None:
         if not 0.0 <= max_invalid < 1.0:
             raise ValueError(f"max_invalid must be in [0, 1), got {max_invalid}")
@@ -298,12 +307,15 @@ class PatchDataset(Dataset[dict[str, Tensor]]):
         self.seed = seed
         self.max_invalid = max_invalid
         self.max_attempts = max_attempts
+        self.bad_files = bad_files if bad_files is not None else BadFiles()
 
     def __len__(self) -> int:  # pragma: no cover - indexed by sampler locations only
         raise TypeError("PatchDataset is indexed by sampler locations; it has no length")
 
     def _fallback(self, src: int, stream_index: int, attempt: int) -> Bounds:
         s = self.sources[src]
+        if s.reader.excluded:
+            return self._readable_box(src, _seed(self.seed, 7919, stream_index, attempt))
         sampler = RandomPatchSampler(
             s.reader.dataset,
             size=self.patch_size,
@@ -313,6 +325,64 @@ class PatchDataset(Dataset[dict[str, Tensor]]):
         )
         x, y = next(iter(sampler))
         return (float(x.start), float(y.start), float(x.stop), float(y.stop))
+
+    def _readable_box(self, src: int, seed: int) -> Bounds:
+        """A patch inside the ROI and inside one readable item, on that item's pixel grid."""
+        reader = self.sources[src].reader
+        good = [i for i in range(len(reader._bounds)) if i not in reader.excluded]
+        rng = default_rng(seed)
+        rx, ry = reader.res
+        w, h = self.patch_size * rx, self.patch_size * ry
+        for _ in range(64):
+            b = reader._bounds[good[int(rng.integers(len(good)))]]
+            cols = round((b[2] - b[0]) / rx) - self.patch_size
+            rows = round((b[3] - b[1]) / ry) - self.patch_size
+            if cols < 0 or rows < 0:
+                continue
+            x0 = b[0] + int(rng.integers(cols + 1)) * rx
+            y1 = b[3] - int(rng.integers(rows + 1)) * ry
+            box = (x0, y1 - h, x0 + w, y1)
+            if shapely.contains(self.sources[src].roi, shapely.box(*box)):
+                return box
+        raise SamplingError(f"no readable {self.patch_size}-px patch left in the ROI")
+
+    def _sync_bad(self, src: int) -> None:
+        """Exclude the items of a source that any process of the run found bad."""
+        known = self.bad_files.known()
+        reader = self.sources[src].reader
+        for i in range(len(reader._bounds)):
+            if i not in reader.excluded and any(p in known for p in reader.item_paths(i)):
+                reader.excluded.add(i)
+
+    def _alive(self, src: int) -> bool:
+        self._sync_bad(src)
+        reader = self.sources[src].reader
+        return len(reader.excluded) < len(reader._bounds)
+
+    def _read(self, src: int, box: Bounds) -> np.ndarray | None:
+        """Read a box; on failure retry once with fresh handles, then record the bad files.
+
+        Returns:
+            The patch, or None when the box touched a file that is (now) known bad.
+        """
+        reader = self.sources[src].reader
+        if any(i in reader.excluded for i in reader.items_at(box)):
+            return None
+        try:
+            return reader.read(*box)
+        except Exception as first:
+            reader.reset()
+            try:
+                return reader.read(*box)
+            except Exception as second:
+                error = " ".join(f"{type(second).__name__}: {second}".split()) or repr(first)
+        suspects = reader.items_at(box)
+        bad = [i for i in suspects if reader.check_item(i, box) is not None] or suspects
+        paths = [p for i in bad for p in reader.item_paths(i)]
+        self.bad_files.mark(paths, error)
+        reader.excluded.update(bad)
+        reader.reset()
+        return None
 
     def __getitem__(self, location: Location) -> dict[str, Tensor]:
         """Read the patch at a location (or a fallback location after rejections).
@@ -326,12 +396,22 @@ class PatchDataset(Dataset[dict[str, Tensor]]):
 
         Raises:
             SamplingError: If every attempt was rejected (the ROI is mostly nodata).
+            ArchiveGoneError: If every file of every source has become unreadable.
         """
         src, xmin, ymin, xmax, ymax, k = location
-        reader = self.sources[src].reader
         box: Bounds = (xmin, ymin, xmax, ymax)
-        for attempt in range(self.max_attempts):
-            image = reader.read(*box)
+        if self.bad_files.known() and not self._alive(src):
+            src, box = self._other_source(src, k)
+        attempt = 0
+        while attempt < self.max_attempts:
+            image = self._read(src, box)
+            if image is None:  # a bad file: not the data's fault, so not a rejection
+                if not self._alive(src):
+                    src, box = self._other_source(src, k)
+                else:
+                    box = self._readable_box(src, _seed(self.seed, 104729, k, attempt))
+                continue
+            reader = self.sources[src].reader
             valid = invalid_fraction(image, reader.nodata) <= self.max_invalid
             if valid and not is_constant(image):
                 return {
@@ -341,10 +421,24 @@ class PatchDataset(Dataset[dict[str, Tensor]]):
                     "rejected": torch.tensor(attempt),
                 }
             box = self._fallback(src, k, attempt)
+            attempt += 1
         name = self.sources[src].source.name
         raise SamplingError(
             f"{self.max_attempts} patches in a row from source {name!r} were nodata/NaN above "
             f"{self.max_invalid:.0%} or constant: the ROI is mostly nodata there "
             f"({format_lonlat(bounds_to_wgs84(self.sources[src].source.crs, box))}). Move the ROI "
             "onto valid data or raise the nodata threshold."
+        )
+
+    def _other_source(self, src: int, k: int) -> tuple[int, Bounds]:
+        """A readable source in place of a gone one (the next alive after ``src``)."""
+        n = len(self.sources)
+        for j in range(1, n + 1):
+            other = (src + j) % n
+            if self._alive(other):
+                return other, self._readable_box(other, _seed(self.seed, 15485863, k, other))
+        files = sorted({r["path"] for r in self.bad_files.records()} or self.bad_files.known())
+        raise ArchiveGoneError(
+            f"every file of every source became unreadable during the run ({len(files)} files, "
+            f"e.g. {files[0] if files else '?'}); see the run's problems.jsonl"
         )

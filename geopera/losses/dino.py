@@ -94,13 +94,18 @@ class DINOLoss(nn.Module):
         if dist.is_available() and dist.is_initialized():
             dist.all_reduce(mean)
             mean /= dist.get_world_size()
-        self.pending.copy_(mean)
-        self.has_pending.fill_(True)
+        finite = torch.isfinite(mean).all()  # a skipped step's mean is not kept (no host sync)
+        self.pending.copy_(torch.where(finite, mean, torch.zeros_like(mean)))
+        self.has_pending.copy_(finite)
         return mean
 
     @torch.no_grad()
     def apply_pending_center(self) -> None:
-        """Fold the pending batch mean into the centre (EMA)."""
+        """Fold the pending batch mean into the centre (EMA).
+
+        A step whose teacher outputs are not finite is skipped by training; its mean is not
+        pending (:meth:`update_center`), so it cannot poison the centre.
+        """
         if bool(self.has_pending):
             m = self.center_momentum
             self.center.mul_(m).add_(self.pending, alpha=1 - m)

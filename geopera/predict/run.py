@@ -25,7 +25,7 @@ from torchvision.ops import batched_nms
 
 from geopera.core.contracts import FinetunedSpec
 from geopera.core.devices import resolve_device
-from geopera.core.outputs import atomic_file
+from geopera.core.outputs import atomic_file, full_disk_errors
 from geopera.data.labels import apply_affine
 from geopera.data.roi import load_roi
 from geopera.data.windows import bounded_gdal_cache, read_strip, roi_window
@@ -157,7 +157,10 @@ def predict_dense(
     k = len(values)
     ref = opened[0].dataset
     try:
-        with rasterio.open(tmp, "w", **_profile(ref, 1, dtype, nodata)) as dst:
+        with (
+            full_disk_errors(tmp, tmp_probs),
+            rasterio.open(tmp, "w", **_profile(ref, 1, dtype, nodata)) as dst,
+        ):
             probs_dst = (
                 rasterio.open(tmp_probs, "w", **_profile(ref, k, "uint8", 255))
                 if tmp_probs

@@ -30,6 +30,7 @@ from torch import Tensor
 
 from geopera.core.contracts import FinetunedSpec
 from geopera.core.errors import GeoperaError
+from geopera.core.outputs import remove_stale_partials
 from geopera.data.labelled import image_band_names
 from geopera.data.labels import Grid, open_on_grid
 from geopera.data.windows import RasterInput, read_strip
@@ -261,4 +262,5 @@ def scratch_output(output: Path, overwrite: bool) -> Path:
     if output.exists() and not overwrite:
         raise FileExistsError(f"{output} already exists; choose another --output or --overwrite")
     output.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_partials(output)  # what a killed earlier run left
     return output.with_name(f".{output.name}.scratch-{os.getpid()}")

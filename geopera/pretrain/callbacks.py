@@ -13,6 +13,7 @@ import lightning as L
 import torch
 from rich.console import Console
 
+from geopera.core.errors import ArchiveGoneError
 from geopera.pretrain.rundir import RunDir
 
 METRIC_COLUMNS = [
@@ -32,6 +33,7 @@ METRIC_COLUMNS = [
     "rejected_rate",
     "probe_knn",
     "collapse_alarm",
+    "skipped",
 ]
 
 
@@ -78,7 +80,8 @@ class MetricsCSV(L.Callback):
         if trainer.global_rank != 0 or not (_logged(pl_module, step) or "probe_knn" in metrics):
             return
         row = {k: metrics.get(k, "") for k in METRIC_COLUMNS}
-        row.update(step=step, collapse_alarm=self.alarm)
+        skipped = getattr(pl_module, "skipped", None) is not None
+        row.update(step=step, collapse_alarm=self.alarm, skipped=int(skipped))
         with open(self.path, "a", newline="") as fh:
             csv.DictWriter(fh, METRIC_COLUMNS).writerow(row)
 
@@ -195,10 +198,74 @@ class GracefulStop(L.Callback):
             trainer.save_checkpoint(self.run.last_checkpoint)
             trainer.should_stop = True
 
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
+        """When every source of the archive is gone, save ``last.ckpt`` before stopping.
+
+        The error comes from reading the next batch, so the model is as after the last
+        completed step, which is what the checkpoint records.
+        """
+        if isinstance(exception, ArchiveGoneError) and trainer.global_rank == 0:
+            trainer.save_checkpoint(self.run.last_checkpoint)
+        self.on_train_end(trainer, pl_module)
+
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Restore the previous handlers."""
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+        self._previous = {}
+
+
+class SkippedSteps(L.Callback):
+    """Reports steps skipped for non-finite values, and stops after too many in a row.
+
+    Each skipped step gets a line on stderr and is counted in run.json (``skipped_steps``).
+    After ``limit`` skipped steps in a row the run saves ``last.ckpt`` (its weights are those of
+    the last good step: skipped steps change nothing) and stops; :attr:`stopped` says why.
+
+    Args:
+        run: The run directory.
+        limit: Skipped steps in a row that stop the run.
+    """
+
+    def __init__(self, run: RunDir, limit: int) -> None:
+        self.run = run
+        self.limit = limit
+        self.in_a_row = 0
+        self.total = 0
+        self.first_in_row: int | None = None
+        self.stopped: str | None = None
+
+    def on_train_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        """Count a skipped step; stop after too many in a row."""
+        reason: str | None = getattr(pl_module, "skipped", None)
+        step = trainer.global_step - 1
+        if reason is None:
+            self.in_a_row, self.first_in_row = 0, None
+            return
+        self.total += 1
+        self.in_a_row += 1
+        if self.first_in_row is None:
+            self.first_in_row = step
+        if trainer.global_rank != 0:
+            return
+        print(f"geopera: step {step} skipped: {reason}", file=sys.stderr)
+        self.run.update_status(skipped_steps={"count": self.total, "last": step, "reason": reason})
+        if self.in_a_row >= self.limit and not trainer.should_stop:
+            self.stopped = (
+                f"{self.in_a_row} steps in a row (steps {self.first_in_row}-{step}) had a "
+                f"{reason}: stopped. Check the data (NaN/Inf pixels) or lower optim.lr"
+            )
+            trainer.save_checkpoint(self.run.last_checkpoint)
+            trainer.should_stop = True
 
 
 class Previews(L.Callback):
@@ -252,9 +319,12 @@ class Previews(L.Callback):
             return
         from geopera.viz.features import plot_feature_pca, plot_loss_curves
 
-        plot_feature_pca(
-            pl_module, self.images, self.sources, self.run.previews / "pca_end.png", self.rgb
-        )
+        try:
+            plot_feature_pca(
+                pl_module, self.images, self.sources, self.run.previews / "pca_end.png", self.rgb
+            )
+        except RuntimeError as err:  # features of a run stopped for non-finite values
+            print(f"geopera: no end-of-run PCA preview ({type(err).__name__})", file=sys.stderr)
         plot_loss_curves(self.run.path / "metrics.csv", self.run.previews / "loss_curves.png")
 
 

@@ -11,8 +11,9 @@ library defines it (the paper's recipe). The shipped YAML files state the values
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from geopera.core.config import load_config, shipped_config
+from geopera.core.config import load_config, shipped_config, to_plain
 from geopera.models.pera import PerASettings
 from geopera.pretrain.schedules import ScheduleSettings
 from geopera.transforms.views import ViewsConfig
@@ -71,6 +72,7 @@ class TrainerSection:
     preview_patches: int = 4
     probe_every: int = 25
     probe_k: int = 5
+    max_skipped_steps: int = 10
 
 
 @dataclass
@@ -94,3 +96,43 @@ def load_pretrain_config(path: str | Path | None = None) -> PretrainConfig:
         The config.
     """
     return load_config(shipped_config(DEFAULT_CONFIG) if path is None else path, PretrainConfig)
+
+
+#: Keys a resumed run may change: they do not alter what the weights have learnt so far, nor the
+#: data stream or the random draws of the steps to come. Every other key is fixed by the run.
+SAFE_ON_RESUME = frozenset(
+    {
+        "trainer.max_steps",
+        "trainer.accelerator",
+        "trainer.devices",
+        "trainer.log_every",
+        "trainer.checkpoint_every",
+        "trainer.preview_patches",
+        "trainer.probe_every",
+        "trainer.probe_k",
+        "trainer.collapse_std",
+        "trainer.collapse_entropy_fraction",
+        "trainer.collapse_patience",
+        "trainer.max_skipped_steps",
+        "data.num_workers",
+    }
+)
+
+
+def config_changes(old: PretrainConfig, new: PretrainConfig) -> dict[str, list[Any]]:
+    """The keys whose values differ between two configs.
+
+    Args:
+        old: The run's own config.
+        new: The config asked for.
+
+    Returns:
+        ``{"section.key": [old value, new value]}``, sorted by key.
+    """
+    a, b = to_plain(old), to_plain(new)
+    out: dict[str, list[Any]] = {}
+    for section in sorted(a):
+        for key in sorted(a[section]):
+            if a[section][key] != b[section][key]:
+                out[f"{section}.{key}"] = [a[section][key], b[section][key]]
+    return out

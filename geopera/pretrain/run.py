@@ -8,6 +8,7 @@ backbone. ``run.json`` says ``completed`` only once ``backbone.pth`` is written.
 import os
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,12 +23,19 @@ from geopera import __version__
 from geopera.core.checkpoints import AtomicCheckpointIO
 from geopera.core.config import dump_config, to_plain
 from geopera.core.contracts import BackboneCard
-from geopera.core.errors import GeoperaError
+from geopera.core.errors import (
+    ArchiveGoneError,
+    DiskFullError,
+    GeoperaError,
+    NonFiniteError,
+)
 from geopera.core.outputs import (
+    remove_stale_partials,
     require_new_folder,
     save_torch_atomic,
     write_json,
 )
+from geopera.data.badfiles import BadFiles
 from geopera.data.bands import rgb_indices
 from geopera.data.datamodule import PretrainDataModule
 from geopera.pretrain.callbacks import (
@@ -37,10 +45,11 @@ from geopera.pretrain.callbacks import (
     MetricsCSV,
     Previews,
     SamplingLog,
+    SkippedSteps,
 )
 from geopera.pretrain.config import PretrainConfig, load_pretrain_config
-from geopera.pretrain.rundir import RunDir
-from geopera.pretrain.task import PerATask
+from geopera.pretrain.rundir import LOCK_FILE, RunDir
+from geopera.pretrain.task import PerATask, non_finite
 
 #: Environment variable through which rank 0 hands the run directory to DDP workers.
 RUN_DIR_ENV = "GEOPERA_RUN_DIR"
@@ -88,6 +97,9 @@ def new_run_dir(out: Path | None) -> Path:
         FileExistsError: If ``out`` exists and is not empty.
     """
     if out is not None:
+        if out.is_dir() and [p.name for p in out.iterdir()] == [LOCK_FILE]:
+            with RunDir(out).lock():  # refuses a live owner; a dead one's lock is taken over
+                pass
         require_new_folder(out, f"choose a new --out, or continue it with --resume {out}")
         return out
     base = Path("runs") / f"pera-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -135,7 +147,14 @@ def _export_backbone(
     run: RunDir, task: PerATask, dm: PretrainDataModule, norm: dict[str, Any], steps: int
 ) -> None:
     cfg = task.config
-    save_torch_atomic(task.model.teacher_state_dict(), run.path / "backbone.pth")
+    state = task.model.teacher_state_dict()
+    bad = non_finite(state)
+    if bad:
+        raise NonFiniteError(
+            f"the trained teacher has non-finite weights ({len(bad)} tensors, e.g. {bad[0]}); "
+            "backbone.pth was not written"
+        )
+    save_torch_atomic(state, run.path / "backbone.pth")
     inventory = dm.describe()
     in_chans = len(dm.band_names)
     card = BackboneCard(
@@ -206,30 +225,80 @@ def pretrain(
     out: Path | None = None,
     resume: Path | None = None,
     progress: bool = True,
+    changes: dict[str, list[Any]] | None = None,
 ) -> PretrainResult:
     """Run (or resume) PerA pretraining.
 
+    While it runs, the run directory is locked to this process (:meth:`RunDir.lock`).
+
     Args:
-        config: The resolved config (for a resume: the run's own config, possibly with a new
-            ``trainer.max_steps``).
+        config: The resolved config (for a resume: the run's own config, possibly with keys
+            that are safe to change, see :data:`SAFE_ON_RESUME`).
         out: Run directory of a new run (None: ``runs/pera-<timestamp>``).
         resume: Run directory to continue.
         progress: Show the progress bar.
+        changes: For a resume, the config keys changed from the run's own (``{key: [old,
+            new]}``), recorded in run.json.
 
     Returns:
         The run directory, status and steps.
 
     Raises:
-        GeoperaError: On bad input; FileExistsError for an existing ``out``.
+        GeoperaError: On bad input; FileExistsError for an existing ``out``; RunLockedError when
+            another process works on the run; DiskFullError, NonFiniteError, ArchiveGoneError
+            when the run stopped for those (each message says what was kept).
     """
+    worker = _is_worker_rank()
     if resume is not None:
         run = RunDir(resume)
-        if not run.last_checkpoint.is_file():
-            raise FileNotFoundError(
-                f"{run.last_checkpoint} not found: {resume} is not a resumable run"
-            )
+        with run.lock() if not worker else nullcontext():
+            if run.last_checkpoint.is_file():
+                return _pretrain(config, run, progress, True, changes)
+            if not worker:  # stopped before its first checkpoint: nothing to keep
+                print(f"geopera: {resume} has no checkpoint yet: starting it over", file=sys.stderr)
+            return _pretrain(config, run, progress, False, None)
     dm = _datamodule(config)
     dm.prepare()  # archive, ROI, bands, statistics: fails here, before anything is written
+    if worker:
+        run = RunDir(Path(os.environ[RUN_DIR_ENV]))
+        return _pretrain(config, run, progress, False, None, dm)
+    run = RunDir(new_run_dir(out))
+    run.path.mkdir(parents=True, exist_ok=True)
+    os.environ[RUN_DIR_ENV] = str(run.path.resolve())
+    with run.lock():
+        return _pretrain(config, run, progress, False, None, dm)
+
+
+def _last_step(run: RunDir) -> int | None:
+    """The step of ``last.ckpt``, or None when there is none (memory-mapped: reads little)."""
+    if not run.last_checkpoint.is_file():
+        return None
+    ckpt = torch.load(run.last_checkpoint, map_location="cpu", weights_only=True, mmap=True)
+    return int(ckpt["global_step"])
+
+
+def _kept(run: RunDir) -> str:
+    step = _last_step(run)
+    if step is None:
+        return "no checkpoint was written yet"
+    return (
+        f"kept: {run.last_checkpoint} (step {step}); continue with "
+        f"`geopera pretrain --resume {run.path}`"
+    )
+
+
+def _pretrain(
+    config: PretrainConfig,
+    run: RunDir,
+    progress: bool,
+    resumed: bool,
+    changes: dict[str, list[Any]] | None,
+    dm: PretrainDataModule | None = None,
+) -> PretrainResult:
+    """The body of :func:`pretrain`, once the run directory is chosen (and locked)."""
+    if dm is None:
+        dm = _datamodule(config)
+        dm.prepare()
     probe = None
     if config.data.probe:
         from geopera.pretrain.probe import load_probe
@@ -238,37 +307,36 @@ def pretrain(
             config.data.probe, dm.sources, len(dm.band_names), config.data.patch_size
         )
     worker = _is_worker_rank()
-    if resume is None:
-        if worker:
-            run = RunDir(Path(os.environ[RUN_DIR_ENV]))
-        else:
-            run = RunDir(new_run_dir(out))
-            run.path.mkdir(parents=True, exist_ok=True)
-            os.environ[RUN_DIR_ENV] = str(run.path.resolve())
     norm = dm.normalisation()
+    resume_step = _last_step(run) if resumed else 0
     if not worker:
+        remove_stale_partials(run.last_checkpoint)  # a checkpoint write cut by SIGKILL
         dump_config(config, run.path / "config.yaml")
         write_json(
             run.path / "inventory.json", {k: v for k, v in dm.describe().items() if k != "stats"}
         )
         write_json(run.path / "stats.json", {**dm.stats, "normalisation": norm})
+        fields: dict[str, Any] = {}
+        if resumed:
+            history = list(run.status().get("resumes", []))
+            history.append({"step": resume_step, "changed": changes or {}})
+            fields["resumes"] = history
+        else:
+            fields["started"] = time.strftime("%Y-%m-%dT%H:%M:%S")
         run.update_status(
             status="running",
-            started=time.strftime("%Y-%m-%dT%H:%M:%S"),
             command=" ".join(sys.argv),
             geopera_version=__version__,
             max_steps=config.trainer.max_steps,
+            **fields,
         )
+    dm.bad_files = BadFiles(run.problems)
     task = build_task(config, dm, norm)
     rgb = task.hparams["rgb"]
-    resume_step = 0
-    if resume is not None:
-        resume_step = int(
-            torch.load(run.last_checkpoint, map_location="cpu", weights_only=True)["global_step"]
-        )
     t = config.trainer
-    metrics = MetricsCSV(run.path / "metrics.csv", resume_step) if not worker else None
+    metrics = MetricsCSV(run.path / "metrics.csv", resume_step or 0) if not worker else None
     stop = GracefulStop(run)
+    skipped = SkippedSteps(run, t.max_skipped_steps)
     callbacks: list[L.Callback] = [
         ModelCheckpoint(
             dirpath=run.checkpoints,
@@ -279,6 +347,7 @@ def pretrain(
             auto_insert_metric_name=False,
         ),
         stop,
+        skipped,
         Previews(run, t.preview_patches, rgb),
         SamplingLog(run),
     ]
@@ -321,17 +390,27 @@ def pretrain(
         num_sanity_val_steps=0,
         default_root_dir=run.path,
     )
-    dm.resume_batches = resume_step
+    dm.resume_batches = resume_step or 0
     try:
         trainer.fit(
             task,
             datamodule=dm,
-            ckpt_path=str(run.last_checkpoint) if resume else None,
+            ckpt_path=str(run.last_checkpoint) if resumed else None,
             weights_only=True,  # a checkpoint is data: no code in it runs
         )
     except BaseException as err:  # a crash must not leave "running" behind
-        if not worker:
-            run.update_status(status="failed", error=f"{type(err).__name__}: {err}")
+        if worker:
+            raise
+        _record_failure(run, err)
+        if isinstance(err, ArchiveGoneError):
+            raise ArchiveGoneError(
+                f"every source of the archive became unreadable during the run (see "
+                f"{run.problems}): stopped; {_kept(run)} once the files are back"
+            ) from err
+        if isinstance(err, DiskFullError):
+            raise DiskFullError(f"{err}. Pretraining stopped; {_kept(run)}") from err
+        if isinstance(err, NonFiniteError):
+            raise NonFiniteError(f"{err}. Pretraining stopped; {_kept(run)}") from err
         raise
     steps = trainer.global_step
     if trainer.global_rank != 0:
@@ -339,6 +418,9 @@ def pretrain(
     if stop.requested is not None:
         run.update_status(status="interrupted", steps=steps, signal=stop.requested)
         return PretrainResult(run.path, "interrupted", steps, stop.requested)
+    if skipped.stopped is not None:
+        run.update_status(status="failed", steps=steps, error=skipped.stopped)
+        raise NonFiniteError(f"{skipped.stopped}; {_kept(run)}")
     if steps < t.max_steps:
         run.update_status(status="failed", steps=steps)
         raise GeoperaError(f"training stopped at step {steps} of {t.max_steps}; see {run.path}")
@@ -347,12 +429,23 @@ def pretrain(
     return PretrainResult(run.path, "completed", steps)
 
 
-def resume_config(run_dir: Path, max_steps: int | None) -> PretrainConfig:
+def _record_failure(run: RunDir, err: BaseException) -> None:
+    """Write ``failed`` to run.json, if the disk still lets us (a full disk may not)."""
+    try:
+        run.update_status(status="failed", error=" ".join(f"{type(err).__name__}: {err}".split()))
+    except Exception:  # the original error matters more than the status
+        print(f"geopera: could not record the failure in {run.path / 'run.json'}", file=sys.stderr)
+
+
+def resume_config(
+    run_dir: Path, max_steps: int | None, check_complete: bool = True
+) -> PretrainConfig:
     """The config of a run to resume, with an optionally extended ``max_steps``.
 
     Args:
         run_dir: The run directory.
         max_steps: New total steps, or None to keep the run's own.
+        check_complete: Refuse a complete run unless ``max_steps`` goes beyond its steps.
 
     Returns:
         The config.
@@ -368,8 +461,10 @@ def resume_config(run_dir: Path, max_steps: int | None) -> PretrainConfig:
     status = RunDir(run_dir).status()
     if max_steps is not None:
         config.trainer.max_steps = max_steps
-    if status.get("status") == "completed" and config.trainer.max_steps <= int(
-        status.get("steps", 0)
+    if (
+        check_complete
+        and status.get("status") == "completed"
+        and config.trainer.max_steps <= int(status.get("steps", 0))
     ):
         raise GeoperaError(
             f"{run_dir} is already complete ({status.get('steps')} steps); pass a larger "

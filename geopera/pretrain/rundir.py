@@ -4,6 +4,8 @@ Layout::
 
     RUN_DIR/
       run.json          status (running / interrupted / completed / failed), steps, times
+      .lock             the live process working on the run (pid, host), while it runs
+      problems.jsonl    files that became unreadable during the run (then skipped)
       config.yaml       the resolved config
       inventory.json    ROI, sources, bands, problems; stats.json: band statistics
       checkpoints/      last.ckpt and periodic step*.ckpt (written atomically)
@@ -14,13 +16,30 @@ Layout::
 """
 
 import json
+import os
+import socket
+import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from geopera.core.errors import RunLockedError
 from geopera.core.outputs import write_json
 
 RUN_FILE = "run.json"
+LOCK_FILE = ".lock"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class RunDir:
@@ -47,6 +66,63 @@ class RunDir:
     def last_checkpoint(self) -> Path:
         """``checkpoints/last.ckpt``."""
         return self.checkpoints / "last.ckpt"
+
+    @property
+    def problems(self) -> Path:
+        """``problems.jsonl``: files found unreadable during the run."""
+        return self.path / "problems.jsonl"
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the run for this process: a second process on the same run is refused.
+
+        The lock file holds the owner's pid and host. A lock whose process is dead (killed with
+        SIGKILL, a crashed machine's host name matching ours) is taken over with a note.
+
+        Yields:
+            Nothing; the lock is released on leaving.
+
+        Raises:
+            RunLockedError: If a live process (or a process on another host) holds the run.
+        """
+        path = self.path / LOCK_FILE
+        me = {"pid": os.getpid(), "host": socket.gethostname(),
+              "since": time.strftime("%Y-%m-%dT%H:%M:%S")}  # fmt: skip
+        for _ in range(2):
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                try:
+                    owner = json.loads(path.read_text())
+                except (OSError, json.JSONDecodeError):
+                    owner = {}  # a lock cut by a kill while being written: stale
+                pid, host = int(owner.get("pid", 0) or 0), owner.get("host")
+                if host not in (None, me["host"]):
+                    raise RunLockedError(
+                        f"{self.path} is in use by process {pid} on host {host} (since "
+                        f"{owner.get('since')}); if that process is gone, delete {path}"
+                    ) from None
+                if pid and _alive(pid):
+                    raise RunLockedError(
+                        f"{self.path} is in use by process {pid} (since {owner.get('since')}): "
+                        f"wait for it to finish, or stop it (kill -TERM {pid}) and resume"
+                    ) from None
+                print(f"geopera: taking over the stale lock of dead process {pid}", file=sys.stderr)
+                path.unlink(missing_ok=True)
+                continue
+            with os.fdopen(fd, "w") as fh:
+                json.dump(me, fh)
+            break
+        else:  # pragma: no cover - another process won the race twice
+            raise RunLockedError(f"{self.path} is being taken by another process; try again")
+        try:
+            yield
+        finally:
+            try:
+                if json.loads(path.read_text()).get("pid") == me["pid"]:
+                    path.unlink()
+            except (OSError, json.JSONDecodeError):
+                pass
 
     def status(self) -> dict[str, Any]:
         """The content of run.json (empty when absent)."""

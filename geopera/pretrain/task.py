@@ -7,6 +7,12 @@ temperature follow :class:`~geopera.pretrain.schedules.PerASchedules` per optimi
 
 Every step reseeds torch's generator from ``(seed, step, rank)``, so views, masks and drop-path
 depend only on the step: a resumed run continues exactly as an uninterrupted one.
+
+A step whose loss or gradients are not finite is skipped: its gradients are dropped before the
+optimiser sees them and the teacher takes no EMA step, so the weights stay as after the last good
+step (the step still counts, so the data stream and the schedules stay where a resume expects
+them). Under DDP the gradients are already averaged when this is checked, so every rank agrees.
+Checkpoints with non-finite weights are refused (:meth:`PerATask.on_save_checkpoint`).
 """
 
 import dataclasses
@@ -19,6 +25,7 @@ from numpy.random import SeedSequence
 from torch import Tensor
 
 from geopera.core.config import from_dict
+from geopera.core.errors import NonFiniteError
 from geopera.models.pera import PerA, PerAConfig, PerAOutput
 from geopera.pretrain.config import PretrainConfig
 from geopera.pretrain.schedules import PerASchedules
@@ -80,6 +87,21 @@ def build_views(
     return AlignedViews(config.views, mean, std, rgb=rgb)
 
 
+def non_finite(state: dict[str, Any]) -> list[str]:
+    """Names of the floating-point tensors of a state dict that hold NaN or Inf.
+
+    Args:
+        state: A state dict.
+
+    Returns:
+        The names (empty when every value is finite).
+    """
+    return [
+        k for k, v in state.items()
+        if isinstance(v, Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all())
+    ]  # fmt: skip
+
+
 class PerATask(L.LightningModule):
     """PerA pretraining.
 
@@ -116,6 +138,9 @@ class PerATask(L.LightningModule):
         self.schedules = PerASchedules.of(self.config.optim, self.config.trainer.max_steps)
         self.last_output: PerAOutput | None = None
         self.last_metrics: dict[str, float] = {}
+        #: Whether the current step was skipped (non-finite loss or gradients), and why.
+        self.skipped: str | None = None
+        self._loss_finite = True
         self._step = 0
         self._tick = time.perf_counter()
 
@@ -153,6 +178,8 @@ class PerATask(L.LightningModule):
             pairs, teacher_temp=self.schedules.teacher_temp_at(step), with_health=log_now
         )
         self.last_output = out
+        self.skipped = None
+        self._loss_finite = bool(torch.isfinite(out.loss.detach()))
         batch_size = batch["image"].shape[0]
         rejected = float(batch["rejected"].sum())
         now = time.perf_counter()
@@ -185,15 +212,53 @@ class PerATask(L.LightningModule):
             if group["weight_decay"] > 0 or group.get("decay", False):
                 group["weight_decay"] = self.schedules.weight_decay_at(step)
 
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Drop the gradients of a step whose loss or gradients are not finite (a skipped step).
+
+        Args:
+            optimizer: The optimiser (its parameters' gradients are checked).
+        """
+        grads = [
+            p.grad for group in optimizer.param_groups for p in group["params"]
+            if p.grad is not None
+        ]  # fmt: skip
+        if grads and self._loss_finite:
+            norm = torch.nn.utils.get_total_norm(grads, norm_type=2.0)
+            if bool(torch.isfinite(norm)):
+                return
+            self.skipped = "non-finite gradients"
+        else:
+            self.skipped = "non-finite loss" if not self._loss_finite else "no gradients"
+        for group in optimizer.param_groups:
+            for p in group["params"]:
+                p.grad = None  # AdamW leaves parameters without gradients untouched
+
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
-        """AdamW step, then the teacher's EMA step.
+        """AdamW step, then the teacher's EMA step (neither changes anything on a skipped step).
 
         The EMA happens here, not in ``on_train_batch_end``: Lightning runs callbacks (and so
         checkpoint saving) before the module's batch-end hook, and a checkpoint must hold the
         teacher after this step's update.
         """
         super().optimizer_step(*args, **kwargs)
-        self.model.update_teacher(self.schedules.momentum_at(self._step))
+        if self.skipped is None:
+            self.model.update_teacher(self.schedules.momentum_at(self._step))
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Refuse to write a checkpoint whose weights are not finite (the last one stays).
+
+        Args:
+            checkpoint: The checkpoint being written.
+
+        Raises:
+            NonFiniteError: If any weight is NaN or infinite.
+        """
+        bad = non_finite(checkpoint["state_dict"])
+        if bad:
+            raise NonFiniteError(
+                f"refusing to write a checkpoint at step {self.global_step}: {len(bad)} "
+                f"weight tensors are not finite (e.g. {bad[0]}); the previous checkpoint is kept"
+            )
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         """AdamW; no weight decay on biases, norms, position embedding and tokens."""

@@ -1,5 +1,6 @@
 """Outputs appear complete or not at all, and never over earlier ones."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -52,3 +53,40 @@ def test_staged_folder_appears_whole_or_not_at_all(tmp_path: Path) -> None:
     assert [p.name for p in out.iterdir()] == ["done.txt"]
     with pytest.raises(FileExistsError), staged_folder(out):
         pass
+
+
+def test_stale_partials_of_dead_processes_are_removed(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from geopera.core.outputs import remove_stale_partials
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    pid = int(dead.stdout)
+    (tmp_path / f".model.partial-{pid}-abc").mkdir()  # a staged folder of a killed run
+    (tmp_path / f".last.partial-{pid}.ckpt").write_bytes(b"half")  # a cut checkpoint write
+    mine = tmp_path / f".model.partial-{os.getpid()}-xyz"  # a live writer's: kept
+    mine.mkdir()
+    other = tmp_path / f".other.partial-{pid}.ckpt"  # another output's: not ours to remove
+    other.write_bytes(b"x")
+    removed = remove_stale_partials(tmp_path / "model")
+    removed += remove_stale_partials(tmp_path / "last.ckpt")
+    assert sorted(p.name for p in removed) == sorted(
+        [f".model.partial-{pid}-abc", f".last.partial-{pid}.ckpt"]
+    )
+    assert mine.is_dir()
+    assert other.is_file()
+
+
+def test_full_disk_is_recognised_in_any_wording(tmp_path: Path) -> None:
+    import errno
+
+    from geopera.core.outputs import disk_full_reason
+
+    wrapped = RuntimeError("unexpected pos 704 vs 598")  # what torch.save says
+    wrapped.__context__ = OSError(errno.ENOSPC, "No space left on device")
+    assert disk_full_reason(wrapped) == "no space left on device"
+    assert "file-size limit" in str(disk_full_reason(OSError(errno.EFBIG, "File too large")))
+    assert disk_full_reason(RuntimeError("TIFFAppendToStrip: File too large")) is not None
+    assert disk_full_reason(ValueError("bad band name"), tmp_path / "x") is None

@@ -168,10 +168,10 @@ def test_unreadable_config_and_existing_output(tiny_args: list[str], tmp_path: P
     assert [p.name for p in existing.iterdir()] == ["notes.txt"]
 
 
-def test_resume_rejects_config_changes(tmp_path: Path) -> None:
+def test_resume_of_a_folder_that_is_not_a_run(tmp_path: Path) -> None:
     proc = run_cli("pretrain", "--resume", str(tmp_path), "--bands", "rgb")
     assert proc.returncode == 2
-    assert "a resumed run keeps its own config" in proc.stderr
+    assert "is not a geopera run directory" in proc.stderr
     env_free = os.environ.get("GEOPERA_RUN_DIR") is None
     assert env_free
 
