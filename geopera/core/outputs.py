@@ -40,7 +40,8 @@ LOW_SPACE = 1 << 20
 _PARTIAL = re.compile(r"^\.(?P<base>.+)\.(?:partial|scratch)-(?P<pid>\d+)")
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process of this machine with that id is alive (ours, or anyone's)."""
     if pid == os.getpid():
         return True
     try:
@@ -70,7 +71,7 @@ def remove_stale_partials(path: Path) -> list[Path]:
     removed = []
     for entry in folder.iterdir():
         m = _PARTIAL.match(entry.name)
-        if not m or m["base"] not in (path.name, path.stem) or _pid_alive(int(m["pid"])):
+        if not m or m["base"] not in (path.name, path.stem) or pid_alive(int(m["pid"])):
             continue
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry, ignore_errors=True)

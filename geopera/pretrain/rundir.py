@@ -26,20 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from geopera.core.errors import RunLockedError
-from geopera.core.outputs import write_json
+from geopera.core.outputs import pid_alive, write_json
 
 RUN_FILE = "run.json"
 LOCK_FILE = ".lock"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class RunDir:
@@ -102,7 +92,7 @@ class RunDir:
                         f"{self.path} is in use by process {pid} on host {host} (since "
                         f"{owner.get('since')}); if that process is gone, delete {path}"
                     ) from None
-                if pid and _alive(pid):
+                if pid and pid_alive(pid):
                     raise RunLockedError(
                         f"{self.path} is in use by process {pid} (since {owner.get('since')}): "
                         f"wait for it to finish, or stop it (kill -TERM {pid}) and resume"
