@@ -126,6 +126,16 @@ class SourceReader:
                 handle.close()
         self._handles = {}
 
+    @property
+    def n_items(self) -> int:
+        """Number of items (scenes) of the source."""
+        return len(self._bounds)
+
+    def item_bounds(self, index: int) -> tuple[float, float, float, float]:
+        """Bounds ``(xmin, ymin, xmax, ymax)`` of one item in the source CRS."""
+        b = self._bounds[index]
+        return (float(b[0]), float(b[1]), float(b[2]), float(b[3]))
+
     def items_at(self, box: tuple[float, float, float, float]) -> list[int]:
         """Indices of the items whose bounds intersect a box.
 

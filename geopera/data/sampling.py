@@ -308,6 +308,7 @@ class PatchDataset(Dataset[dict[str, Tensor]]):
         self.max_invalid = max_invalid
         self.max_attempts = max_attempts
         self.bad_files = bad_files if bad_files is not None else BadFiles()
+        self._synced: dict[int, int] = {}  # per source: how many bad files it has seen
 
     def __len__(self) -> int:  # pragma: no cover - indexed by sampler locations only
         raise TypeError("PatchDataset is indexed by sampler locations; it has no length")
@@ -329,12 +330,12 @@ class PatchDataset(Dataset[dict[str, Tensor]]):
     def _readable_box(self, src: int, seed: int) -> Bounds:
         """A patch inside the ROI and inside one readable item, on that item's pixel grid."""
         reader = self.sources[src].reader
-        good = [i for i in range(len(reader._bounds)) if i not in reader.excluded]
+        good = [i for i in range(reader.n_items) if i not in reader.excluded]
         rng = default_rng(seed)
         rx, ry = reader.res
         w, h = self.patch_size * rx, self.patch_size * ry
         for _ in range(64):
-            b = reader._bounds[good[int(rng.integers(len(good)))]]
+            b = reader.item_bounds(good[int(rng.integers(len(good)))])
             cols = round((b[2] - b[0]) / rx) - self.patch_size
             rows = round((b[3] - b[1]) / ry) - self.patch_size
             if cols < 0 or rows < 0:
@@ -347,17 +348,20 @@ class PatchDataset(Dataset[dict[str, Tensor]]):
         raise SamplingError(f"no readable {self.patch_size}-px patch left in the ROI")
 
     def _sync_bad(self, src: int) -> None:
-        """Exclude the items of a source that any process of the run found bad."""
+        """Exclude the items of a source that any process of the run found bad (when new)."""
         known = self.bad_files.known()
+        if self._synced.get(src) == len(known):
+            return
+        self._synced[src] = len(known)
         reader = self.sources[src].reader
-        for i in range(len(reader._bounds)):
+        for i in range(reader.n_items):
             if i not in reader.excluded and any(p in known for p in reader.item_paths(i)):
                 reader.excluded.add(i)
 
     def _alive(self, src: int) -> bool:
         self._sync_bad(src)
         reader = self.sources[src].reader
-        return len(reader.excluded) < len(reader._bounds)
+        return len(reader.excluded) < reader.n_items
 
     def _read(self, src: int, box: Bounds) -> np.ndarray | None:
         """Read a box; on failure retry once with fresh handles, then record the bad files.
@@ -366,7 +370,7 @@ class PatchDataset(Dataset[dict[str, Tensor]]):
             The patch, or None when the box touched a file that is (now) known bad.
         """
         reader = self.sources[src].reader
-        if any(i in reader.excluded for i in reader.items_at(box)):
+        if reader.excluded and any(i in reader.excluded for i in reader.items_at(box)):
             return None
         try:
             return reader.read(*box)

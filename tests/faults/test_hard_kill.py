@@ -19,17 +19,11 @@ from tests.faults.conftest import (
     status,
     two_tile_archive,
 )
+from tests.pretrain.test_pretrain_cli import losses
 
 STEPS = 10
 #: Checkpoint every step, so that kills land inside checkpoint writes too.
 EVERY = ["--max-steps", str(STEPS), "--set", "trainer.checkpoint_every=1"]
-
-
-def _losses(run: Path) -> dict[int, float]:
-    import csv
-
-    with open(run / "metrics.csv", newline="") as fh:
-        return {int(r["step"]): float(r["loss"]) for r in csv.DictReader(fh)}
 
 
 def _never_looks_complete(run: Path) -> None:
@@ -46,8 +40,8 @@ def _never_looks_complete(run: Path) -> None:
             torch.load(ckpt, map_location="cpu", weights_only=True)
 
 
-def _check_losses(run: Path, reference: dict[int, float]) -> None:
-    got = _losses(run)
+def _checklosses(run: Path, reference: dict[int, float]) -> None:
+    got = losses(run)
     assert sorted(got) == list(range(STEPS))
     for step in range(STEPS):
         assert got[step] == pytest.approx(reference[step], abs=1e-6), step
@@ -63,7 +57,7 @@ def reference(archive: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[i
     run = tmp_path_factory.mktemp("reference") / "run"
     proc = run_cli(*pretrain_args(archive, *EVERY, "--out", str(run)))
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return _losses(run)
+    return losses(run)
 
 
 @pytest.mark.slow
@@ -83,7 +77,7 @@ def test_sigkill_at_ten_random_moments_then_resume(
         _never_looks_complete(runs[-1])
         started = (runs[-1] / "run.json").is_file()
         if started and status(runs[-1])["status"] == "completed":
-            _check_losses(runs[-1], reference)  # done before the kill: next kills, new run
+            _checklosses(runs[-1], reference)  # done before the kill: next kills, new run
             runs.append(tmp_path / f"run{len(runs)}")
             args = pretrain_args(archive, *EVERY, "--out", str(runs[-1]))
         elif started:  # killed: resume (a run killed before its first checkpoint starts over)
@@ -94,7 +88,7 @@ def test_sigkill_at_ten_random_moments_then_resume(
     for run in runs:
         if (run / "run.json").is_file():
             assert status(run)["status"] == "completed"
-            _check_losses(run, reference)
+            _checklosses(run, reference)
             assert not [p for p in (run / "checkpoints").iterdir() if p.name.startswith(".")]
             assert not (run / ".lock").exists()
 
@@ -139,5 +133,5 @@ def test_sigkill_inside_a_checkpoint_write(
     assert last["global_step"] >= 1
     code, err = finish(start("pretrain", "--resume", str(run), "--no-progress"))
     assert code == 0, err[-3000:]
-    _check_losses(run, reference)
+    _checklosses(run, reference)
     assert not [p for p in (run / "checkpoints").iterdir() if p.name.startswith(".")]

@@ -20,24 +20,34 @@ from tests.faults.conftest import (
     two_tile_archive,
     wait_until,
 )
+from tests.pretrain.test_pretrain_cli import losses
+
+WEST, EAST = "LC08_tile_west.tif", "LC08_tile_east.tif"
 
 
 def _losses(run: Path) -> list[float]:
-    import csv
+    return list(losses(run).values())
 
-    with open(run / "metrics.csv", newline="") as fh:
-        return [float(r["loss"]) for r in csv.DictReader(fh)]
+
+def _truncate_mid_run(tmp_path: Path, steps: int, tiles: list[str]) -> tuple[Path, int, str]:
+    """Pretrain on two tiles and truncate some of them after step 2; folder, exit code, stderr.
+
+    Truncation stands for a copy in progress, a clean-up or a broken disk.
+    """
+    archive = two_tile_archive(tmp_path / "archive")
+    run = tmp_path / "run"
+    proc = start(*pretrain_args(archive, "--max-steps", str(steps), "--out", str(run)))
+    assert wait_until(proc, lambda: len(metric_steps(run)) >= 2)
+    for tile in tiles:
+        os.truncate(archive / tile, 0)
+    code, err = finish(proc)
+    return run, code, err
 
 
 @pytest.mark.slow
 def test_a_file_truncated_mid_run_is_skipped_and_listed(tmp_path: Path) -> None:
-    archive = two_tile_archive(tmp_path / "archive")
-    run = tmp_path / "run"
-    proc = start(*pretrain_args(archive, "--max-steps", "40", "--out", str(run)))
-    assert wait_until(proc, lambda: len(metric_steps(run)) >= 2)
-    west = archive / "LC08_tile_west.tif"
-    os.truncate(west, 0)  # a copy in progress, a clean-up, a broken disk
-    code, err = finish(proc)
+    run, code, err = _truncate_mid_run(tmp_path, 40, [WEST])
+    west = tmp_path / "archive" / WEST
     assert code == 0, err[-3000:]
     assert status(run)["status"] == "completed"
     problems = [json.loads(line) for line in (run / "problems.jsonl").read_text().splitlines()]
@@ -50,13 +60,7 @@ def test_a_file_truncated_mid_run_is_skipped_and_listed(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_every_file_gone_stops_cleanly_with_a_checkpoint(tmp_path: Path) -> None:
-    archive = two_tile_archive(tmp_path / "archive")
-    run = tmp_path / "run"
-    proc = start(*pretrain_args(archive, "--max-steps", "200", "--out", str(run)))
-    assert wait_until(proc, lambda: len(metric_steps(run)) >= 2)
-    for tile in archive.iterdir():
-        os.truncate(tile, 0)
-    code, err = finish(proc)
+    run, code, err = _truncate_mid_run(tmp_path, 200, [WEST, EAST])
     assert code == 2, err[-3000:]
     line = err.strip().splitlines()[-1]
     assert "every source of the archive became unreadable" in line
