@@ -7,7 +7,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "geopera"
 COMMANDS = ("pretrain", "finetune", "predict", "publish", "evaluate", "embed")
-FLOORS = ("core", "data", "transforms", "models", "losses", "viz")
+FLOORS = ("core", "data", "transforms", "models", "losses", "metrics", "viz")
 #: What one stage may import from another: the fine-tuned model, never an orchestration.
 SHARED_ACROSS_STAGES = {"geopera.finetune.checkpoint", "geopera.finetune.base"}
 
@@ -36,7 +36,7 @@ def _modules(folder: str) -> list[Path]:
 def test_old_packages_are_gone_and_the_commands_have_houses() -> None:
     for old in ("training", "tasks", "inference", "hub"):
         assert not (PACKAGE / old).exists(), old
-    for command in ("pretrain", "finetune", "predict", "publish"):
+    for command in ("pretrain", "finetune", "predict", "publish", "evaluate", "embed"):
         assert (PACKAGE / command / "run.py").is_file(), command
         assert (PACKAGE.parent / "tests" / command).is_dir(), command
 

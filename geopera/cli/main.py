@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import rasterio.errors
 
 from geopera import __version__
-from geopera.cli import archive, data, embed, finetune, predict, pretrain, publish
+from geopera.cli import archive, data, embed, evaluate, finetune, predict, pretrain, publish
 from geopera.core.errors import GeoperaError
 from geopera.core.outputs import disk_full_reason
 from geopera.core.signals import Interrupted
@@ -41,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.register(commands)
     publish.register(commands)
     embed.register(commands)
+    evaluate.register(commands)
     return parser
 
 

@@ -338,6 +338,63 @@ def make_chips(
     Raises:
         LabelError: If the scenes are too small for the chip size or give fewer than 3 blocks.
     """
+    placed = chip_blocks(scenes, chip_size, block_chips)
+    split_of = assign_splits([key for *_, key in placed], seed, val_fraction, test_fraction)
+    return [Chip(i, r, c, chip_size, split_of[key]) for i, r, c, key in placed]
+
+
+def assign_splits(
+    keys: Sequence[Any], seed: int, val_fraction: float = 0.2, test_fraction: float = 0.2
+) -> dict[Any, str]:
+    """Give whole spatial blocks to train, val or test (at least one block each).
+
+    Args:
+        keys: Block key of every chip or image (repeats allowed; equal keys share a split).
+        seed: Seed of the block shuffle.
+        val_fraction: Share of blocks for validation.
+        test_fraction: Share of blocks for testing.
+
+    Returns:
+        ``{block key: split}``.
+
+    Raises:
+        LabelError: If there are fewer than 3 blocks.
+    """
+    blocks = sorted(set(keys), key=repr)
+    if len(blocks) < 3:
+        raise LabelError(
+            f"only {len(blocks)} spatial block(s): a train/val/test split needs at least 3; "
+            "use smaller chips or blocks, or add images"
+        )
+    order = np.random.default_rng(seed).permutation(len(blocks))
+    n_test = max(1, round(len(blocks) * test_fraction))
+    n_val = max(1, round(len(blocks) * val_fraction))
+    if n_test + n_val >= len(blocks):
+        n_test, n_val = 1, 1
+    split_of = {}
+    for rank, b in enumerate(order):
+        split_of[blocks[b]] = (
+            "test" if rank < n_test else "val" if rank < n_test + n_val else "train"
+        )
+    return split_of
+
+
+def chip_blocks(
+    scenes: Sequence[Scene], chip_size: int, block_chips: int = 2
+) -> list[tuple[int, int, int, tuple[Any, ...]]]:
+    """Every labelled chip position of the scenes, with its spatial block key.
+
+    Args:
+        scenes: The scenes.
+        chip_size: Chip side (pixels).
+        block_chips: Block side, in chips.
+
+    Returns:
+        ``(scene index, row, col, block key)`` per chip.
+
+    Raises:
+        LabelError: If no labelled chip fits.
+    """
     if chip_size < 1 or block_chips < 1:
         raise ValueError(f"chip size ({chip_size}) and block size ({block_chips}) must be >= 1")
     block_px = chip_size * block_chips
@@ -354,25 +411,9 @@ def make_chips(
         smallest = min(min(s.grid.width, s.grid.height) for s in scenes)
         raise LabelError(
             f"no labelled {chip_size}x{chip_size} chip fits the scenes (smallest side "
-            f"{smallest} px); lower data.chip_size"
+            f"{smallest} px); lower data.chip_size (finetune) or --chip-size (evaluate)"
         )
-    blocks = sorted({key for *_, key in placed}, key=repr)
-    if len(blocks) < 3:
-        raise LabelError(
-            f"only {len(blocks)} spatial block(s) of {block_px} px: a train/val/test split "
-            "needs at least 3; lower data.chip_size or data.block_chips, or add scenes"
-        )
-    order = np.random.default_rng(seed).permutation(len(blocks))
-    n_test = max(1, round(len(blocks) * test_fraction))
-    n_val = max(1, round(len(blocks) * val_fraction))
-    if n_test + n_val >= len(blocks):
-        n_test, n_val = 1, 1
-    split_of = {}
-    for rank, b in enumerate(order):
-        split_of[blocks[b]] = (
-            "test" if rank < n_test else "val" if rank < n_test + n_val else "train"
-        )
-    return [Chip(i, r, c, chip_size, split_of[key]) for i, r, c, key in placed]
+    return placed
 
 
 def _chip_has_labels(scene: Scene, row: int, col: int, size: int) -> bool:

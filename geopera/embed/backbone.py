@@ -24,8 +24,7 @@ from geopera.core.errors import BandSelectionError
 from geopera.data.labelled import image_band_names
 from geopera.models.loading import (
     BackboneSource,
-    build_vit,
-    load_into,
+    build_frozen_vit,
     plan_bands,
     resolve_weights,
 )
@@ -189,22 +188,6 @@ def plan_raster(source: BackboneSource, path: str) -> EmbedderInfo:
         band_rule=plan.rule if plan is not None else "as-is",
         ssl_method=source.ssl_method,
     )
-
-
-def build_frozen_vit(source: BackboneSource, in_chans: int, chip_size: int) -> VisionTransformer:
-    """The backbone with its weights, for chips of ``chip_size`` pixels.
-
-    Raises:
-        ValueError: If the chip size is not a multiple of the token size.
-    """
-    vit = build_vit(source.model, in_chans, chip_size, source.model_kwargs)
-    token = int(vit.patch_embed.patch_size[0])
-    if chip_size % token:
-        raise ValueError(
-            f"--chip-size {chip_size} is not a multiple of the backbone's token size {token}"
-        )
-    load_into(vit, source, in_chans)
-    return vit
 
 
 def load_embedder(

@@ -310,3 +310,19 @@ def load_into(vit: VisionTransformer, source: BackboneSource, in_chans: int) -> 
             f"weights from {source.origin} do not fit {source.model} "
             f"{source.model_kwargs or ''}: {err}"
         ) from err
+
+
+def build_frozen_vit(source: BackboneSource, in_chans: int, chip_size: int) -> VisionTransformer:
+    """The backbone with its weights, for chips of ``chip_size`` pixels.
+
+    Raises:
+        ValueError: If the chip size is not a multiple of the token size.
+    """
+    vit = build_vit(source.model, in_chans, chip_size, source.model_kwargs)
+    token = int(vit.patch_embed.patch_size[0])
+    if chip_size % token:
+        raise ValueError(
+            f"--chip-size {chip_size} is not a multiple of the backbone's token size {token}"
+        )
+    load_into(vit, source, in_chans)
+    return vit

@@ -26,14 +26,17 @@ from torch import Tensor, nn
 from geopera.losses.dino import DINOLoss
 from geopera.losses.koleo import koleo_loss
 from geopera.losses.pixel import patchify, pixel_loss
+from geopera.metrics.health import effective_rank
 from geopera.models.heads import ProjectionHead
 from geopera.models.vit import (
+    SAMPLE_DROP,
     build_backbone,
     embed_patch_count,
     encode_visible,
     encode_with_mask_tokens,
     gather_tokens,
     patch_size,
+    set_stochastic_depth,
 )
 from geopera.transforms.masking import DisjointMasking, MaskSets
 from geopera.transforms.views import CropPairs
@@ -51,7 +54,8 @@ class PerASettings:
         backbone_kwargs: Extra timm arguments (``embed_dim``, ``depth``, ``num_heads``...).
         student_ratio: Fraction of patches for the student (and for mask tokens).
         teacher_ratio: Fraction of patches for the teacher.
-        drop_path_rate: Student stochastic depth.
+        drop_path_rate: Student stochastic depth, the same in every block; above 0.1 applied
+            to a batch subset (the authors' ``drop_path_uniform`` and sample drop ratio).
         prototypes: Class-head outputs K.
         head_hidden_dim: Head MLP width.
         head_bottleneck_dim: Head bottleneck width.
@@ -149,12 +153,10 @@ class PerA(nn.Module):
         super().__init__()
         self.config = config
         student_backbone = build_backbone(
-            config.backbone,
-            config.in_chans,
-            config.global_size,
-            drop_path_rate=config.drop_path_rate,
-            **config.backbone_kwargs,
+            config.backbone, config.in_chans, config.global_size, **config.backbone_kwargs
         )
+        # the authors' stochastic depth: one rate in every block, on a batch subset
+        set_stochastic_depth(student_backbone, config.drop_path_rate)
         teacher_backbone = build_backbone(
             config.backbone, config.in_chans, config.global_size, **config.backbone_kwargs
         )
@@ -290,7 +292,12 @@ class PerA(nn.Module):
         if with_health:
             with torch.no_grad():
                 entropy = -(probs * torch.log(probs.clamp_min(1e-12))).sum(dim=-1).mean()
-                health = {"teacher_std": t_all.std(dim=0).mean(), "teacher_entropy": entropy}
+                health = {
+                    "teacher_std": t_all.std(dim=0).mean(),
+                    "teacher_entropy": entropy,
+                    # dimensional collapse: the class tokens span few directions
+                    "teacher_rank": t_cls.new_tensor(effective_rank(t_cls.float())),
+                }
         return PerAOutput(
             loss=loss,
             parts={
@@ -313,11 +320,17 @@ class PerA(nn.Module):
         """``torch.compile`` every transformer block of both encoders, in place.
 
         This is what the pretraining config's ``trainer.compile`` does; state-dict keys are
-        unchanged.
+        unchanged. A student with batch-subset stochastic depth calls its blocks' branches
+        directly, so those (attention, MLP) are compiled instead of the whole block.
         """
         for backbone in (self.student_backbone, self.teacher_backbone):
+            subset = getattr(backbone, SAMPLE_DROP, 0.0) > 0.0
             for block in backbone.blocks:
-                block.compile()
+                if subset:
+                    cast(nn.Module, block.attn).compile()
+                    cast(nn.Module, block.mlp).compile()
+                else:
+                    block.compile()
 
     @torch.no_grad()
     def update_teacher(self, momentum: float) -> None:

@@ -153,12 +153,66 @@ def scatter_tokens(tokens: Tensor, patches: Tensor, values: Tensor) -> Tensor:
     return tokens.scatter(1, index[..., None].expand(-1, -1, tokens.shape[-1]), values)
 
 
+#: Attribute of a timm ViT that holds its batch-subset stochastic-depth rate.
+SAMPLE_DROP = "geopera_sample_drop"
+
+
+def set_stochastic_depth(vit: VisionTransformer, rate: float) -> None:
+    """The same stochastic depth in every block, as the authors' code (DINOv2 style) does.
+
+    The authors use ``drop_path_uniform``: one rate for all blocks, not timm's ramp from 0.
+    Above 0.1, each residual branch of a block runs on a random ``1 - rate`` share of the
+    batch only (the rest skip it) and is scaled by ``B / kept`` (:func:`run_blocks`); up to 0.1,
+    timm's per-sample ``DropPath`` with that rate is used in every block.
+
+    Args:
+        vit: A backbone built with ``drop_path_rate=0``.
+        rate: The stochastic-depth rate.
+    """
+    from timm.layers import DropPath
+
+    if not 0.0 <= rate < 1.0:
+        raise ValueError(f"drop_path_rate must be in [0, 1), got {rate}")
+    setattr(vit, SAMPLE_DROP, rate if rate > 0.1 else 0.0)
+    if 0.0 < rate <= 0.1:
+        for block in vit.blocks:
+            block.drop_path1 = DropPath(rate)
+            block.drop_path2 = DropPath(rate)
+
+
+def residual_on_subset(x: Tensor, branch: Any, rate: float) -> Tensor:
+    """``x + branch(x)`` for a random ``1 - rate`` share of the batch, scaled; others keep x.
+
+    Args:
+        x: (B, T, D) tokens.
+        branch: The residual branch, (b, T, D) -> (b, T, D).
+        rate: Share of the batch that skips the branch.
+
+    Returns:
+        (B, T, D) tokens.
+    """
+    b = x.shape[0]
+    keep = max(int(b * (1 - rate)), 1)
+    index = torch.randperm(b, device=x.device)[:keep]
+    residual = branch(x[index])  # (keep, T, D)
+    return torch.index_add(x, 0, index, residual.to(x.dtype), alpha=b / keep)
+
+
 def run_blocks(
     vit: VisionTransformer, tokens: Tensor, start: int = 0, stop: int | None = None
 ) -> Tensor:
-    """Run ``vit.blocks[start:stop]`` on a token sequence (N, T, D) -> (N, T, D)."""
+    """Run ``vit.blocks[start:stop]`` on a token sequence (N, T, D) -> (N, T, D).
+
+    In training mode, a backbone with a batch-subset rate (:func:`set_stochastic_depth`) runs
+    each block's attention and MLP branches on a random subset of the batch.
+    """
+    rate = getattr(vit, SAMPLE_DROP, 0.0) if vit.training else 0.0
     for block in vit.blocks[start:stop]:
-        tokens = block(tokens)
+        if rate > 0.0:
+            tokens = residual_on_subset(tokens, lambda t, b=block: b.ls1(b.attn(b.norm1(t))), rate)
+            tokens = residual_on_subset(tokens, lambda t, b=block: b.ls2(b.mlp(b.norm2(t))), rate)
+        else:
+            tokens = block(tokens)
     return tokens
 
 

@@ -29,6 +29,7 @@ METRIC_COLUMNS = [
     "momentum",
     "teacher_std",
     "teacher_entropy",
+    "teacher_rank",
     "images_per_s",
     "rejected_rate",
     "probe_knn",
@@ -87,19 +88,32 @@ class MetricsCSV(L.Callback):
 
 
 class CollapseAlarm(L.Callback):
-    """Warns loudly when the teacher's outputs collapse, and records it.
+    """Warns loudly when the teacher collapses, and records it.
 
-    A check fails when the teacher-output std is below ``min_std`` or the mean entropy of the
-    teacher probabilities is below ``entropy_fraction * log(K)`` (sharp collapse: every image on
-    one prototype). ``patience`` failed checks in a row raise the alarm.
+    A check fails on any of three collapses:
+
+    * **constant**: the teacher-output std is below ``min_std``;
+    * **sharp**: the mean entropy of the teacher probabilities is below
+      ``entropy_fraction * log(K)`` (every image on one prototype);
+    * **uniform**: after the teacher-temperature warm-up, that entropy is above
+      ``uniform_fraction * log(K)`` (the teacher spreads every image over all prototypes
+      alike: its outputs carry no information, and the loss still falls);
+    * **dimensional**: the effective rank of the teacher's class tokens falls below
+      ``rank_fraction`` times its value at the first check (the features span ever fewer
+      directions).
+
+    ``patience`` failed checks in a row raise the alarm.
 
     Args:
         run: The run directory (the alarm is written to run.json).
         metrics: The metrics writer (gets a ``collapse_alarm`` flag).
         prototypes: K.
         min_std: Std threshold.
-        entropy_fraction: Entropy threshold as a fraction of log(K).
+        entropy_fraction: Low-entropy threshold as a fraction of log(K).
         patience: Failed checks in a row before the alarm.
+        uniform_fraction: High-entropy threshold as a fraction of log(K).
+        rank_fraction: Rank threshold as a fraction of the first check's rank.
+        after_step: Steps before the uniform test applies (the temperature warm-up).
     """
 
     def __init__(
@@ -110,14 +124,46 @@ class CollapseAlarm(L.Callback):
         min_std: float,
         entropy_fraction: float,
         patience: int,
+        uniform_fraction: float = 0.97,
+        rank_fraction: float = 0.25,
+        after_step: int = 0,
     ) -> None:
         self.run = run
         self.metrics = metrics
         self.min_entropy = entropy_fraction * math.log(prototypes)
+        self.max_entropy = uniform_fraction * math.log(prototypes)
+        self.rank_fraction = rank_fraction
+        self.after_step = after_step
         self.min_std = min_std
         self.patience = patience
         self.failed = 0
         self.raised = False
+        self.first_rank: float | None = None
+
+    def reasons(self, m: dict[str, float], step: int) -> list[str]:
+        """The collapses a step's health signals show (empty: healthy)."""
+        found = []
+        if m["teacher_std"] < self.min_std:
+            found.append(f"teacher-output std {m['teacher_std']:.2e} < {self.min_std:.0e}")
+        if m["teacher_entropy"] < self.min_entropy:
+            found.append(
+                f"entropy {m['teacher_entropy']:.3f} < {self.min_entropy:.3f} (one prototype)"
+            )
+        if step >= self.after_step and m["teacher_entropy"] > self.max_entropy:
+            found.append(
+                f"entropy {m['teacher_entropy']:.3f} > {self.max_entropy:.3f} (near-uniform "
+                "teacher outputs)"
+            )
+        rank = m.get("teacher_rank")
+        if rank is not None:
+            if self.first_rank is None:
+                self.first_rank = rank
+            elif rank < self.rank_fraction * self.first_rank:
+                found.append(
+                    f"effective rank {rank:.1f} < {self.rank_fraction:g} x {self.first_rank:.1f} "
+                    "at the start (dimensional collapse)"
+                )
+        return found
 
     def on_train_batch_end(
         self,
@@ -131,26 +177,27 @@ class CollapseAlarm(L.Callback):
         m: dict[str, float] = getattr(pl_module, "last_metrics", {})
         if "teacher_std" not in m:
             return
-        bad = m["teacher_std"] < self.min_std or m["teacher_entropy"] < self.min_entropy
-        self.failed = self.failed + 1 if bad else 0
+        step = trainer.global_step - 1
+        found = self.reasons(m, step)
+        self.failed = self.failed + 1 if found else 0
         if self.failed >= self.patience and not self.raised:
             self.raised = True
             self.metrics.alarm = 1
-            step = trainer.global_step - 1
             message = (
-                f"COLLAPSE ALARM at step {step}: teacher-output std {m['teacher_std']:.2e} "
-                f"(threshold {self.min_std:.0e}), entropy {m['teacher_entropy']:.3f} (threshold "
-                f"{self.min_entropy:.3f}) for {self.failed} checks in a row. The representation is "
-                "collapsing: lower the learning rate, raise the teacher temperature warm-up, or "
-                "check the data (constant patches?)."
+                f"COLLAPSE ALARM at step {step}: {'; '.join(found)} for {self.failed} checks in "
+                "a row. The representation is collapsing: lower the learning rate, raise the "
+                "teacher temperature warm-up, check the centring and the data (constant "
+                "patches?), and judge the backbone with `geopera evaluate`."
             )
             if trainer.global_rank == 0:
                 Console(stderr=True).print(f"[bold red]{message}[/bold red]")
                 self.run.update_status(
                     collapse_alarm={
                         "step": step,
+                        "reasons": found,
                         "teacher_std": m["teacher_std"],
                         "teacher_entropy": m["teacher_entropy"],
+                        "teacher_rank": m.get("teacher_rank"),
                     }
                 )
             warnings.warn(message, stacklevel=1)

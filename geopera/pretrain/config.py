@@ -68,6 +68,8 @@ class TrainerSection:
     checkpoint_every: int = 50
     collapse_std: float = 1e-4
     collapse_entropy_fraction: float = 0.02
+    collapse_uniform_fraction: float = 0.97
+    collapse_rank_fraction: float = 0.25
     collapse_patience: int = 3
     preview_patches: int = 4
     probe_every: int = 25
@@ -112,6 +114,8 @@ SAFE_ON_RESUME = frozenset(
         "trainer.probe_k",
         "trainer.collapse_std",
         "trainer.collapse_entropy_fraction",
+        "trainer.collapse_uniform_fraction",
+        "trainer.collapse_rank_fraction",
         "trainer.collapse_patience",
         "trainer.max_skipped_steps",
         "data.num_workers",

@@ -29,6 +29,7 @@ from torch import Tensor
 
 from geopera.core.errors import GeoperaError
 from geopera.data.sampling import SourceSampling
+from geopera.metrics.probes import knn_predict
 from geopera.models.vit import encode_visible
 from geopera.transforms.normalise import scale_unit
 
@@ -198,10 +199,8 @@ def knn_accuracy(task: Any, probe: ProbeSet, k: int = 5) -> float:
     features = F.normalize(
         encode_visible(task.model.teacher_backbone, x, every)[:, 0].float(), dim=-1
     )
-    similarity = features @ features.T  # (N, D) @ (D, N) -> (N, N)
-    similarity.fill_diagonal_(-2.0)  # leave one out
-    k = min(k, features.shape[0] - 1)
-    neighbours = similarity.topk(k, dim=1).indices  # (N, k)
     labels = probe.labels.to(device)
-    votes = F.one_hot(labels[neighbours], len(probe.classes)).sum(dim=1)  # (N, k, K) -> (N, K)
-    return float((votes.argmax(dim=1) == labels).float().mean())
+    predicted = knn_predict(  # the kNN of `geopera evaluate`, leave-one-out, majority vote
+        features, labels, features, len(probe.classes), k, temperature=None, exclude_self=True
+    )
+    return float((predicted == labels).float().mean())

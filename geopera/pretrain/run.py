@@ -362,6 +362,9 @@ def _pretrain(
                 t.collapse_std,
                 t.collapse_entropy_fraction,
                 t.collapse_patience,
+                uniform_fraction=t.collapse_uniform_fraction,
+                rank_fraction=t.collapse_rank_fraction,
+                after_step=config.optim.teacher_temp_warmup_steps,
             )
         )
         callbacks.append(metrics)

@@ -103,3 +103,37 @@ def test_unknown_backbone() -> None:
         build_backbone("vit_nope", 3, 64)
     with pytest.raises(ValueError, match="not a timm VisionTransformer"):
         build_backbone("resnet18", 3, 64)
+
+
+def test_stochastic_depth_is_uniform_and_on_a_batch_subset() -> None:
+    """The authors' drop_path_uniform: 0.3 in every block, 70 % of the batch runs a branch."""
+    from geopera.models.vit import SAMPLE_DROP, residual_on_subset, run_blocks, set_stochastic_depth
+
+    vit = build_backbone("vit_small_patch16_224", 3, 32, **TINY)
+    set_stochastic_depth(vit, 0.3)
+    assert getattr(vit, SAMPLE_DROP) == 0.3
+    # a branch that adds 1: exactly int(10 * 0.7) = 7 rows get 10 / 7, the others nothing
+    x = torch.zeros(10, 4, 8)
+    out = residual_on_subset(x, lambda t: torch.ones_like(t), 0.3)
+    changed = (out != 0).all(dim=(1, 2))
+    assert int(changed.sum()) == 7
+    assert torch.allclose(out[changed], torch.full_like(out[changed], 10 / 7))
+    assert (out[~changed] == 0).all()
+    # eval mode: the plain blocks; training mode: different, and gradients reach every block
+    tokens = torch.randn(6, 5, vit.embed_dim)
+    vit.eval()
+    plain = tokens
+    for block in vit.blocks:
+        plain = block(plain)
+    assert torch.allclose(run_blocks(vit, tokens), plain, atol=1e-6)
+    vit.train()
+    torch.manual_seed(0)
+    dropped = run_blocks(vit, tokens)
+    assert not torch.allclose(dropped, plain)
+    dropped.sum().backward()
+    assert all(b.attn.qkv.weight.grad is not None for b in vit.blocks)
+    # low rates: timm's per-sample DropPath, with the same rate in every block
+    low = build_backbone("vit_small_patch16_224", 3, 32, **TINY)
+    set_stochastic_depth(low, 0.1)
+    assert getattr(low, SAMPLE_DROP) == 0.0
+    assert {b.drop_path1.drop_prob for b in low.blocks} == {0.1}

@@ -62,6 +62,7 @@ def test_run_directory_holds_everything(tiny_args: list[str], tmp_path: Path) ->
         "momentum",
         "teacher_std",
         "teacher_entropy",
+        "teacher_rank",
         "images_per_s",
         "rejected_rate",
     ):

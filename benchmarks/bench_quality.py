@@ -1,0 +1,228 @@
+"""The honest learning curve at CPU scale: does PerA's backbone get better than random init?
+
+One PerA run of the shipped CPU recipe (``configs/pretrain/pera_vit_tiny_cpu.yaml``, ViT-S/16)
+on the sample archive (Landsat 8, rows 224077/224078, inside ``datasets/sample/area.geojson``)
+for ``--budget-min`` minutes of this machine, with a checkpoint at every ``budget / points``;
+TorchGeo's ``MAE`` task trained for the same wall time on the same patches (same data module,
+normalisation and batch size; TorchGeo's augmentation, crops resized to 224 px); and the same
+architecture with random weights. Each backbone is judged by ``geopera evaluate knn linear``
+on labelled images the pretraining never saw: the Chesapeake NAIP tiles of
+``../shared/data/e_scene_classification/chesapeake_tiles_derived`` (4 land-cover classes,
+64 px at 1 m, another sensor, place and resolution), written as class folders of their red,
+green and blue bands described ``B4, B3, B2`` so that the band rule selects them by name.
+
+One command: ``python benchmarks/bench_quality.py [--budget-min 30] [--points 3]
+[--arms pera mae] [--seeds 5] [--work DIR]``. Prints a table (score and 95 % interval per
+backbone and budget, effective rank) and writes it to ``WORK/table.md``.
+"""
+
+import argparse
+import csv
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+MODEL = "vit_small_patch16_224"
+SAMPLE = REPO / "datasets" / "sample"
+ROI = SAMPLE / "area.geojson"
+CONFIG = REPO / "configs" / "pretrain" / "pera_vit_tiny_cpu.yaml"
+
+
+def shared_data() -> Path:
+    env = os.environ.get("GEOPERA_SHARED_DATA")
+    return Path(env) if env else REPO.parent / "shared" / "data"
+
+
+def geopera(*args: str) -> str:
+    exe = str(Path(sys.executable).with_name("geopera"))
+    result = subprocess.run([exe, *args], cwd=REPO, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise SystemExit(f"geopera {' '.join(args)} failed:\n{result.stderr[-4000:]}")
+    return result.stdout
+
+
+def eval_folders(work: Path) -> Path:
+    """Chesapeake tiles as class folders of RGB GeoTIFFs named like Landsat 8's bands."""
+    import rasterio
+
+    out = work / "chesapeake_rgb"
+    if out.is_dir():
+        return out
+    source = shared_data() / "e_scene_classification" / "chesapeake_tiles_derived"
+    tmp = work / ".chesapeake_rgb"
+    with open(source / "labels.csv", newline="") as fh:
+        for row in csv.DictReader(fh):
+            with rasterio.open(source / "tiles" / row["tile"]) as ds:
+                rgb = ds.read([1, 2, 3])  # NAIP: red, green, blue, near infrared
+                profile = ds.profile | {"count": 3}
+            folder = tmp / row["label"]
+            folder.mkdir(parents=True, exist_ok=True)
+            with rasterio.open(folder / row["tile"], "w", **profile) as dst:
+                dst.write(rgb)
+                dst.descriptions = ("B4", "B3", "B2")
+    tmp.rename(out)
+    return out
+
+
+def steps_per_second(work: Path) -> float:
+    """The recipe's training speed on this machine (a 12-step run, first steps left out)."""
+    out = work / "calibrate"
+    if not out.is_dir():
+        geopera("pretrain", "--roi", str(ROI), "--max-steps", "12", "--out", str(out),
+                "--set", "trainer.log_every=1", "--no-progress")  # fmt: skip
+    with open(out / "metrics.csv", newline="") as fh:
+        rates = [float(r["images_per_s"]) for r in csv.DictReader(fh) if r["images_per_s"]]
+    batch = 16
+    return sum(rates[4:]) / len(rates[4:]) / batch
+
+
+def pera(work: Path, budget_s: float, points: int) -> list[dict[str, Any]]:
+    """One run of the recipe sized to the budget; a backbone per checkpoint."""
+    import torch
+
+    from geopera.core.outputs import save_torch_atomic
+
+    steps = max(points, int(budget_s * steps_per_second(work)))
+    every = math.ceil(steps / points)
+    run = work / "pera"
+    if not (run / "backbone.pth").is_file():
+        start = time.time()
+        geopera("pretrain", "--roi", str(ROI), "--max-steps", str(steps), "--out", str(run),
+                "--set", f"trainer.checkpoint_every={every}", "--no-progress")  # fmt: skip
+        (run / "bench_start").write_text(str(start))
+    start = float((run / "bench_start").read_text())
+    card = json.loads((run / "backbone.json").read_text())
+    found = []
+    for ckpt in sorted((run / "checkpoints").glob("step*.ckpt")):
+        step = int("".join(c for c in ckpt.stem if c.isdigit()))
+        folder = work / f"pera_step{step}"
+        if not (folder / "backbone.pth").is_file():
+            state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+            prefix = "model.teacher.backbone."
+            teacher = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+            folder.mkdir(exist_ok=True)
+            save_torch_atomic(teacher, folder / "backbone.pth")
+            (folder / "backbone.json").write_text(json.dumps(card | {"steps": step}))
+        found.append({"arm": "pera", "weights": str(folder), "step": step,
+                      "minutes": (ckpt.stat().st_mtime - start) / 60})  # fmt: skip
+    return found
+
+
+def mae(work: Path, budget_s: float, points: int) -> list[dict[str, Any]]:
+    """TorchGeo's MAE for the same wall time on the same patches; a backbone per budget point."""
+    import lightning as L
+    import torch
+    from torchgeo.tasks import MAE
+
+    from geopera.core.outputs import save_torch_atomic
+    from geopera.data.datamodule import PretrainDataModule
+    from geopera.transforms.normalise import scale_unit
+
+    done = sorted(work.glob("mae_point*/backbone.json"))
+    if len(done) >= points:
+        return [json.loads((p.parent / "bench.json").read_text()) for p in done]
+    L.seed_everything(0, verbose=False)
+    dm = PretrainDataModule([str(SAMPLE)], str(ROI), bands="rgb", patch_size=128, batch_size=16,
+                            num_workers=0, seed=0)  # fmt: skip
+    norm = dm.normalisation()
+    p2, p98 = torch.tensor(norm["p2"][0]), torch.tensor(norm["p98"][0])
+    mean = torch.tensor(norm["mean"]).view(1, -1, 1, 1)
+    std = torch.tensor(norm["std"]).view(1, -1, 1, 1)
+
+    class Batches(torch.utils.data.IterableDataset[dict[str, torch.Tensor]]):
+        def __iter__(self) -> Any:
+            while True:
+                for batch in dm.train_dataloader():
+                    x = batch["image"].float()  # (B, C, 128, 128) raw
+                    yield {"image": (scale_unit(x, p2, p98) - mean) / std}
+
+    marks = [budget_s * (i + 1) / points for i in range(points)]
+    found: list[dict[str, Any]] = []
+
+    class Save(L.Callback):
+        def __init__(self) -> None:
+            self.start = time.time()
+
+        def on_train_batch_end(self, trainer: L.Trainer, task: Any, *args: Any) -> None:
+            elapsed = time.time() - self.start
+            if found and len(found) >= len(marks):
+                trainer.should_stop = True
+                return
+            if elapsed >= marks[len(found)]:
+                folder = work / f"mae_point{len(found) + 1}"
+                folder.mkdir(exist_ok=True)
+                save_torch_atomic(task.backbone.vit.state_dict(), folder / "backbone.pth")
+                entry = {"arm": "mae", "weights": str(folder), "step": trainer.global_step,
+                         "minutes": elapsed / 60}  # fmt: skip
+                found.append(entry)
+                meta = {"model": MODEL, "model_kwargs": {}, "in_chans": 3,
+                        "bands": dm.band_names, "img_size": 224, "token_size": 16,
+                        "ssl_method": "mae", "steps": trainer.global_step}  # fmt: skip
+                (folder / "backbone.json").write_text(json.dumps(meta))
+                (folder / "bench.json").write_text(json.dumps(entry))
+                if len(found) >= len(marks):
+                    trainer.should_stop = True
+
+    dm.setup()
+    task = MAE(model=MODEL, in_channels=3, size=224, warmup_epochs=1)
+    trainer = L.Trainer(max_steps=10**7, accelerator="cpu", logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, callbacks=[Save()])  # fmt: skip
+    loader = torch.utils.data.DataLoader(Batches(), batch_size=None)
+    trainer.fit(task, train_dataloaders=loader)
+    return found
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--budget-min", type=float, default=30.0)
+    p.add_argument("--points", type=int, default=3)
+    p.add_argument("--arms", nargs="+", default=["pera", "mae"], choices=["pera", "mae"])
+    p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--work", type=Path, default=REPO / "bench_work" / "quality")
+    args = p.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    if not (SAMPLE / "MANIFEST.json").is_file():
+        geopera("data", "sample", "--out", str(SAMPLE))
+    data = eval_folders(args.work)
+    budget = args.budget_min * 60
+    entries = [{"arm": "random", "weights": MODEL, "step": 0, "minutes": 0.0}]
+    for arm in args.arms:
+        entries += (pera if arm == "pera" else mae)(args.work, budget, args.points)
+    out = args.work / f"eval_{time.strftime('%Y%m%d_%H%M%S')}"
+    geopera("evaluate", "knn", "linear", "--weights", *[e["weights"] for e in entries],
+            "--data", str(data), "--out", str(out), "--seeds", str(args.seeds),
+            "--no-progress", "--no-cache")  # fmt: skip
+    results = json.loads((out / "results.json").read_text())
+    rank = {h["weights"]: h["rank"] for h in results["health"]}
+
+    def cell(weights: str, protocol: str) -> str:
+        r = next(r for r in results["rows"]
+                 if r["weights"] == weights and r["protocol"] == protocol
+                 and r["metric"] == "accuracy")  # fmt: skip
+        return f"{r['value']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]"
+
+    lines = [
+        "| backbone | minutes | steps | kNN-20 accuracy | kNN-5 accuracy | linear accuracy "
+        "| effective rank |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for e in entries:
+        w = e["weights"]
+        lines.append(f"| {e['arm']} | {e['minutes']:.1f} | {e['step']} | {cell(w, 'knn20')} | "
+                     f"{cell(w, 'knn5')} | {cell(w, 'linear')} | {rank[w]:.1f} |")  # fmt: skip
+    table = "\n".join(lines)
+    (args.work / "table.md").write_text(table + "\n")
+    print(f"{results['n_images']} held-out images, {len(results['classes'])} classes, "
+          f"{args.seeds} spatial splits; evaluation in {out}")  # fmt: skip
+    print(table)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,104 @@
+"""``geopera evaluate``: judge backbones on labelled data with frozen-feature probes."""
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+
+def register(commands: Any) -> None:
+    """Add the ``evaluate`` command.
+
+    Args:
+        commands: The sub-parsers object of the main parser.
+    """
+    p = commands.add_parser(
+        "evaluate",
+        help="judge backbones side by side: kNN, linear and dense probes with error bars",
+        description="Frozen features of every backbone on labelled data; kNN (k=20 weighted, "
+        "k=5 majority), linear and dense probes on spatially disjoint splits over several "
+        "seeds, 95 %% bootstrap intervals, and label-free health (effective rank, std, mean "
+        "cosine). Writes results.json/.md/.csv/.png into a new --out folder.",
+    )
+    p.add_argument("protocols", nargs="+", metavar="PROTOCOL", help="knn, linear, dense, or all")
+    p.add_argument(
+        "--weights",
+        nargs="+",
+        required=True,
+        help="backbones: run dir, .pth, publish folder, Enum.MEMBER, or a timm name "
+        "(random initialisation)",
+    )
+    p.add_argument(
+        "--data",
+        required=True,
+        help="class folders (DATA/<class>/<image>), a folder with labels.csv, "
+        "rasters (with --labels), or torchgeo:NAME:ROOT",
+    )
+    p.add_argument("--labels", help="label raster or polygons for raster --data")
+    p.add_argument("--class-field", help="integer class attribute of polygon labels")
+    p.add_argument("--chip-size", type=int, default=64, help="chip size for rasters + labels")
+    p.add_argument("--out", type=Path, required=True, help="new output folder")
+    p.add_argument("--seeds", type=int, default=3, help="number of spatial splits")
+    p.add_argument("--cache", type=Path, help="feature cache folder (default: ~/.cache/geopera)")
+    p.add_argument("--no-cache", action="store_true", help="do not read or write the cache")
+    p.add_argument("--batch-size", type=int, default=64, help="images per forward pass")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1...")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_evaluate)
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    import torch
+    from rich.progress import Progress
+
+    from geopera.core.outputs import require_new_folder
+    from geopera.core.signals import stop_on_signals
+    from geopera.evaluate.data import load_labelled
+    from geopera.evaluate.features import default_cache
+    from geopera.evaluate.run import evaluate
+
+    device = torch.device(
+        ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    )
+    require_new_folder(args.out)  # before reading any data
+    cache = None if args.no_cache else (args.cache or default_cache())
+    with stop_on_signals(
+        f"evaluating into {args.out}", "nothing was written under --out; cached features are kept"
+    ):
+        data = load_labelled(args.data, args.labels, args.class_field, args.chip_size)
+        kwargs: dict[str, Any] = {
+            "seeds": args.seeds,
+            "cache": cache,
+            "device": device,
+            "batch_size": args.batch_size,
+        }
+        if args.no_progress:
+            result = evaluate(args.protocols, args.weights, data, args.out, **kwargs)
+        else:
+            with Progress(transient=True) as bar:
+                tasks: dict[str, Any] = {}
+
+                def update(w: str, done: int, total: int) -> None:
+                    if w not in tasks:
+                        tasks[w] = bar.add_task(f"features: {w[-40:]}", total=total)
+                    bar.update(tasks[w], completed=done)
+
+                result = evaluate(
+                    args.protocols, args.weights, data, args.out, progress=update, **kwargs
+                )
+    r = result.results
+    print(
+        f"done: {r['n_images']} images, {len(r['classes'])} classes, {r['seeds']} seed(s) -> "
+        f"{result.out}/ (results.json, .md, .csv, .png)"
+    )
+    for row in r["rows"]:
+        if row["metric"] in ("accuracy", "mIoU"):
+            print(
+                f"  {row['weights']:<40.40} {row['protocol']:<7} {row['metric']:<9} "
+                f"{row['value']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}]"
+            )
+    for h in r["health"]:
+        print(
+            f"  {h['weights']:<40.40} health  rank {h['rank']:.1f}  std {h['std']:.3f}  "
+            f"mean cosine {h['mean_cosine']:.3f}"
+        )
+    return 0

@@ -1,0 +1,1 @@
+"""``geopera evaluate``: judge backbones on labelled data with frozen-feature probes."""

@@ -1,0 +1,194 @@
+"""Frozen features of one backbone on a labelled set, cached per (backbone, data).
+
+The backbone comes from ``--weights`` (every kind fine-tuning accepts) and is fitted to the
+data's bands by the band rule of :mod:`geopera.models.loading`; pretrained weights whose bands
+the data lacks are refused (an adapted patch embedding would judge a different model). Inputs
+are normalised as in fine-tuning: per-band 2nd/98th percentiles of the data scale raw values to
+[0, 1], then the scaled bands are standardised with the data's mean and std.
+
+The cache key hashes the weights' tensors, the band plan, the input size and the data's pixels
+and labels, so a second protocol on the same backbone and data costs no forward pass, and a
+changed file never reuses stale features. Cache files hold tensors only and are read with
+``weights_only=True``.
+"""
+
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from geopera.core.errors import BandSelectionError
+from geopera.core.outputs import save_torch_atomic
+from geopera.evaluate.data import LabelledSet
+from geopera.models.loading import (
+    BackboneSource,
+    build_vit,
+    load_into,
+    plan_bands,
+    resolve_weights,
+)
+from geopera.transforms.normalise import scale_unit
+
+#: Architecture of a timm-name or missing ``--weights`` (random initialisation).
+DEFAULT_MODEL = "vit_small_patch16_224"
+#: Seed of randomly initialised baselines (the same random backbone on every call).
+RANDOM_INIT_SEED = 0
+#: Bumped when the features' definition changes (invalidates caches).
+FEATURE_VERSION = 1
+
+
+@dataclass
+class Features:
+    """A backbone's frozen features of every image of a labelled set.
+
+    Attributes:
+        pooled: (N, D) class tokens after the final norm.
+        tokens: (N, D, h, w) patch tokens (only for sets with per-pixel masks), else None.
+        band_rule: How the data's bands fed the backbone (``by-name``, ``as-is``).
+        band_names: The bands used, in backbone order.
+        model: timm architecture.
+        origin: Where the weights came from.
+        cached: Whether they were read from the cache.
+    """
+
+    pooled: Tensor
+    tokens: Tensor | None
+    band_rule: str
+    band_names: list[str]
+    model: str
+    origin: str
+    cached: bool = False
+
+
+def default_cache() -> Path:
+    """``$GEOPERA_CACHE/features``, else ``$XDG_CACHE_HOME/geopera/features`` (``~/.cache``)."""
+    if os.environ.get("GEOPERA_CACHE"):
+        return Path(os.environ["GEOPERA_CACHE"]) / "features"
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "geopera" / "features"
+
+
+def _weights_hash(source: BackboneSource) -> str:
+    h = hashlib.sha256(json.dumps([source.model, source.model_kwargs], sort_keys=True).encode())
+    if source.state_dict is None:
+        h.update(f"random-init-seed-{RANDOM_INIT_SEED}".encode())
+    else:
+        for key in sorted(source.state_dict):
+            h.update(key.encode())
+            tensor = source.state_dict[key].detach().cpu().contiguous()
+            h.update(tensor.view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _statistics(images: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Per-band p2/p98 (raw) and mean/std (scaled) of (N, C, S, S) images."""
+    c = images.shape[1]
+    flat = images.transpose(0, 1).reshape(c, -1)  # (N, C, S, S) -> (C, N*S*S)
+    sample = flat[:, :: max(1, flat.shape[1] // 200_000)]
+    p2 = torch.quantile(sample, 0.02, dim=1)
+    p98 = torch.quantile(sample, 0.98, dim=1)
+    scaled = scale_unit(sample.T[:, :, None, None], p2, p98)[..., 0, 0]  # (n, C)
+    return p2, p98, scaled.mean(0), scaled.std(0).clamp_min(1e-3)
+
+
+def extract(
+    weights: str,
+    data: LabelledSet,
+    cache: Path | None = None,
+    device: torch.device | None = None,
+    batch_size: int = 64,
+    progress: Callable[[int, int], None] | None = None,
+) -> Features:
+    """The frozen features of ``weights`` on every image of ``data``.
+
+    Args:
+        weights: Anything ``--weights`` accepts.
+        data: The labelled set.
+        cache: Cache folder (None: no cache).
+        device: Where the forward passes run (default CPU).
+        batch_size: Images per forward pass.
+        progress: Called with (images done, total).
+
+    Returns:
+        The features (CPU, float32).
+
+    Raises:
+        BandSelectionError: If pretrained weights need bands the data lacks.
+        ValueError: If the images are smaller than one token.
+    """
+    source = resolve_weights(weights, DEFAULT_MODEL)
+    plan = plan_bands(source, data.band_names)
+    if plan.rule == "adapted":
+        needed = source.bands or f"{source.in_chans} bands"
+        raise BandSelectionError(
+            f"{weights}: the weights were trained on {needed}; {data.origin} has bands "
+            f"{data.band_names}: give images with those bands (named in their band descriptions)"
+        )
+    side = data.images.shape[-1]
+    torch.manual_seed(RANDOM_INIT_SEED)  # random baselines: one fixed random backbone
+    vit = build_vit(source.model, len(plan.indices), side, source.model_kwargs)
+    token = int(vit.patch_embed.patch_size[0])
+    size = side - side % token
+    if size < token:
+        raise ValueError(
+            f"{data.origin}: images of {side} px are smaller than one "
+            f"{token} px token of {source.model}"
+        )
+    dense = data.masks is not None
+    key = hashlib.sha256(
+        json.dumps(
+            [FEATURE_VERSION, _weights_hash(source), plan.indices, size, dense, data.fingerprint()]
+        ).encode()
+    ).hexdigest()[:32]
+    meta = {
+        "band_rule": plan.rule,
+        "band_names": plan.names,
+        "model": source.model,
+        "origin": source.origin,
+    }
+    file = cache / f"{key}.pt" if cache is not None else None
+    if file is not None and file.is_file():
+        stored = torch.load(file, map_location="cpu", weights_only=True)
+        return Features(stored["pooled"], stored.get("tokens"), cached=True, **meta)  # type: ignore[arg-type]
+    if size != side:  # the position grid of the cropped size
+        torch.manual_seed(RANDOM_INIT_SEED)
+        vit = build_vit(source.model, len(plan.indices), size, source.model_kwargs)
+    load_into(vit, source, len(plan.indices))
+    device = device or torch.device("cpu")
+    vit = vit.to(device).eval().requires_grad_(False)
+    top = (data.images.shape[-1] - size) // 2
+    images = data.images[:, plan.indices, top : top + size, top : top + size]  # (N, C', s, s)
+    p2, p98, mean, std = (t.to(device) for t in _statistics(images))
+    pooled, tokens = [], []
+    n = images.shape[0]
+    with torch.inference_mode():
+        for start in range(0, n, batch_size):
+            x = images[start : start + batch_size].to(device)
+            x = (scale_unit(x, p2, p98) - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
+            out = vit.forward_features(x)  # (B, prefix + h*w, D)
+            pooled.append(out[:, 0].float().cpu())
+            if dense:
+                grid = size // token
+                patches = out[:, vit.num_prefix_tokens :]  # (B, h*w, D)
+                b, _, d = patches.shape
+                # (B, h*w, D) -> (B, h, w, D) -> (B, D, h, w)
+                tokens.append(patches.reshape(b, grid, grid, d).permute(0, 3, 1, 2).float().cpu())
+            if progress is not None:
+                progress(min(start + batch_size, n), n)
+    features = Features(
+        torch.cat(pooled),
+        torch.cat(tokens) if dense else None,
+        **meta,  # type: ignore[arg-type]
+    )
+    if file is not None:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        stored = {"pooled": features.pooled}
+        if features.tokens is not None:
+            stored["tokens"] = features.tokens
+        save_torch_atomic(stored, file)
+    return features

