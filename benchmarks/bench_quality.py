@@ -5,11 +5,12 @@ on the sample archive (Landsat 8, rows 224077/224078, inside ``datasets/sample/a
 for ``--budget-min`` minutes of this machine, with a checkpoint at every ``budget / points``;
 TorchGeo's ``MAE`` task trained for the same wall time on the same patches (same data module,
 normalisation and batch size; TorchGeo's augmentation, crops resized to 224 px); and the same
-architecture with random weights. Each backbone is judged by ``geopera evaluate knn linear``
-on labelled images the pretraining never saw: the Chesapeake NAIP tiles of
-``../shared/data/e_scene_classification/chesapeake_tiles_derived`` (4 land-cover classes,
-64 px at 1 m, another sensor, place and resolution), written as class folders of their red,
-green and blue bands described ``B4, B3, B2`` so that the band rule selects them by name.
+architecture with random weights. Each backbone is judged by ``geopera evaluate knn linear
+dense`` on labelled images the pretraining never saw: the four Chesapeake NAIP scenes of
+``../shared/data/b_segmentation/chesapeake_naip_geobench`` (256 px at 1 m with a land-cover
+mask: another sensor, place and resolution), cut into 32 px chips (class: the majority label;
+spatial blocks never split), their red, green and blue bands written with the descriptions
+``B4, B3, B2`` so that the band rule selects them by name.
 
 One command: ``python benchmarks/bench_quality.py [--budget-min 30] [--points 3]
 [--arms pera mae] [--seeds 5] [--work DIR]``. Prints a table (score and 95 % interval per
@@ -47,25 +48,27 @@ def geopera(*args: str) -> str:
     return result.stdout
 
 
-def eval_folders(work: Path) -> Path:
-    """Chesapeake tiles as class folders of RGB GeoTIFFs named like Landsat 8's bands."""
+def eval_scenes(work: Path) -> Path:
+    """The four Chesapeake NAIP scenes as RGB GeoTIFFs named like Landsat 8's bands, + labels."""
+    import shutil
+
     import rasterio
 
-    out = work / "chesapeake_rgb"
+    out = work / "chesapeake_scenes"
     if out.is_dir():
         return out
-    source = shared_data() / "e_scene_classification" / "chesapeake_tiles_derived"
-    tmp = work / ".chesapeake_rgb"
-    with open(source / "labels.csv", newline="") as fh:
-        for row in csv.DictReader(fh):
-            with rasterio.open(source / "tiles" / row["tile"]) as ds:
-                rgb = ds.read([1, 2, 3])  # NAIP: red, green, blue, near infrared
-                profile = ds.profile | {"count": 3}
-            folder = tmp / row["label"]
-            folder.mkdir(parents=True, exist_ok=True)
-            with rasterio.open(folder / row["tile"], "w", **profile) as dst:
-                dst.write(rgb)
-                dst.descriptions = ("B4", "B3", "B2")
+    source = shared_data() / "b_segmentation" / "chesapeake_naip_geobench"
+    tmp = work / ".chesapeake_scenes"
+    tmp.mkdir(parents=True, exist_ok=True)
+    for image in sorted(source.glob("*_naip_RGBN.tif")):
+        key = image.name.removesuffix("_naip_RGBN.tif")
+        with rasterio.open(image) as ds:
+            rgb = ds.read([1, 2, 3])  # NAIP: red, green, blue, near infrared
+            profile = ds.profile | {"count": 3}
+        with rasterio.open(tmp / f"{key}_rgb.tif", "w", **profile) as dst:
+            dst.write(rgb)
+            dst.descriptions = ("B4", "B3", "B2")
+        shutil.copy(source / f"{key}_landcover.tif", tmp / f"{key}_labels.tif")
     tmp.rename(out)
     return out
 
@@ -190,14 +193,15 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     if not (SAMPLE / "MANIFEST.json").is_file():
         geopera("data", "sample", "--out", str(SAMPLE))
-    data = eval_folders(args.work)
+    scenes = eval_scenes(args.work)
     budget = args.budget_min * 60
     entries = [{"arm": "random", "weights": MODEL, "step": 0, "minutes": 0.0}]
     for arm in args.arms:
         entries += (pera if arm == "pera" else mae)(args.work, budget, args.points)
     out = args.work / f"eval_{time.strftime('%Y%m%d_%H%M%S')}"
-    geopera("evaluate", "knn", "linear", "--weights", *[e["weights"] for e in entries],
-            "--data", str(data), "--out", str(out), "--seeds", str(args.seeds),
+    geopera("evaluate", "knn", "linear", "dense", "--weights", *[e["weights"] for e in entries],
+            "--data", str(scenes / "*_rgb.tif"), "--labels", str(scenes / "*_labels.tif"),
+            "--chip-size", "32", "--out", str(out), "--seeds", str(args.seeds),
             "--no-progress", "--no-cache")  # fmt: skip
     results = json.loads((out / "results.json").read_text())
     rank = {h["weights"]: h["rank"] for h in results["health"]}
@@ -205,18 +209,19 @@ def main() -> None:
     def cell(weights: str, protocol: str) -> str:
         r = next(r for r in results["rows"]
                  if r["weights"] == weights and r["protocol"] == protocol
-                 and r["metric"] == "accuracy")  # fmt: skip
+                 and r["metric"] in ("accuracy", "mIoU"))  # fmt: skip
         return f"{r['value']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]"
 
     lines = [
         "| backbone | minutes | steps | kNN-20 accuracy | kNN-5 accuracy | linear accuracy "
-        "| effective rank |",
-        "|---|---|---|---|---|---|---|",
+        "| dense mIoU | effective rank |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for e in entries:
         w = e["weights"]
         lines.append(f"| {e['arm']} | {e['minutes']:.1f} | {e['step']} | {cell(w, 'knn20')} | "
-                     f"{cell(w, 'knn5')} | {cell(w, 'linear')} | {rank[w]:.1f} |")  # fmt: skip
+                     f"{cell(w, 'knn5')} | {cell(w, 'linear')} | {cell(w, 'dense')} | "
+                     f"{rank[w]:.1f} |")  # fmt: skip
     table = "\n".join(lines)
     (args.work / "table.md").write_text(table + "\n")
     print(f"{results['n_images']} held-out images, {len(results['classes'])} classes, "

@@ -32,7 +32,6 @@ from geopera.data.labelled import (
     RASTER_SUFFIXES,
     assign_splits,
     chip_blocks,
-    expand_paths,
     image_band_names,
     segmentation_scenes,
 )
@@ -370,7 +369,7 @@ def load_labelled(
     if data.startswith("torchgeo:"):
         return from_torchgeo(data)
     if labels is not None:
-        return from_rasters(sorted(expand_paths([data]).values()), labels, class_field, chip_size)
+        return from_rasters([data], labels, class_field, chip_size)
     path = Path(data)
     if not path.exists():
         raise FileNotFoundError(f"--data {data} does not exist")

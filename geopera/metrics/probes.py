@@ -15,9 +15,12 @@ from torch import Tensor
 
 #: DINO's temperature for the weighted kNN vote.
 KNN_TEMPERATURE = 0.07
-#: Weight decays and learning rates the linear and dense probes choose from (on validation).
+#: Weight decays and learning rates the linear probe chooses from (on validation).
 WEIGHT_DECAYS = (0.0, 1e-4, 1e-2)
 LEARNING_RATES = (1e-3, 1e-2)
+#: The dense probe's smaller grid: each fit upsamples logits to every labelled pixel.
+DENSE_WEIGHT_DECAYS = (0.0, 1e-2)
+DENSE_LEARNING_RATES = (1e-2,)
 
 
 def knn_predict(
@@ -176,9 +179,9 @@ def dense_probe(
     n_classes: int,
     size: tuple[int, int],
     seed: int = 0,
-    steps: int = 200,
-    weight_decays: Sequence[float] = WEIGHT_DECAYS,
-    learning_rates: Sequence[float] = LEARNING_RATES,
+    steps: int = 100,
+    weight_decays: Sequence[float] = DENSE_WEIGHT_DECAYS,
+    learning_rates: Sequence[float] = DENSE_LEARNING_RATES,
 ) -> ProbeFit:
     """A 1x1 convolution on frozen patch tokens, upsampled bilinearly to the label grid.
 

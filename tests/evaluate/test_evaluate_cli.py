@@ -190,3 +190,60 @@ def test_random_baseline_is_the_same_backbone_every_time(class_folders: Path) ->
     a = extract("vit_tiny_patch16_224", data)
     b = extract("vit_tiny_patch16_224", data)
     assert torch.equal(a.pooled, b.pooled)
+
+
+def test_a_torchgeo_dataset_on_disk(shared_data: Path, tmp_path: Path) -> None:
+    """EuroSAT's layout, written from real 13-band Sentinel-2 chips, read through TorchGeo."""
+    from torchgeo.datasets import EuroSAT
+
+    root = tmp_path / "eurosat"
+    names = {1: "AnnualCrop", 2: "Forest", 3: "HerbaceousVegetation"}
+    folder = shared_data / "a_pretrain" / "sentinel2_eolearn_slovenia"
+    with rasterio.open(shared_data / "b_segmentation" / "eolearn_slovenia_lulc" / "LULC.tif") as ds:
+        lulc = ds.read(1)
+    files: list[str] = []
+    for scene in sorted(folder.glob("S2L1C_reference_scene*.tif")):
+        with rasterio.open(scene) as ds:
+            pixels, profile = ds.read(), ds.profile
+        for r in range(0, 96, 32):
+            for c in range(0, 96, 32):
+                values, counts = np.unique(lulc[r : r + 32, c : c + 32], return_counts=True)
+                name = names.get(int(values[counts.argmax()]), "Residential")
+                path = root / EuroSAT.base_dir / name / f"{name}_{scene.stem}_{r}_{c}.tif"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                chip = profile | {"width": 32, "height": 32, "transform": None, "crs": None}
+                with rasterio.open(path, "w", **chip) as dst:
+                    dst.write(pixels[:, r : r + 32, c : c + 32])
+                files.append(path.name)
+    by_class: dict[str, list[str]] = {}
+    for name in files:
+        by_class.setdefault(name.split("_")[0], []).append(name)
+    for i, split in enumerate(("train", "val", "test")):  # every class in every split
+        listed = [f for chips in by_class.values() if len(chips) >= 3 for f in chips[i::3]]
+        (root / EuroSAT.split_filenames[split]).write_text("\n".join(listed) + "\n")
+    kept = sum(len(chips) for chips in by_class.values() if len(chips) >= 3)
+    out = tmp_path / "eval"
+    argv = ["evaluate", "knn", "--weights", "vit_tiny_patch16_224", "--data",
+            f"torchgeo:EuroSAT:{root}", "--seeds", "2", "--out", str(out), "--no-cache",
+            "--no-progress"]  # fmt: skip
+    assert main(argv) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert len(files) == 45
+    assert results["n_images"] == kept  # every split of the dataset
+    assert set(results["classes"]) <= {*names.values(), "Residential"}
+    assert results["backbones"]["vit_tiny_patch16_224"]["bands"] == list(EuroSAT.all_band_names)
+
+
+def test_image_and_label_chips_pair_by_the_wildcard(shared_data: Path) -> None:
+    """Rasters + label rasters given as two globs: paired by the part matched by *."""
+    folder = shared_data / "b_segmentation" / "chesapeake_naip_geobench"
+    data = load_labelled(str(folder / "*_naip_RGBN.tif"), str(folder / "*_landcover.tif"),
+                         chip_size=64)  # fmt: skip
+    assert data.images.shape == (64, 4, 64, 64)  # 4 scenes x 16 chips, all labelled
+    assert data.masks is not None
+    assert data.masks.shape == (64, 64, 64)
+    assert set(data.classes) <= {str(c) for c in range(1, 7)}
+    # scene id_000181 (the third) is water (class 1) but for 168 pixels: all 16 chips say so
+    water = data.classes.index("1")
+    assert (data.labels[32:48] == water).all()
+    assert len(set(data.groups)) == 16  # 2 x 2 blocks of 64 px chips per scene
