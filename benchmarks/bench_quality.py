@@ -33,6 +33,8 @@ MODEL = "vit_small_patch16_224"
 SAMPLE = REPO / "datasets" / "sample"
 ROI = SAMPLE / "area.geojson"
 CONFIG = REPO / "configs" / "pretrain" / "pera_vit_tiny_cpu.yaml"
+#: MAE steps per Lightning epoch (TorchGeo's MAE schedules its lr per epoch).
+EPOCH_STEPS = 50
 
 
 def shared_data() -> Path:
@@ -138,12 +140,24 @@ def mae(work: Path, budget_s: float, points: int) -> list[dict[str, Any]]:
     mean = torch.tensor(norm["mean"]).view(1, -1, 1, 1)
     std = torch.tensor(norm["std"]).view(1, -1, 1, 1)
 
+    stream = iter(())
+
     class Batches(torch.utils.data.IterableDataset[dict[str, torch.Tensor]]):
+        """EPOCH_STEPS batches per epoch.
+
+        TorchGeo's MAE steps its lr schedule per epoch (a linear warm-up from 1e-8 over the
+        first epoch, then cosine): an endless epoch would train at lr ~ 0.
+        """
+
         def __iter__(self) -> Any:
-            while True:
-                for batch in dm.train_dataloader():
-                    x = batch["image"].float()  # (B, C, 128, 128) raw
-                    yield {"image": (scale_unit(x, p2, p98) - mean) / std}
+            nonlocal stream
+            for _ in range(EPOCH_STEPS):
+                batch = next(stream, None)
+                if batch is None:
+                    stream = iter(dm.train_dataloader())
+                    batch = next(stream)
+                x = batch["image"].float()  # (B, C, 128, 128) raw
+                yield {"image": (scale_unit(x, p2, p98) - mean) / std}
 
     marks = [budget_s * (i + 1) / points for i in range(points)]
     found: list[dict[str, Any]] = []
@@ -174,7 +188,9 @@ def mae(work: Path, budget_s: float, points: int) -> list[dict[str, Any]]:
 
     dm.setup()
     task = MAE(model=MODEL, in_channels=3, size=224, warmup_epochs=1)
-    trainer = L.Trainer(max_steps=10**7, accelerator="cpu", logger=False,
+    # the cosine runs over the epochs the budget is expected to hold (PerA's measured speed)
+    epochs = max(2, math.ceil(budget_s * steps_per_second(work) / EPOCH_STEPS))
+    trainer = L.Trainer(max_epochs=epochs, accelerator="cpu", logger=False,
                         enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, callbacks=[Save()])  # fmt: skip
     loader = torch.utils.data.DataLoader(Batches(), batch_size=None)

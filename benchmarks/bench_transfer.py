@@ -30,6 +30,8 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = "vit_small_patch16_224"
+#: MAE steps per Lightning epoch (TorchGeo's MAE schedules its lr per epoch).
+EPOCH_STEPS = 25
 
 
 def shared_data() -> Path:
@@ -90,18 +92,21 @@ def pretrain_mae(out: Path, steps: int, batch: int) -> None:
     class Batches(torch.utils.data.IterableDataset[dict[str, torch.Tensor]]):
         """The pretraining patches, normalised as geopera does, ``steps`` batches."""
 
-        def __iter__(self) -> Any:
+        def __iter__(self) -> Any:  # one epoch = EPOCH_STEPS batches (see max_epochs below)
             for i, batch in enumerate(dm.train_dataloader()):
-                if i >= steps:
+                if i >= EPOCH_STEPS:
                     return
                 x = batch["image"].float()  # (B, C, 64, 64) raw
                 yield {"image": (scale_unit(x, p2, p98) - mean) / std}
 
     dm.setup()
     task = MAE(model=MODEL, in_channels=dm.in_chans, size=224, warmup_epochs=1)
+    # TorchGeo's MAE steps its lr per epoch (warm-up from 1e-8 over the first epoch): one
+    # epoch of all the steps would train at lr ~ 0, so epochs are EPOCH_STEPS batches
     trainer = L.Trainer(
-        max_steps=steps, accelerator="cpu", logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False,
+        max_steps=steps, max_epochs=max(2, -(-steps // EPOCH_STEPS)), accelerator="cpu",
+        logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False,
     )  # fmt: skip
     trainer.fit(task, train_dataloaders=torch.utils.data.DataLoader(Batches(), batch_size=None))
     out.mkdir(parents=True, exist_ok=True)

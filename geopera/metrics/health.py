@@ -38,8 +38,11 @@ def effective_rank(features: Tensor, eps: float = 1e-7) -> float:
         eps: Added to the normalised singular values before the logarithm.
 
     Returns:
-        The effective rank, 1 <= rank <= min(N, D) (1.0 for a single or all-zero embedding).
+        The effective rank, 1 <= rank <= min(N, D) (1.0 for a single or all-zero embedding;
+        NaN when the embeddings hold non-finite values: a skipped step's health).
     """
+    if not bool(torch.isfinite(features).all()):
+        return float("nan")
     singular = torch.linalg.svdvals(features.double())  # (min(N, D),)
     total = singular.sum()
     if singular.numel() == 0 or total <= 0:

@@ -155,7 +155,7 @@ class CollapseAlarm(L.Callback):
                 "teacher outputs)"
             )
         rank = m.get("teacher_rank")
-        if rank is not None:
+        if rank is not None and math.isfinite(rank):
             if self.first_rank is None:
                 self.first_rank = rank
             elif rank < self.rank_fraction * self.first_rank:

@@ -24,6 +24,8 @@ def test_effective_rank_counts_directions() -> None:
     two = torch.zeros(10, 4)
     two[:5, 0], two[5:, 1] = 1.0, 1.0  # two equal directions
     assert effective_rank(two) == pytest.approx(2.0, rel=1e-4)
+    two[0, 0] = float("nan")  # a non-finite step's features: no rank, no crash
+    assert math.isnan(effective_rank(two))
 
 
 def test_health_tells_collapse_from_spread() -> None:
