@@ -318,7 +318,7 @@ def from_torchgeo(spec: str) -> LabelledSet:
             "never downloads it: fetch it once with TorchGeo (download=True)"
         )
     params = inspect.signature(cls).parameters
-    splits = [s for s in ("train", "val", "test")] if "split" in params else [None]
+    splits: list[str | None] = ["train", "val", "test"] if "split" in params else [None]
     arrays, names, groups = [], [], []
     for split in splits:
         kwargs: dict[str, Any] = {"root": root, "download": False}

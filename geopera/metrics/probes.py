@@ -5,13 +5,15 @@ dense probes is full-batch and seeded, so a probe's score depends only on the fe
 split and the seed.
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from geopera.metrics.scores import balanced_accuracy, confusion, mean_iou
 
 #: DINO's temperature for the weighted kNN vote.
 KNN_TEMPERATURE = 0.07
@@ -76,6 +78,16 @@ class ProbeFit:
     val_score: float
 
 
+def _choose(
+    val_score: Callable[[float, float], float],
+    weight_decays: Sequence[float],
+    learning_rates: Sequence[float],
+) -> tuple[float, float, float]:
+    """The (validation score, weight decay, lr) of the best grid point (first on ties)."""
+    grid = [(val_score(wd, lr), wd, lr) for wd in weight_decays for lr in learning_rates]
+    return max(grid, key=lambda point: point[0])
+
+
 def _standardise(train: Tensor, *others: Tensor) -> list[Tensor]:
     mean = train.mean(dim=0, keepdim=True)
     std = train.std(dim=0, keepdim=True).clamp_min(1e-6) if train.shape[0] > 1 else 1.0
@@ -127,20 +139,16 @@ def linear_probe(
     Returns:
         The fit, with (M,) test predictions.
     """
-    from geopera.metrics.scores import balanced_accuracy
-
     with torch.enable_grad():
         xt, xv = _standardise(train.float(), val.float())
-        best: tuple[float, float, float] = (-1.0, weight_decays[0], learning_rates[0])
-        for wd in weight_decays:
-            for lr in learning_rates:
-                layer = _fit_linear(xt, train_labels, n_classes, wd, lr, steps, seed)
-                with torch.no_grad():
-                    guess = layer(xv).argmax(dim=1)
-                score = balanced_accuracy(val_labels.numpy(), guess.numpy())
-                if score > best[0]:
-                    best = (score, wd, lr)
-        score, wd, lr = best
+
+        def val_score(wd: float, lr: float) -> float:
+            layer = _fit_linear(xt, train_labels, n_classes, wd, lr, steps, seed)
+            with torch.no_grad():
+                guess = layer(xv).argmax(dim=1)
+            return balanced_accuracy(val_labels.numpy(), guess.numpy())
+
+        score, wd, lr = _choose(val_score, weight_decays, learning_rates)
         both = torch.cat([train, val]).float()
         xb, xs = _standardise(both, test.float())
         layer = _fit_linear(
@@ -201,7 +209,6 @@ def dense_probe(
     Returns:
         The fit (validation mIoU), with (M, H, W) test predictions.
     """
-    from geopera.metrics.scores import confusion, mean_iou
 
     def standardise(*grids: Tensor) -> list[Tensor]:
         d = grids[0].shape[1]
@@ -212,16 +219,14 @@ def dense_probe(
 
     with torch.enable_grad():
         tt, tv = standardise(train.float(), val.float())
-        best: tuple[float, float, float] = (-1.0, weight_decays[0], learning_rates[0])
-        for wd in weight_decays:
-            for lr in learning_rates:
-                conv = _fit_dense(tt, train_masks, n_classes, wd, lr, steps, seed)
-                with torch.no_grad():
-                    guess = _dense_logits(conv, tv, size).argmax(dim=1)
-                score = mean_iou(confusion(val_masks.numpy(), guess.numpy(), n_classes))
-                if score > best[0]:
-                    best = (score, wd, lr)
-        score, wd, lr = best
+
+        def val_score(wd: float, lr: float) -> float:
+            conv = _fit_dense(tt, train_masks, n_classes, wd, lr, steps, seed)
+            with torch.no_grad():
+                guess = _dense_logits(conv, tv, size).argmax(dim=1)
+            return mean_iou(confusion(val_masks.numpy(), guess.numpy(), n_classes))
+
+        score, wd, lr = _choose(val_score, weight_decays, learning_rates)
         tb, ts = standardise(torch.cat([train, val]).float(), test.float())
         conv = _fit_dense(tb, torch.cat([train_masks, val_masks]), n_classes, wd, lr, steps, seed)
         with torch.no_grad():
