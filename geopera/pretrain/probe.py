@@ -11,8 +11,6 @@ The score is leave-one-out k-nearest-neighbour accuracy (cosine similarity, majo
 the teacher's class token of each sample's centre crop, normalised like the training data.
 """
 
-import csv
-import warnings
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,20 +18,17 @@ from typing import Any
 
 import geopandas as gpd
 import numpy as np
-import rasterio
 import shapely
 import torch
 import torch.nn.functional as F
-from rasterio.errors import NotGeoreferencedWarning
 from torch import Tensor
 
 from geopera.core.errors import GeoperaError
+from geopera.data.labelled_sets import LABEL_COLUMNS, from_chip_table
 from geopera.data.sampling import SourceSampling
 from geopera.metrics.probes import knn_predict
 from geopera.models.vit import encode_visible
 from geopera.transforms.normalise import scale_unit
-
-_LABEL_COLUMNS = ("label", "class", "class_name", "landcover", "name")
 
 
 @dataclass
@@ -58,11 +53,11 @@ class ProbeSet:
 
 
 def _label_column(frame: gpd.GeoDataFrame, path: Path) -> str:
-    for name in _LABEL_COLUMNS:
+    for name in LABEL_COLUMNS:
         if name in frame.columns:
             return name
     raise GeoperaError(
-        f"probe file {path} has no label column; name one of {', '.join(_LABEL_COLUMNS)} "
+        f"probe file {path} has no label column; name one of {', '.join(LABEL_COLUMNS)} "
         f"(columns: {', '.join(c for c in frame.columns if c != 'geometry')})"
     )
 
@@ -95,32 +90,16 @@ def _from_vector(path: Path, sources: list[SourceSampling], size: int) -> ProbeS
 
 
 def _from_chips(folder: Path, in_chans: int) -> ProbeSet:
-    table = folder / "labels.csv"
-    if not table.is_file():
+    if not (folder / "labels.csv").is_file():
         raise GeoperaError(f"probe folder {folder} has no labels.csv (columns: file, label)")
-    with open(table, newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    images, names = [], []
-    for row in rows:
-        name = row.get("file") or row.get("path") or row.get("tile")
-        label = next((row[c] for c in _LABEL_COLUMNS if c in row), None)
-        if name is None or label is None:
-            raise GeoperaError(f"{table} needs a file/path/tile column and a label/class column")
-        path = folder / name if (folder / name).is_file() else folder / "tiles" / name
-        with warnings.catch_warnings():  # chip folders are often not georeferenced
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            with rasterio.open(path) as src:
-                data = src.read().astype(np.float32)
-        if data.shape[0] < in_chans:
-            raise GeoperaError(
-                f"probe chip {path} has {data.shape[0]} bands; training uses {in_chans}"
-            )
-        images.append(torch.from_numpy(data[:in_chans]))
-        names.append(label)
-    probe = _finish(images, [0] * len(images), names, folder)
-    flat = probe.images.transpose(0, 1).reshape(
-        probe.images.shape[1], -1
-    )  # (N, C, S, S) -> (C, N*S*S)
+    data = from_chip_table(folder)  # the loader of `geopera evaluate`
+    if data.images.shape[1] < in_chans:
+        raise GeoperaError(
+            f"probe chips in {folder} have {data.images.shape[1]} bands; training uses {in_chans}"
+        )
+    images = data.images[:, :in_chans]  # (N, C, S, S)
+    probe = ProbeSet(images, torch.zeros(len(images), dtype=torch.long), data.labels, data.classes)
+    flat = images.transpose(0, 1).reshape(in_chans, -1)  # (N, C, S, S) -> (C, N*S*S)
     probe.p2 = torch.quantile(flat[:, :: max(flat.shape[1] // 100_000, 1)], 0.02, dim=1)
     probe.p98 = torch.quantile(flat[:, :: max(flat.shape[1] // 100_000, 1)], 0.98, dim=1)
     return probe

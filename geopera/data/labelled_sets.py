@@ -1,4 +1,4 @@
-"""Labelled images for evaluation: class folders, chip tables, rasters + labels, TorchGeo.
+"""Labelled image sets for probes: class folders, chip tables, rasters + labels, TorchGeo.
 
 Every loader returns a :class:`LabelledSet`: raw images of one size, a class per image, the
 images' band names, and a spatial *group* per image. Images of one group always go to the same
