@@ -14,6 +14,11 @@ from geopera.core.errors import ArchiveError
 from geopera.data.archive import Archive, Source, discover
 from geopera.data.roi import ROI, load_roi
 
+_PATHS_HELP = (
+    "folders, raster files, GDAL paths or URLs; STAC catalog/collection/item/ItemCollection "
+    "(path or URL); stac+https://API?collections=...; a recipe (.yaml)"
+)
+
 
 def register(commands: Any) -> None:
     """Add the ``archive`` command group.
@@ -25,13 +30,13 @@ def register(commands: Any) -> None:
     sub = parser.add_subparsers(dest="archive_command", required=True, metavar="SUBCOMMAND")
 
     inspect = sub.add_parser("inspect", help="list the sources and problems of an archive")
-    inspect.add_argument("paths", nargs="+", help="folders, files or GDAL virtual paths")
+    inspect.add_argument("paths", nargs="+", help=_PATHS_HELP)
     inspect.add_argument("--roi", help="ROI file, WKT or bbox: adds each source's overlap")
     inspect.add_argument("--json", action="store_true", help="print JSON instead of a table")
     inspect.set_defaults(func=_inspect)
 
     sample = sub.add_parser("sample", help="write N random ROI patches as GeoTIFF chips")
-    sample.add_argument("paths", nargs="+", help="folders, files or GDAL virtual paths")
+    sample.add_argument("paths", nargs="+", help=_PATHS_HELP)
     sample.add_argument("--roi", required=True, help="ROI file, WKT or bbox")
     sample.add_argument("--size", type=int, required=True, help="patch size in pixels")
     sample.add_argument("--count", type=int, required=True, help="number of chips")
@@ -41,6 +46,10 @@ def register(commands: Any) -> None:
     sample.add_argument("--sources", nargs="+", help="restrict to these source names")
     sample.add_argument(
         "--max-nodata", type=float, default=0.1, help="largest nodata fraction of a chip"
+    )
+    sample.add_argument("--cache", type=Path, help="folder for tiles fetched from remote archives")
+    sample.add_argument(
+        "--cache-gb", type=float, default=20.0, help="size limit of --cache (default 20)"
     )
     sample.set_defaults(func=_sample)
 
@@ -84,8 +93,8 @@ def inspect_report(archive: Archive, roi: ROI | None) -> dict[str, Any]:
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    archive = discover(args.paths)
     roi = load_roi(args.roi) if args.roi else None
+    archive = discover(args.paths, roi=roi)
     report = inspect_report(archive, roi)
     if args.json:
         print(json.dumps(report, indent=1))
@@ -130,6 +139,7 @@ def _sample(args: argparse.Namespace) -> int:
     # torch/torchgeo imports take seconds: only the commands that sample pay for them.
     from geopera.core.outputs import require_new_folder
     from geopera.data.chips import write_chips
+    from geopera.data.remote import BlockCache
     from geopera.data.sampling import (
         MixedPatchSampler,
         PatchDataset,
@@ -140,12 +150,15 @@ def _sample(args: argparse.Namespace) -> int:
     if args.size < 1 or args.count < 1:
         raise ValueError(f"--size and --count must be >= 1, got {args.size} and {args.count}")
     require_new_folder(args.out)
-    archive = discover(args.paths)
+    if args.cache_gb <= 0:
+        raise ValueError(f"--cache-gb must be > 0, got {args.cache_gb}")
+    roi = load_roi(args.roi)
+    archive = discover(args.paths, roi=roi)
     if not archive.sources:
         raise ArchiveError(f"no usable raster source under {' '.join(args.paths)}")
-    roi = load_roi(args.roi)
     chosen = archive.select(args.bands, args.sources, roi=roi)
-    prepared = prepare_sources(chosen, roi, args.size)
+    cache = BlockCache(args.cache, int(args.cache_gb * 1e9)) if args.cache else None
+    prepared = prepare_sources(chosen, roi, args.size, cache=cache)
     sampler = MixedPatchSampler(
         prepared, args.size, args.count, source_weights(prepared, None), seed=args.seed
     )
@@ -164,6 +177,18 @@ def _sample(args: argparse.Namespace) -> int:
             args.out,
             args.count,
             advance=lambda n: progress.advance(task, n),
+        )
+    bad = dataset.bad_files.reasons
+    if bad:
+        shown = []
+        for source in archive.sources:
+            for item in source.items:
+                if item.paths[0] in bad:
+                    shown.append(f"{', '.join(item.assets or item.paths)} ({bad[item.paths[0]]})")
+        print(
+            f"warning: {len(shown)} item(s) became unreadable and were skipped (their patches "
+            f"came from the rest): {'; '.join(shown)}",
+            file=sys.stderr,
         )
     rejected = sum(f["properties"]["rejected_before"] for f in index["features"])
     print(

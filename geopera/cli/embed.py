@@ -58,8 +58,9 @@ def _inputs(args: argparse.Namespace) -> list[str]:
     if args.input:
         return [str(p) for p in args.input]
     from geopera.data.archive import discover
+    from geopera.data.roi import load_roi
 
-    archive = discover(args.archive)
+    archive = discover(args.archive, roi=load_roi(args.roi) if args.roi else None)
     paths: list[str] = []
     skipped: list[str] = []
     for src in archive.sources:

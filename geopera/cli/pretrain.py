@@ -26,11 +26,18 @@ def register(commands: Any) -> None:
         ),
     )
     p.add_argument("--roi", help="ROI: vector file, WKT or bbox (required for a new run)")
-    p.add_argument("--archive", nargs="+", help="archive folders/files (default: datasets/sample)")
+    p.add_argument(
+        "--archive",
+        nargs="+",
+        help="archive folders/files, STAC catalogs or searches, recipes (default: datasets/sample)",
+    )
     p.add_argument(
         "--config", type=Path, help="YAML config (default: configs/pretrain/pera_vit_tiny_cpu.yaml)"
     )
     p.add_argument("--bands", nargs="+", help="band names, 1-based indices or 'rgb'")
+    p.add_argument(
+        "--cache", help="folder for tiles fetched from remote archives (data.cache_gb bounds it)"
+    )
     p.add_argument("--max-steps", type=int, help="optimiser steps")
     p.add_argument("--batch-size", type=int, help="patches per step and device")
     p.add_argument("--devices", type=int, help="number of devices (DDP when > 1)")
@@ -76,6 +83,7 @@ def _pretrain(args: argparse.Namespace) -> int:
         ("probe", "data", "probe"),
         ("archive", "data", "archive"),
         ("bands", "data", "bands"),
+        ("cache", "data", "cache"),
         ("batch_size", "data", "batch_size"),
         ("workers", "data", "num_workers"),
         ("max_steps", "trainer", "max_steps"),

@@ -39,3 +39,15 @@ class NonFiniteError(GeoperaError):
 
 class ArchiveGoneError(GeoperaError):
     """Every source of the archive became unreadable during a run."""
+
+
+def error_line(err: BaseException) -> str:
+    """An exception and its causes in one line (GDAL's real reason is often the cause)."""
+    parts: list[str] = []
+    seen: BaseException | None = err
+    while seen is not None and len(parts) < 4:
+        text = " ".join(f"{type(seen).__name__}: {seen}".split())
+        if text not in parts:
+            parts.append(text)
+        seen = seen.__cause__ or seen.__context__
+    return " <- ".join(parts)

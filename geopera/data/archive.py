@@ -30,6 +30,7 @@ from shapely.geometry.base import BaseGeometry
 from geopera.core.errors import ArchiveError, BandSelectionError
 from geopera.data.bands import (
     BAND_FILE_RE,
+    RGB_PRESETS,
     default_band_names,
     resolve_bands,
     sensor_family,
@@ -59,7 +60,7 @@ class Problem:
 
 
 @dataclass(frozen=True)
-class _FileMeta:
+class FileMeta:
     """Metadata of one raster file, read without reading pixels."""
 
     path: str
@@ -94,6 +95,10 @@ class RasterItem:
         width: Width in pixels.
         height: Height in pixels.
         nodata: Nodata value, or None.
+        assets: For STAC items: the assets (GDAL paths, often remote) that ``paths[0]``, a local
+            VRT, stacks; empty for files.
+        aliases: Common band names (``red``, ``nir``...) -> band names, from STAC metadata.
+        acquired: Acquisition time (ISO 8601) from STAC metadata, or None.
     """
 
     scene: str
@@ -108,6 +113,9 @@ class RasterItem:
     width: int
     height: int
     nodata: float | None
+    assets: list[str] = field(default_factory=list)
+    aliases: dict[str, str] = field(default_factory=dict)
+    acquired: str | None = None
 
     @property
     def signature(self) -> tuple[Any, ...]:
@@ -171,8 +179,13 @@ class Source:
 
     @property
     def files(self) -> list[str]:
-        """All files of the source."""
+        """All files of the source (local VRTs for STAC items)."""
         return [p for item in self.items for p in item.paths]
+
+    @property
+    def data_files(self) -> list[str]:
+        """The files or STAC assets that hold the pixels (what a user would list)."""
+        return [p for item in self.items for p in (item.assets or item.paths)]
 
     @cached_property
     def footprint(self) -> BaseGeometry:
@@ -194,6 +207,14 @@ class Source:
             Band names, in the requested order.
         """
         family = self.family if self.family in _FAMILIES else None
+        aliases = self.first.aliases
+        if aliases and requested is not None:
+            names = [requested] if isinstance(requested, str) else list(requested)
+            if [n.lower() for n in names] == ["rgb"] and {"red", "green", "blue"} <= set(aliases):
+                preset = RGB_PRESETS.get(self.family, [])
+                if not set(preset) <= set(self.band_names):
+                    return [aliases["red"], aliases["green"], aliases["blue"]]
+            requested = [aliases.get(n, n) for n in names]
         return resolve_bands(requested, self.band_names, family, self.name)
 
     def intersects(self, roi: "ROI") -> bool:
@@ -216,7 +237,7 @@ class Source:
         b = self.bounds_wgs84
         return {
             "name": self.name,
-            "files": self.files,
+            "files": self.data_files,
             "crs": crs_label(self.crs),
             "res": list(self.res),
             "bands": self.band_names,
@@ -408,8 +429,15 @@ def find_rasters(paths: Iterable[str | os.PathLike[str]]) -> tuple[list[str], li
     return sorted(dict.fromkeys(found)), problems
 
 
-def _read_meta(path: str) -> _FileMeta | Problem:
-    """Read one file's metadata and check that its last block is readable."""
+def read_meta(path: str) -> FileMeta | Problem:
+    """Read one file's metadata and check that its last block is readable.
+
+    Args:
+        path: A file path or GDAL path.
+
+    Returns:
+        The metadata, or the problem that makes the file unusable.
+    """
     if not path.startswith("/vsi") and os.path.getsize(path) == 0:
         return Problem(path, "empty file (0 bytes); skipped")
     try:
@@ -427,7 +455,7 @@ def _read_meta(path: str) -> _FileMeta | Problem:
             # A truncated file often opens fine; reading its last pixel touches the last block.
             src.read(1, window=Window(src.width - 1, src.height - 1, 1, 1))
             stem = Path(path).stem
-            return _FileMeta(
+            return FileMeta(
                 path=path,
                 stem=stem,
                 ext=Path(path).suffix.lower(),
@@ -457,7 +485,7 @@ def _family(stem: str) -> str:
     return token or "raster"
 
 
-def _item_from_file(meta: _FileMeta, band_names: list[str] | None = None) -> RasterItem:
+def _item_from_file(meta: FileMeta, band_names: list[str] | None = None) -> RasterItem:
     family = _family(meta.stem)
     names = band_names or default_band_names(
         family if family in _FAMILIES else None, meta.count, meta.descriptions, meta.stem
@@ -478,10 +506,10 @@ def _item_from_file(meta: _FileMeta, band_names: list[str] | None = None) -> Ras
     )
 
 
-def _group_band_files(metas: list[_FileMeta]) -> tuple[list[RasterItem], list[_FileMeta]]:
+def _group_band_files(metas: list[FileMeta]) -> tuple[list[RasterItem], list[FileMeta]]:
     """Merge single-band files of one scene (``*_B2.TIF``, ``*_VV.tif``) into items."""
-    groups: dict[tuple[str, str, str, str], list[tuple[str, _FileMeta]]] = defaultdict(list)
-    rest: list[_FileMeta] = []
+    groups: dict[tuple[str, str, str, str], list[tuple[str, FileMeta]]] = defaultdict(list)
+    rest: list[FileMeta] = []
     for meta in metas:
         match = BAND_FILE_RE.match(meta.stem) if meta.count == 1 else None
         if match is None:
@@ -577,26 +605,67 @@ def _name_sources(groups: list[list[RasterItem]]) -> list[Source]:
     return [Source(name=n, items=items) for n, items in zip(final, groups, strict=True)]
 
 
-def discover(paths: Iterable[str | os.PathLike[str]]) -> Archive:
+def _expand(
+    paths: Sequence[str], roi: "ROI | None"
+) -> tuple[list[str], list[RasterItem], list[Problem]]:
+    """Split archive arguments into raster paths and STAC items (recipes, catalogs, searches)."""
+    from geopera.data.recipes import is_recipe, load_recipe
+    from geopera.data.remote import gdal_path
+    from geopera.data.stac import is_stac, load_stac, parse_search_url
+
+    rasters: list[str] = []
+    items: list[RasterItem] = []
+    problems: list[Problem] = []
+    for p in paths:
+        spec = None
+        if is_recipe(p):
+            recipe = load_recipe(p)
+            rasters.extend(recipe.paths)
+            spec = recipe.stac
+        elif p.lower().startswith(("stac+http://", "stac+https://")):
+            spec = parse_search_url(p)
+        elif is_stac(p):
+            from geopera.data.stac import StacSpec
+
+            spec = StacSpec(href=p)
+        else:
+            rasters.append(gdal_path(p) if "://" in p else p)
+        if spec is not None:
+            found, bad = load_stac(spec, roi)
+            items.extend(found)
+            problems.extend(bad)
+    return rasters, items, problems
+
+
+def discover(paths: Iterable[str | os.PathLike[str]], roi: "ROI | None" = None) -> Archive:
     """Discover the sources of a raster archive.
 
     Args:
-        paths: Folders, files or GDAL virtual paths.
+        paths: Folders, files, GDAL virtual paths or URLs of rasters; STAC catalogs,
+            collections, items or ItemCollections (``.json``/``.geojson``, path or URL); STAC
+            API searches (``stac+https://...``); recipe files (``.yaml``).
+        roi: Optional ROI: a STAC search's ``intersects``; static catalogs' items outside it
+            are left out.
 
     Returns:
         The archive's sources and problems.
 
     Raises:
         FileNotFoundError: If a local path does not exist.
-        ArchiveError: If no path was given.
+        ArchiveError: If no path was given, or a STAC document cannot be used.
     """
-    paths = list(paths)
-    if not paths:
+    from geopera.data.remote import configure_remote
+
+    names = [str(p) for p in paths]
+    if not names:
         raise ArchiveError("no archive path given; name one or more folders or raster files")
-    files, problems = find_rasters(paths)
-    metas: list[_FileMeta] = []
+    rasters, stac_items, problems = _expand(names, roi)
+    files, found = find_rasters(rasters) if rasters else ([], [])
+    problems.extend(found)
+    configure_remote(files + [a for it in stac_items for a in it.assets])
+    metas: list[FileMeta] = []
     for f in files:
-        meta = _read_meta(f)
+        meta = read_meta(f)
         if isinstance(meta, Problem):
             problems.append(meta)
         else:
@@ -605,6 +674,7 @@ def discover(paths: Iterable[str | os.PathLike[str]]) -> Archive:
     items = band_items + [_item_from_file(m) for m in stacked]
     items, dup_problems = _dedup(items)
     problems.extend(dup_problems)
+    items.extend(stac_items)
     by_sig: dict[tuple[Any, ...], list[RasterItem]] = defaultdict(list)
     for it in sorted(items, key=lambda i: i.paths[0]):
         by_sig[it.signature].append(it)

@@ -25,9 +25,11 @@ class BadFiles:
         self.path = path
         self._paths: set[str] = set()
         self._stamp: tuple[int, int] | None = None
+        #: Why each file was marked bad by this process.
+        self.reasons: dict[str, str] = {}
 
     def __getstate__(self) -> dict[str, Any]:  # a worker starts from what is on disk
-        return {"path": self.path, "_paths": set(self._paths), "_stamp": None}
+        return {"path": self.path, "_paths": set(self._paths), "_stamp": None, "reasons": {}}
 
     def _refresh(self) -> None:
         if self.path is None:
@@ -71,6 +73,7 @@ class BadFiles:
         if not new:
             return
         self._paths.update(new)
+        self.reasons.update(dict.fromkeys(new, reason))
         if self.path is None:
             return
         lines = "".join(

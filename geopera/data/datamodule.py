@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader
 
 from geopera.data.archive import Archive, discover
 from geopera.data.badfiles import BadFiles
+from geopera.data.remote import BlockCache
 from geopera.data.roi import ROI, load_roi
 from geopera.data.sampling import (
     MixedPatchSampler,
@@ -58,6 +59,8 @@ class PretrainDataModule(L.LightningDataModule):
         weights: Source mixing weights (default: area inside the ROI, in pixels).
         stats_patches: Patches per source for the band statistics.
         stats_cache: Cache folder for statistics.
+        cache: Folder for tiles fetched from remote items (STAC assets, URLs), or None.
+        cache_gb: Size limit of that folder, in GB (oldest tiles evicted first).
     """
 
     def __init__(
@@ -75,6 +78,8 @@ class PretrainDataModule(L.LightningDataModule):
         weights: Sequence[float] | None = None,
         stats_patches: int = 32,
         stats_cache: str | Path | None = None,
+        cache: str | Path | None = None,
+        cache_gb: float = 20.0,
     ) -> None:
         super().__init__()
         if patch_size < 1 or batch_size < 1 or samples_per_epoch < 1 or num_workers < 0:
@@ -95,6 +100,9 @@ class PretrainDataModule(L.LightningDataModule):
         self.weights = weights
         self.stats_patches = stats_patches
         self.stats_cache = Path(stats_cache) if stats_cache else None
+        if cache_gb <= 0:
+            raise ValueError(f"the tile cache size must be > 0 GB, got {cache_gb}")
+        self.tile_cache = BlockCache(Path(cache), int(cache_gb * 1e9)) if cache else None
         self.archive: Archive | None = None
         self.roi: ROI | None = None
         self.sources: list[SourceSampling] = []
@@ -112,10 +120,10 @@ class PretrainDataModule(L.LightningDataModule):
         """
         if self.sources:
             return
-        self.archive = discover(self.archive_paths)
         self.roi = load_roi(self.roi_spec)
+        self.archive = discover(self.archive_paths, roi=self.roi)
         chosen = self.archive.select(self.bands, self.source_names, roi=self.roi)
-        self.sources = prepare_sources(chosen, self.roi, self.patch_size)
+        self.sources = prepare_sources(chosen, self.roi, self.patch_size, cache=self.tile_cache)
         self.stats = estimate_stats(
             self.sources,
             self.patch_size,

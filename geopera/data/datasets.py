@@ -11,6 +11,7 @@ Everything else falls back to torchgeo.
 """
 
 import contextlib
+import hashlib
 import os
 import re
 from collections.abc import Sequence
@@ -22,7 +23,9 @@ from rasterio.windows import Window
 from torch import Tensor
 from torchgeo.datasets import GeoDataset, RasterDataset
 
+from geopera.core.errors import error_line
 from geopera.data.archive import RasterItem, Source
+from geopera.data.remote import BlockCache, align_to_tiles, is_remote
 
 #: Tolerance, in pixels, for a window to count as aligned with a file's grid.
 _ALIGN_TOL = 1e-3
@@ -83,14 +86,24 @@ class SourceReader:
     File handles are opened lazily in each process (DataLoader workers fork after the reader
     is built) and kept open.
 
+    Items whose data lie over the network (STAC assets, ``/vsicurl/``...) are read in windows
+    moved onto their COG's internal tiles (:meth:`align`), and through ``cache`` when given:
+    whole tiles are fetched once and kept on the local disk.
+
     Args:
         source: The source.
         bands: Band names to read, in order.
+        cache: Local cache of fetched tiles for remote items, or None.
     """
 
-    def __init__(self, source: Source, bands: Sequence[str]) -> None:
+    def __init__(
+        self, source: Source, bands: Sequence[str], cache: BlockCache | None = None
+    ) -> None:
         self.source = source
         self.bands = list(bands)
+        self.cache = cache
+        self._remote = [any(is_remote(p) for p in (it.assets or it.paths)) for it in source.items]
+        self._tiles: dict[int, tuple[int, int]] = {}
         self.dataset = build_torchgeo_dataset(source, self.bands)
         self.res = source.res
         self.nodata = source.nodata
@@ -108,6 +121,79 @@ class SourceReader:
         if item.separate:
             return [(item.paths[item.band_names.index(b)], [1]) for b in self.bands]
         return [(item.paths[0], [item.band_names.index(b) + 1 for b in self.bands])]
+
+    def tile_shape(self, index: int) -> tuple[int, int]:
+        """Internal tile shape (rows, cols) of a remote item's first data file (opened once)."""
+        if index not in self._tiles:
+            item = self.source.items[index]
+            with rasterio.open((item.assets or item.paths)[0]) as ds:
+                rows, cols = ds.block_shapes[0]
+            self._tiles[index] = (int(rows), int(cols))
+        return self._tiles[index]
+
+    def align(self, box: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
+        """Move a patch of a remote item onto the fewest internal tiles (local: unchanged).
+
+        Args:
+            box: ``(xmin, ymin, xmax, ymax)`` on the item's pixel grid.
+
+        Returns:
+            The moved box (same size, shifted by less than its size), or ``box``.
+        """
+        i = self.fast_item(*box)
+        if i is None or not self._remote[i]:
+            return box
+        try:
+            tile_rows, tile_cols = self.tile_shape(i)
+        except Exception:
+            return box  # unreadable: the read itself reports it
+        item = self.source.items[i]
+        b = self._bounds[i]
+        rx, ry = self.res
+        col, row = round((box[0] - b[0]) / rx), round((b[3] - box[3]) / ry)
+        width, height = round((box[2] - box[0]) / rx), round((box[3] - box[1]) / ry)
+        new_col = align_to_tiles(col, width, tile_cols, item.width)
+        new_row = align_to_tiles(row, height, tile_rows, item.height)
+        if (new_col, new_row) == (col, row):
+            return box
+        x0, y1 = b[0] + new_col * rx, b[3] - new_row * ry
+        return (float(x0), float(y1 - height * ry), float(x0 + width * rx), float(y1))
+
+    def _read_cached(self, index: int, window: Window) -> np.ndarray:
+        """Read a window through the tile cache: whole tiles fetched once, then sliced."""
+        if self.cache is None:  # pragma: no cover - called only with a cache
+            raise RuntimeError("no tile cache")
+        item = self.source.items[index]
+        tile_rows, tile_cols = self.tile_shape(index)
+        col0, row0 = int(window.col_off), int(window.row_off)
+        width, height = int(window.width), int(window.height)
+        out: np.ndarray | None = None
+        plan = self._plans[index]
+        for tr in range(row0 // tile_rows, (row0 + height - 1) // tile_rows + 1):
+            for tc in range(col0 // tile_cols, (col0 + width - 1) // tile_cols + 1):
+                key_text = f"{item.paths[0]}|{plan}|{tr}|{tc}"
+                key = hashlib.sha256(key_text.encode()).hexdigest()[:32]
+                tile = self.cache.get(key)
+                if tile is None:
+                    tw = Window(tc * tile_cols, tr * tile_rows,
+                                min(tile_cols, item.width - tc * tile_cols),
+                                min(tile_rows, item.height - tr * tile_rows))  # fmt: skip
+                    parts = [self._handle(p).read(idx, window=tw) for p, idx in plan]
+                    # list of (c_i, th, tw) -> (C, th, tw)
+                    tile = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
+                    self.cache.put(key, tile)
+                if out is None:
+                    out = np.empty((tile.shape[0], height, width), dtype=tile.dtype)
+                # overlap of the tile (origin ty, tx) and the window, in raster pixels
+                ty, tx = tr * tile_rows, tc * tile_cols
+                r0, r1 = max(row0, ty), min(row0 + height, ty + tile.shape[1])
+                c0, c1 = max(col0, tx), min(col0 + width, tx + tile.shape[2])
+                out[:, r0 - row0 : r1 - row0, c0 - col0 : c1 - col0] = tile[
+                    :, r0 - ty : r1 - ty, c0 - tx : c1 - tx
+                ]
+        if out is None:  # pragma: no cover - a window always touches a tile
+            raise RuntimeError(f"empty window {window}")
+        return out
 
     def _handle(self, path: str) -> Any:
         if os.getpid() != self._pid:  # forked into a worker: never share GDAL handles
@@ -176,10 +262,10 @@ class SourceReader:
                 with rasterio.open(path) as ds:
                     ds.read(idx, window=window)
             except Exception as err:
-                return " ".join(f"{type(err).__name__}: {err}".split())
+                return error_line(err)
         return None
 
-    def _fast_item(self, xmin: float, ymin: float, xmax: float, ymax: float) -> int | None:
+    def fast_item(self, xmin: float, ymin: float, xmax: float, ymax: float) -> int | None:
         """Index of an item that contains the window on its pixel grid, or None."""
         b = self._bounds
         inside = np.nonzero(
@@ -214,10 +300,13 @@ class SourceReader:
         rx, ry = self.res
         width = round((xmax - xmin) / rx)
         height = round((ymax - ymin) / ry)
-        i = self._fast_item(xmin, ymin, xmax, ymax)
+        i = self.fast_item(xmin, ymin, xmax, ymax)
         if i is not None:
             b = self._bounds[i]
             window = Window(round((xmin - b[0]) / rx), round((b[3] - ymax) / ry), width, height)
+            if self.cache is not None and self._remote[i]:
+                self.fast_reads += 1
+                return self._read_cached(i, window)
             parts = [self._handle(p).read(idx, window=window) for p, idx in self._plans[i]]
             # list of (c_i, H, W) -> (C, H, W)
             array = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)

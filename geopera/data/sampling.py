@@ -31,10 +31,11 @@ from torch import Tensor
 from torch.utils.data import Dataset, Sampler
 from torchgeo.samplers import GriddedPatchSampler, RandomPatchSampler
 
-from geopera.core.errors import ArchiveGoneError, ROIError, SamplingError
+from geopera.core.errors import ArchiveGoneError, ROIError, SamplingError, error_line
 from geopera.data.archive import Bounds, Source, bounds_to_wgs84
 from geopera.data.badfiles import BadFiles
 from geopera.data.datasets import SourceReader
+from geopera.data.remote import BlockCache
 from geopera.data.roi import ROI, format_lonlat, outside_error
 
 #: (source index, xmin, ymin, xmax, ymax, stream index)
@@ -59,7 +60,10 @@ class SourceSampling:
 
 
 def prepare_sources(
-    chosen: Sequence[tuple[Source, list[str]]], roi: ROI, patch_size: int
+    chosen: Sequence[tuple[Source, list[str]]],
+    roi: ROI,
+    patch_size: int,
+    cache: BlockCache | None = None,
 ) -> list[SourceSampling]:
     """Reproject the ROI per source and keep the sources where a patch fits inside it.
 
@@ -67,6 +71,7 @@ def prepare_sources(
         chosen: ``(source, bands)`` pairs, as from :meth:`Archive.select`.
         roi: The region of interest.
         patch_size: Patch size in pixels.
+        cache: Local cache of tiles fetched from remote items (see ``--cache``), or None.
 
     Returns:
         The sources that can be sampled, in the given order.
@@ -94,7 +99,8 @@ def prepare_sources(
                 f"patch {patch_size * rx:.0f} x {patch_size * ry:.0f})"
             )
             continue
-        prepared.append(SourceSampling(source, SourceReader(source, bands), inside, inside.area))
+        reader = SourceReader(source, bands, cache=cache)
+        prepared.append(SourceSampling(source, reader, inside, inside.area))
     if prepared:
         return prepared
     if too_small:
@@ -363,6 +369,13 @@ class PatchDataset(Dataset[dict[str, Tensor]]):
         reader = self.sources[src].reader
         return len(reader.excluded) < reader.n_items
 
+    def _aligned(self, src: int, box: Bounds) -> Bounds:
+        """A remote patch moved onto its COG's tiles, when it stays inside the ROI."""
+        moved = self.sources[src].reader.align(box)
+        if moved != box and shapely.contains(self.sources[src].roi, shapely.box(*moved)):
+            return moved
+        return box
+
     def _read(self, src: int, box: Bounds) -> np.ndarray | None:
         """Read a box; on failure retry once with fresh handles, then record the bad files.
 
@@ -370,7 +383,11 @@ class PatchDataset(Dataset[dict[str, Tensor]]):
             The patch, or None when the box touched a file that is (now) known bad.
         """
         reader = self.sources[src].reader
-        if reader.excluded and any(i in reader.excluded for i in reader.items_at(box)):
+        if (
+            reader.excluded
+            and any(i in reader.excluded for i in reader.items_at(box))
+            and reader.fast_item(*box) is None  # no readable item holds the whole box
+        ):
             return None
         try:
             return reader.read(*box)
@@ -379,7 +396,7 @@ class PatchDataset(Dataset[dict[str, Tensor]]):
             try:
                 return reader.read(*box)
             except Exception as second:
-                error = " ".join(f"{type(second).__name__}: {second}".split()) or repr(first)
+                error = error_line(second) or repr(first)
         suspects = reader.items_at(box)
         bad = [i for i in suspects if reader.check_item(i, box) is not None] or suspects
         paths = [p for i in bad for p in reader.item_paths(i)]
@@ -407,13 +424,22 @@ class PatchDataset(Dataset[dict[str, Tensor]]):
         if self.bad_files.known() and not self._alive(src):
             src, box = self._other_source(src, k)
         attempt = 0
+        misses = 0  # reads that met a bad file (bounded: a fresh box each time)
         while attempt < self.max_attempts:
+            box = self._aligned(src, box)
             image = self._read(src, box)
             if image is None:  # a bad file: not the data's fault, so not a rejection
+                misses += 1
+                if misses > 16 * self.max_attempts:
+                    raise SamplingError(
+                        f"{misses} patches in a row of source {self.sources[src].source.name!r} "
+                        "touched unreadable files; see the problems of the run and repair or "
+                        "remove those files"
+                    )
                 if not self._alive(src):
                     src, box = self._other_source(src, k)
                 else:
-                    box = self._readable_box(src, _seed(self.seed, 104729, k, attempt))
+                    box = self._readable_box(src, _seed(self.seed, 104729, k, attempt, misses))
                 continue
             reader = self.sources[src].reader
             valid = invalid_fraction(image, reader.nodata) <= self.max_invalid

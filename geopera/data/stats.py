@@ -19,6 +19,7 @@ import torch
 from numpy.random import default_rng
 from torchgeo.samplers import RandomPatchSampler
 
+from geopera.core.cache import cache_dir
 from geopera.core.outputs import write_json
 from geopera.data.sampling import PatchDataset, SourceSampling
 
@@ -26,9 +27,8 @@ STATS_VERSION = 1
 
 
 def default_cache_dir() -> Path:
-    """``$XDG_CACHE_HOME/geopera/stats`` (``~/.cache/geopera/stats``)."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache")
-    return Path(base) / "geopera" / "stats"
+    """``$GEOPERA_CACHE/stats``, else ``$XDG_CACHE_HOME/geopera/stats`` (``~/.cache``)."""
+    return cache_dir("stats")
 
 
 def _cache_key(sources: Sequence[SourceSampling], patch_size: int, patches: int, seed: int) -> str:

@@ -14,7 +14,6 @@ changed file never reuses stale features. Cache files hold tensors only and are 
 
 import hashlib
 import json
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from geopera.core.cache import cache_dir
 from geopera.core.errors import BandSelectionError
 from geopera.core.outputs import save_torch_atomic
 from geopera.data.labelled_sets import LabelledSet
@@ -67,10 +67,7 @@ class Features:
 
 def default_cache() -> Path:
     """``$GEOPERA_CACHE/features``, else ``$XDG_CACHE_HOME/geopera/features`` (``~/.cache``)."""
-    if os.environ.get("GEOPERA_CACHE"):
-        return Path(os.environ["GEOPERA_CACHE"]) / "features"
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "geopera" / "features"
+    return cache_dir("features")
 
 
 def _weights_hash(source: BackboneSource) -> str:

@@ -37,6 +37,8 @@ class DataSection:
     stats_patches: int = 32
     seed: int = 0
     probe: str | None = None
+    cache: str | None = None
+    cache_gb: float = 20.0
 
 
 @dataclass(frozen=True)
@@ -104,6 +106,8 @@ def load_pretrain_config(path: str | Path | None = None) -> PretrainConfig:
 #: data stream or the random draws of the steps to come. Every other key is fixed by the run.
 SAFE_ON_RESUME = frozenset(
     {
+        "data.cache",
+        "data.cache_gb",
         "trainer.max_steps",
         "trainer.accelerator",
         "trainer.devices",

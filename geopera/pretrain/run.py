@@ -140,6 +140,8 @@ def _datamodule(config: PretrainConfig) -> PretrainDataModule:
         seed=d.seed,
         max_invalid=d.max_invalid,
         stats_patches=d.stats_patches,
+        cache=d.cache,
+        cache_gb=d.cache_gb,
     )
 
 
