@@ -183,8 +183,9 @@ def _sample(args: argparse.Namespace) -> int:
         shown = []
         for source in archive.sources:
             for item in source.items:
-                if item.paths[0] in bad:
-                    shown.append(f"{', '.join(item.assets or item.paths)} ({bad[item.paths[0]]})")
+                hit = [p for p in (*item.paths, *item.assets) if p in bad]
+                if hit:
+                    shown.append(f"{', '.join(item.assets or item.paths)} ({bad[hit[0]]})")
         print(
             f"warning: {len(shown)} item(s) became unreadable and were skipped (their patches "
             f"came from the rest): {'; '.join(shown)}",

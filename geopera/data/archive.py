@@ -99,6 +99,8 @@ class RasterItem:
             VRT, stacks; empty for files.
         aliases: Common band names (``red``, ``nir``...) -> band names, from STAC metadata.
         acquired: Acquisition time (ISO 8601) from STAC metadata, or None.
+        band_sources: For STAC items: per band, the asset (GDAL path) and 1-based band index in
+            it that holds the band (what the VRT stacks); empty for files.
     """
 
     scene: str
@@ -116,6 +118,7 @@ class RasterItem:
     assets: list[str] = field(default_factory=list)
     aliases: dict[str, str] = field(default_factory=dict)
     acquired: str | None = None
+    band_sources: list[tuple[str, int]] = field(default_factory=list)
 
     @property
     def signature(self) -> tuple[Any, ...]:

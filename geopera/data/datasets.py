@@ -15,6 +15,7 @@ import hashlib
 import os
 import re
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -110,6 +111,7 @@ class SourceReader:
         self._bounds = np.array([it.bounds for it in source.items], dtype=np.float64)
         self._plans = [self._plan(it) for it in source.items]
         self._handles: dict[str, Any] = {}
+        self._pool: ThreadPoolExecutor | None = None
         self._pid = os.getpid()
         self.fast_reads = 0
         self.fallback_reads = 0
@@ -117,10 +119,28 @@ class SourceReader:
         self.excluded: set[int] = set()
 
     def _plan(self, item: RasterItem) -> list[tuple[str, list[int]]]:
-        """(path, 1-based band indexes) reads that give ``self.bands`` in order."""
+        """(path, 1-based band indexes) reads that give ``self.bands`` in order.
+
+        A remote STAC item is read from its assets directly (one read per asset, run
+        concurrently), not through its VRT, which would fetch the assets one after the other.
+        """
+        if item.band_sources and any(is_remote(p) for p, _ in item.band_sources):
+            plan: list[tuple[str, list[int]]] = []
+            for band in self.bands:
+                path, index = item.band_sources[item.band_names.index(band)]
+                if plan and plan[-1][0] == path:
+                    plan[-1][1].append(index)  # consecutive bands of one asset: one read
+                else:
+                    plan.append((path, [index]))
+            return plan
         if item.separate:
             return [(item.paths[item.band_names.index(b)], [1]) for b in self.bands]
         return [(item.paths[0], [item.band_names.index(b) + 1 for b in self.bands])]
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.update(_handles={}, _pool=None)  # a spawned worker opens its own files
+        return state
 
     def tile_shape(self, index: int) -> tuple[int, int]:
         """Internal tile shape (rows, cols) of a remote item's first data file (opened once)."""
@@ -178,9 +198,7 @@ class SourceReader:
                     tw = Window(tc * tile_cols, tr * tile_rows,
                                 min(tile_cols, item.width - tc * tile_cols),
                                 min(tile_rows, item.height - tr * tile_rows))  # fmt: skip
-                    parts = [self._handle(p).read(idx, window=tw) for p, idx in plan]
-                    # list of (c_i, th, tw) -> (C, th, tw)
-                    tile = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
+                    tile = self._read_plan(plan, tw)  # (C, th, tw)
                     self.cache.put(key, tile)
                 if out is None:
                     out = np.empty((tile.shape[0], height, width), dtype=tile.dtype)
@@ -195,9 +213,33 @@ class SourceReader:
             raise RuntimeError(f"empty window {window}")
         return out
 
+    def _read_plan(self, plan: list[tuple[str, list[int]]], window: Window) -> np.ndarray:
+        """Read a window from every file of a plan; several remote files concurrently.
+
+        Returns:
+            (C, H, W), the plan's bands in order.
+        """
+        if len(plan) == 1:
+            path, idx = plan[0]
+            return np.asarray(self._handle(path).read(idx, window=window))
+        handles = [self._handle(p) for p, _ in plan]  # opened here: one thread per file below
+        if any(is_remote(p) for p, _ in plan):
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="geopera-read")
+            jobs = [
+                self._pool.submit(h.read, idx, window=window)
+                for h, (_, idx) in zip(handles, plan, strict=True)
+            ]
+            parts = [job.result() for job in jobs]
+        else:
+            parts = [h.read(idx, window=window) for h, (_, idx) in zip(handles, plan, strict=True)]
+        # list of (c_i, H, W) -> (C, H, W)
+        return np.concatenate(parts, axis=0)
+
     def _handle(self, path: str) -> Any:
         if os.getpid() != self._pid:  # forked into a worker: never share GDAL handles
             self._handles = {}
+            self._pool = None  # nor threads
             self._pid = os.getpid()
         handle = self._handles.get(path)
         if handle is None:
@@ -262,7 +304,9 @@ class SourceReader:
                 with rasterio.open(path) as ds:
                     ds.read(idx, window=window)
             except Exception as err:
-                return error_line(err)
+                # name the file when the item has several (which asset of a STAC item failed)
+                many = len(self._plans[index]) > 1
+                return f"{path}: {error_line(err)}" if many else error_line(err)
         return None
 
     def fast_item(self, xmin: float, ymin: float, xmax: float, ymax: float) -> int | None:
@@ -307,9 +351,7 @@ class SourceReader:
             if self.cache is not None and self._remote[i]:
                 self.fast_reads += 1
                 return self._read_cached(i, window)
-            parts = [self._handle(p).read(idx, window=window) for p, idx in self._plans[i]]
-            # list of (c_i, H, W) -> (C, H, W)
-            array = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
+            array = self._read_plan(self._plans[i], window)
             self.fast_reads += 1
             return array
         self.fallback_reads += 1

@@ -49,8 +49,6 @@ COG_OPTIONS: dict[str, str] = {
     "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
     # The header of a COG (IFDs and tile offsets) in the first read.
     "GDAL_INGESTED_BYTES_AT_OPEN": "65536",
-    # No HEAD request before the first range request.
-    "CPL_VSIL_CURL_USE_HEAD": "NO",
     # Several requests over one connection (HTTP/2 over TLS; plain HTTP stays 1.1).
     "GDAL_HTTP_MULTIPLEX": "YES",
     "GDAL_HTTP_VERSION": "2TLS",

@@ -398,7 +398,9 @@ class PatchDataset(Dataset[dict[str, Tensor]]):
             except Exception as second:
                 error = error_line(second) or repr(first)
         suspects = reader.items_at(box)
-        bad = [i for i in suspects if reader.check_item(i, box) is not None] or suspects
+        checks = {i: reader.check_item(i, box) for i in suspects}
+        bad = [i for i, found in checks.items() if found is not None] or suspects
+        error = next((found for found in checks.values() if found is not None), error)
         paths = [p for i in bad for p in reader.item_paths(i)]
         self.bad_files.mark(paths, error)
         reader.excluded.update(bad)

@@ -641,6 +641,7 @@ def raster_items(
                 nodata=first.bands[0].nodata,
                 assets=[part.path for part in assets],
                 acquired=_acquired(item),
+                band_sources=[(part.path, i + 1) for part in assets for i in part.indexes],
                 aliases={b.common: b.name for part in assets for b in part.bands if b.common},
             )
         )
