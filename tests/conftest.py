@@ -1,11 +1,14 @@
 """Shared fixtures: fake archives, the real data in ../shared/data, small ROIs."""
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.fakes.archive import make_fake_archive
+from tests.fakes.http import FakeStorage
+from tests.fakes.stac import make_stac_catalog
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -38,3 +41,18 @@ def fake_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _stats_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """Keep statistics caches out of the user's home folder."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "xdg-cache"))
+
+
+@pytest.fixture(scope="session")
+def stac_catalog(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A static STAC catalog over real rasters as COGs (tests/fakes/stac.py); read-only."""
+    root = tmp_path_factory.mktemp("stac")
+    make_stac_catalog(root, shared_data)
+    return root
+
+
+@pytest.fixture
+def served(stac_catalog: Path) -> Iterator[FakeStorage]:
+    """``stac_catalog`` served over HTTP on 127.0.0.1 (fresh request counts per test)."""
+    with FakeStorage(stac_catalog) as storage:
+        yield storage

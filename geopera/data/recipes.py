@@ -71,6 +71,15 @@ def _strings(value: Any, key: str, where: Path) -> tuple[str, ...]:
     raise ArchiveError(f"recipe {where}: {key!r} must be a string or a list of strings")
 
 
+def _known_keys(mapping: dict[str, Any], valid: set[str], what: str, where: Path) -> None:
+    unknown = set(mapping) - valid
+    if unknown:
+        raise ArchiveError(
+            f"recipe {where}: unknown {what}(s) {', '.join(sorted(unknown))}; valid: "
+            f"{', '.join(sorted(valid))}"
+        )
+
+
 def load_recipe(path: str | Path) -> Recipe:
     """Read and check a recipe.
 
@@ -95,12 +104,7 @@ def load_recipe(path: str | Path) -> Recipe:
         raise ArchiveError(f"recipe {where} is not valid YAML: {err}") from err
     if not isinstance(doc, dict):
         raise ArchiveError(f"recipe {where} must be a mapping (name:, description:, search:...)")
-    unknown = set(doc) - _KEYS
-    if unknown:
-        raise ArchiveError(
-            f"recipe {where}: unknown key(s) {', '.join(sorted(unknown))}; valid keys: "
-            f"{', '.join(sorted(_KEYS))}"
-        )
+    _known_keys(doc, _KEYS, "key", where)
     kinds = [k for k in ("paths", "catalog", "search") if doc.get(k)]
     if len(kinds) != 1:
         raise ArchiveError(
@@ -126,12 +130,7 @@ def load_recipe(path: str | Path) -> Recipe:
         search = doc["search"]
         if not isinstance(search, dict) or not search.get("api"):
             raise ArchiveError(f"recipe {where}: search: needs at least api: (the STAC API URL)")
-        bad = set(search) - _SEARCH_KEYS
-        if bad:
-            raise ArchiveError(
-                f"recipe {where}: unknown search key(s) {', '.join(sorted(bad))}; valid: "
-                f"{', '.join(sorted(_SEARCH_KEYS))}"
-            )
+        _known_keys(search, _SEARCH_KEYS, "search key", where)
         try:
             max_items = int(search.get("max_items", DEFAULT_MAX_ITEMS))
             limit = int(search.get("limit", 100))

@@ -28,7 +28,7 @@ import shapely
 from rasterio.crs import CRS
 
 from geopera.core.cache import cache_dir
-from geopera.core.errors import ArchiveError
+from geopera.core.errors import ArchiveError, error_line
 from geopera.core.outputs import write_atomic
 from geopera.data.archive import RASTER_EXTENSIONS, Problem, RasterItem, read_meta
 from geopera.data.remote import gdal_path, load_hook
@@ -235,7 +235,7 @@ def _read_document(href: str, io: Any) -> dict[str, Any]:
     except FileNotFoundError as err:
         raise FileNotFoundError(f"STAC document {href} does not exist") from err
     except Exception as err:
-        reason = " ".join(f"{type(err).__name__}: {err}".split())[:300]
+        reason = error_line(err)[:300]
         raise ArchiveError(
             f"could not read the STAC document at {href} ({reason}); check the address, the "
             "network and any credentials"
@@ -264,7 +264,28 @@ def _read_document(href: str, io: Any) -> dict[str, Any]:
     return doc
 
 
-def _static_items(href: str) -> Iterable["pystac.Item"]:
+def _walk(catalog: "pystac.Catalog", problems: list[Problem]) -> Iterable["pystac.Item"]:
+    """Items under a catalog; a child or item link that cannot be read is a problem, not fatal."""
+    import pystac
+
+    root = catalog.get_root()
+    for rel in ("item", "child"):
+        for link in catalog.get_links(rel):
+            try:
+                link.resolve_stac_object(root=root)
+                target = link.target
+            except Exception as err:
+                href = link.get_absolute_href() or str(link.target)
+                reason = f"{rel} link of {catalog.id} unreadable ({error_line(err)[:300]}); skipped"
+                problems.append(Problem(href, reason))
+                continue
+            if isinstance(target, pystac.Item):
+                yield target
+            elif isinstance(target, pystac.Catalog):
+                yield from _walk(target, problems)
+
+
+def _static_items(href: str, problems: list[Problem]) -> Iterable["pystac.Item"]:
     """Items of a static catalog / collection / item / ItemCollection (walked recursively)."""
     import pystac
 
@@ -285,15 +306,7 @@ def _static_items(href: str) -> Iterable["pystac.Item"]:
         yield pystac.Item.from_file(href, stac_io=io)
         return
     cls = pystac.Collection if kind == "Collection" else pystac.Catalog
-    catalog = cls.from_file(href, stac_io=io)
-    try:
-        yield from catalog.get_items(recursive=True)
-    except Exception as err:
-        reason = " ".join(f"{type(err).__name__}: {err}".split())[:300]
-        raise ArchiveError(
-            f"could not walk the STAC catalog {href} ({reason}); a child link is broken or "
-            "unreachable"
-        ) from err
+    yield from _walk(cls.from_file(href, stac_io=io), problems)
 
 
 def _search_items(search: StacSearch, roi: "ROI | None") -> list["pystac.Item"]:
@@ -325,7 +338,7 @@ def _search_items(search: StacSearch, roi: "ROI | None") -> list["pystac.Item"]:
         )
         items = list(found.items())
     except Exception as err:
-        reason = " ".join(f"{type(err).__name__}: {err}".split())[:300]
+        reason = error_line(err)[:300]
         raise ArchiveError(
             f"STAC search failed at {search.describe()}: {reason}; check the API URL, the "
             "collection ids and the network"
@@ -595,7 +608,7 @@ def raster_items(
             href = sign(href) if sign is not None else href
             found = _asset_of(item, key, asset, href, indexes, [bands[i] for i in indexes])
         except Exception as err:
-            reason = " ".join(f"{type(err).__name__}: {err}".split())[:300]
+            reason = error_line(err)[:300]
             found = Problem(href, f"asset {key!r} of item {item.id}: {reason}; skipped")
         if isinstance(found, Problem):
             problems.append(found)
@@ -686,17 +699,17 @@ def load_stac(spec: StacSpec, roi: "ROI | None" = None) -> tuple[list[RasterItem
         FileNotFoundError: If a local document does not exist.
     """
     sign = load_hook(spec.sign) if spec.sign else None
+    problems: list[Problem] = []
     if spec.search is not None:
         items: Iterable[pystac.Item] = _search_items(spec.search, roi)
         where = spec.search.describe()
     elif spec.href is not None:
-        items = _static_items(spec.href)
+        items = _static_items(spec.href, problems)
         where = spec.href
     else:  # pragma: no cover - StacSpec is built by the parsers above
         raise ValueError("a StacSpec needs href or search")
     roi_wgs84 = shapely.from_wkt(roi.wkt_wgs84) if roi is not None else None
     found: list[RasterItem] = []
-    problems: list[Problem] = []
     seen = 0
     for item in items:
         if not _overlaps(item, roi_wgs84):

