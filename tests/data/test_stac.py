@@ -334,3 +334,36 @@ def test_broken_links_are_problems_not_fatal(stac_catalog: Path, tmp_path: Path)
     reasons = {Path(p.path).name: p.reason for p in archive.problems}
     assert set(reasons) == {f"{LANDSAT[1]}.json", "collection.json"}
     assert reasons["collection.json"].startswith("child link of fake unreadable")
+
+
+def test_s3_assets_read_through_vsis3(
+    served: FakeStorage,
+    stac_catalog: Path,
+    shared_data: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # the fake storage as an S3-compatible endpoint: bucket "landsat" = its landsat/ folder
+    for key, value in {
+        "AWS_S3_ENDPOINT": served.url.removeprefix("http://"), "AWS_HTTPS": "NO",
+        "AWS_VIRTUAL_HOSTING": "FALSE", "AWS_NO_SIGN_REQUEST": "YES",
+    }.items():  # fmt: skip
+        monkeypatch.setenv(key, value)
+    item = json.loads((stac_catalog / "landsat" / LANDSAT[0] / f"{LANDSAT[0]}.json").read_text())
+    for band, asset in item["assets"].items():
+        asset["href"] = f"s3://landsat/{LANDSAT[0]}/{band}.tif"
+    item["links"] = []
+    path = tmp_path / "s3-search.geojson"
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": [item]}))
+    roi = load_roi(ROI)
+    archive = discover([str(path)], roi=roi)
+    (source,) = archive.sources
+    assert source.describe()["files"][0] == f"/vsis3/landsat/{LANDSAT[0]}/B2.tif"
+    prepared = prepare_sources(archive.select("rgb", None, roi=roi), roi, 32)
+    box = _random_boxes(prepared[0].roi, 1)[0]
+    sample = PatchDataset(prepared, 32)[(0, *box, 0)]
+    assert served.count(".tif") > 0
+    with rasterio.open(original_landsat(shared_data, LANDSAT[0])) as src:
+        window = from_bounds(*[float(v) for v in sample["bounds"]], transform=src.transform)
+        expected = src.read([3, 2, 1], window=window.round_offsets().round_lengths())
+    np.testing.assert_array_equal(sample["image"].numpy(), expected.astype(np.float32))
