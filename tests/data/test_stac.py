@@ -367,3 +367,22 @@ def test_s3_assets_read_through_vsis3(
         window = from_bounds(*[float(v) for v in sample["bounds"]], transform=src.transform)
         expected = src.read([3, 2, 1], window=window.round_offsets().round_lengths())
     np.testing.assert_array_equal(sample["image"].numpy(), expected.astype(np.float32))
+
+
+def test_sign_hook_signs_every_asset_read(served: FakeStorage, tmp_path: Path) -> None:
+    recipe = tmp_path / "signed.yaml"
+    recipe.write_text(
+        "name: signed\ndescription: a served catalog with signed asset URLs\nlicence: test\n"
+        f"catalog: {served.url}/catalog.json\nsign: tests.fakes.http:sign_with_token\n"
+    )
+    roi = load_roi(ROI)
+    archive = discover([str(recipe)], roi=roi)
+    items = archive.sources[0].items
+    assert all(a.endswith(".tif?token=test-token") for it in items for a in it.assets)
+    prepared = prepare_sources(archive.select("rgb", None, roi=roi), roi, 32)
+    PatchDataset(prepared, 32)[(0, *_random_boxes(prepared[0].roi, 1)[0], 0)]
+    assert served.count(".tif") > 0
+    raster_queries = {q for q in served.queries if q}
+    assert raster_queries == {"token=test-token"}  # every raster request carried the token
+    spec = parse_search_url(f"stac+{served.url}?sign=tests.fakes.http:sign_with_token")
+    assert spec.sign == "tests.fakes.http:sign_with_token"

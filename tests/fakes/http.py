@@ -13,7 +13,6 @@ Used by the STAC tests and by ``benchmarks/bench_remote.py``.
 
 import contextlib
 import json
-import os
 import re
 import threading
 import time
@@ -49,6 +48,8 @@ class FakeStorage:
         self.items = items
         self.requests: Counter[str] = Counter()
         self.ranges: Counter[str] = Counter()
+        #: Query strings of the requests (signed URLs), counted.
+        self.queries: Counter[str] = Counter()
         self.faults: dict[str, deque[str]] = defaultdict(deque)
         self.searches: list[dict[str, Any]] = []
         self._lock = threading.Lock()
@@ -102,9 +103,10 @@ class FakeStorage:
             return queue.popleft() if queue else None
 
     def _serve(self, h: BaseHTTPRequestHandler, head: bool) -> None:
-        path = h.path.split("?", 1)[0]
+        path, _, query = h.path.partition("?")
         with self._lock:
             self.requests[path] += 1
+            self.queries[query] += 1
         if self.latency:
             time.sleep(self.latency)
         if path in ("", "/") and self.items is not None:
@@ -254,6 +256,6 @@ class FakeStorage:
         self._json(h, {"type": "FeatureCollection", "features": page, "links": links})
 
 
-def serve_env() -> dict[str, str]:
-    """GDAL settings for reading from a FakeStorage quickly (short retry delays)."""
-    return {**os.environ, "GDAL_HTTP_RETRY_DELAY": "0.1"}
+def sign_with_token(href: str) -> str:
+    """A URL-signing hook for tests (``tests.fakes.http:sign_with_token``): adds a token."""
+    return f"{href}?token=test-token"
