@@ -71,6 +71,15 @@ COG_OPTIONS: dict[str, str] = {
 }
 
 
+#: The options configure_remote set in this process (so that it may update its own later).
+_OURS: dict[str, str] = {}
+
+
+def _ours(key: str) -> bool:
+    """Whether the environment's value of an option is the one configure_remote set."""
+    return key in _OURS and os.environ.get(key) == _OURS[key]
+
+
 def gdal_path(href: str) -> str:
     """The GDAL path of a URL or file path.
 
@@ -128,12 +137,19 @@ def configure_remote(paths: Iterable[str]) -> dict[str, str]:
     remote = [p for p in paths if is_remote(p)]
     if not remote:
         return {}
-    options = dict(COG_OPTIONS)
-    extensions = sorted({_extension(p) for p in remote} - {""})
-    if extensions and all(_extension(p) for p in remote):
-        options["CPL_VSIL_CURL_ALLOWED_EXTENSIONS"] = ",".join(extensions)
-    applied = {k: v for k, v in options.items() if k not in os.environ}
+    applied = {k: v for k, v in COG_OPTIONS.items() if k not in os.environ or _ours(k)}
+    key = "CPL_VSIL_CURL_ALLOWED_EXTENSIONS"
+    extensions = {_extension(p) for p in remote}
+    if key not in os.environ or _ours(key):
+        if "" in extensions:  # a path without extension: GDAL must not filter by extension
+            if _ours(key):
+                del os.environ[key]
+                del _OURS[key]
+        else:  # this archive's extensions, and those of an archive read before in the process
+            before = set(os.environ[key].split(",")) - {""} if _ours(key) else set()
+            applied[key] = ",".join(sorted(extensions | before))
     os.environ.update(applied)
+    _OURS.update(applied)
     return applied
 
 

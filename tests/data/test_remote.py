@@ -99,3 +99,18 @@ def test_load_hook() -> None:
         load_hook("no_such_module_xyz:sign")
     with pytest.raises(ValueError, match="has no function 'nope'"):
         load_hook("os.path:nope")
+
+
+def test_configure_remote_updates_only_its_own_extension_list(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    key = "CPL_VSIL_CURL_ALLOWED_EXTENSIONS"
+    monkeypatch.delenv(key, raising=False)
+    configure_remote(["/vsicurl/https://h/a.tif"])
+    configure_remote(["/vsicurl/https://h/b.jp2"])  # a second archive in the same process
+    assert os.environ[key] == ".jp2,.tif"
+    configure_remote(["/vsicurl/https://h/tiles?x=1&y=2"])  # no extension: no filter at all
+    assert key not in os.environ
+    monkeypatch.setenv(key, ".TIF")  # the user's own value is never touched
+    configure_remote(["/vsicurl/https://h/c.tif", "/vsicurl/https://h/noext"])
+    assert os.environ[key] == ".TIF"
