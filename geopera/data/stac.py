@@ -572,7 +572,7 @@ def _write_vrt(xml: str, scene: str) -> str:
     """Write a VRT into the cache (content-addressed: the same item gives the same file)."""
     digest = hashlib.sha256(xml.encode()).hexdigest()[:16]
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", scene)[:80]
-    path = cache_dir("stac") / f"{safe}_{digest}.vrt"
+    path = cache_dir("stac") / digest / f"{safe}.vrt"  # the file's stem is the item's id
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(path, xml)
