@@ -679,7 +679,9 @@ def discover(paths: Iterable[str | os.PathLike[str]], roi: "ROI | None" = None) 
     problems.extend(dup_problems)
     items.extend(stac_items)
     by_sig: dict[tuple[Any, ...], list[RasterItem]] = defaultdict(list)
-    for it in sorted(items, key=lambda i: i.paths[0]):
+    # a stable order: files by path, STAC items by id (their VRT's path hashes the asset URLs,
+    # which change with the host or a signature)
+    for it in sorted(items, key=lambda i: i.scene if i.assets else i.paths[0]):
         by_sig[it.signature].append(it)
     sources = sorted(_name_sources(list(by_sig.values())), key=lambda s: s.name)
     return Archive(sources=sources, problems=sorted(problems, key=lambda p: p.path))

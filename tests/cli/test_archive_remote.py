@@ -79,6 +79,8 @@ def test_sample_survives_an_asset_that_keeps_failing(stac_catalog: Path, tmp_pat
     root = tmp_path / "cat"
     shutil.copytree(stac_catalog, root)
     with FakeStorage(root) as storage:
+        # LANDSAT[1] sorts first in its source (items by id), so patches in the overlap of
+        # the two scenes try it first, meet the failing band and fall back to the other scene
         storage.inject(f"/landsat/{LANDSAT[1]}/B3.tif", *["503"] * 1000)
         out = tmp_path / "chips"
         proc = run_cli(
