@@ -31,7 +31,7 @@ from geopera.core.cache import cache_dir
 from geopera.core.errors import ArchiveError, error_line
 from geopera.core.outputs import write_atomic
 from geopera.data.archive import RASTER_EXTENSIONS, Problem, RasterItem, read_meta
-from geopera.data.remote import gdal_path, load_hook
+from geopera.data.remote import configure_remote, gdal_path, load_hook
 
 if TYPE_CHECKING:
     import pystac
@@ -515,6 +515,7 @@ def _asset_of(
             int(shape[0]),
             str(dtype),
         )
+    configure_remote([path])  # GDAL's options in place before its first remote open
     meta = read_meta(path)  # no proj/raster metadata: read the header (and last block)
     if isinstance(meta, Problem):
         return Problem(path, f"asset {key!r} of item {item.id}: {meta.reason}")
