@@ -390,7 +390,7 @@ class _Asset:
         )
 
 
-def _is_raster(key: str, asset: dict[str, Any]) -> bool:
+def _is_raster(asset: dict[str, Any]) -> bool:
     roles = set(asset.get("roles") or [])
     if roles & SKIPPED_ROLES and "data" not in roles:
         return False
@@ -598,7 +598,8 @@ def raster_items(
     problems: list[Problem] = []
     by_grid: dict[tuple[Any, ...], list[_Asset]] = defaultdict(list)
     base = item.get_self_href()
-    rasters = {key: a.to_dict() for key, a in item.assets.items() if _is_raster(key, a.to_dict())}
+    as_dicts = {key: a.to_dict() for key, a in item.assets.items()}
+    rasters = {key: d for key, d in as_dicts.items() if _is_raster(d)}
     for key, indexes in _selection(rasters, keep).items():
         asset_obj, asset = item.assets[key], rasters[key]
         bands = _asset_bands(key, asset)
