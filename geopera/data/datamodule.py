@@ -1,8 +1,11 @@
 """The Lightning data module for pretraining: ROI patches from an archive, read in workers.
 
-Batches are dicts: ``image`` (B, C, H, W) float32 raw pixel values, ``source`` (B,) source index,
+Batches are dicts: ``image`` (B, C, H, W) raw pixel values in their stored dtype (uint8, uint16,
+int16...: see :func:`~geopera.data.sampling.transfer_dtype`), ``source`` (B,) source index,
 ``bounds`` (B, 4) patch bounds in the source CRS, ``rejected`` (B,) rejected reads per sample.
-No augmentation happens here: views and normalisation run on the device.
+On CUDA the workers' batches are pinned, so the copy to the device does not block the host.
+No augmentation happens here: conversion to float, scaling, views and normalisation run on the
+device.
 """
 
 from collections.abc import Sequence
@@ -214,9 +217,15 @@ class PretrainDataModule(L.LightningDataModule):
             sampler=self.sampler,
             num_workers=self.num_workers,
             collate_fn=collate_patches,
+            pin_memory=self._on_cuda(),
             persistent_workers=False,
             drop_last=True,
         )
+
+    def _on_cuda(self) -> bool:
+        """Whether the attached trainer trains on CUDA (then batches are pinned)."""
+        trainer = self.trainer
+        return trainer is not None and trainer.strategy.root_device.type == "cuda"
 
     def describe(self) -> dict[str, Any]:
         """The inventory of what is sampled: sources, bands, ROI, problems, statistics."""

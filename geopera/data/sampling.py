@@ -19,7 +19,8 @@ gone the dataset raises :class:`~geopera.core.errors.ArchiveGoneError`.
 """
 
 import math
-from collections.abc import Iterator, Sequence
+from typing import Any
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -285,6 +286,29 @@ def is_constant(image: np.ndarray) -> bool:
     return bool((flat.max(axis=1) == flat.min(axis=1)).all())
 
 
+#: Stored dtypes that travel from the workers as they are (torch has a tensor type for each).
+TRANSFER_DTYPES = ("uint8", "int8", "int16", "uint16", "int32", "float32")
+
+
+def transfer_dtype(dtypes: Iterable[str]) -> np.dtype[Any]:
+    """The dtype patches travel in from the workers to the device: the stored one.
+
+    Converting to float32 happens on the device; a uint16 batch crosses to it at half the bytes
+    of float32 (uint8: a quarter). Sources of different dtypes share the smallest type that holds
+    them all (uint8 + uint16: uint16; int16 + uint16: int32); anything torch has no tensor type
+    for, or a float, travels as float32.
+
+    Args:
+        dtypes: The sources' stored dtypes.
+
+    Returns:
+        The dtype.
+    """
+    found = [np.dtype(d) for d in dtypes]
+    common = np.result_type(*found) if found else np.dtype("float32")
+    return common if common.name in TRANSFER_DTYPES else np.dtype("float32")
+
+
 class PatchDataset(Dataset[dict[str, Tensor]]):
     """Reads patches at sampler locations, with quality control and deterministic fallbacks.
 
@@ -295,6 +319,8 @@ class PatchDataset(Dataset[dict[str, Tensor]]):
         max_invalid: Largest accepted nodata/NaN fraction.
         max_attempts: Reads per sample before giving up.
         bad_files: The run's record of unreadable files (default: in memory).
+        dtype: dtype of the returned images (default: :func:`transfer_dtype` of the sources):
+            the stored values, exactly, in the smallest type that holds every source's.
     """
 
     def __init__(
@@ -305,6 +331,7 @@ class PatchDataset(Dataset[dict[str, Tensor]]):
         max_invalid: float = 0.1,
         max_attempts: int = 16,
         bad_files: BadFiles | None = None,
+        dtype: np.dtype[Any] | None = None,
     ) -> None:
         if not 0.0 <= max_invalid < 1.0:
             raise ValueError(f"max_invalid must be in [0, 1), got {max_invalid}")
@@ -314,6 +341,7 @@ class PatchDataset(Dataset[dict[str, Tensor]]):
         self.max_invalid = max_invalid
         self.max_attempts = max_attempts
         self.bad_files = bad_files if bad_files is not None else BadFiles()
+        self.dtype = dtype if dtype is not None else transfer_dtype(s.source.dtype for s in sources)
         self._synced: dict[int, int] = {}  # per source: how many bad files it has seen
 
     def __len__(self) -> int:  # pragma: no cover - indexed by sampler locations only
@@ -414,7 +442,7 @@ class PatchDataset(Dataset[dict[str, Tensor]]):
             location: ``(source index, xmin, ymin, xmax, ymax, stream index)``.
 
         Returns:
-            ``image`` (C, H, W) float32 raw values, ``source`` (), ``bounds`` (4,) in the
+            ``image`` (C, H, W) raw values in :attr:`dtype`, ``source`` (), ``bounds`` (4,) in the
             source CRS, ``rejected`` () number of rejected reads before this one.
 
         Raises:
@@ -447,7 +475,7 @@ class PatchDataset(Dataset[dict[str, Tensor]]):
             valid = invalid_fraction(image, reader.nodata) <= self.max_invalid
             if valid and not is_constant(image):
                 return {
-                    "image": torch.from_numpy(image.astype(np.float32, copy=False)),
+                    "image": torch.from_numpy(image.astype(self.dtype, copy=False)),
                     "source": torch.tensor(src),
                     "bounds": torch.tensor(box, dtype=torch.float64),
                     "rejected": torch.tensor(attempt),

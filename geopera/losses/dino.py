@@ -106,7 +106,7 @@ class DINOLoss(nn.Module):
         A step whose teacher outputs are not finite is skipped by training; its mean is not
         pending (:meth:`update_center`), so it cannot poison the centre.
         """
-        if bool(self.has_pending):
-            m = self.center_momentum
-            self.center.mul_(m).add_(self.pending, alpha=1 - m)
-            self.has_pending.fill_(False)
+        # branch-free, so no device value is read on the host: a weight of 0 keeps the centre
+        weight = self.has_pending.to(self.center.dtype) * (1 - self.center_momentum)
+        self.center.add_(weight * (self.pending - self.center))
+        self.has_pending.fill_(False)

@@ -5,7 +5,6 @@ over a few directions only (dimensional collapse). Neither shows in a falling lo
 here, without labels.
 """
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -30,25 +29,31 @@ class Health:
     mean_cosine: float
 
 
-def effective_rank(features: Tensor, eps: float = 1e-7) -> float:
-    """RankMe (Garrido et al., 2023) of an embedding matrix.
+def rank_of(features: Tensor, eps: float = 1e-7) -> Tensor:
+    """RankMe (Garrido et al., 2023) of an embedding matrix, as a tensor on its device.
+
+    Nothing is read on the host (the training step logs it without waiting for the device).
 
     Args:
         features: (N, D) embeddings.
         eps: Added to the normalised singular values before the logarithm.
 
     Returns:
-        The effective rank, 1 <= rank <= min(N, D) (1.0 for a single or all-zero embedding;
-        NaN when the embeddings hold non-finite values: a skipped step's health).
+        () float64: the effective rank, 1 <= rank <= min(N, D) (1 for a single or all-zero
+        embedding; NaN when the embeddings hold non-finite values: a skipped step's health).
     """
-    if not bool(torch.isfinite(features).all()):
-        return float("nan")
-    singular = torch.linalg.svdvals(features.double())  # (min(N, D),)
+    x = features.double()
+    finite = torch.isfinite(x).all()
+    singular = torch.linalg.svdvals(torch.where(finite, x, 0.0))  # (min(N, D),)
     total = singular.sum()
-    if singular.numel() == 0 or total <= 0:
-        return 1.0
-    p = singular / total + eps
-    return float(math.exp(-(p * p.log()).sum()))
+    p = singular / total.clamp_min(torch.finfo(x.dtype).tiny) + eps
+    rank = torch.where(total > 0, torch.exp(-(p * p.log()).sum()), 1.0)
+    return torch.where(finite, rank, torch.nan)
+
+
+def effective_rank(features: Tensor, eps: float = 1e-7) -> float:
+    """:func:`rank_of` as a Python float."""
+    return float(rank_of(features, eps))
 
 
 def health(features: Tensor) -> Health:

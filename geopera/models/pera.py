@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from geopera.losses.dino import DINOLoss
 from geopera.losses.koleo import koleo_loss
 from geopera.losses.pixel import patchify, pixel_loss
-from geopera.metrics.health import effective_rank
+from geopera.metrics.health import rank_of
 from geopera.models.heads import ProjectionHead
 from geopera.models.vit import (
     SAMPLE_DROP,
@@ -296,7 +296,7 @@ class PerA(nn.Module):
                     "teacher_std": t_all.std(dim=0).mean(),
                     "teacher_entropy": entropy,
                     # dimensional collapse: the class tokens span few directions
-                    "teacher_rank": t_cls.new_tensor(effective_rank(t_cls.float())),
+                    "teacher_rank": rank_of(t_cls.float()),
                 }
         return PerAOutput(
             loss=loss,
@@ -333,16 +333,22 @@ class PerA(nn.Module):
                     block.compile()
 
     @torch.no_grad()
-    def update_teacher(self, momentum: float) -> None:
+    def update_teacher(self, momentum: float, apply: Tensor | None = None) -> None:
         """EMA of the student into the teacher (backbone and class head).
 
         Args:
             momentum: Teacher momentum m: ``teacher = m * teacher + (1 - m) * student``.
+            apply: Optional () boolean on the device: where False (a skipped step) the teacher
+                stays as it is. Decided on the device, so nothing is read on the host.
         """
         student: list[Tensor] = [p.detach() for p in self.student.parameters()]
         teacher: list[Tensor] = list(self.teacher.parameters())
-        torch._foreach_mul_(teacher, momentum)
-        torch._foreach_add_(teacher, student, alpha=1 - momentum)
+        if apply is None:
+            torch._foreach_mul_(teacher, momentum)
+            torch._foreach_add_(teacher, student, alpha=1 - momentum)
+            return
+        weight = apply.to(teacher[0].dtype) * (1 - momentum)  # () student share: 0 keeps
+        torch._foreach_add_(teacher, torch._foreach_mul(torch._foreach_sub(student, teacher), weight))
 
     def teacher_state_dict(self) -> dict[str, Tensor]:
         """The teacher backbone as a plain timm state dict (CPU tensors)."""

@@ -10,11 +10,13 @@ from types import FrameType
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.callbacks import RichProgressBar
 import torch
 from rich.console import Console
 
 from geopera.core.errors import ArchiveGoneError
 from geopera.pretrain.rundir import RunDir
+from geopera.pretrain.task import SkipCounts
 
 METRIC_COLUMNS = [
     "step",
@@ -31,6 +33,7 @@ METRIC_COLUMNS = [
     "teacher_entropy",
     "teacher_rank",
     "images_per_s",
+    "data_wait",
     "rejected_rate",
     "probe_knn",
     "collapse_alarm",
@@ -39,12 +42,34 @@ METRIC_COLUMNS = [
 
 
 def _logged(task: Any, step: int) -> bool:
-    every = task.config.trainer.log_every
-    return step % every == 0 or step + 1 >= task.schedules.total_steps
+    return bool(task.is_logging_step(step))
+
+
+class StepProgressBar(RichProgressBar):
+    """Lightning's rich bar, labelled by task: a run is one long epoch counted in steps.
+
+    It shows the task's :attr:`~geopera.pretrain.task.PerATask.shown` values, host strings set
+    at logging steps, so drawing the bar never reads the device.
+    """
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        return "pretraining"
+
+    def get_metrics(
+        self, trainer: L.Trainer, pl_module: L.LightningModule
+    ) -> dict[str, int | str | float | dict[str, float]]:
+        """Lightning's entries plus the task's shown values."""
+        items = super().get_metrics(trainer, pl_module)
+        items.pop("v_num", None)
+        items.update(getattr(pl_module, "shown", {}))
+        return items
 
 
 class MetricsCSV(L.Callback):
     """Appends one row per logged step to ``RUN_DIR/metrics.csv`` (rank 0).
+
+    ``images_per_s`` and ``data_wait`` (the share of wall time the loop waited for data) cover
+    the steps since the previous row; ``skipped`` counts the steps skipped so far.
 
     On resume, rows at or after the resumed step (logged after the last checkpoint by the
     interrupted process) are dropped, so the file reads as one uninterrupted run.
@@ -81,8 +106,7 @@ class MetricsCSV(L.Callback):
         if trainer.global_rank != 0 or not (_logged(pl_module, step) or "probe_knn" in metrics):
             return
         row = {k: metrics.get(k, "") for k in METRIC_COLUMNS}
-        skipped = getattr(pl_module, "skipped", None) is not None
-        row.update(step=step, collapse_alarm=self.alarm, skipped=int(skipped))
+        row.update(step=step, collapse_alarm=self.alarm, skipped=pl_module.skips.total)
         with open(self.path, "a", newline="") as fh:
             csv.DictWriter(fh, METRIC_COLUMNS).writerow(row)
 
@@ -267,9 +291,11 @@ class GracefulStop(L.Callback):
 class SkippedSteps(L.Callback):
     """Reports steps skipped for non-finite values, and stops after too many in a row.
 
-    Each skipped step gets a line on stderr and is counted in run.json (``skipped_steps``).
-    After ``limit`` skipped steps in a row the run saves ``last.ckpt`` (its weights are those of
-    the last good step: skipped steps change nothing) and stops; :attr:`stopped` says why.
+    The counts are kept on the device and read at logging steps (:class:`SkipCounts`), so a
+    step that does not log waits for nothing. At a logging step, new skipped steps get a line on
+    stderr and are counted in run.json (``skipped_steps``). When ``limit`` or more steps in a row
+    have been skipped the run saves ``last.ckpt`` (its weights are those of the last good step:
+    skipped steps change nothing) and stops; :attr:`stopped` says why.
 
     Args:
         run: The run directory.
@@ -279,9 +305,7 @@ class SkippedSteps(L.Callback):
     def __init__(self, run: RunDir, limit: int) -> None:
         self.run = run
         self.limit = limit
-        self.in_a_row = 0
-        self.total = 0
-        self.first_in_row: int | None = None
+        self.reported = 0
         self.stopped: str | None = None
 
     def on_train_batch_end(
@@ -292,24 +316,27 @@ class SkippedSteps(L.Callback):
         batch: Any,
         batch_idx: int,
     ) -> None:
-        """Count a skipped step; stop after too many in a row."""
-        reason: str | None = getattr(pl_module, "skipped", None)
+        """At logging steps: report new skipped steps; stop after too many in a row."""
+        task: Any = pl_module
         step = trainer.global_step - 1
-        if reason is None:
-            self.in_a_row, self.first_in_row = 0, None
+        counts: SkipCounts = task.skips
+        if not _logged(task, step) or counts.total == self.reported:
             return
-        self.total += 1
-        self.in_a_row += 1
-        if self.first_in_row is None:
-            self.first_in_row = step
+        new, self.reported = counts.total - self.reported, counts.total
         if trainer.global_rank != 0:
             return
-        print(f"geopera: step {step} skipped: {reason}", file=sys.stderr)
-        self.run.update_status(skipped_steps={"count": self.total, "last": step, "reason": reason})
-        if self.in_a_row >= self.limit and not trainer.should_stop:
+        print(
+            f"geopera: {new} step(s) skipped up to step {counts.last}: {counts.reason}",
+            file=sys.stderr,
+        )
+        self.run.update_status(
+            skipped_steps={"count": counts.total, "last": counts.last, "reason": counts.reason}
+        )
+        if counts.in_a_row >= self.limit and not trainer.should_stop:
             self.stopped = (
-                f"{self.in_a_row} steps in a row (steps {self.first_in_row}-{step}) had a "
-                f"{reason}: stopped. Check the data (NaN/Inf pixels) or lower optim.lr"
+                f"{counts.in_a_row} steps in a row (steps {counts.first_in_row}-{counts.last}) "
+                f"had a {counts.reason}: stopped. Check the data (NaN/Inf pixels) or lower "
+                "optim.lr"
             )
             trainer.save_checkpoint(self.run.last_checkpoint)
             trainer.should_stop = True
@@ -450,7 +477,7 @@ class KnnProbe(L.Callback):
         accuracy = knn_accuracy(task, self.probe, self.k)
         task.last_metrics["probe_knn"] = accuracy
         self.history.append((step, accuracy))
-        pl_module.log("train/probe_knn", accuracy, rank_zero_only=True)
+        task.publish({"train/probe_knn": accuracy}, step)
         self.run.update_status(
             probe={
                 "classes": self.probe.classes,

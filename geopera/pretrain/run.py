@@ -15,7 +15,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.strategies import DDPStrategy
 
@@ -39,6 +39,7 @@ from geopera.data.badfiles import BadFiles
 from geopera.data.bands import rgb_indices
 from geopera.data.datamodule import PretrainDataModule
 from geopera.pretrain.callbacks import (
+    StepProgressBar,
     CollapseAlarm,
     GracefulStop,
     KnnProbe,
@@ -70,13 +71,6 @@ class PretrainResult:
     status: str
     steps: int
     signal: int | None = None
-
-
-class StepProgressBar(RichProgressBar):
-    """Lightning's rich bar, labelled by task: a run is one long epoch counted in steps."""
-
-    def _get_train_description(self, current_epoch: int) -> str:
-        return "pretraining"
 
 
 def _is_worker_rank() -> bool:

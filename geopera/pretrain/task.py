@@ -8,15 +8,23 @@ temperature follow :class:`~geopera.pretrain.schedules.PerASchedules` per optimi
 Every step reseeds torch's generator from ``(seed, step, rank)``, so views, masks and drop-path
 depend only on the step: a resumed run continues exactly as an uninterrupted one.
 
-A step whose loss or gradients are not finite is skipped: its gradients are dropped before the
-optimiser sees them and the teacher takes no EMA step, so the weights stay as after the last good
-step (the step still counts, so the data stream and the schedules stay where a resume expects
-them). Under DDP the gradients are already averaged when this is checked, so every rank agrees.
-Checkpoints with non-finite weights are refused (:meth:`PerATask.on_save_checkpoint`).
+A step whose loss or gradients are not finite is skipped: the fused AdamW step is told so on the
+device (its ``found_inf``) and leaves weights, moments and step counts as they were, and the
+teacher's EMA weight is 0, so the weights stay as after the last good step (the step still counts,
+so the data stream and the schedules stay where a resume expects them). Under DDP the gradients are
+already averaged when this is checked, so every rank agrees. Skipped steps are counted on the
+device (:class:`SkipCounts`) and read at logging steps. Checkpoints with non-finite weights are
+refused (:meth:`PerATask.on_save_checkpoint`).
+
+**No host round trips.** A step that does not log reads no device value on the host: views,
+masks, stochastic depth, losses, the skip decision, clipping, AdamW and the EMA stay on the device,
+so the host can queue the next step while the device works. A logging step reads all its metrics
+with one transfer (:meth:`PerATask.read_metrics`).
 """
 
 import dataclasses
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import lightning as L
@@ -102,6 +110,29 @@ def non_finite(state: dict[str, Any]) -> list[str]:
     ]  # fmt: skip
 
 
+#: Why a step was skipped, by the code :class:`SkipCounts` keeps on the device.
+SKIP_REASONS = {1: "non-finite loss", 2: "non-finite gradients"}
+
+
+@dataclass(frozen=True)
+class SkipCounts:
+    """Steps skipped for non-finite values, as read at a logging step.
+
+    Attributes:
+        total: Skipped steps since this process started.
+        in_a_row: Skipped steps up to the current one with no good step between.
+        first_in_row: First step of that run of skipped steps (-1 when ``in_a_row`` is 0).
+        last: Last skipped step (-1: none).
+        reason: Why the last one was skipped (``None``: none was).
+    """
+
+    total: int
+    in_a_row: int
+    first_in_row: int
+    last: int
+    reason: str | None
+
+
 class PerATask(L.LightningModule):
     """PerA pretraining.
 
@@ -137,25 +168,37 @@ class PerATask(L.LightningModule):
         self.register_buffer("p98", torch.tensor(p98, dtype=torch.float32))
         self.schedules = PerASchedules.of(self.config.optim, self.config.trainer.max_steps)
         self.last_output: PerAOutput | None = None
+        #: The metrics of the last logging step (empty after a step that did not log).
         self.last_metrics: dict[str, float] = {}
-        #: Whether the current step was skipped (non-finite loss or gradients), and why.
-        self.skipped: str | None = None
-        self._loss_finite = True
+        #: Skipped steps as read at the last logging step.
+        self.skips = SkipCounts(0, 0, -1, -1, None)
+        #: What the progress bar shows (set at logging steps).
+        self.shown: dict[str, str] = {}
+        # on the device: [total, in a row, first in row, last, reason code] and this step's
+        # verdict; read only at logging steps
+        self.register_buffer("skip_state", torch.tensor([0, 0, -1, -1, 0]), persistent=False)
+        self.register_buffer("step_ok", torch.ones((), dtype=torch.bool), persistent=False)
+        self._loss_finite: Tensor | None = None
         self._step = 0
-        self._tick = time.perf_counter()
+        self._interval = _Interval()
 
-    def make_views(self, batch: dict[str, Tensor]) -> CropPairs:
-        """Scale a batch per source and make its crop pairs.
+    def is_logging_step(self, step: int) -> bool:
+        """Whether ``step`` logs (and so may read device values on the host)."""
+        return step % self.config.trainer.log_every == 0 or step + 1 >= self.schedules.total_steps
+
+    def make_views(self, batch: dict[str, Tensor], seed: int | None = None) -> CropPairs:
+        """Scale a batch per source on the device and make its crop pairs.
 
         Args:
-            batch: ``image`` (B, C, H, W) raw, ``source`` (B,).
+            batch: ``image`` (B, C, H, W) raw, in the archive's stored dtype; ``source`` (B,).
+            seed: Seed of the views (see :class:`AlignedViews`).
 
         Returns:
             The crop pairs.
         """
         source = batch["source"].long()
         unit = scale_unit(batch["image"], self.p2[source], self.p98[source])  # (B, C, H, W)
-        return self.views(unit)
+        return self.views(unit, seed=seed)
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         """One PerA step: views, masks, teacher, student, loss.
@@ -169,69 +212,141 @@ class PerATask(L.LightningModule):
         """
         step = self.global_step
         self._step = step
-        torch.manual_seed(step_seed(self.config.data.seed, step, self.global_rank))
-        pairs = self.make_views(batch)
-        log_now = (
-            step % self.config.trainer.log_every == 0 or step + 1 >= self.schedules.total_steps
-        )
+        seed = step_seed(self.config.data.seed, step, self.global_rank)
+        torch.manual_seed(seed)
+        pairs = self.make_views(batch, seed)
+        log_now = self.is_logging_step(step)
         out = self.model(
             pairs, teacher_temp=self.schedules.teacher_temp_at(step), with_health=log_now
         )
         self.last_output = out
-        self.skipped = None
-        self._loss_finite = bool(torch.isfinite(out.loss.detach()))
-        batch_size = batch["image"].shape[0]
-        rejected = float(batch["rejected"].sum())
-        now = time.perf_counter()
-        images_per_s = batch_size * self.trainer.world_size / max(now - self._tick, 1e-9)
-        self._tick = now
-        metrics = {
-            "loss": float(out.loss.detach()),
-            **{k: float(v.detach()) for k, v in out.parts.items()},
+        self._loss_finite = torch.isfinite(out.loss.detach())
+        self._interval.add_step(batch["image"].shape[0] * self.trainer.world_size)
+        self.last_metrics = self.read_metrics(out, batch, step) if log_now else {}
+        if log_now:
+            self.publish({f"train/{k}": v for k, v in self.last_metrics.items()}, step)
+            m = self.last_metrics
+            self.shown = {
+                "loss": f"{m['loss']:.3f}",
+                "img/s": f"{m['images_per_s']:.1f}",
+                "data_wait": f"{m['data_wait']:.0%}",
+            }
+        return out.loss
+
+    def publish(self, metrics: dict[str, float], step: int) -> None:
+        """Send host values to the run's logger (TensorBoard) at ``step``.
+
+        Not through ``self.log``: Lightning keeps logged values as device tensors and reads
+        them back at every step for the progress bar, a host round trip per value and step.
+        """
+        if self.logger is not None and self.global_rank == 0:
+            self.logger.log_metrics(metrics, step=step)
+
+    def read_metrics(
+        self, out: PerAOutput, batch: dict[str, Tensor], step: int
+    ) -> dict[str, float]:
+        """The metrics of a logging step, read from the device in one transfer.
+
+        Args:
+            out: The step's model output (with health).
+            batch: The step's batch.
+            step: The step.
+
+        Returns:
+            Loss and its parts, schedules, rates, health, and the skipped-step counts (which
+            also go to :attr:`skips`, as of the previous step).
+        """
+        rejected = batch["rejected"].sum().float()
+        values = {
+            "loss": out.loss.detach(),
+            **{k: v.detach() for k, v in out.parts.items()},
+            **{k: v.detach() for k, v in out.health.items()},
+            "rejected": rejected,
+        }
+        names = list(values)
+        stacked = torch.cat([torch.stack([v.float() for v in values.values()]),
+                             self.skip_state.float()])  # fmt: skip
+        read = stacked.tolist()  # the step's one host-device synchronisation
+        total, in_a_row, first, last, code = (int(v) for v in read[len(names) :])
+        self.skips = SkipCounts(total, in_a_row, first, last, SKIP_REASONS.get(code))
+        got = dict(zip(names, read[: len(names)], strict=True))
+        rejected_count = got.pop("rejected")
+        size = batch["image"].shape[0]
+        images_per_s, data_wait = self._interval.close()
+        return {
+            **got,
             "lr": self.schedules.learning_rate(step),
             "weight_decay": self.schedules.weight_decay_at(step),
             "teacher_temp": self.schedules.teacher_temp_at(step),
             "momentum": self.schedules.momentum_at(step),
             "images_per_s": images_per_s,
-            "rejected_rate": rejected / (rejected + batch_size),
-            **{k: float(v) for k, v in out.health.items()},
+            "data_wait": data_wait,
+            "rejected_rate": rejected_count / (rejected_count + size),
         }
-        self.last_metrics = metrics
-        self.log("loss", metrics["loss"], prog_bar=True, batch_size=batch_size)
-        self.log("img/s", images_per_s, prog_bar=True, batch_size=batch_size)
-        self.log("rejected", metrics["rejected_rate"], prog_bar=True, batch_size=batch_size)
-        if log_now:
-            self.log_dict({f"train/{k}": v for k, v in metrics.items()}, batch_size=batch_size)
-        return out.loss
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        """Set this step's learning rate and weight decay."""
+        """Set this step's learning rate and weight decay; note the wait for this batch."""
+        self._interval.batch_arrived()
         step = self.global_step
         for group in self.optimizers().optimizer.param_groups:  # type: ignore[union-attr]
             group["lr"] = self.schedules.learning_rate(step)
             if group["weight_decay"] > 0 or group.get("decay", False):
                 group["weight_decay"] = self.schedules.weight_decay_at(step)
 
-    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        """Drop the gradients of a step whose loss or gradients are not finite (a skipped step).
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        """Note the end of the step (the wait for the next batch starts here)."""
+        self._interval.step_done()
+
+    def configure_gradient_clipping(
+        self,
+        optimizer: torch.optim.Optimizer,
+        gradient_clip_val: int | float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        """Clip by the global norm and decide, on the device, whether the step is skipped.
+
+        A step whose loss or gradient norm is not finite is skipped: the fused AdamW step gets
+        ``found_inf`` and changes nothing, and the teacher keeps its weights. Nothing is read on
+        the host.
 
         Args:
-            optimizer: The optimiser (its parameters' gradients are checked).
+            optimizer: The optimiser (its parameters' gradients are clipped).
+            gradient_clip_val: Largest global gradient norm (None or 0: no clipping).
+            gradient_clip_algorithm: Only ``"norm"`` is supported.
         """
         grads = [
             p.grad for group in optimizer.param_groups for p in group["params"]
             if p.grad is not None
         ]  # fmt: skip
-        if grads and self._loss_finite:
+        loss_ok = self._loss_finite if self._loss_finite is not None else self.step_ok
+        if grads:
             norm = torch.nn.utils.get_total_norm(grads, norm_type=2.0)
-            if bool(torch.isfinite(norm)):
-                return
-            self.skipped = "non-finite gradients"
+            grads_ok = torch.isfinite(norm)
+            if gradient_clip_val:
+                torch.nn.utils.clip_grads_with_norm_(grads, gradient_clip_val, norm)
         else:
-            self.skipped = "non-finite loss" if not self._loss_finite else "no gradients"
-        for group in optimizer.param_groups:
-            for p in group["params"]:
-                p.grad = None  # AdamW leaves parameters without gradients untouched
+            grads_ok = torch.zeros_like(self.step_ok)
+        self.step_ok.copy_(loss_ok & grads_ok)
+        optimizer.found_inf = (~self.step_ok).float()  # type: ignore[attr-defined]
+        self._count_skip(loss_ok)
+
+    def _count_skip(self, loss_ok: Tensor) -> None:
+        """Update the on-device skip counters with this step's verdict (branch-free)."""
+        skipped = (~self.step_ok).long()
+        total, in_a_row, first, last, code = self.skip_state.unbind()
+        step = torch.full_like(total, self._step)
+        reason = torch.where(loss_ok, 2, 1)
+        self.skip_state.copy_(
+            torch.stack(
+                [
+                    total + skipped,
+                    (in_a_row + 1) * skipped,
+                    torch.where(skipped.bool(), torch.where(in_a_row > 0, first, step), -1),
+                    torch.where(skipped.bool(), step, last),
+                    torch.where(skipped.bool(), reason, code),
+                ]
+            )
+        )
 
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
         """AdamW step, then the teacher's EMA step (neither changes anything on a skipped step).
@@ -241,8 +356,8 @@ class PerATask(L.LightningModule):
         teacher after this step's update.
         """
         super().optimizer_step(*args, **kwargs)
-        if self.skipped is None:
-            self.model.update_teacher(self.schedules.momentum_at(self._step))
+        momentum = self.schedules.momentum_at(self._step)
+        self.model.update_teacher(momentum, self.step_ok)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Refuse to write a checkpoint whose weights are not finite (the last one stays).
@@ -275,11 +390,44 @@ class PerATask(L.LightningModule):
             {"params": decay, "weight_decay": o.weight_decay, "decay": True},
             {"params": no_decay, "weight_decay": 0.0, "decay": False},
         ]
-        # Fused AdamW is the fastest (3x on the CPU), but Lightning's mixed-precision plugins
-        # (bf16-mixed, the default on CUDA) refuse to clip the gradients of an optimiser that
-        # unscales them itself, as the fused one does: there, the multi-tensor one.
-        mixed = self._trainer is not None and "mixed" in str(self.trainer.precision)
+        # Fused AdamW: the fastest (3x on the CPU), and it skips a step on the device (found_inf).
+        # Clipping is ours (configure_gradient_clipping), so Lightning's mixed-precision plugins,
+        # which refuse to clip for an optimiser that unscales itself, never see it.
         return torch.optim.AdamW(
-            groups, lr=o.lr, betas=(o.betas[0], o.betas[1]), eps=o.eps,
-            fused=not mixed, foreach=mixed or None,
-        )  # fmt: skip
+            groups, lr=o.lr, betas=(o.betas[0], o.betas[1]), eps=o.eps, fused=True
+        )
+
+
+class _Interval:
+    """Host-side timing between two logging steps: images/s and the share spent waiting for data.
+
+    The wait for a batch is the time from the end of one step (its last hook) to the start of
+    the next (the batch fetched and moved to the device). Between logging steps the host does
+    not wait for the device, so the shares are of the host's loop; the logging step's one
+    synchronisation ties the interval to the device's pace.
+    """
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+        self.waited = 0.0
+        self.images = 0
+        self._ended: float | None = None
+
+    def batch_arrived(self) -> None:
+        if self._ended is not None:
+            self.waited += time.perf_counter() - self._ended
+            self._ended = None
+
+    def step_done(self) -> None:
+        self._ended = time.perf_counter()
+
+    def add_step(self, images: int) -> None:
+        self.images += images
+
+    def close(self) -> tuple[float, float]:
+        """Images/s and the data-wait share since the last call; starts a new interval."""
+        now = time.perf_counter()
+        elapsed = max(now - self.start, 1e-9)
+        rates = (self.images / elapsed, min(self.waited / elapsed, 1.0))
+        self.start, self.waited, self.images = now, 0.0, 0
+        return rates

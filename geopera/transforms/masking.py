@@ -48,9 +48,11 @@ class MaskSets:
         return mask.scatter_(1, index, True)
 
 
-def _indices(mask: Tensor) -> Tensor:
-    """(N, L) boolean mask with the same count per row -> (N, k) ascending indices."""
-    count = int(mask[0].sum())
+def _indices(mask: Tensor, count: int) -> Tensor:
+    """(N, L) boolean mask with ``count`` True per row -> (N, count) ascending indices.
+
+    The count is known from the ratios, so no device value is read on the host.
+    """
     # stable sort of ~mask puts the True positions first, in ascending order
     order = torch.sort((~mask).to(torch.int8), dim=1, stable=True).indices  # (N, L)
     return order[:, :count]
@@ -94,7 +96,13 @@ def disjoint_masks(
     student = order < k_student
     token = (order >= k_student) & (order < k_hidden) if mask_tokens else torch.zeros_like(student)
     teacher = order >= k_teacher_start
-    return MaskSets(_indices(student), _indices(token), _indices(teacher), n_patches)
+    k_token = k_hidden - k_student if mask_tokens else 0
+    return MaskSets(
+        _indices(student, k_student),
+        _indices(token, k_token),
+        _indices(teacher, n_patches - k_teacher_start),
+        n_patches,
+    )
 
 
 class DisjointMasking(nn.Module):

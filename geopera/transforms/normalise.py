@@ -19,7 +19,8 @@ def scale_unit(image: Tensor, p2: Tensor, p98: Tensor) -> Tensor:
     one NaN pixel would otherwise make the whole step's loss NaN.
 
     Args:
-        image: (B, C, H, W) raw values.
+        image: (B, C, H, W) raw values, in any dtype (stored integers are converted to float32
+            here, on the image's device).
         p2: (C,) shared, or (B, C) per-sample lower percentiles.
         p98: (C,) or (B, C) upper percentiles.
 
@@ -30,6 +31,8 @@ def scale_unit(image: Tensor, p2: Tensor, p98: Tensor) -> Tensor:
         p2[..., None, None] if p2.ndim == 2 else p2.view(1, -1, 1, 1)
     )  # -> broadcast to (B, C, 1, 1)
     hi = p98[..., None, None] if p98.ndim == 2 else p98.view(1, -1, 1, 1)
+    if not image.is_floating_point():
+        image = image.float()
     scaled = ((image - lo) / torch.clamp(hi - lo, min=1e-6)).clamp(0.0, 1.0)
     return torch.nan_to_num(scaled, nan=0.0)
 

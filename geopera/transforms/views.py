@@ -1,24 +1,29 @@
-"""Perfectly aligned multi-crop views, made on the device with Kornia.
+"""Perfectly aligned multi-crop views, made on the device for a whole batch at once.
 
-For each crop pair, one ``RandomResizedCrop`` and one set of horizontal/vertical flips (Kornia
-augmentation modules) cut the same ground from every image; the student and the teacher views of
-the pair are that same crop with different colour changes. The two views therefore cover exactly
-the same pixels and differ only in colour.
+For each crop pair, one random resized crop (torchvision's box rule) and one set of
+horizontal/vertical flips cut the same ground from every image; the student and the teacher views
+of the pair are that same crop with different colour changes. The two views therefore cover
+exactly the same pixels and differ only in colour.
+
+Boxes, flips and colour factors are drawn on the device in batched form, the crops of all images
+are cut and resized by one ``grid_sample`` call per crop size, and colour changes apply to every
+row with a per-row choice: no operator count grows with the batch, no device value is read on the
+host, and shapes are the same at every step (what ``torch.compile`` and CUDA graphs need).
 
 Inputs are images scaled to [0, 1] per band (geopera uses each source's 2nd/98th percentiles).
 Colour changes use Kornia's functional ops: brightness and contrast act on every band, saturation,
 hue and grayscale only on a declared RGB triplet (skipped when there is none). After the colour
-changes each view is standardised with per-band mean and std.
-"""
+changes each view is standardised with per-band mean and std."""
 
 import math
+import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 
-import kornia.augmentation as K
 import kornia.enhance as E
 import torch
+import torch.nn.functional as F
 from kornia.color import rgb_to_grayscale
 from torch import Tensor, nn
 
@@ -66,21 +71,9 @@ def _uniform(n: int, spread: float, like: Tensor, generator: torch.Generator | N
     return 1 - spread + 2 * spread * u
 
 
-def _on_rows(x: Tensor, selected: Tensor, fn: Callable[[Tensor], Tensor]) -> Tensor:
-    """Apply ``fn`` to the selected rows of ``x`` only (out of place).
-
-    Args:
-        x: (N, ...) batch.
-        selected: (N,) boolean.
-        fn: Maps (n, ...) rows to (n, ...).
-
-    Returns:
-        (N, ...) with the selected rows replaced.
-    """
-    rows = selected.nonzero().squeeze(1)
-    if rows.numel() == 0:
-        return x
-    return x.index_copy(0, rows, fn(x.index_select(0, rows)))
+def _rows(selected: Tensor) -> Tensor:
+    """(N,) boolean -> (N, 1, 1, 1), to choose whole rows of an image batch."""
+    return selected.view(-1, 1, 1, 1)
 
 
 def _grayscale(rgb: Tensor) -> Tensor:
@@ -91,6 +84,10 @@ def _grayscale(rgb: Tensor) -> Tensor:
 class ColourJitter(nn.Module):
     """Per-sample colour jitter in random order, for any number of bands.
 
+    Every row is jittered and a per-row draw keeps the jittered or the original pixels, so the
+    work and the shapes are the same at every step and no device value is read on the host.
+    The order of the four changes is drawn on the host (``order_rng``) once per batch.
+
     Args:
         brightness: Multiplicative brightness strength (every band).
         contrast: Contrast strength, blending with the image mean (every band).
@@ -100,6 +97,8 @@ class ColourJitter(nn.Module):
         grayscale_p: Probability of replacing the RGB triplet by its grayscale.
         rgb: Indices of the R, G, B bands, or None.
     """
+
+    rgb_index: Tensor
 
     def __init__(
         self,
@@ -121,19 +120,19 @@ class ColourJitter(nn.Module):
         self.p = p
         self.grayscale_p = grayscale_p
         self.rgb = list(rgb) if rgb is not None else None
+        # a device buffer: indexing with a Python list would copy it to the device every call
+        self.register_buffer("rgb_index", torch.tensor(self.rgb or [], dtype=torch.long), False)
 
     def _apply_rgb(self, x: Tensor, fn: Callable[[Tensor], Tensor]) -> Tensor:
         if self.rgb is None:
             return x
-        out = x.clone()
-        out[:, self.rgb] = fn(x[:, self.rgb])
-        return out
+        rgb = x.index_select(1, self.rgb_index)  # (N, C, H, W) -> (N, 3, H, W)
+        return x.index_copy(1, self.rgb_index, fn(rgb))
 
-    def _jitter(self, x: Tensor, generator: torch.Generator | None) -> Tensor:
-        """Brightness, contrast, saturation and hue in random order on every row of ``x``."""
+    def _jitter(self, x: Tensor, generator: torch.Generator | None, order: list[int]) -> Tensor:
+        """Brightness, contrast, saturation and hue in the given order on every row of ``x``."""
         n = x.shape[0]
         jittered = x
-        order = torch.randperm(4, generator=generator, device=x.device).tolist()
         for op in order:
             if op == 0 and self.brightness > 0:
                 f = _uniform(n, self.brightness, x, generator)
@@ -150,22 +149,115 @@ class ColourJitter(nn.Module):
                 jittered = self._apply_rgb(jittered, partial(E.adjust_hue, factor=radians))
         return jittered
 
-    def forward(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    def forward(
+        self,
+        x: Tensor,
+        generator: torch.Generator | None = None,
+        order_rng: random.Random | None = None,
+    ) -> Tensor:
         """Jitter a batch.
 
         Args:
             x: (N, C, H, W) images in [0, 1].
             generator: Random generator on ``x``'s device.
+            order_rng: Host random generator for the order of the changes (default: Python's).
 
         Returns:
             (N, C, H, W) images in [0, 1].
         """
-        apply = torch.rand(x.shape[0], device=x.device, generator=generator) < self.p
-        out = _on_rows(x, apply, lambda rows: self._jitter(rows, generator))
+        order = (order_rng or random).sample(range(4), 4)
+        out = x
+        if self.p > 0:
+            apply = torch.rand(x.shape[0], device=x.device, generator=generator) < self.p
+            out = torch.where(_rows(apply), self._jitter(x, generator, order), x)
         if self.grayscale_p > 0 and self.rgb is not None:
             gray = torch.rand(x.shape[0], device=x.device, generator=generator) < self.grayscale_p
-            out = _on_rows(out, gray, partial(self._apply_rgb, fn=_grayscale))
+            out = torch.where(_rows(gray), self._apply_rgb(out, _grayscale), out)
         return out.clamp(0.0, 1.0)
+
+
+def random_boxes(
+    n: int,
+    height: int,
+    width: int,
+    scale: tuple[float, float],
+    ratio: tuple[float, float],
+    device: torch.device,
+    generator: torch.Generator | None = None,
+    tries: int = 10,
+) -> Tensor:
+    """Random resized-crop boxes, drawn on the device for a whole batch at once.
+
+    The rule of torchvision's ``RandomResizedCrop``: up to ``tries`` candidates of a random area
+    share and log-uniform aspect ratio; the first that fits the image is used; when none fits,
+    the whole image cropped centrally to the nearest allowed ratio. Boxes are continuous.
+
+    Args:
+        n: Number of boxes.
+        height: Image height H.
+        width: Image width W.
+        scale: Area share range.
+        ratio: Aspect ratio (width / height) range.
+        device: Device of the boxes.
+        generator: Random generator on ``device``.
+        tries: Candidates per box.
+
+    Returns:
+        (n, 4) boxes ``x0, y0, w, h`` in pixels.
+    """
+    area = height * width * torch.empty(n, tries, device=device).uniform_(
+        scale[0], scale[1], generator=generator
+    )  # (n, tries)
+    log_r = torch.empty(n, tries, device=device).uniform_(
+        math.log(ratio[0]), math.log(ratio[1]), generator=generator
+    )
+    w = torch.sqrt(area * torch.exp(log_r)).round()
+    h = torch.sqrt(area / torch.exp(log_r)).round()
+    fits = (w > 0) & (w <= width) & (h > 0) & (h <= height)  # (n, tries)
+    first = fits.to(torch.int8).argmax(dim=1, keepdim=True)  # (n, 1), 0 when none fits
+    w, h = w.gather(1, first)[:, 0], h.gather(1, first)[:, 0]  # (n,)
+    found = fits.any(dim=1)
+    aspect = width / height
+    fw = width if ratio[0] <= aspect <= ratio[1] else min(width, round(height * ratio[1]))
+    fh = height if ratio[0] <= aspect <= ratio[1] else min(height, round(width / ratio[0]))
+    w = torch.where(found, w, torch.full_like(w, fw))
+    h = torch.where(found, h, torch.full_like(h, fh))
+    u = torch.rand(2, n, device=device, generator=generator)
+    x0 = torch.floor(u[0] * (width - w + 1))
+    y0 = torch.floor(u[1] * (height - h + 1))
+    return torch.stack([x0, y0, w, h], dim=1)
+
+
+def crop_grids(
+    boxes: Tensor, flips: Tensor, height: int, width: int, size: int, count: int
+) -> Tensor:
+    """Sampling grids that cut ``count`` boxes per image and resize each to ``size``.
+
+    Args:
+        boxes: (count * B, 4) boxes ``x0, y0, w, h``, crop-major.
+        flips: (count * B, 2) booleans: horizontal, vertical.
+        height: Image height H.
+        width: Image width W.
+        size: Output side S.
+        count: Crops per image.
+
+    Returns:
+        (B, count * S, S, 2) grids for ``grid_sample`` (``align_corners=False``): crop ``k`` of
+        image ``b`` fills rows ``k * S ... (k + 1) * S`` of the output of image ``b``.
+    """
+    x0, y0, w, h = boxes.unbind(1)  # (count * B,) each
+    sign = 1.0 - 2.0 * flips.to(boxes.dtype)  # (count * B, 2): -1 flips the axis
+    centre_x = (x0 + w / 2) / width * 2 - 1  # normalised [-1, 1] centre
+    centre_y = (y0 + h / 2) / height * 2 - 1
+    unit = (torch.arange(size, device=boxes.device, dtype=boxes.dtype) + 0.5) / size * 2 - 1
+    gx = centre_x[:, None] + sign[:, :1] * (w / width)[:, None] * unit  # (count * B, S)
+    gy = centre_y[:, None] + sign[:, 1:] * (h / height)[:, None] * unit
+    grid = torch.stack(
+        [gx[:, None, :].expand(-1, size, -1), gy[:, :, None].expand(-1, -1, size)], dim=-1
+    )  # (count * B, S, S, 2)
+    b = grid.shape[0] // count
+    grid = grid.view(count, b, size, size, 2).permute(1, 0, 2, 3, 4)  # -> (B, count, S, S, 2)
+    return grid.reshape(b, count * size, size, 2)
 
 
 @dataclass
@@ -210,18 +302,6 @@ class AlignedViews(nn.Module):
         self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("std", torch.as_tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
         c = config
-        self.global_geometry = K.AugmentationSequential(
-            K.RandomResizedCrop(
-                (c.global_size, c.global_size), scale=c.global_scale, ratio=c.ratio
-            ),
-            K.RandomHorizontalFlip(p=0.5),
-            K.RandomVerticalFlip(p=0.5),
-        )
-        self.local_geometry = K.AugmentationSequential(
-            K.RandomResizedCrop((c.local_size, c.local_size), scale=c.local_scale, ratio=c.ratio),
-            K.RandomHorizontalFlip(p=0.5),
-            K.RandomVerticalFlip(p=0.5),
-        )
         jitter = {"brightness": c.brightness, "contrast": c.contrast, "saturation": c.saturation}
         self.student_colour = ColourJitter(
             **jitter, hue=c.hue, p=c.student_jitter_p, grayscale_p=c.grayscale_p, rgb=rgb
@@ -231,27 +311,55 @@ class AlignedViews(nn.Module):
     def _standardise(self, x: Tensor) -> Tensor:
         return (x - self.mean) / self.std
 
+    def _crops(
+        self, x: Tensor, size: int, scale: tuple[float, float], count: int,
+        generator: torch.Generator | None,
+    ) -> Tensor:  # fmt: skip
+        """``count`` random resized crops of every image, flipped at random, crop-major.
+
+        Args:
+            x: (B, C, H, W) images.
+            size: Crop side S.
+            scale: Area share range of the crops.
+            count: Crops per image.
+            generator: Random generator on ``x``'s device.
+
+        Returns:
+            (count * B, C, S, S).
+        """
+        b, c, height, width = x.shape
+        boxes = random_boxes(
+            count * b, height, width, scale, self.config.ratio, x.device, generator
+        )
+        flips = torch.rand(count * b, 2, device=x.device, generator=generator) < 0.5
+        grid = crop_grids(boxes, flips, height, width, size, count)  # (B, count * S, S, 2)
+        crops = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        crops = crops.view(b, c, count, size, size).permute(2, 0, 1, 3, 4)  # (count, B, C, S, S)
+        return crops.reshape(count * b, c, size, size)
+
     def _pairs(
-        self, x: Tensor, geometry: nn.Module, count: int, generator: torch.Generator | None
-    ) -> tuple[Tensor, Tensor]:
+        self, x: Tensor, size: int, scale: tuple[float, float], count: int,
+        generator: torch.Generator | None, order_rng: random.Random,
+    ) -> tuple[Tensor, Tensor]:  # fmt: skip
         if count == 0:
-            size = self.config.local_size
             empty = x.new_zeros(0, x.shape[1], size, size)
             return empty, empty
-        crops = torch.cat(
-            [geometry(x) for _ in range(count)]
-        )  # count x (B, C, S, S) -> (count*B, ...)
-        student = self._standardise(self.student_colour(crops, generator))
-        teacher = self._standardise(self.teacher_colour(crops, generator))
+        crops = self._crops(x, size, scale, count, generator)
+        student = self._standardise(self.student_colour(crops, generator, order_rng))
+        teacher = self._standardise(self.teacher_colour(crops, generator, order_rng))
         return student, teacher
 
     def forward(self, x: Tensor, seed: int | None = None) -> CropPairs:
         """Make the crop pairs of a batch.
 
+        Crop boxes, flips and colour factors are drawn on the device for the whole batch; the
+        number of operators does not depend on the batch size and no device value is read on
+        the host.
+
         Args:
             x: (B, C, H, W) images scaled to [0, 1] per band.
-            seed: Seed for reproducible views (Kornia draws crop parameters from torch's
-                global generator, which is forked so the caller's stream is untouched).
+            seed: Seed for reproducible views, drawn from generators of their own (torch's
+                global generators are untouched); without it, from torch's global generators.
 
         Returns:
             The student and teacher views, global and local, crop-major.
@@ -260,12 +368,13 @@ class AlignedViews(nn.Module):
             raise ValueError(
                 f"expected (B, {self.mean.shape[1]}, H, W) images, got {tuple(x.shape)}"
             )
-        devices = [x.device] if x.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices, enabled=seed is not None):
-            generator = None
-            if seed is not None:
-                torch.manual_seed(seed)
-                generator = torch.Generator(device=x.device).manual_seed(seed)
-            sg, tg = self._pairs(x, self.global_geometry, self.config.n_global, generator)
-            sl, tl = self._pairs(x, self.local_geometry, self.config.n_local, generator)
+        generator = None
+        if seed is None:  # a host draw from torch's CPU generator: no device value is read
+            order_rng = random.Random(int(torch.randint(2**62, (1,))))
+        else:
+            generator = torch.Generator(device=x.device).manual_seed(seed)
+            order_rng = random.Random(seed)
+        c = self.config
+        sg, tg = self._pairs(x, c.global_size, c.global_scale, c.n_global, generator, order_rng)
+        sl, tl = self._pairs(x, c.local_size, c.local_scale, c.n_local, generator, order_rng)
         return CropPairs(sg, tg, sl, tl)

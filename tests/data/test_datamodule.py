@@ -1,5 +1,6 @@
 from pathlib import Path
 
+import numpy as np
 import pytest
 import shapely
 import torch
@@ -7,12 +8,13 @@ import torch
 from geopera.core.errors import BandSelectionError, ROIError
 from geopera.data.archive import discover
 from geopera.data.datamodule import PretrainDataModule
+from geopera.data.sampling import transfer_dtype
 
 ROI = "EPSG:32621;POLYGON((700300 -2795400, 705400 -2795400, 705400 -2790300, 700300 -2790300, 700300 -2795400))"  # noqa: E501
 
 
 @pytest.mark.parametrize("workers", [0, 2])
-def test_batches_are_raw_float_dicts(fake_archive: Path, workers: int) -> None:
+def test_batches_are_raw_dicts_in_the_stored_dtype(fake_archive: Path, workers: int) -> None:
     dm = PretrainDataModule(
         [fake_archive], ROI, bands="rgb", patch_size=16, batch_size=4, samples_per_epoch=8,
         num_workers=workers, stats_patches=4,
@@ -22,11 +24,11 @@ def test_batches_are_raw_float_dicts(fake_archive: Path, workers: int) -> None:
     assert len(batches) == 2
     batch = batches[0]
     assert batch["image"].shape == (4, 3, 16, 16)
-    assert batch["image"].dtype == torch.float32
+    assert batch["image"].dtype == torch.uint16  # as stored: half the bytes of float32
     assert batch["source"].tolist() == [0, 0, 0, 0]
     assert batch["bounds"].shape == (4, 4)
     assert batch["rejected"].shape == (4,)
-    assert batch["image"].max() > 255  # raw uint16 values, not normalised on the CPU
+    assert batch["image"].float().max() > 255  # raw values, not normalised on the CPU
     assert dm.band_names == ["B4", "B3", "B2"]
     assert dm.in_chans == 3
     norm = dm.normalisation()
@@ -66,3 +68,13 @@ def test_disagreeing_sources_need_a_band_choice(fake_archive: Path) -> None:
         ROIError, match=r"lon 0\.0000\.\.1\.0000.*intersects no source.*landsat8_30m: lon -55"
     ):
         outside.setup()
+
+
+def test_transfer_dtype_is_the_smallest_that_holds_every_source() -> None:
+    assert transfer_dtype(["uint16"]) == np.uint16
+    assert transfer_dtype(["uint8", "uint16"]) == np.uint16
+    assert transfer_dtype(["int16", "uint16"]) == np.int32
+    assert transfer_dtype(["uint8"]) == np.uint8
+    assert transfer_dtype(["float64"]) == np.float32  # the device computes in float32
+    assert transfer_dtype(["uint32"]) == np.float32  # no torch tensor type for it
+    assert transfer_dtype(["uint16", "float32"]) == np.float32
