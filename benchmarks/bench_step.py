@@ -1,7 +1,11 @@
 """One full PerA training step vs a full-view teacher-student baseline: images/s and step memory.
 
-A step is: aligned views (Kornia, on the device) + masks + forward + loss + backward + AdamW step
-+ teacher EMA. Both cases use the same timm backbone, heads, crop counts and sizes:
+A step is: aligned views (on the device) + masks + forward + loss + backward + AdamW step
++ teacher EMA. Each case also reports its model FLOPs per image (``FlopCounterMode``, forward
+and backward), the achieved TFLOP/s (and, on a known GPU, their share of its dense bf16 peak),
+and the operators and host-device synchronisations of one step
+(:class:`geopera.core.profiling.StepCounter`). Both cases use the same timm backbone, heads,
+crop counts and sizes:
 
 * ``pera``: geopera's PerA (student on 20 % of the patches, +20 % mask tokens after depth // 2;
   teacher on 60 %);
@@ -43,40 +47,39 @@ from typing import Any
 
 import psutil
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
+from geopera.core.profiling import StepCounter
 from geopera.losses.koleo import koleo_loss
 from geopera.models.pera import PerA, PerAConfig
-from geopera.models.vit import encode_visible
+from geopera.models.vit import embed_patch_count, encode_visible
 from geopera.transforms.views import AlignedViews, CropPairs, ViewsConfig
 
 
 def full_view_loss(model: PerA, views: CropPairs, teacher_temp: float) -> torch.Tensor:
     """The full-view baseline's loss: every token, DINO cross-crop matching plus KoLeo."""
     cfg = model.config
+    dev = views.student_global.device
     every_g = torch.arange(
-        views.student_global.shape[-1]
-        // model.patch
-        * views.student_global.shape[-2]
-        // model.patch
+        embed_patch_count(model.student_backbone, views.student_global), device=dev
     )
     every_l = torch.arange(
-        views.student_local.shape[-1] // model.patch * views.student_local.shape[-2] // model.patch
+        embed_patch_count(model.student_backbone, views.student_local), device=dev
     )
-    dev = views.student_global.device
     with torch.no_grad():
-        idx = every_g.to(dev).expand(views.teacher_global.shape[0], -1)
+        idx = every_g.expand(views.teacher_global.shape[0], -1)
         t = model.teacher["cls_head"](
             encode_visible(model.teacher_backbone, views.teacher_global, idx)[:, 0]
         )
         probs = model.dino.teacher_probabilities(t, teacher_temp).chunk(cfg.n_global)
         model.dino.update_center(t)
-    idx_g = every_g.to(dev).expand(views.student_global.shape[0], -1)
+    idx_g = every_g.expand(views.student_global.shape[0], -1)
     sg = model.student["cls_head"](
         encode_visible(model.student_backbone, views.student_global, idx_g)[:, 0]
     )
     crops = list(sg.chunk(cfg.n_global))
     if cfg.n_local:
-        idx_l = every_l.to(dev).expand(views.student_local.shape[0], -1)
+        idx_l = every_l.expand(views.student_local.shape[0], -1)
         tokens = encode_visible(model.student_backbone, views.student_local, idx_l)[:, 0]
         crops += list(model.student["cls_head"](tokens).chunk(cfg.n_local))
     terms = [
@@ -118,6 +121,7 @@ class Stepper:
         self.optimiser = torch.optim.AdamW(self.params, lr=1e-4, weight_decay=0.04, fused=True)
         self.image_size = args.image_size
         self.bf16 = args.bf16
+        self.steps_done = 0
 
     def batch(self, size: int) -> torch.Tensor:
         """A random batch of ``size`` images, (B, 3, S, S)."""
@@ -125,7 +129,8 @@ class Stepper:
 
     def step(self, batch: torch.Tensor) -> None:
         """Views, forward, loss, backward, clipped AdamW step and teacher EMA."""
-        pairs = self.views(batch)
+        self.steps_done += 1
+        pairs = self.views(batch, seed=self.steps_done)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             if self.case == "pera":
                 loss = self.model(pairs, teacher_temp=0.04).loss
@@ -228,11 +233,15 @@ def run_case(case: str, args: argparse.Namespace) -> dict[str, Any]:
     stepper = Stepper(case, args)
     if args.measure == "time":
         return {"images_per_s": stepper.images_per_s(args.batch_size, args.steps)}
+    if args.measure == "profile":
+        return step_profile(stepper, args.batch_size)
     if args.measure == "all":
         start = time.monotonic()
         rates = [stepper.images_per_s(args.batch_size, args.steps) for _ in range(args.repeats)]
         result: dict[str, Any] = {"images_per_s": max(rates), "runs_images_per_s": rates}
         result.update(step_memory(stepper, args.batch_size))
+        result.update(step_profile(stepper, args.batch_size))
+        add_throughput(result, stepper.device)
         if args.max_batch:
             deadline = start + args.time_budget if args.time_budget else None
             result["max_batch"] = largest_batch(
@@ -269,6 +278,52 @@ def step_memory(stepper: Stepper, batch_size: int) -> dict[str, float]:
         "held_mib": held / 2**20,
         "process_peak_mib": process_peak / 2**20,
     }
+
+
+def step_profile(stepper: Stepper, batch_size: int) -> dict[str, Any]:
+    """Model FLOPs per image, and operators and host-device synchronisations per step.
+
+    One warm-up step, one step under :class:`~geopera.core.profiling.StepCounter` (any device)
+    and one under ``torch.utils.flop_counter.FlopCounterMode`` (forward and backward: matrix
+    products, convolutions, attention).
+    """
+    batch = stepper.batch(batch_size)
+    stepper.step(batch)
+    stepper.sync()
+    with StepCounter() as counter:
+        stepper.step(batch)
+    stepper.sync()
+    flops = FlopCounterMode(display=False)
+    with flops:
+        stepper.step(batch)
+    stepper.sync()
+    counts = counter.counts
+    return {
+        "flops_per_image": flops.get_total_flops() / batch_size,
+        "operators_per_step": counts.operators,
+        "syncs_per_step": counts.syncs,
+        "sync_sites": dict(counts.sync_sites),
+    }
+
+
+#: Dense bf16 peak TFLOP/s by device name (the vendor's data sheets; no sparsity).
+PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0}
+
+
+def peak_tflops(device: torch.device) -> float | None:
+    """The device's dense bf16 peak, or None when it is not a known GPU."""
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
+
+
+def add_throughput(result: dict[str, Any], device: torch.device) -> None:
+    """Achieved TFLOP/s (FLOPs per image x images/s) and, on a known GPU, the share of peak."""
+    achieved = result["flops_per_image"] * result["images_per_s"] / 1e12
+    result["tflops"] = achieved
+    peak = peak_tflops(device)
+    result["peak_share"] = achieved / peak if peak else None
 
 
 class PeakRSS:
@@ -363,11 +418,15 @@ def cases(args: argparse.Namespace) -> dict[str, Any]:
             memory = _child(case, args, measure="memory")
             if memory is None:
                 raise SystemExit(f"{case}: out of memory at batch {args.batch_size}")
+            profile = _child(case, args, measure="profile")
+            assert profile is not None  # a profile step is no larger than the timed ones
             results[case] = {
                 "images_per_s": max(rates[case]),
                 "runs_images_per_s": rates[case],
                 **memory,
+                **profile,
             }
+            add_throughput(results[case], torch.device(args.device))
     pera, full = results["pera"], results["full_view"]
     results["ratio_images_per_s"] = pera["images_per_s"] / full["images_per_s"]
     results["ratio_memory"] = pera["peak_mem_mib"] / full["peak_mem_mib"]
@@ -386,7 +445,9 @@ def main() -> None:
     add_step_args(parser)
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--case", choices=["pera", "full_view"], help=argparse.SUPPRESS)
-    parser.add_argument("--measure", choices=["time", "memory", "all"], help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--measure", choices=["time", "memory", "profile", "all"], help=argparse.SUPPRESS
+    )
     args = parser.parse_args()
     if args.case:  # child process
         print(json.dumps(run_case(args.case, args)))
@@ -400,17 +461,24 @@ def main() -> None:
         f"{args.device}{', bf16' if args.bf16 else ''}, {args.prototypes} prototypes, "
         f"crops 2 x {args.global_size} + {args.n_local} x {args.local_size}"
     )
-    print(f"{'case':10} {'images/s':>9} {'step MiB':>9} {'held MiB':>9} {'process MiB':>12}")
+    print(
+        f"{'case':10} {'images/s':>9} {'step MiB':>9} {'held MiB':>9} {'process MiB':>12} "
+        f"{'GFLOP/img':>10} {'TFLOP/s':>8} {'of peak':>8} {'ops/step':>9} {'syncs':>6}"
+    )
     for case in ("pera", "full_view"):
         r = results[case]
+        share = f"{r['peak_share']:.1%}" if r.get("peak_share") is not None else "-"
         print(
             f"{case:10} {r['images_per_s']:>9.2f} {r['peak_mem_mib']:>9.0f} "
-            f"{r['held_mib']:>9.0f} {r['process_peak_mib']:>12.0f}"
+            f"{r['held_mib']:>9.0f} {r['process_peak_mib']:>12.0f} "
+            f"{r['flops_per_image'] / 1e9:>10.1f} {r['tflops']:>8.3f} {share:>8} "
+            f"{r['operators_per_step']:>9} {r['syncs_per_step']:>6}"
         )
     ratio_process = results["pera"]["process_peak_mib"] / results["full_view"]["process_peak_mib"]
+    flops_ratio = results["pera"]["flops_per_image"] / results["full_view"]["flops_per_image"]
     print(
         f"ratio      {results['ratio_images_per_s']:>8.2f}x {results['ratio_memory']:>8.2f}x "
-        f"{'':>9} {ratio_process:>11.2f}x"
+        f"{'':>9} {ratio_process:>11.2f}x {flops_ratio:>9.2f}x"
     )
     if "max_batch" in results:
         print(f"largest batch: {results['max_batch']} (ratio {results['ratio_max_batch']})")

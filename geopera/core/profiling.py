@@ -56,9 +56,7 @@ def _op_name(func: Any) -> str:
 def _has_bool_index(args: tuple[Any, ...]) -> bool:
     """Whether ``aten.index``/``index_put`` got a boolean mask (its output size is data)."""
     indices = args[1] if len(args) > 1 else ()
-    return any(
-        isinstance(t, torch.Tensor) and t.dtype == torch.bool for t in indices or ()
-    )
+    return any(isinstance(t, torch.Tensor) and t.dtype == torch.bool for t in indices or ())
 
 
 def _is_sync(name: str, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:

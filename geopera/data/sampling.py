@@ -19,9 +19,9 @@ gone the dataset raises :class:`~geopera.core.errors.ArchiveGoneError`.
 """
 
 import math
-from typing import Any
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import shapely

@@ -348,7 +348,9 @@ class PerA(nn.Module):
             torch._foreach_add_(teacher, student, alpha=1 - momentum)
             return
         weight = apply.to(teacher[0].dtype) * (1 - momentum)  # () student share: 0 keeps
-        torch._foreach_add_(teacher, torch._foreach_mul(torch._foreach_sub(student, teacher), weight))
+        torch._foreach_add_(
+            teacher, torch._foreach_mul(torch._foreach_sub(student, teacher), weight)
+        )
 
     def teacher_state_dict(self) -> dict[str, Tensor]:
         """The teacher backbone as a plain timm state dict (CPU tensors)."""

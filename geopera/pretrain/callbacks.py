@@ -10,8 +10,8 @@ from types import FrameType
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.callbacks import RichProgressBar
 import torch
+from lightning.pytorch.callbacks import RichProgressBar
 from rich.console import Console
 
 from geopera.core.errors import ArchiveGoneError
@@ -106,7 +106,8 @@ class MetricsCSV(L.Callback):
         if trainer.global_rank != 0 or not (_logged(pl_module, step) or "probe_knn" in metrics):
             return
         row = {k: metrics.get(k, "") for k in METRIC_COLUMNS}
-        row.update(step=step, collapse_alarm=self.alarm, skipped=pl_module.skips.total)
+        task: Any = pl_module
+        row.update(step=step, collapse_alarm=self.alarm, skipped=task.skips.total)
         with open(self.path, "a", newline="") as fh:
             csv.DictWriter(fh, METRIC_COLUMNS).writerow(row)
 

@@ -39,7 +39,6 @@ from geopera.data.badfiles import BadFiles
 from geopera.data.bands import rgb_indices
 from geopera.data.datamodule import PretrainDataModule
 from geopera.pretrain.callbacks import (
-    StepProgressBar,
     CollapseAlarm,
     GracefulStop,
     KnnProbe,
@@ -47,6 +46,7 @@ from geopera.pretrain.callbacks import (
     Previews,
     SamplingLog,
     SkippedSteps,
+    StepProgressBar,
 )
 from geopera.pretrain.config import PretrainConfig, load_pretrain_config
 from geopera.pretrain.rundir import LOCK_FILE, RunDir

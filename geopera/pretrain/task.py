@@ -148,6 +148,8 @@ class PerATask(L.LightningModule):
 
     p2: Tensor
     p98: Tensor
+    skip_state: Tensor
+    step_ok: Tensor
 
     def __init__(
         self,
@@ -327,6 +329,7 @@ class PerATask(L.LightningModule):
         else:
             grads_ok = torch.zeros_like(self.step_ok)
         self.step_ok.copy_(loss_ok & grads_ok)
+        # read by the fused AdamW step, as GradScaler's found_inf is
         optimizer.found_inf = (~self.step_ok).float()  # type: ignore[attr-defined]
         self._count_skip(loss_ok)
 

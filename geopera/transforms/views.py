@@ -13,7 +13,8 @@ host, and shapes are the same at every step (what ``torch.compile`` and CUDA gra
 Inputs are images scaled to [0, 1] per band (geopera uses each source's 2nd/98th percentiles).
 Colour changes use Kornia's functional ops: brightness and contrast act on every band, saturation,
 hue and grayscale only on a declared RGB triplet (skipped when there is none). After the colour
-changes each view is standardised with per-band mean and std."""
+changes each view is standardised with per-band mean and std.
+"""
 
 import math
 import random
@@ -205,8 +206,10 @@ def random_boxes(
     Returns:
         (n, 4) boxes ``x0, y0, w, h`` in pixels.
     """
-    area = height * width * torch.empty(n, tries, device=device).uniform_(
-        scale[0], scale[1], generator=generator
+    area = (
+        height
+        * width
+        * torch.empty(n, tries, device=device).uniform_(scale[0], scale[1], generator=generator)
     )  # (n, tries)
     log_r = torch.empty(n, tries, device=device).uniform_(
         math.log(ratio[0]), math.log(ratio[1]), generator=generator

@@ -9,9 +9,9 @@ Lightning's loop), on the CPU.
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.loggers import TensorBoardLogger
 import pytest
 import torch
+from lightning.pytorch.loggers import TensorBoardLogger
 from torch.utils.data import DataLoader, Dataset
 
 from geopera.core.config import from_dict, to_plain
@@ -26,8 +26,10 @@ STEPS = 6  # logging steps 0 and 3, then 5 (the last)
 
 
 class RawBatches(Dataset[dict[str, torch.Tensor]]):
-    """Whole uint16 batches as the data module hands them over (stored dtype), made up front
-    so that reading one adds no operator to the counted loop."""
+    """Whole uint16 batches as the data module hands them over (stored dtype).
+
+    Made up front, so that reading one adds no operator to the counted loop.
+    """
 
     def __init__(self, batch: int, count: int = STEPS) -> None:
         g = torch.Generator().manual_seed(batch)
