@@ -19,17 +19,21 @@ go through a frozen backbone (see :mod:`geopera.embed.backbone`); each chip give
 
 Work happens in a hidden sibling ``.<out>.partial``: each chip row is saved there as soon as
 it is done, atomically. An interrupted run leaves that folder; ``--resume`` continues from the
-rows already done, and the final folder appears only when everything is written. Memory holds
-one chip row of tokens at a time, whatever the raster's size.
+rows already done, and the final folder appears only when everything is written. Chips are read
+by a reader thread ahead of the model and rows saved by a writer thread behind it
+(:mod:`geopera.core.pipeline`); memory holds a few chip rows at a time, whatever the raster's
+size.
 """
 
+import itertools
 import json
 import math
 import os
 import re
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +55,7 @@ from geopera.core.contracts import EmbeddingSet
 from geopera.core.devices import resolve_device
 from geopera.core.errors import ROIError
 from geopera.core.outputs import atomic_file, require_new_folder, write_json
+from geopera.core.pipeline import BackgroundWriter, prefetched
 from geopera.data.labels import Grid, apply_affine
 from geopera.data.roi import load_roi
 from geopera.data.windows import RasterInput, bounded_gdal_cache, read_strip, roi_window
@@ -187,11 +192,32 @@ def _token_centres(grid: Grid, p: int, row0: int, rows: int, col0: int, cols: in
     return apply_affine(grid.transform, (c + 0.5) * p, (r + 0.5) * p)
 
 
+#: One read of neighbouring chips: chip row, chip columns, pixels (1, C, S, n S), invalid (S, n S).
+ChipRead = tuple[int, list[int], np.ndarray, np.ndarray]
+
+
+def _column_batches(raster: _Raster, batch_size: int) -> list[list[int]]:
+    """The chip columns of a row in near-equal batches of at most ``batch_size``."""
+    n_batches = math.ceil(len(raster.chip_cols) / batch_size)
+    return [cols.tolist() for cols in np.array_split(raster.chip_cols, n_batches)]
+
+
+def _chip_reads(
+    raster: _Raster, inputs: list[RasterInput], rows: list[int], chip_size: int, batch_size: int
+) -> Iterator[ChipRead]:
+    """Read the chips of ``rows``, one read per batch of neighbouring chips (a reader thread)."""
+    s = chip_size
+    for i in rows:
+        for cols in _column_batches(raster, batch_size):
+            data, invalid = read_strip(inputs, i * s, cols[0] * s, s, len(cols) * s)
+            yield i, cols, data, invalid
+
+
 def _chip_row(
-    raster: _Raster, inputs: list[RasterInput], i: int, chip_size: int, batch_size: int,
+    raster: _Raster, reads: Iterable[ChipRead], i: int, chip_size: int,
     advance: Callable[[int], None],
 ) -> dict[str, np.ndarray]:  # fmt: skip
-    """Tokens and chip embeddings of chip row ``i`` (``inputs``: the opened raster).
+    """Tokens and chip embeddings of chip row ``i`` from its reads.
 
     Chips without a valid token (nodata, outside the ROI) get no forward pass.
 
@@ -205,12 +231,10 @@ def _chip_row(
     tokens = np.full((emb.dim, th, raster.cols), np.nan, dtype=np.float16)
     valid_row = np.zeros((th, raster.cols), dtype=bool)
     chips: list[tuple[int, np.ndarray, int]] = []
-    n_batches = math.ceil(len(raster.chip_cols) / batch_size)
-    for cols in np.array_split(raster.chip_cols, n_batches):  # near-equal batches
-        cols = cols.tolist()
-        # one read for the batch's chips (they are neighbours in the row)
+    for row, cols, data, invalid in reads:
+        if row != i:
+            raise RuntimeError(f"chip reads out of order: row {row} while embedding row {i}")
         s, n = chip_size, len(cols)
-        data, invalid = read_strip(inputs, i * s, cols[0] * s, s, n * s)
         bands = data.shape[1]
         pixels = data[0].reshape(bands, s, n, s).transpose(2, 0, 1, 3)  # (C,S,nS) -> (n,C,S,S)
         masks = invalid.reshape(s, n, s).transpose(1, 0, 2)  # (S, nS) -> (n, S, S)
@@ -447,18 +471,19 @@ def embed(
     for raster in rasters:
         folder = work / "rows" / raster.name
         folder.mkdir(parents=True, exist_ok=True)
-        row_files: dict[int, Path] = {}
         with rasterio.open(raster.path) as ds:
             opened = [RasterInput(ds, raster.info.bands, raster.nodata)]
-            for i in raster.chip_rows:
-                path = folder / f"r{i:06d}.npz"
-                if path.is_file():
-                    resumed += 1
-                    advance(len(raster.chip_cols))
-                else:
-                    row = _chip_row(raster, opened, i, chip_size, batch_size, advance)
-                    _save_row(path, row)
-                row_files[i] = path
+            row_files = {i: folder / f"r{i:06d}.npz" for i in raster.chip_rows}
+            todo = [i for i, path in row_files.items() if not path.is_file()]
+            resumed += len(row_files) - len(todo)
+            advance((len(row_files) - len(todo)) * len(raster.chip_cols))
+            per_row = len(_column_batches(raster, batch_size))
+            # a reader thread ahead of the model, a writer thread behind it
+            reads = prefetched(_chip_reads(raster, opened, todo, chip_size, batch_size))
+            with closing(reads), BackgroundWriter() as writer:  # both end before ds closes
+                for i in todo:
+                    row = _chip_row(raster, itertools.islice(reads, per_row), i, chip_size, advance)
+                    writer.submit(_save_row, row_files[i], row)
         entry: dict[str, Any] = {
             "name": raster.name, "source": raster.path, "crs": str(raster.grid.crs),
             "token_rows": raster.rows, "token_cols": raster.cols, "patches": None,

@@ -7,7 +7,10 @@
 * detection: boxes in map coordinates (GeoPackage or GeoJSON, by suffix) with ``label`` and
   ``score``, merged across tiles by class-wise non-maximum suppression.
 
-Outputs are written to a hidden temporary file and renamed into place when complete.
+Reading, the model and writing overlap: strips are read by a reader thread ahead of the model,
+and blocks are classified and written by a writer thread behind it (:mod:`geopera.core.pipeline`;
+bounded queues, so memory stays flat in the raster's size). Outputs are written to a hidden
+temporary file and renamed into place when complete.
 """
 
 import os
@@ -26,12 +29,14 @@ from torchvision.ops import batched_nms
 from geopera.core.contracts import FinetunedSpec
 from geopera.core.devices import resolve_device
 from geopera.core.outputs import atomic_file, full_disk_errors
+from geopera.core.pipeline import BackgroundWriter
 from geopera.data.labels import apply_affine
 from geopera.data.roi import load_roi
 from geopera.data.windows import bounded_gdal_cache, read_strip, roi_window
 from geopera.finetune.base import FinetuneTask
 from geopera.finetune.checkpoint import load_finetuned
 from geopera.predict.tiled import (
+    DenseBlock,
     PredictError,
     dense_blocks,
     open_inputs,
@@ -89,6 +94,23 @@ def _tiling(spec: FinetunedSpec, overlap: int | None) -> tuple[int, int]:
             f"--overlap must be in [0, {tile - 1}] for {tile} px tiles, got {overlap}"
         )
     return tile, overlap
+
+
+def _write_block(
+    block: DenseBlock, values: np.ndarray, dtype: str, nodata: float, dst: Any, probs_dst: Any
+) -> int:
+    """Write one block's classes (and probabilities); return its pixels with a prediction."""
+    h, w = block.valid.shape
+    best = block.probs.argmax(0)  # (K, h, w) -> (h, w); numpy is 8x torch here
+    classes = values[best].astype(dtype)
+    classes[~block.valid] = nodata
+    win = Window(block.col, block.row, w, h)
+    dst.write(classes[None], window=win)
+    if probs_dst is not None:
+        scaled = np.round(block.probs * 254).astype(np.uint8)
+        scaled[:, ~block.valid] = 255
+        probs_dst.write(scaled, window=win)
+    return int(block.valid.sum())
 
 
 @bounded_gdal_cache
@@ -166,22 +188,19 @@ def predict_dense(
                 if tmp_probs
                 else None
             )
+            written = [0]
+
+            def write(block: DenseBlock) -> None:  # in the writer thread
+                written[0] += _write_block(block, values, dtype, nodata, dst, probs_dst)
+
             try:
-                for block in dense_blocks(
-                    run, opened, window, geom, grid.transform, tile, overlap, k,
-                    batch_size, band_width, dev,
-                ):  # fmt: skip
-                    h, w = block.valid.shape
-                    best = block.probs.argmax(0)  # (K, h, w) -> (h, w); numpy is 8x torch here
-                    classes = values[best].astype(dtype)
-                    classes[~block.valid] = nodata
-                    win = Window(block.col, block.row, w, h)
-                    dst.write(classes[None], window=win)
-                    pixels += int(block.valid.sum())
-                    if probs_dst is not None:
-                        scaled = np.round(block.probs * 254).astype(np.uint8)
-                        scaled[:, ~block.valid] = 255
-                        probs_dst.write(scaled, window=win)
+                with BackgroundWriter() as writer:
+                    for block in dense_blocks(
+                        run, opened, window, geom, grid.transform, tile, overlap, k,
+                        batch_size, band_width, dev,
+                    ):  # fmt: skip
+                        writer.submit(write, block)
+                pixels = written[0]
                 dst.update_tags(geopera_model=str(spec.weights), task=spec.task)
                 if probs_dst is not None:
                     probs_dst.scales = [1 / 254] * k

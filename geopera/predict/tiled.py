@@ -5,9 +5,10 @@ a row or column flush with the raster's edge). The raster is processed in vertic
 ``band_width`` columns; inside a band, tile rows are read as one strip each and their class
 probabilities are accumulated, weighted by a window that fades linearly over the overlap, in a
 rolling buffer one tile high. Rows that no later tile can reach are final and are written at
-once. Every output pixel gets exactly the weighted average of all tiles covering it (tiles that
-straddle two bands are computed twice), and memory depends on the tile and band sizes only,
-never on the raster's size.
+once. Strips are read by a reader thread ahead of the model
+(:func:`geopera.core.pipeline.prefetched`). Every output pixel gets exactly the weighted
+average of all tiles covering it (tiles that straddle two bands are computed twice), and
+memory depends on the tile and band sizes only, never on the raster's size.
 
 Pixels that are nodata in the input (all bands equal to the nodata value, or not finite), or
 outside the ROI, are nodata in the output; tiles without a valid pixel are skipped.
@@ -31,6 +32,7 @@ from torch import Tensor
 from geopera.core.contracts import FinetunedSpec
 from geopera.core.errors import GeoperaError
 from geopera.core.outputs import remove_stale_partials
+from geopera.core.pipeline import prefetched
 from geopera.data.labelled import image_band_names
 from geopera.data.labels import Grid, open_on_grid
 from geopera.data.windows import RasterInput, read_strip
@@ -197,7 +199,9 @@ def dense_blocks(
         wsum = np.zeros((tile, width), dtype=np.float32)
         invalid = np.zeros((tile, width), dtype=bool)
         top = ys[0]
-        for i, y in enumerate(ys):
+        # the reader thread reads the next strips while the model runs on this one
+        strips = (_read_masked(inputs, y, left, tile, width, roi_geom, transform) for y in ys)
+        for i, (y, (pixels, bad)) in enumerate(zip(ys, prefetched(strips), strict=True)):
             if y > top:  # rows [top, y) are final: flush them, roll the buffers up
                 yield _flush(acc, wsum, invalid, top, y - top, left, b0, b1, r1)
                 shift = y - top
@@ -205,12 +209,6 @@ def dense_blocks(
                     buf[..., :-shift, :] = buf[..., shift:, :]
                     buf[..., -shift:, :] = 0
                 top = y
-            pixels, bad = read_strip(inputs, y, left, tile, width)  # (N, C, T, Wb), (T, Wb)
-            if roi_geom is not None:
-                strip_transform = transform * rasterio.Affine.translation(left, y)
-                bad |= rasterio.features.geometry_mask(
-                    [roi_geom], out_shape=bad.shape, transform=strip_transform
-                )
             invalid |= bad
             todo = [x for x in xs if not bad[:, x - left : x - left + tile].all()]
             for chunk in balanced_chunks(todo, batch_size):
@@ -222,6 +220,20 @@ def dense_blocks(
                     wsum[:, x - left : x - left + tile] += weight
             if i == len(ys) - 1:
                 yield _flush(acc, wsum, invalid, top, min(tile, r1 - top), left, b0, b1, r1)
+
+
+def _read_masked(
+    inputs: list[RasterInput], y: int, left: int, tile: int, width: int, roi_geom: Any,
+    transform: Any,
+) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """One strip's pixels (N, C, T, Wb) and its invalid mask (T, Wb): nodata or outside the ROI."""
+    pixels, bad = read_strip(inputs, y, left, tile, width)
+    if roi_geom is not None:
+        strip_transform = transform * rasterio.Affine.translation(left, y)
+        bad |= rasterio.features.geometry_mask(
+            [roi_geom], out_shape=bad.shape, transform=strip_transform
+        )
+    return pixels, bad
 
 
 def _flush(

@@ -2,7 +2,9 @@
 
 import json
 import math
+import threading
 from pathlib import Path
+from typing import Any
 
 import geopandas as gpd
 import numpy as np
@@ -228,3 +230,39 @@ def test_bad_input_is_one_line_and_writes_nothing(
         assert proc.returncode == 2
         assert len(proc.stderr.strip().splitlines()) == 1
         assert not (tmp_path / "s").exists()
+
+
+def test_chips_are_read_while_the_model_computes_and_rows_saved_behind(
+    shared_data: Path, tmp_path: Path, backbone: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import geopera.embed.run as embed_run
+    from geopera.embed.backbone import Embedder
+
+    model_running = threading.Event()
+    read_during_model = threading.Event()
+    saved_on: set[str] = set()
+    real_read, real_tokens, real_save = embed_run.read_strip, Embedder.tokens, embed_run._save_row
+
+    def watched_read(*args: Any) -> Any:  # the real functions, observed
+        if model_running.is_set() and threading.current_thread() is not threading.main_thread():
+            read_during_model.set()
+        return real_read(*args)
+
+    def slow_tokens(self: Embedder, raw: torch.Tensor) -> torch.Tensor:
+        model_running.set()
+        read_during_model.wait(timeout=10)  # returns at once when the reader is ahead
+        model_running.clear()
+        return real_tokens(self, raw)
+
+    def watched_save(*args: Any) -> None:
+        saved_on.add(threading.current_thread().name)
+        real_save(*args)
+
+    monkeypatch.setattr(embed_run, "read_strip", watched_read)
+    monkeypatch.setattr(Embedder, "tokens", slow_tokens)
+    monkeypatch.setattr(embed_run, "_save_row", watched_save)
+    scene = str(shared_data / SCENE)
+    summary = embed([scene], tmp_path / "e", weights=str(backbone), chip_size=64, batch_size=4)
+    assert read_during_model.is_set()
+    assert saved_on == {"geopera-writer"}
+    assert (summary.out / f"{Path(scene).stem}.tif").is_file()

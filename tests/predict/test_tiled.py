@@ -1,6 +1,8 @@
 """Tiled inference: exact blending across tiles and column bands, nodata, ROI, bounded buffers."""
 
+import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -106,3 +108,31 @@ def test_raster_smaller_than_a_tile(tmp_path: Path) -> None:
     probs, valid = _assemble(path, 1000, tile=32)
     assert valid.all()
     assert probs.shape == (2, 20, 25)
+
+
+def test_strips_are_read_while_the_model_computes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import geopera.predict.tiled as tiled
+
+    model_running = threading.Event()
+    read_during_model = threading.Event()
+    real_read = tiled.read_strip
+
+    def watched_read(*args: Any, **kwargs: Any) -> Any:  # the real read, observed
+        if model_running.is_set() and threading.current_thread() is not threading.main_thread():
+            read_during_model.set()
+        return real_read(*args, **kwargs)
+
+    def slow_model(batch: torch.Tensor) -> torch.Tensor:
+        model_running.set()
+        read_during_model.wait(timeout=10)  # returns at once when the reader is ahead
+        model_running.clear()
+        return _pixelwise(batch)
+
+    monkeypatch.setattr(tiled, "read_strip", watched_read)
+    grid, inputs = open_inputs([str(_raster(tmp_path, h=200, w=60))], SPEC)
+    window, _ = roi_window(grid, None)
+    blocks = list(dense_blocks(slow_model, inputs, window, None, grid.transform, 32, 8, 2, 4))
+    assert read_during_model.is_set()
+    assert sum(b.valid.sum() for b in blocks) == 200 * 60  # and the result is whole

@@ -1,0 +1,146 @@
+"""Overlap reading, computing and writing: a reader thread ahead of the model, a writer behind it.
+
+``predict`` and ``embed`` read windows of a raster, run a model and write results. Done in
+turn, the device idles while GDAL reads and the host idles while the device computes. Here
+reading runs in a thread a bounded number of items ahead (:func:`prefetched`), and writing in a
+thread a bounded number of items behind (:class:`BackgroundWriter`); GDAL, NumPy and torch
+release the GIL while they work, so the three stages run at once. The queues are bounded, so
+memory stays flat in the raster's size.
+
+An error in a thread is raised in the caller (at its next item, its next submit or when it
+closes), with the original traceback as the cause.
+"""
+
+import queue
+import threading
+from collections.abc import Callable, Generator, Iterable
+from types import TracebackType
+from typing import Any
+
+_DONE = object()
+
+
+class _Failed:
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+def prefetched[T](
+    items: Iterable[T], depth: int = 2, name: str = "geopera-reader"
+) -> Generator[T, None, None]:
+    """Yield ``items``, produced by a background thread up to ``depth`` items ahead.
+
+    Args:
+        items: An iterable whose iteration does the work (a generator of reads).
+        depth: Items made ahead of the consumer (memory bound: ``depth + 1`` items).
+        name: Thread name.
+
+    Yields:
+        The items, in order.
+
+    Raises:
+        Exception: Whatever producing an item raised, when the consumer reaches it.
+
+    Close the generator (``contextlib.closing``) to stop the thread before what it reads from
+    is closed; it is also stopped when the generator is garbage-collected.
+    """
+    slots: queue.Queue[Any] = queue.Queue(maxsize=max(depth, 1))
+    stop = threading.Event()
+
+    def put(value: Any) -> bool:
+        while not stop.is_set():
+            try:
+                slots.put(value, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put(item):
+                    return
+        except BaseException as err:  # handed to the consumer
+            put(_Failed(err))
+            return
+        put(_DONE)
+
+    thread = threading.Thread(target=produce, name=name, daemon=True)
+    thread.start()
+    try:
+        while True:
+            value = slots.get()
+            if value is _DONE:
+                return
+            if isinstance(value, _Failed):
+                raise value.error
+            yield value
+    finally:
+        stop.set()  # the consumer stopped early or failed: let the producer end
+        thread.join()
+
+
+class BackgroundWriter:
+    """Runs submitted calls in order in a thread, at most ``depth`` waiting.
+
+    Use as a context manager: leaving the block waits for every call; an error in a call is
+    raised at the next :meth:`submit` or at the end of the block (later calls are not run).
+
+    Args:
+        depth: Calls that may wait (memory bound); :meth:`submit` blocks when they are full.
+        name: Thread name.
+    """
+
+    def __init__(self, depth: int = 2, name: str = "geopera-writer") -> None:
+        self._calls: queue.Queue[Any] = queue.Queue(maxsize=max(depth, 1))
+        self._error: BaseException | None = None
+        self._failed = threading.Event()  # stays set once a call failed
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            call = self._calls.get()
+            if call is _DONE:
+                return
+            if self._failed.is_set():
+                continue  # drain after a failure
+            fn, args = call
+            try:
+                fn(*args)
+            except BaseException as err:  # raised in the caller
+                self._error = err
+                self._failed.set()
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Queue ``fn(*args)``; raise an earlier call's error instead, if one failed."""
+        self._raise()
+        self._calls.put((fn, args))
+
+    def close(self) -> None:
+        """Wait for every queued call; raise the first error."""
+        if self._thread.is_alive():
+            self._calls.put(_DONE)
+            self._thread.join()
+        self._raise()
+
+    def __enter__(self) -> "BackgroundWriter":
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc is None:
+            self.close()
+            return
+        self._calls.put(_DONE)  # the block failed: finish quietly, its error wins
+        self._thread.join()

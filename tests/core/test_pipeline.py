@@ -1,0 +1,84 @@
+"""Reader ahead, writer behind: order, real overlap, errors, early stops."""
+
+import threading
+from collections.abc import Iterator
+from contextlib import closing
+
+import pytest
+
+from geopera.core.pipeline import BackgroundWriter, prefetched
+
+
+def test_items_come_in_order_from_another_thread() -> None:
+    threads: list[str] = []
+
+    def make() -> Iterator[int]:
+        for i in range(20):
+            threads.append(threading.current_thread().name)
+            yield i
+
+    assert list(prefetched(make(), depth=3)) == list(range(20))
+    assert set(threads) == {"geopera-reader"}
+
+
+def test_the_next_item_is_made_while_the_consumer_works_on_this_one() -> None:
+    made_second = threading.Event()
+
+    def make() -> Iterator[int]:
+        yield 0
+        made_second.set()
+        yield 1
+
+    for item in prefetched(make()):
+        if item == 0:  # without a reader ahead, this would wait in vain
+            assert made_second.wait(timeout=10)
+
+
+def test_an_error_while_reading_reaches_the_consumer() -> None:
+    def make() -> Iterator[int]:
+        yield 0
+        raise OSError("truncated file")
+
+    got = []
+    with pytest.raises(OSError, match="truncated file"):
+        for item in prefetched(make()):
+            got.append(item)
+    assert got == [0]
+
+
+def test_closing_early_stops_the_reader() -> None:
+    made: list[int] = []
+
+    def make() -> Iterator[int]:
+        for i in range(1000):
+            made.append(i)
+            yield i
+
+    before = threading.active_count()
+    with closing(prefetched(make(), depth=2)) as items:
+        assert next(items) == 0
+    assert threading.active_count() == before
+    assert len(made) <= 5  # bounded: never ran far ahead
+
+
+def test_writer_runs_calls_in_order_on_its_thread() -> None:
+    done: list[tuple[int, str]] = []
+    with BackgroundWriter(depth=2) as writer:
+        for i in range(10):
+            writer.submit(lambda i: done.append((i, threading.current_thread().name)), i)
+    assert [i for i, _ in done] == list(range(10))
+    assert {name for _, name in done} == {"geopera-writer"}
+
+
+def test_a_failed_write_is_raised_and_later_writes_do_not_run() -> None:
+    done: list[int] = []
+
+    def write(i: int) -> None:
+        if i == 1:
+            raise OSError("disk full")
+        done.append(i)
+
+    with pytest.raises(OSError, match="disk full"), BackgroundWriter(depth=1) as writer:
+        for i in range(5):
+            writer.submit(write, i)
+    assert done == [0]
