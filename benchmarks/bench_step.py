@@ -49,7 +49,7 @@ import psutil
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from geopera.core.profiling import StepCounter
+from geopera.core.profiling import StepCounter, cuda_sync_check
 from geopera.losses.koleo import koleo_loss
 from geopera.models.pera import PerA, PerAConfig
 from geopera.models.vit import embed_patch_count, encode_visible
@@ -285,7 +285,8 @@ def step_profile(stepper: Stepper, batch_size: int) -> dict[str, Any]:
 
     One warm-up step, one step under :class:`~geopera.core.profiling.StepCounter` (any device)
     and one under ``torch.utils.flop_counter.FlopCounterMode`` (forward and backward: matrix
-    products, convolutions, attention).
+    products, convolutions, attention); on CUDA one more under
+    ``torch.cuda.set_sync_debug_mode("error")`` (``cuda_sync_check``: "ok" or the error).
     """
     batch = stepper.batch(batch_size)
     stepper.step(batch)
@@ -298,12 +299,21 @@ def step_profile(stepper: Stepper, batch_size: int) -> dict[str, Any]:
         stepper.step(batch)
     stepper.sync()
     counts = counter.counts
-    return {
+    result: dict[str, Any] = {
         "flops_per_image": flops.get_total_flops() / batch_size,
         "operators_per_step": counts.operators,
         "syncs_per_step": counts.syncs,
         "sync_sites": dict(counts.sync_sites),
     }
+    if stepper.device.type == "cuda":  # the device's own check: any synchronisation raises
+        try:
+            with cuda_sync_check(stepper.device):
+                stepper.step(batch)
+            result["cuda_sync_check"] = "ok"
+        except RuntimeError as err:
+            result["cuda_sync_check"] = str(err).splitlines()[0][:300]
+        stepper.sync()
+    return result
 
 
 #: Dense bf16 peak TFLOP/s by device name (the vendor's data sheets; no sparsity).

@@ -6,8 +6,8 @@ of the pair are that same crop with different colour changes. The two views ther
 exactly the same pixels and differ only in colour.
 
 Boxes, flips and colour factors are drawn on the device in batched form, the crops of all images
-are cut and resized by one ``grid_sample`` call per crop size, and colour changes apply to every
-row with a per-row choice: no operator count grows with the batch, no device value is read on the
+are cut and resized by one ``grid_sample`` call per crop size, and colour changes apply to a
+fixed share of the rows chosen at random: no operator count grows with the batch, no device value is read on the
 host, and shapes are the same at every step (what ``torch.compile`` and CUDA graphs need).
 
 Inputs are images scaled to [0, 1] per band (geopera uses each source's 2nd/98th percentiles).
@@ -45,9 +45,10 @@ class ViewsConfig:
         contrast: Contrast jitter strength.
         saturation: Saturation jitter strength (RGB only).
         hue: Hue jitter strength in turns (RGB only).
-        student_jitter_p: Probability of colour jitter on the student view.
-        teacher_jitter_p: Probability of colour jitter on the teacher view.
-        grayscale_p: Probability of grayscale on the student view (RGB only).
+        student_jitter_p: Share of the student views colour-jittered (a fixed share of the
+            crops, chosen at random per step: static shapes on the device).
+        teacher_jitter_p: Share of the teacher views colour-jittered.
+        grayscale_p: Share of the student views turned grey (RGB only).
     """
 
     global_size: int = 224
@@ -72,9 +73,33 @@ def _uniform(n: int, spread: float, like: Tensor, generator: torch.Generator | N
     return 1 - spread + 2 * spread * u
 
 
-def _rows(selected: Tensor) -> Tensor:
-    """(N,) boolean -> (N, 1, 1, 1), to choose whole rows of an image batch."""
-    return selected.view(-1, 1, 1, 1)
+def _on_share(
+    x: Tensor, share: float, fn: Callable[[Tensor], Tensor], generator: torch.Generator | None
+) -> Tensor:
+    """Apply ``fn`` to a random ``share`` of the rows of ``x`` (out of place).
+
+    The number of rows is fixed, ``round(share * N)`` (at least one when ``share`` > 0), and the
+    rows are a random permutation's first: the work and the shapes are the same at every step,
+    and no device value is read on the host (a per-row coin would need either a data-dependent
+    row count or the change computed on every row).
+
+    Args:
+        x: (N, ...) batch.
+        share: Share of the rows changed, in [0, 1].
+        fn: Maps (n, ...) rows to (n, ...).
+        generator: Random generator on ``x``'s device.
+
+    Returns:
+        (N, ...) with the chosen rows replaced.
+    """
+    n = x.shape[0]
+    count = min(n, max(1, round(share * n))) if share > 0 else 0
+    if count == 0:
+        return x
+    if count == n:
+        return fn(x)
+    rows = torch.randperm(n, device=x.device, generator=generator)[:count]  # (count,)
+    return x.index_copy(0, rows, fn(x.index_select(0, rows)))
 
 
 def _grayscale(rgb: Tensor) -> Tensor:
@@ -85,17 +110,18 @@ def _grayscale(rgb: Tensor) -> Tensor:
 class ColourJitter(nn.Module):
     """Per-sample colour jitter in random order, for any number of bands.
 
-    Every row is jittered and a per-row draw keeps the jittered or the original pixels, so the
-    work and the shapes are the same at every step and no device value is read on the host.
-    The order of the four changes is drawn on the host (``order_rng``) once per batch.
+    A random share ``p`` of the rows is jittered (``round(p * N)`` rows, chosen on the device),
+    and a share ``grayscale_p`` turned grey: the work and the shapes are the same at every step
+    and no device value is read on the host. The order of the four changes is drawn on the host
+    (``order_rng``) once per batch.
 
     Args:
         brightness: Multiplicative brightness strength (every band).
         contrast: Contrast strength, blending with the image mean (every band).
         saturation: Saturation strength (RGB triplet only).
         hue: Hue shift strength in turns (RGB triplet only).
-        p: Probability of jittering a sample.
-        grayscale_p: Probability of replacing the RGB triplet by its grayscale.
+        p: Share of the samples jittered.
+        grayscale_p: Share of the samples whose RGB triplet is replaced by its grayscale.
         rgb: Indices of the R, G, B bands, or None.
     """
 
@@ -167,13 +193,10 @@ class ColourJitter(nn.Module):
             (N, C, H, W) images in [0, 1].
         """
         order = (order_rng or random).sample(range(4), 4)
-        out = x
-        if self.p > 0:
-            apply = torch.rand(x.shape[0], device=x.device, generator=generator) < self.p
-            out = torch.where(_rows(apply), self._jitter(x, generator, order), x)
+        out = _on_share(x, self.p, lambda rows: self._jitter(rows, generator, order), generator)
         if self.grayscale_p > 0 and self.rgb is not None:
-            gray = torch.rand(x.shape[0], device=x.device, generator=generator) < self.grayscale_p
-            out = torch.where(_rows(gray), self._apply_rgb(out, _grayscale), out)
+            grey = partial(self._apply_rgb, fn=_grayscale)
+            out = _on_share(out, self.grayscale_p, grey, generator)
         return out.clamp(0.0, 1.0)
 
 

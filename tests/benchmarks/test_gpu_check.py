@@ -127,10 +127,17 @@ def test_cpu_smoke_runs_every_part_and_writes_the_results(
     assert step["pera"]["images_per_s"] > 0
     assert step["full_view"]["images_per_s"] > 0
     assert step["max_batch"] == {"pera": 4, "full_view": 4}  # the smoke's limit
+    for case in ("pera", "full_view"):  # where the time goes
+        assert step[case]["flops_per_image"] > 0
+        assert step[case]["tflops"] > 0
+        assert step[case]["operators_per_step"] > 100
+        assert step[case]["syncs_per_step"] == 0
+    assert step["pera"]["flops_per_image"] < step["full_view"]["flops_per_image"]
     eager = report["pretrain"]["eager"]
     assert eager["status"] == "completed"
     assert eager["end_to_end"] > 0
     assert eager["ratio"] > 0
+    assert 0 <= eager["data_wait"] <= 1
     assert (work / "pretrain-eager" / "backbone.pth").is_file()
     quality = report["quality"]
     assert quality["samples"] == 53

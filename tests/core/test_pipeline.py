@@ -39,11 +39,10 @@ def test_an_error_while_reading_reaches_the_consumer() -> None:
         yield 0
         raise OSError("truncated file")
 
-    got = []
+    items = prefetched(make())
+    assert next(items) == 0
     with pytest.raises(OSError, match="truncated file"):
-        for item in prefetched(make()):
-            got.append(item)
-    assert got == [0]
+        next(items)
 
 
 def test_closing_early_stops_the_reader() -> None:
@@ -78,7 +77,11 @@ def test_a_failed_write_is_raised_and_later_writes_do_not_run() -> None:
             raise OSError("disk full")
         done.append(i)
 
-    with pytest.raises(OSError, match="disk full"), BackgroundWriter(depth=1) as writer:
-        for i in range(5):
-            writer.submit(write, i)
+    def write_all() -> None:
+        with BackgroundWriter(depth=1) as writer:
+            for i in range(5):
+                writer.submit(write, i)
+
+    with pytest.raises(OSError, match="disk full"):
+        write_all()
     assert done == [0]
