@@ -7,8 +7,9 @@ exactly the same pixels and differ only in colour.
 
 Boxes, flips and colour factors are drawn on the device in batched form, the crops of all images
 are cut and resized by one ``grid_sample`` call per crop size, and colour changes apply to a
-fixed share of the rows chosen at random: no operator count grows with the batch, no device value is read on the
-host, and shapes are the same at every step (what ``torch.compile`` and CUDA graphs need).
+fixed share of the rows chosen at random: no operator count grows with the batch, no device
+value is read on the host, and shapes are the same at every step (what ``torch.compile`` and
+CUDA graphs need).
 
 Inputs are images scaled to [0, 1] per band (geopera uses each source's 2nd/98th percentiles).
 Colour changes use Kornia's functional ops: brightness and contrast act on every band, saturation,
