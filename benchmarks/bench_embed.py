@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from bench_predict import add_size_args, make_rasters, report, run_stats
+from bench_predict import PIPELINE, add_size_args, make_rasters, report, run_stats
 
 from geopera.embed.backbone import Embedder
 from geopera.embed.run import embed
@@ -72,7 +72,8 @@ def child_embed(args: argparse.Namespace, raster: Path, weights: Path, out: Path
     Embedder.tokens = timed  # type: ignore[method-assign]
     start = time.perf_counter()
     embed([str(raster)], out, weights=str(weights), chip_size=args.chip, level="both",
-          batch_size=args.batch_size, device=args.device)  # fmt: skip
+          batch_size=args.batch_size, device=args.device,
+          pipeline=PIPELINE[args.pipeline])  # fmt: skip
     return {**run_stats(start, inside[0]), "chips_per_s": rate}
 
 
@@ -90,7 +91,8 @@ def main() -> None:
         return
     common = ["--chip", str(args.chip), "--batch-size", str(args.batch_size), "--depth",
               str(args.depth), "--dim", str(args.dim), "--device", args.device,
-              "--forward-batches", str(args.forward_batches)]  # fmt: skip
+              "--forward-batches", str(args.forward_batches),
+              "--pipeline", args.pipeline]  # fmt: skip
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         rasters = make_rasters(Path(tmp), args.sizes)
@@ -115,7 +117,8 @@ def main() -> None:
                 "forward_share": result["forward_share"], "peak_mib": result["peak_mib"],
             })  # fmt: skip
     title = (f"chip {args.chip}, batch {args.batch_size}, ViT/16 depth {args.depth} dim "
-             f"{args.dim}, device {args.device}, float16 patch COG + chip GeoParquet")  # fmt: skip
+             f"{args.dim}, device {args.device}, pipeline {args.pipeline}, float16 patch COG + "
+             "chip GeoParquet")  # fmt: skip
     report(rows, args.json, title, [
         ("size", "size", "{}"), ("chips", "chips", "{}"), ("seconds", "seconds", "{:.1f}"),
         ("chips/s", "chips_per_s", "{:.1f}"),

@@ -105,7 +105,15 @@ def add_size_args(
     p.add_argument("--dim", type=int, default=dim)
     p.add_argument("--forward-batches", type=int, default=forward_batches)
     p.add_argument("--device", default="cpu")
+    p.add_argument(
+        "--pipeline", choices=list(PIPELINE), default="auto",
+        help="reader/writer threads beside the model: on, off, or auto (where they pay)",
+    )  # fmt: skip
     p.add_argument("--json", action="store_true")
+
+
+#: ``--pipeline`` values -> the commands' ``pipeline`` argument.
+PIPELINE = {"auto": None, "on": True, "off": False}
 
 
 def run_stats(start: float, forward_seconds: float) -> dict[str, float]:
@@ -197,7 +205,7 @@ def child_predict(args: argparse.Namespace, raster: Path, output: Path) -> dict[
     task.predict_chips = timed  # type: ignore[method-assign]
     start = time.perf_counter()
     predict_dense(task, [str(raster)], output, overlap=args.overlap, batch_size=args.batch_size,
-                  device=args.device)  # fmt: skip
+                  device=args.device, pipeline=PIPELINE[args.pipeline])  # fmt: skip
     return {**run_stats(start, inside[0]), "tiles_per_s": rate}
 
 
@@ -215,7 +223,8 @@ def main() -> None:
         return
     common = ["--tile", str(args.tile), "--overlap", str(args.overlap), "--batch-size",
               str(args.batch_size), "--depth", str(args.depth), "--dim", str(args.dim),
-              "--device", args.device, "--forward-batches", str(args.forward_batches)]  # fmt: skip
+              "--device", args.device, "--forward-batches", str(args.forward_batches),
+              "--pipeline", args.pipeline]  # fmt: skip
 
     def child(*extra: str) -> dict[str, Any]:
         out = subprocess.run([sys.executable, __file__, *common, *extra], capture_output=True,
@@ -233,7 +242,8 @@ def main() -> None:
             rows.append({**row, "peak_mib": run["peak_mib"], "forward_share": run["forward_share"]})
             (Path(tmp) / f"out{size}.tif").unlink(missing_ok=True)
     title = (f"tile {args.tile}, overlap {args.overlap}, batch {args.batch_size}, ViT depth "
-             f"{args.depth} dim {args.dim} + UPerNet, device {args.device}")  # fmt: skip
+             f"{args.depth} dim {args.dim} + UPerNet, device {args.device}, "
+             f"pipeline {args.pipeline}")  # fmt: skip
     report(rows, args.json, title, [
         ("size", "size", "{}"), ("tiles", "tiles", "{}"), ("seconds", "seconds", "{:.1f}"),
         ("Mpx/s", "mpx_per_s", "{:.2f}"),

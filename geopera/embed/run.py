@@ -55,7 +55,7 @@ from geopera.core.contracts import EmbeddingSet
 from geopera.core.devices import resolve_device
 from geopera.core.errors import ROIError
 from geopera.core.outputs import atomic_file, require_new_folder, write_json
-from geopera.core.pipeline import BackgroundWriter, prefetched
+from geopera.core.pipeline import BackgroundWriter, overlap_pays, prefetched
 from geopera.data.labels import Grid, apply_affine
 from geopera.data.roi import load_roi
 from geopera.data.windows import RasterInput, bounded_gdal_cache, read_strip, roi_window
@@ -419,6 +419,7 @@ def embed(
     progress: Callable[[int, int], None] | None = None,
     skip_outside_roi: bool = False,
     nodata: float | None = None,
+    pipeline: bool | None = None,
 ) -> EmbedSummary:
     """Embed rasters (see the module docstring for the outputs).
 
@@ -437,6 +438,8 @@ def embed(
         progress: Called with (chips done, chips in all) as work advances.
         skip_outside_roi: Leave out inputs the ROI misses (archives) instead of failing.
         nodata: Nodata value of the inputs when their files do not set one.
+        pipeline: Reader and writer threads beside the model (None: where they pay, see
+            :func:`geopera.core.pipeline.overlap_pays`).
 
     Returns:
         The folder and its manifest.
@@ -453,9 +456,9 @@ def embed(
     if not inputs:
         raise EmbedError("no input raster: pass --input RASTER... or --archive PATH...")
     paths = [str(p) for p in inputs]
-    rasters = _prepare(
-        paths, weights, roi, chip_size, resolve_device(device), skip_outside_roi, nodata
-    )
+    dev = resolve_device(device)
+    rasters = _prepare(paths, weights, roi, chip_size, dev, skip_outside_roi, nodata)
+    threads = overlap_pays(dev) if pipeline is None else pipeline
     settings = {**_settings(paths, weights, roi, level, chip_size, dtype), "nodata": nodata}
     work = _work_folder(out, settings, resume, overwrite)
     total = sum(len(r.chip_rows) * len(r.chip_cols) for r in rasters)
@@ -479,8 +482,10 @@ def embed(
             advance((len(row_files) - len(todo)) * len(raster.chip_cols))
             per_row = len(_column_batches(raster, batch_size))
             # a reader thread ahead of the model, a writer thread behind it
-            reads = prefetched(_chip_reads(raster, opened, todo, chip_size, batch_size))
-            with closing(reads), BackgroundWriter() as writer:  # both end before ds closes
+            reads = prefetched(
+                _chip_reads(raster, opened, todo, chip_size, batch_size), enabled=threads
+            )
+            with closing(reads), BackgroundWriter(enabled=threads) as writer:  # end before ds
                 for i in todo:
                     row = _chip_row(raster, itertools.islice(reads, per_row), i, chip_size, advance)
                     writer.submit(_save_row, row_files[i], row)

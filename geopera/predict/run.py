@@ -29,7 +29,7 @@ from torchvision.ops import batched_nms
 from geopera.core.contracts import FinetunedSpec
 from geopera.core.devices import resolve_device
 from geopera.core.outputs import atomic_file, full_disk_errors
-from geopera.core.pipeline import BackgroundWriter
+from geopera.core.pipeline import BackgroundWriter, overlap_pays
 from geopera.data.labels import apply_affine
 from geopera.data.roi import load_roi
 from geopera.data.windows import bounded_gdal_cache, read_strip, roi_window
@@ -125,6 +125,7 @@ def predict_dense(
     band_width: int = 2048,
     device: str = "auto",
     overwrite: bool = False,
+    pipeline: bool | None = None,
 ) -> PredictSummary:
     """Segmentation or change map of whole rasters (see the module docstring).
 
@@ -142,6 +143,8 @@ def predict_dense(
         band_width: Columns processed at once (memory knob).
         device: ``"auto"``, ``"cpu"``, ``"cuda"``...
         overwrite: Replace existing outputs.
+        pipeline: Reader and writer threads beside the model (None: where they pay, see
+            :func:`geopera.core.pipeline.overlap_pays`).
 
     Returns:
         The summary.
@@ -194,10 +197,11 @@ def predict_dense(
                 written[0] += _write_block(block, values, dtype, nodata, dst, probs_dst)
 
             try:
-                with BackgroundWriter() as writer:
+                threads = overlap_pays(dev) if pipeline is None else pipeline
+                with BackgroundWriter(enabled=threads) as writer:
                     for block in dense_blocks(
                         run, opened, window, geom, grid.transform, tile, overlap, k,
-                        batch_size, band_width, dev,
+                        batch_size, band_width, dev, threads,
                     ):  # fmt: skip
                         writer.submit(write, block)
                 pixels = written[0]

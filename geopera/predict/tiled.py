@@ -32,7 +32,7 @@ from torch import Tensor
 from geopera.core.contracts import FinetunedSpec
 from geopera.core.errors import GeoperaError
 from geopera.core.outputs import remove_stale_partials
-from geopera.core.pipeline import prefetched
+from geopera.core.pipeline import overlap_pays, prefetched
 from geopera.data.labelled import image_band_names
 from geopera.data.labels import Grid, open_on_grid
 from geopera.data.windows import RasterInput, read_strip
@@ -166,6 +166,7 @@ def dense_blocks(
     batch_size: int = 8,
     band_width: int = 2048,
     device: torch.device | str = "cpu",
+    pipeline: bool | None = None,
 ) -> Iterator[DenseBlock]:
     """Blend tile predictions over a window, yielding final blocks in bounded memory.
 
@@ -181,6 +182,8 @@ def dense_blocks(
         batch_size: Tiles per forward pass.
         band_width: Columns per band (memory knob).
         device: Device of the model.
+        pipeline: Read strips in a thread ahead of the model (None: where that pays, see
+            :func:`geopera.core.pipeline.overlap_pays`).
 
     Yields:
         Blocks of final rows, band by band, top to bottom.
@@ -191,6 +194,7 @@ def dense_blocks(
     weight = blend_window(tile, overlap)
     ys = tile_origins(r0, r1, tile, stride)
     xs_all = tile_origins(c0, c1, tile, stride)
+    ahead = overlap_pays(torch.device(device)) if pipeline is None else pipeline
     for b0, b1 in column_bands(c0, c1, band_width):
         xs = [x for x in xs_all if x < b1 and x + tile > b0]
         left, right = xs[0], xs[-1] + tile
@@ -201,7 +205,9 @@ def dense_blocks(
         top = ys[0]
         # the reader thread reads the next strips while the model runs on this one
         strips = (_read_masked(inputs, y, left, tile, width, roi_geom, transform) for y in ys)
-        for i, (y, (pixels, bad)) in enumerate(zip(ys, prefetched(strips), strict=True)):
+        for i, (y, (pixels, bad)) in enumerate(
+            zip(ys, prefetched(strips, enabled=ahead), strict=True)
+        ):
             if y > top:  # rows [top, y) are final: flush them, roll the buffers up
                 yield _flush(acc, wsum, invalid, top, y - top, left, b0, b1, r1)
                 shift = y - top

@@ -1,12 +1,14 @@
 """Reader ahead, writer behind: order, real overlap, errors, early stops."""
 
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import closing
 
 import pytest
+import torch
 
-from geopera.core.pipeline import BackgroundWriter, prefetched
+from geopera.core.pipeline import BackgroundWriter, overlap_pays, prefetched
 
 
 def test_items_come_in_order_from_another_thread() -> None:
@@ -85,3 +87,25 @@ def test_a_failed_write_is_raised_and_later_writes_do_not_run() -> None:
     with pytest.raises(OSError, match="disk full"):
         write_all()
     assert done == [0]
+
+
+def test_inline_when_disabled() -> None:
+    def make() -> Iterator[str]:
+        for _ in range(3):
+            yield threading.current_thread().name
+
+    main = threading.current_thread().name
+    assert list(prefetched(make(), enabled=False)) == [main] * 3
+    ran_on: list[str] = []
+    with BackgroundWriter(enabled=False) as writer:
+        writer.submit(lambda: ran_on.append(threading.current_thread().name))
+        assert ran_on == [main]  # at once, in the caller's thread
+
+
+def test_threads_pay_off_the_cpu_or_with_free_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert overlap_pays(torch.device("cuda"))  # the host is free while the device computes
+    cores = len(os.sched_getaffinity(0))
+    monkeypatch.setattr(torch, "get_num_threads", lambda: cores)
+    assert not overlap_pays(torch.device("cpu"))  # every core runs the model
+    monkeypatch.setattr(torch, "get_num_threads", lambda: max(cores - 1, 0))
+    assert overlap_pays(torch.device("cpu"))

@@ -262,7 +262,9 @@ def test_chips_are_read_while_the_model_computes_and_rows_saved_behind(
     monkeypatch.setattr(Embedder, "tokens", slow_tokens)
     monkeypatch.setattr(embed_run, "_save_row", watched_save)
     scene = str(shared_data / SCENE)
-    summary = embed([scene], tmp_path / "e", weights=str(backbone), chip_size=64, batch_size=4)
+    summary = embed(
+        [scene], tmp_path / "e", weights=str(backbone), chip_size=64, batch_size=4, pipeline=True
+    )
     assert read_during_model.is_set()
     assert saved_on == {"geopera-writer"}
     assert (summary.out / f"{Path(scene).stem}.tif").is_file()

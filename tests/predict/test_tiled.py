@@ -133,6 +133,8 @@ def test_strips_are_read_while_the_model_computes(
     monkeypatch.setattr(tiled, "read_strip", watched_read)
     grid, inputs = open_inputs([str(_raster(tmp_path, h=200, w=60))], SPEC)
     window, _ = roi_window(grid, None)
-    blocks = list(dense_blocks(slow_model, inputs, window, None, grid.transform, 32, 8, 2, 4))
+    blocks = list(
+        dense_blocks(slow_model, inputs, window, None, grid.transform, 32, 8, 2, 4, pipeline=True)
+    )
     assert read_during_model.is_set()
     assert sum(b.valid.sum() for b in blocks) == 200 * 60  # and the result is whole
