@@ -6,6 +6,8 @@ process does from the start of one step to the start of the next (the step, ever
 Lightning's loop), on the CPU.
 """
 
+import csv
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -114,9 +116,31 @@ def _train(batch: int, tmp_path: Any) -> tuple[list[StepCounts], PerATask]:
 
 
 @pytest.fixture(scope="module")
-def counted(tmp_path_factory: pytest.TempPathFactory) -> dict[int, list[StepCounts]]:
-    folder = tmp_path_factory.mktemp("syncs")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("syncs")
+
+
+@pytest.fixture(scope="module")
+def counted(folder: Path) -> dict[int, list[StepCounts]]:
     return {batch: _train(batch, folder)[0] for batch in (4, 16)}
+
+
+def test_logging_steps_reach_tensorboard_and_metrics_csv(
+    counted: dict[int, list[StepCounts]], folder: Path
+) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    logged = [0, LOG_EVERY, STEPS - 1]
+    events = EventAccumulator(str(next((folder / "run4").rglob("events.out.tfevents.*"))))
+    events.Reload()
+    assert [e.step for e in events.Scalars("train/loss")] == logged
+    assert [e.step for e in events.Scalars("train/data_wait")] == logged
+    with open(folder / "run4" / "metrics.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [int(r["step"]) for r in rows] == logged
+    assert all(0.0 <= float(r["data_wait"]) <= 1.0 for r in rows)
+    assert all(float(r["images_per_s"]) > 0 for r in rows)
+    assert all(r["skipped"] == "0" for r in rows)
 
 
 def test_a_step_that_does_not_log_waits_for_nothing(counted: dict[int, list[StepCounts]]) -> None:
