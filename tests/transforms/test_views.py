@@ -3,7 +3,13 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from geopera.transforms.views import AlignedViews, ColourJitter, ViewsConfig
+from geopera.transforms.views import (
+    AlignedViews,
+    ColourJitter,
+    ViewsConfig,
+    crop_grids,
+    random_boxes,
+)
 
 SMALL = ViewsConfig(global_size=32, local_size=16, n_global=2, n_local=3)
 
@@ -75,3 +81,39 @@ def test_bad_input_shape() -> None:
         _views(3)(torch.rand(2, 4, 32, 32))
     with pytest.raises(ValueError, match="exactly 3"):
         ColourJitter(0.1, 0.1, 0.1, 0.1, 1.0, rgb=[0, 1])
+
+
+def test_boxes_fit_the_image_and_follow_the_scale() -> None:
+    g = torch.Generator().manual_seed(0)
+    boxes = random_boxes(2000, 60, 80, (0.2, 0.5), (3 / 4, 4 / 3), torch.device("cpu"), g)
+    x0, y0, w, h = boxes.unbind(1)
+    assert bool((x0 >= 0).all())
+    assert bool((y0 >= 0).all())
+    assert bool((x0 + w <= 80).all())
+    assert bool((y0 + h <= 60).all())
+    share = (w * h / (60 * 80)).aminmax()
+    assert float(share.min) >= 0.18  # rounding to whole pixels
+    assert float(share.max) <= 0.52
+    ratio = (w / h).aminmax()
+    assert float(ratio.min) >= 0.7
+    assert float(ratio.max) <= 1.4
+    assert float(x0.std()) > 3  # positions vary
+    assert float(y0.std()) > 3
+
+
+def test_a_whole_image_box_reproduces_the_image_and_flips_mirror_it() -> None:
+    x = torch.rand(2, 3, 8, 8)
+    boxes = torch.tensor([[0.0, 0.0, 8.0, 8.0]] * 2)
+    flips = torch.tensor([[False, False], [True, True]])
+    grid = crop_grids(boxes, flips, 8, 8, 8, count=1)
+    out = torch.nn.functional.grid_sample(x, grid, align_corners=False)
+    assert torch.allclose(out[0], x[0], atol=1e-6)
+    assert torch.allclose(out[1], x[1].flip(-1).flip(-2), atol=1e-6)
+
+
+def test_jitter_changes_an_exact_share_of_the_rows() -> None:
+    jitter = ColourJitter(brightness=0.4, contrast=0, saturation=0, hue=0, p=0.25)
+    x = torch.full((40, 2, 4, 4), 0.5)
+    out = jitter(x, torch.Generator().manual_seed(1))
+    changed = (out != x).flatten(1).any(1)
+    assert int(changed.sum()) == 10
