@@ -319,20 +319,9 @@ class SkippedSteps(L.Callback):
     ) -> None:
         """At logging steps: report new skipped steps; stop after too many in a row."""
         task: Any = pl_module
-        step = trainer.global_step - 1
         counts: SkipCounts = task.skips
-        if not _logged(task, step) or counts.total == self.reported:
+        if not _logged(task, trainer.global_step - 1) or not self._report(trainer, counts):
             return
-        new, self.reported = counts.total - self.reported, counts.total
-        if trainer.global_rank != 0:
-            return
-        print(
-            f"geopera: {new} step(s) skipped up to step {counts.last}: {counts.reason}",
-            file=sys.stderr,
-        )
-        self.run.update_status(
-            skipped_steps={"count": counts.total, "last": counts.last, "reason": counts.reason}
-        )
         if counts.in_a_row >= self.limit and not trainer.should_stop:
             self.stopped = (
                 f"{counts.in_a_row} steps in a row (steps {counts.first_in_row}-{counts.last}) "
@@ -341,6 +330,26 @@ class SkippedSteps(L.Callback):
             )
             trainer.save_checkpoint(self.run.last_checkpoint)
             trainer.should_stop = True
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Report the steps skipped since the last logging step (the last steps included)."""
+        task: Any = pl_module
+        self._report(trainer, task.read_skips())
+
+    def _report(self, trainer: L.Trainer, counts: SkipCounts) -> bool:
+        """One line and run.json for skipped steps not reported yet; whether there were any."""
+        if counts.total == self.reported:
+            return False
+        new, self.reported = counts.total - self.reported, counts.total
+        if trainer.global_rank == 0:
+            print(
+                f"geopera: {new} step(s) skipped up to step {counts.last}: {counts.reason}",
+                file=sys.stderr,
+            )
+            self.run.update_status(
+                skipped_steps={"count": counts.total, "last": counts.last, "reason": counts.reason}
+            )
+        return True
 
 
 class Previews(L.Callback):

@@ -24,6 +24,7 @@ with one transfer (:meth:`PerATask.read_metrics`).
 
 import dataclasses
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -131,6 +132,12 @@ class SkipCounts:
     first_in_row: int
     last: int
     reason: str | None
+
+    @classmethod
+    def of(cls, state: Sequence[float]) -> "SkipCounts":
+        """From the device counters as read: total, in a row, first in row, last, reason code."""
+        total, in_a_row, first, last, code = (int(v) for v in state)
+        return cls(total, in_a_row, first, last, SKIP_REASONS.get(code))
 
 
 class PerATask(L.LightningModule):
@@ -269,8 +276,7 @@ class PerATask(L.LightningModule):
         stacked = torch.cat([torch.stack([v.float() for v in values.values()]),
                              self.skip_state.float()])  # fmt: skip
         read = stacked.tolist()  # the step's one host-device synchronisation
-        total, in_a_row, first, last, code = (int(v) for v in read[len(names) :])
-        self.skips = SkipCounts(total, in_a_row, first, last, SKIP_REASONS.get(code))
+        self.skips = SkipCounts.of(read[len(names) :])
         got = dict(zip(names, read[: len(names)], strict=True))
         rejected_count = got.pop("rejected")
         size = batch["image"].shape[0]
@@ -285,6 +291,11 @@ class PerATask(L.LightningModule):
             "data_wait": data_wait,
             "rejected_rate": rejected_count / (rejected_count + size),
         }
+
+    def read_skips(self) -> SkipCounts:
+        """Read the skip counters now (a host-device synchronisation: at the end of a run)."""
+        self.skips = SkipCounts.of(self.skip_state.tolist())
+        return self.skips
 
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
         """Set this step's learning rate and weight decay; note the wait for this batch."""

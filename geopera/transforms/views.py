@@ -215,7 +215,8 @@ def random_boxes(
 
     The rule of torchvision's ``RandomResizedCrop``: up to ``tries`` candidates of a random area
     share and log-uniform aspect ratio; the first that fits the image is used; when none fits,
-    the whole image cropped centrally to the nearest allowed ratio. Boxes are continuous.
+    the whole image cropped centrally to the nearest allowed ratio. Sides and offsets are whole
+    pixels.
 
     Args:
         n: Number of boxes.

@@ -190,7 +190,9 @@ def test_the_counter_sees_what_synchronises() -> None:
     assert counter.counts.operators >= 4
 
 
-def test_a_skipped_step_changes_nothing_and_is_counted(tmp_path: Any) -> None:
+def test_a_skipped_step_changes_nothing_and_is_counted(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     config = _config(4)
     torch.manual_seed(0)
     task = PerATask(
@@ -213,3 +215,14 @@ def test_a_skipped_step_changes_nothing_and_is_counted(tmp_path: Any) -> None:
     assert not bool(task.step_ok)
     total, in_a_row, _, _, code = task.skip_state.tolist()
     assert (total, in_a_row, code) == (1, 1, 2)
+    # a skip after the last logging step is still reported when the run ends
+    run = RunDir(tmp_path / "run")
+    run.path.mkdir()
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False)
+    SkippedSteps(run, 3).on_train_end(trainer, task)
+    assert run.status()["skipped_steps"] == {
+        "count": 1,
+        "last": 0,
+        "reason": "non-finite gradients",
+    }
+    assert "1 step(s) skipped up to step 0: non-finite gradients" in capsys.readouterr().err
