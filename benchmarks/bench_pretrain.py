@@ -27,7 +27,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from geopera.data.sample_archive import DEFAULT_DIR, build_sample_archive
+from geopera.archive.sample_archive import DEFAULT_DIR, build_sample_archive
 from geopera.pretrain.config import load_pretrain_config
 from geopera.pretrain.run import _datamodule, build_task, pretrain
 

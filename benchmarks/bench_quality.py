@@ -126,7 +126,7 @@ def mae(work: Path, budget_s: float, points: int) -> list[dict[str, Any]]:
     from torchgeo.tasks import MAE
 
     from geopera.core.outputs import save_torch_atomic
-    from geopera.data.datamodule import PretrainDataModule
+    from geopera.data.sampling.datamodule import PretrainDataModule
     from geopera.transforms.normalise import scale_unit
 
     done = sorted(work.glob("mae_point*/backbone.json"))

@@ -123,9 +123,9 @@ def _raw(prefix: str, origins: list[tuple[int, int]], size: int) -> dict[str, fl
 def _geopera(
     url: str, origins: list[tuple[int, int]], size: int, cache: str | None
 ) -> dict[str, float]:
-    from geopera.data.archive import discover
-    from geopera.data.datasets import SourceReader
-    from geopera.data.remote import BlockCache
+    from geopera.data.sampling.readers import SourceReader
+    from geopera.data.sources.discover import discover
+    from geopera.data.sources.remote import BlockCache
 
     archive = discover([f"{url}/catalog.json"])  # metadata from the catalog: no raster opened
     source = archive.sources[0]

@@ -2,7 +2,8 @@
 
 Cases, each with 0 and 2 DataLoader workers, measured in one run (machines are noisy):
 
-* ``geopera``: :class:`geopera.data.datamodule.PretrainDataModule` (quality control included);
+* ``geopera``: :class:`geopera.data.sampling.datamodule.PretrainDataModule` (quality control
+  included);
 * ``torchgeo``: a torchgeo ``RasterDataset`` (``Landsat8`` for the sample archive) with
   ``RandomPatchSampler(roi=...)`` and ``stack_samples``;
 * ``raw``: random windowed ``rasterio`` reads of the same files inside the ROI (the I/O ceiling).
@@ -30,8 +31,8 @@ from torch.utils.data import DataLoader, Dataset
 from torchgeo.datasets import Landsat8, RasterDataset, stack_samples
 from torchgeo.samplers import RandomPatchSampler
 
-from geopera.data.datamodule import PretrainDataModule
 from geopera.data.roi import load_roi
+from geopera.data.sampling.datamodule import PretrainDataModule
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("GEOPERA_SHARED_DATA", REPO.parent / "shared" / "data"))

@@ -76,7 +76,7 @@ def pretrain_mae(out: Path, steps: int, batch: int) -> None:
     from torchgeo.tasks import MAE
 
     from geopera.core.outputs import save_torch_atomic, write_json
-    from geopera.data.datamodule import PretrainDataModule
+    from geopera.data.sampling.datamodule import PretrainDataModule
     from geopera.transforms.normalise import scale_unit
 
     L.seed_everything(0, verbose=False)

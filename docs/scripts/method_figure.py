@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from geopera.data.datamodule import PretrainDataModule
+from geopera.data.sampling.datamodule import PretrainDataModule
 from geopera.transforms.masking import DisjointMasking
 from geopera.transforms.normalise import scale_unit, scaled_moments
 from geopera.transforms.views import AlignedViews, ViewsConfig

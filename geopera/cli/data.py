@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from geopera.data.sample_archive import DEFAULT_DIR, build_sample_archive
+from geopera.archive.sample_archive import DEFAULT_DIR, build_sample_archive
 
 
 def register(commands: Any) -> None:
@@ -51,8 +51,8 @@ def _fetch(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
+    from geopera.archive.fetch import fetch_archive
     from geopera.core.outputs import require_new_folder
-    from geopera.data.fetch import fetch_archive
     from geopera.data.roi import load_roi
 
     require_new_folder(args.out)

@@ -57,8 +57,8 @@ def register(commands: Any) -> None:
 def _inputs(args: argparse.Namespace) -> list[str]:
     if args.input:
         return [str(p) for p in args.input]
-    from geopera.data.archive import discover
     from geopera.data.roi import load_roi
+    from geopera.data.sources.discover import discover
 
     archive = discover(args.archive, roi=load_roi(args.roi) if args.roi else None)
     paths: list[str] = []

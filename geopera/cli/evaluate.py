@@ -52,7 +52,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     from geopera.core.outputs import require_new_folder
     from geopera.core.signals import stop_on_signals
-    from geopera.data.labelled_sets import load_labelled
+    from geopera.data.labelled.sets import load_labelled
     from geopera.evaluate.features import default_cache
     from geopera.evaluate.run import evaluate
 

@@ -6,6 +6,7 @@ raster's band descriptions, a known sensor layout for the band count, or ``1..N`
 
 import re
 from collections.abc import Sequence
+from enum import StrEnum
 
 from geopera.core.errors import BandSelectionError
 
@@ -15,14 +16,72 @@ BAND_FILE_RE = re.compile(
     re.IGNORECASE,
 )
 
-#: Sensor families recognised from the leading token of a file name.
-SENSOR_PATTERNS: list[tuple[re.Pattern[str], str]] = [
-    (re.compile(r"^L[COTE]0?[89]", re.I), "landsat8"),
-    (re.compile(r"^L[ET]0?7", re.I), "landsat7"),
-    (re.compile(r"^L[TM]0?[45]", re.I), "landsat5"),
-    (re.compile(r"^S2[AB]?|^T\d{2}[A-Z]{3}", re.I), "sentinel2"),
-    (re.compile(r"^S1[AB]?", re.I), "sentinel1"),
-]
+
+class SensorFamily(StrEnum):
+    """The sensor families geopera recognises, from file names or STAC metadata.
+
+    A raster item's ``family`` is one of these values, or its file name's leading token when the
+    sensor is not recognised. Members compare equal to their string values.
+    """
+
+    LANDSAT8 = "landsat8"
+    LANDSAT7 = "landsat7"
+    LANDSAT5 = "landsat5"
+    SENTINEL2 = "sentinel2"
+    SENTINEL1 = "sentinel1"
+    NAIP = "naip"
+
+    @property
+    def names_bands(self) -> bool:
+        """Whether the family has a band naming of its own (``B4``, ``B04``, ``VV``).
+
+        NAIP has none: its bands are generic imagery (1..4, or the file's descriptions).
+        """
+        return self is not SensorFamily.NAIP
+
+    @classmethod
+    def of(cls, name: str | None) -> "SensorFamily | None":
+        """The member named ``name``, or None for a file-name token or None."""
+        try:
+            return cls(name) if name is not None else None
+        except ValueError:
+            return None
+
+    @classmethod
+    def from_stem(cls, stem: str) -> "SensorFamily | None":
+        """The family recognised from the leading token of a file name, or None."""
+        for family, pattern in _STEM_PATTERNS.items():
+            if pattern.match(stem):
+                return family
+        return None
+
+    @classmethod
+    def from_stac(cls, text: str) -> "SensorFamily | None":
+        """The family named by a STAC platform, constellation, collection or item id, or None."""
+        for family, pattern in _STAC_PATTERNS.items():
+            if pattern.search(text):
+                return family
+        return None
+
+
+#: Leading tokens of file names (Landsat product ids, Sentinel product ids and MGRS tiles).
+_STEM_PATTERNS: dict[SensorFamily, re.Pattern[str]] = {
+    SensorFamily.LANDSAT8: re.compile(r"^L[COTE]0?[89]", re.I),
+    SensorFamily.LANDSAT7: re.compile(r"^L[ET]0?7", re.I),
+    SensorFamily.LANDSAT5: re.compile(r"^L[TM]0?[45]", re.I),
+    SensorFamily.SENTINEL2: re.compile(r"^S2[AB]?|^T\d{2}[A-Z]{3}", re.I),
+    SensorFamily.SENTINEL1: re.compile(r"^S1[AB]?", re.I),
+}
+
+#: STAC platform / constellation / collection patterns.
+_STAC_PATTERNS: dict[SensorFamily, re.Pattern[str]] = {
+    SensorFamily.SENTINEL2: re.compile(r"sentinel-?2", re.I),
+    SensorFamily.SENTINEL1: re.compile(r"sentinel-?1", re.I),
+    SensorFamily.LANDSAT8: re.compile(r"landsat-?[89]|landsat-c2", re.I),
+    SensorFamily.LANDSAT7: re.compile(r"landsat-?7", re.I),
+    SensorFamily.LANDSAT5: re.compile(r"landsat-?[45]", re.I),
+    SensorFamily.NAIP: re.compile(r"naip", re.I),
+}
 
 _S2_BANDS = [
     "B01",
@@ -55,21 +114,6 @@ RGB_PRESETS: dict[str, list[str]] = {
 }
 
 PRESETS = ("rgb",)
-
-
-def sensor_family(stem: str) -> str | None:
-    """Return the sensor family recognised from a file stem, or None.
-
-    Args:
-        stem: File name without extension.
-
-    Returns:
-        A family name such as ``"landsat8"`` or None when the name is not recognised.
-    """
-    for pattern, family in SENSOR_PATTERNS:
-        if pattern.match(stem):
-            return family
-    return None
 
 
 _STEM_BANDS_RE = re.compile(r"((?:B\d{1,2}A?){2,})", re.IGNORECASE)

@@ -21,7 +21,7 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor
 
 from geopera.core.errors import BandSelectionError
-from geopera.data.labelled import image_band_names
+from geopera.data.labelled.scenes import image_band_names
 from geopera.models.loading import (
     BackboneSource,
     build_frozen_vit,

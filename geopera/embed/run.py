@@ -56,9 +56,9 @@ from geopera.core.devices import resolve_device
 from geopera.core.errors import ROIError
 from geopera.core.outputs import atomic_file, require_new_folder, write_json
 from geopera.core.pipeline import BackgroundWriter, overlap_pays, prefetched
-from geopera.data.labels import Grid, apply_affine
+from geopera.data.labelled.labels import Grid, apply_affine
+from geopera.data.labelled.windows import RasterInput, bounded_gdal_cache, read_strip, roi_window
 from geopera.data.roi import load_roi
-from geopera.data.windows import RasterInput, bounded_gdal_cache, read_strip, roi_window
 from geopera.embed.backbone import (
     DEFAULT_MODEL,
     Embedder,

@@ -26,7 +26,7 @@ from shapely.geometry.base import BaseGeometry
 
 from geopera.core.contracts import EmbeddingSet
 from geopera.core.outputs import atomic_file, staged_folder
-from geopera.data.windows import bounded_gdal_cache
+from geopera.data.labelled.windows import bounded_gdal_cache
 from geopera.embed.manifest import MANIFEST, EmbedError
 
 #: Token rows read at a time while mapping the similarity.

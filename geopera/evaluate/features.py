@@ -24,7 +24,7 @@ from torch import Tensor
 from geopera.core.cache import cache_dir
 from geopera.core.errors import BandSelectionError
 from geopera.core.outputs import save_torch_atomic
-from geopera.data.labelled_sets import LabelledSet
+from geopera.data.labelled.sets import LabelledSet
 from geopera.models.loading import (
     BackboneSource,
     build_vit,

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from geopera.data.labelled_sets import LabelledSet
+from geopera.data.labelled.sets import LabelledSet
 from geopera.evaluate.features import Features
 from geopera.metrics.probes import KNN_TEMPERATURE, dense_probe, knn_predict, linear_probe
 from geopera.metrics.scores import Score, accuracy, balanced_accuracy, confusion, mean_iou

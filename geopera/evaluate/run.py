@@ -1,7 +1,7 @@
 """``geopera evaluate``: frozen-feature probes of several backbones on one labelled set.
 
 For every backbone: features of every image (cached), label-free health on all of them, then
-per seed a spatially disjoint train/val/test split (whole groups, :mod:`geopera.data.labelled_sets`)
+per seed a spatially disjoint train/val/test split (whole groups, :mod:`geopera.data.labelled.sets`)
 and every protocol's test predictions. A row's value is the mean over seeds; its interval a
 percentile bootstrap over test samples. Outputs are written into a staged folder that becomes
 ``--out`` only when complete; an existing ``--out`` is never overwritten.
@@ -20,7 +20,7 @@ import torch
 from geopera import __version__
 from geopera.core.errors import GeoperaError
 from geopera.core.outputs import require_new_folder, staged_folder
-from geopera.data.labelled_sets import LabelledSet
+from geopera.data.labelled.sets import LabelledSet
 from geopera.evaluate.features import Features, extract
 from geopera.evaluate.protocols import PROTOCOLS, metrics_of, run_row
 from geopera.evaluate.report import write

@@ -30,20 +30,16 @@ from geopera.core.config import dump_config
 from geopera.core.contracts import FinetunedSpec
 from geopera.core.errors import GeoperaError
 from geopera.core.outputs import require_new_folder, staged_folder, write_json
-from geopera.data.labelled import (
+from geopera.data.labelled.chips import ChipDataset, ClassMap, chip_statistics, collate, make_chips
+from geopera.data.labelled.labels import IGNORE
+from geopera.data.labelled.scenes import (
     Chip,
-    ChipDataset,
-    ClassMap,
     Scene,
     change_scenes,
-    chip_statistics,
-    collate,
     detection_scenes,
-    make_chips,
     segmentation_scenes,
     select_bands,
 )
-from geopera.data.labels import IGNORE
 from geopera.finetune.base import FinetuneTask
 from geopera.finetune.checkpoint import TASKS, build_task
 from geopera.finetune.config import FinetuneConfig

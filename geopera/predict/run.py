@@ -30,9 +30,9 @@ from geopera.core.contracts import FinetunedSpec
 from geopera.core.devices import resolve_device
 from geopera.core.outputs import atomic_file, full_disk_errors
 from geopera.core.pipeline import BackgroundWriter, overlap_pays
-from geopera.data.labels import apply_affine
+from geopera.data.labelled.labels import apply_affine
+from geopera.data.labelled.windows import bounded_gdal_cache, read_strip, roi_window
 from geopera.data.roi import load_roi
-from geopera.data.windows import bounded_gdal_cache, read_strip, roi_window
 from geopera.finetune.base import FinetuneTask
 from geopera.finetune.checkpoint import load_finetuned
 from geopera.predict.tiled import (
@@ -129,8 +129,8 @@ def predict_dense(
 ) -> PredictSummary:
     """Segmentation or change map of whole rasters (see the module docstring).
 
-    GDAL's block cache is capped at :data:`geopera.data.windows.GDAL_CACHE_MB` so that memory
-    stays flat in the raster's size.
+    GDAL's block cache is capped at :data:`geopera.data.labelled.windows.GDAL_CACHE_MB` so that
+    memory stays flat in the raster's size.
 
     Args:
         model: ``model.ckpt`` of ``geopera finetune segmentation|change`` (or the loaded task).
@@ -239,7 +239,7 @@ def predict_detection(
 ) -> PredictSummary:
     """Boxes over a whole raster, in map coordinates (see the module docstring).
 
-    GDAL's block cache is capped at :data:`geopera.data.windows.GDAL_CACHE_MB`.
+    GDAL's block cache is capped at :data:`geopera.data.labelled.windows.GDAL_CACHE_MB`.
 
     Args:
         model: ``model.ckpt`` of ``geopera finetune detection`` (or the loaded task).

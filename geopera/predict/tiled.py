@@ -33,9 +33,9 @@ from geopera.core.contracts import FinetunedSpec
 from geopera.core.errors import GeoperaError
 from geopera.core.outputs import remove_stale_partials
 from geopera.core.pipeline import overlap_pays, prefetched
-from geopera.data.labelled import image_band_names
-from geopera.data.labels import Grid, open_on_grid
-from geopera.data.windows import RasterInput, read_strip
+from geopera.data.labelled.labels import Grid, open_on_grid
+from geopera.data.labelled.scenes import image_band_names
+from geopera.data.labelled.windows import RasterInput, read_strip
 
 
 class PredictError(GeoperaError):

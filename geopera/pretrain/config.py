@@ -24,7 +24,10 @@ DEFAULT_CONFIG = "pretrain/pera_vit_tiny_cpu.yaml"
 
 @dataclass
 class DataSection:
-    """Where patches come from (see :class:`geopera.data.datamodule.PretrainDataModule`)."""
+    """Where patches come from.
+
+    See :class:`geopera.data.sampling.datamodule.PretrainDataModule`.
+    """
 
     archive: list[str] = field(default_factory=list)
     roi: str | None = None

@@ -24,8 +24,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from geopera.core.errors import GeoperaError
-from geopera.data.labelled_sets import LABEL_COLUMNS, from_chip_table
-from geopera.data.sampling import SourceSampling
+from geopera.data.labelled.sets import LABEL_COLUMNS, from_chip_table
+from geopera.data.sampling.sampler import SourceSampling
 from geopera.metrics.probes import knn_predict
 from geopera.models.vit import encode_visible
 from geopera.transforms.normalise import scale_unit

@@ -35,9 +35,9 @@ from geopera.core.outputs import (
     save_torch_atomic,
     write_json,
 )
-from geopera.data.badfiles import BadFiles
 from geopera.data.bands import rgb_indices
-from geopera.data.datamodule import PretrainDataModule
+from geopera.data.sampling.badfiles import BadFiles
+from geopera.data.sampling.datamodule import PretrainDataModule
 from geopera.pretrain.callbacks import (
     CollapseAlarm,
     GracefulStop,

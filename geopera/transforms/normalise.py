@@ -44,7 +44,7 @@ def scaled_moments(
 
     Args:
         stats: ``{"sources": {name: {"mean", "std", "p2", "p98"}}}`` (see
-            :func:`geopera.data.stats.estimate_stats`).
+            :func:`geopera.data.sampling.stats.estimate_stats`).
         sources: Source names, in the data module's order.
         weights: Mixing weights of the sources (default: equal).
 

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from geopera.cli.main import main
-from geopera.data.labelled_sets import load_labelled
+from geopera.data.labelled.sets import load_labelled
 from geopera.evaluate.features import extract
 from tests.pretrain.conftest import LANDSAT_ROI, TINY, run_cli
 

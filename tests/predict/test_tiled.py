@@ -11,9 +11,9 @@ import torch
 from shapely.geometry import box
 
 from geopera.core.contracts import FinetunedSpec
-from geopera.data.labels import Grid
+from geopera.data.labelled.labels import Grid
+from geopera.data.labelled.windows import roi_window
 from geopera.data.roi import load_roi
-from geopera.data.windows import roi_window
 from geopera.predict.tiled import (
     balanced_chunks,
     blend_window,

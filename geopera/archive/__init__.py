@@ -1,0 +1,1 @@
+"""``geopera archive`` (inspect, sample) and ``geopera data`` (the sample archive, fetch)."""

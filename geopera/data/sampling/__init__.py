@@ -1,0 +1,1 @@
+"""Sampling for pretraining: readers, the patch sampler, bad files, statistics, the data module."""

@@ -1,0 +1,206 @@
+"""STAC items to raster items: one item per pixel grid, grouped like files.
+
+Every STAC item becomes one :class:`~geopera.data.sources.model.RasterItem` per pixel grid:
+its raster assets on the same grid (CRS, transform, size, dtype) are stacked, in asset order,
+into a small local VRT (:mod:`~geopera.data.sources.stac_assets`) that points at the assets
+where they live (``/vsicurl/``, ``/vsis3/``...). From then on an item is sampled like a local
+stacked file; items are grouped into sources by the same signature as files (sensor family,
+band names, dtype, CRS, resolution). Assets that fail are
+:class:`~geopera.data.sources.model.Problem` rows; the rest of the item, and every other item,
+is kept.
+"""
+
+import math
+import re
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urljoin
+
+import shapely
+
+from geopera.core.errors import ArchiveError, error_line
+from geopera.data.bands import SensorFamily
+from geopera.data.sources.model import Problem, RasterItem
+from geopera.data.sources.remote import load_hook
+from geopera.data.sources.stac_assets import (
+    Asset,
+    asset_bands,
+    asset_of,
+    band_selection,
+    is_raster,
+    vrt_xml,
+    write_vrt,
+)
+from geopera.data.sources.stac_search import StacSpec, search_items, static_items
+
+if TYPE_CHECKING:
+    import pystac
+
+    from geopera.data.roi import ROI
+
+
+def _family(item: "pystac.Item") -> str:
+    props = item.properties
+    for text in (props.get("platform"), props.get("constellation"), item.collection_id, item.id):
+        if not text:
+            continue
+        family = SensorFamily.from_stac(str(text))
+        if family is not None:
+            return family.value
+    token = re.split(r"[^A-Za-z0-9]+", item.collection_id or "stac")[0].lower()
+    return token or "stac"
+
+
+def raster_items(
+    item: "pystac.Item",
+    keep: Sequence[str] | None = None,
+    sign: Callable[[str], str] | None = None,
+) -> tuple[list[RasterItem], list[Problem]]:
+    """The raster items of one STAC item: one per pixel grid of its kept raster assets.
+
+    Args:
+        item: The STAC item.
+        keep: Bands to keep (asset keys, band names or common names); None for all.
+        sign: Signs an asset URL before it is read.
+
+    Returns:
+        Raster items (VRT paths, asset paths in ``assets``) and problems (per asset).
+    """
+    problems: list[Problem] = []
+    by_grid: dict[tuple[Any, ...], list[Asset]] = defaultdict(list)
+    base = item.get_self_href()
+    as_dicts = {key: a.to_dict() for key, a in item.assets.items()}
+    rasters = {key: d for key, d in as_dicts.items() if is_raster(d)}
+    for key, indexes in band_selection(rasters, keep).items():
+        asset_obj, asset = item.assets[key], rasters[key]
+        bands = asset_bands(key, asset)
+        href = asset_obj.get_absolute_href() or asset["href"]
+        if base and not re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://|^/", href):
+            href = urljoin(base, href)
+        try:
+            href = sign(href) if sign is not None else href
+            found = asset_of(item, key, asset, href, indexes, [bands[i] for i in indexes])
+        except Exception as err:
+            reason = error_line(err)[:300]
+            found = Problem(href, f"asset {key!r} of item {item.id}: {reason}; skipped")
+        if isinstance(found, Problem):
+            problems.append(found)
+            continue
+        sx, rot_x, _, rot_y, sy, _ = found.transform
+        if rot_x != 0 or rot_y != 0 or sx <= 0 or sy >= 0:
+            problems.append(
+                Problem(
+                    found.path,
+                    f"asset {key!r} of item {item.id}: rotated or flipped grid (not north-up); "
+                    "skipped",
+                )
+            )
+            continue
+        by_grid[found.grid].append(found)
+    family = _family(item)
+    out: list[RasterItem] = []
+    for assets in by_grid.values():
+        first = assets[0]
+        a, _, c, _, e, f = first.transform
+        names = [b.name for part in assets for b in part.bands]
+        if len(set(names)) < len(names):  # e.g. two assets both called "1": prefix the key
+            for part in assets:
+                for b in part.bands:
+                    b.name = f"{part.key}_{b.name}"
+            names = [b.name for part in assets for b in part.bands]
+        scene = item.id if len(by_grid) == 1 else f"{item.id}_{a:g}m"
+        xml = vrt_xml(assets)
+        bounds = (c, f + e * first.height, c + a * first.width, f)
+        out.append(
+            RasterItem(
+                scene=scene,
+                paths=[write_vrt(xml, scene)],
+                band_names=names,
+                separate=False,
+                family=family,
+                dtype=first.dtype,
+                crs=first.crs,
+                res=(abs(a), abs(e)),
+                bounds=bounds,
+                width=first.width,
+                height=first.height,
+                nodata=first.bands[0].nodata,
+                assets=[part.path for part in assets],
+                acquired=_acquired(item),
+                band_sources=[(part.path, i + 1) for part in assets for i in part.indexes],
+                aliases={b.common: b.name for part in assets for b in part.bands if b.common},
+            )
+        )
+    return out, problems
+
+
+def _acquired(item: "pystac.Item") -> str | None:
+    props = item.properties
+    value = props.get("datetime") or props.get("start_datetime")
+    return str(value) if value else None
+
+
+def _overlaps(item: "pystac.Item", roi_wgs84: Any) -> bool:
+    if roi_wgs84 is None or not item.bbox:
+        return True
+    bb = [float(v) for v in item.bbox]
+    west, south, east, north = (bb[0], bb[1], bb[3], bb[4]) if len(bb) == 6 else bb[:4]
+    if not all(math.isfinite(v) for v in (west, south, east, north)):
+        return True
+    if east < west:  # crosses the antimeridian
+        return bool(
+            roi_wgs84.intersects(shapely.box(west, south, 180, north))
+            or roi_wgs84.intersects(shapely.box(-180, south, east, north))
+        )
+    return bool(roi_wgs84.intersects(shapely.box(west, south, east, north)))
+
+
+def load_stac(spec: StacSpec, roi: "ROI | None" = None) -> tuple[list[RasterItem], list[Problem]]:
+    """Read a STAC archive into raster items.
+
+    Args:
+        spec: What to read.
+        roi: Static catalogs: items whose bbox misses the ROI are left out. API searches: the
+            search's ``intersects`` (required).
+
+    Returns:
+        Raster items and problems.
+
+    Raises:
+        ArchiveError: If the document is not STAC, cannot be read, a search finds nothing, or
+            no item has the requested bands.
+        FileNotFoundError: If a local document does not exist.
+    """
+    sign = load_hook(spec.sign) if spec.sign else None
+    problems: list[Problem] = []
+    if spec.search is not None:
+        items: Iterable[pystac.Item] = search_items(spec.search, roi)
+        where = spec.search.describe()
+    elif spec.href is not None:
+        items = static_items(spec.href, problems)
+        where = spec.href
+    else:  # pragma: no cover - StacSpec is built by the parsers above
+        raise ValueError("a StacSpec needs href or search")
+    roi_wgs84 = shapely.from_wkt(roi.wkt_wgs84) if roi is not None else None
+    found: list[RasterItem] = []
+    seen = 0
+    for item in items:
+        if not _overlaps(item, roi_wgs84):
+            continue
+        seen += 1
+        got, bad = raster_items(item, spec.assets, sign)
+        found.extend(got)
+        problems.extend(bad)
+        if not got and not bad:
+            keys = ", ".join(item.assets) or "none"
+            wanted = f"the bands {', '.join(spec.assets)}" if spec.assets else "raster assets"
+            reason = f"item {item.id} has no {wanted} (assets: {keys}); skipped"
+            problems.append(Problem(item.get_self_href() or item.id, reason))
+    if seen and not found and spec.assets:
+        raise ArchiveError(
+            f"no asset of the {seen} STAC items at {where} has the bands "
+            f"{', '.join(spec.assets)}; name asset keys, band names or common names "
+            f"(problems: {'; '.join(p.reason for p in problems[:3])})"
+        )
+    return found, problems
