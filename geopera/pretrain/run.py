@@ -9,7 +9,7 @@ import os
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,7 @@ from geopera.pretrain.callbacks import (
 from geopera.pretrain.config import PretrainConfig, load_pretrain_config
 from geopera.pretrain.rundir import LOCK_FILE, RunDir
 from geopera.pretrain.task import PerATask, non_finite
+from geopera.transforms.normalise import Normalisation
 
 #: Environment variable through which rank 0 hands the run directory to DDP workers.
 RUN_DIR_ENV = "GEOPERA_RUN_DIR"
@@ -140,7 +141,7 @@ def _datamodule(config: PretrainConfig) -> PretrainDataModule:
 
 
 def _export_backbone(
-    run: RunDir, task: PerATask, dm: PretrainDataModule, norm: dict[str, Any], steps: int
+    run: RunDir, task: PerATask, dm: PretrainDataModule, norm: Normalisation, steps: int
 ) -> None:
     cfg = task.config
     state = task.model.teacher_state_dict()
@@ -161,12 +162,12 @@ def _export_backbone(
         token_size=task.model.patch,
         img_size=cfg.views.global_size,
         normalisation={
-            "mean": norm["raw_mean"],
-            "std": norm["raw_std"],
+            "mean": list(norm.raw_mean),
+            "std": list(norm.raw_std),
             "units": "raw pixel values of the sources, weighted by their sampling weight",
             "per_source": {
-                n: {"p2": p2, "p98": p98}
-                for n, p2, p98 in zip(norm["sources"], norm["p2"], norm["p98"], strict=True)
+                n: {"p2": list(p2), "p98": list(p98)}
+                for n, p2, p98 in zip(norm.sources, norm.p2, norm.p98, strict=True)
             },
         },
         resolution={s["name"]: s["res"] for s in inventory["sources"]},
@@ -187,7 +188,7 @@ def _export_backbone(
     card.write(run.path / "backbone.json")
 
 
-def build_task(config: PretrainConfig, dm: PretrainDataModule, norm: dict[str, Any]) -> PerATask:
+def build_task(config: PretrainConfig, dm: PretrainDataModule, norm: Normalisation) -> PerATask:
     """The pretraining task for a prepared data module, with seeded initial weights.
 
     With ``trainer.compile`` its transformer blocks are compiled (:meth:`PerA.compile_blocks`).
@@ -206,10 +207,10 @@ def build_task(config: PretrainConfig, dm: PretrainDataModule, norm: dict[str, A
         to_plain(config),
         len(dm.band_names),
         rgb,
-        norm["p2"],
-        norm["p98"],
-        norm["mean"],
-        norm["std"],
+        [list(row) for row in norm.p2],
+        [list(row) for row in norm.p98],
+        list(norm.mean),
+        list(norm.std),
     )
     if config.trainer.compile:
         task.model.compile_blocks()
@@ -311,7 +312,7 @@ def _pretrain(
         write_json(
             run.path / "inventory.json", {k: v for k, v in dm.describe().items() if k != "stats"}
         )
-        write_json(run.path / "stats.json", {**dm.stats, "normalisation": norm})
+        write_json(run.path / "stats.json", {**dm.stats.to_dict(), "normalisation": asdict(norm)})
         fields: dict[str, Any] = {}
         if resumed:
             history = list(run.status().get("resumes", []))

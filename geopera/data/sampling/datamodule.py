@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
@@ -27,11 +26,11 @@ from geopera.data.sampling.sampler import (
     prepare_sources,
     source_weights,
 )
-from geopera.data.sampling.stats import estimate_stats
+from geopera.data.sampling.stats import ArchiveStats, estimate_stats
 from geopera.data.sources.discover import discover
 from geopera.data.sources.model import Archive
 from geopera.data.sources.remote import BlockCache
-from geopera.transforms.normalise import scaled_moments
+from geopera.transforms.normalise import Normalisation
 
 
 def collate_patches(samples: list[dict[str, Tensor]]) -> dict[str, Tensor]:
@@ -110,7 +109,7 @@ class PretrainDataModule(L.LightningDataModule):
         self.archive: Archive | None = None
         self.roi: ROI | None = None
         self.sources: list[SourceSampling] = []
-        self.stats: dict[str, Any] = {}
+        self.stats = ArchiveStats(key="", sources={})
         self.sampler: MixedPatchSampler | None = None
         #: Batches this rank already consumed (set when resuming a run).
         self.resume_batches = 0
@@ -149,35 +148,19 @@ class PretrainDataModule(L.LightningDataModule):
         self.prepare()
         return list(self.sources[0].reader.bands)
 
-    def normalisation(self) -> dict[str, Any]:
+    def normalisation(self) -> Normalisation:
         """The normalisation pretraining applies on the device, from the archive statistics.
 
         Raw values are scaled per source to [0, 1] with the 2nd/98th percentiles, then
-        standardised with the mean/std of the scaled data (averaged over sources by sampling
-        weight, see :func:`geopera.transforms.normalise.scaled_moments`).
+        standardised with the mean/std of the scaled data, averaged over sources by sampling
+        weight (:meth:`geopera.transforms.normalise.Normalisation.mix`).
 
         Returns:
-            ``p2``, ``p98`` (S, C) per-source percentiles; ``mean``, ``std`` (C,) of the scaled
-            data; ``raw_mean``, ``raw_std`` (C,) the same standardisation in raw units (ignoring
-            the clamp), for downstream use; ``sources`` the source names.
+            The normalisation.
         """
         self.prepare()
-        names = [s.source.name for s in self.sources]
-        weights = source_weights(self.sources, self.weights)
-        mean, std = scaled_moments(self.stats, names, list(weights))
-        p2 = np.array([self.stats["sources"][n]["p2"] for n in names])  # (S, C)
-        p98 = np.array([self.stats["sources"][n]["p98"] for n in names])
-        span = np.maximum(p98 - p2, 1e-6)
-        w = weights[:, None]  # (S, 1)
-        return {
-            "p2": p2.tolist(),
-            "p98": p98.tolist(),
-            "mean": mean.tolist(),
-            "std": std.tolist(),
-            "raw_mean": (w * (p2 + mean.numpy() * span)).sum(0).tolist(),
-            "raw_std": (w * (std.numpy() * span)).sum(0).tolist(),
-            "sources": names,
-        }
+        stats = {s.source.name: self.stats.sources[s.source.name].stats for s in self.sources}
+        return Normalisation.mix(stats, list(source_weights(self.sources, self.weights)))
 
     def setup(self, stage: str | None = None) -> None:
         """Build the rank-aware sampler (rank and world size from the attached trainer).
