@@ -9,7 +9,7 @@ import torch
 
 from geopera.data.sampling.datamodule import PretrainDataModule
 from geopera.transforms.masking import DisjointMasking
-from geopera.transforms.normalise import scale_unit, scaled_moments
+from geopera.transforms.normalise import scale_unit
 from geopera.transforms.views import AlignedViews, ViewsConfig
 from geopera.viz.previews import plot_views_and_masks
 
@@ -26,9 +26,9 @@ def main() -> None:
     dm.setup()
     batch = next(iter(dm.train_dataloader()))
     name = dm.sources[0].source.name
-    entry = dm.stats["sources"][name]
-    unit = scale_unit(batch["image"], torch.tensor(entry["p2"]), torch.tensor(entry["p98"]))
-    mean, std = scaled_moments(dm.stats, [name])
+    norm = dm.normalisation()  # one source
+    unit = scale_unit(batch["image"], torch.tensor(norm.p2[0]), torch.tensor(norm.p98[0]))
+    mean, std = torch.tensor(norm.mean), torch.tensor(norm.std)
     views = AlignedViews(ViewsConfig(n_local=0), mean, std, rgb=[0, 1, 2])
     pairs = views(unit, seed=3)
     masks = DisjointMasking()(pairs.student_global.shape[0], (224 // 16) ** 2, True)

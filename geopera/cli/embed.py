@@ -20,8 +20,11 @@ def register(commands: Any) -> None:
         "with one row per chip (footprint, source, date, pooled embedding). Interrupted runs "
         "continue with --resume. `geopera embed similar` maps the similarity to a query.",
     )
-    p.add_argument("--weights", help="run dir, .pth, publish folder, Enum.MEMBER or timm name "
-                   "(default: random vit_small_patch16_224)")  # fmt: skip
+    p.add_argument(
+        "--weights",
+        help="run dir, .pth, publish folder, Enum.MEMBER or timm name "
+        "(default: random vit_small_patch16_224)",
+    )
     source = p.add_mutually_exclusive_group()
     source.add_argument("--input", nargs="+", help="input rasters")
     source.add_argument("--archive", nargs="+", help="archive folders/files (every raster)")
@@ -29,8 +32,9 @@ def register(commands: Any) -> None:
     p.add_argument("--out", type=Path, help="new output folder")
     p.add_argument("--level", default="both", choices=["patch", "chip", "both"])
     p.add_argument("--chip-size", type=int, default=224, help="chip size in pixels")
-    p.add_argument("--dtype", default="float16", choices=["float16", "int8"],
-                   help="patch-level storage")  # fmt: skip
+    p.add_argument(
+        "--dtype", default="float16", choices=["float16", "int8"], help="patch-level storage"
+    )
     p.add_argument("--batch-size", type=int, default=8, help="chips per forward pass")
     p.add_argument("--nodata", type=float, help="nodata value of inputs whose files set none")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1...")
@@ -87,11 +91,18 @@ def _embed(args: argparse.Namespace) -> int:
 
     inputs = _inputs(args)
     kwargs: dict[str, Any] = {
-        "weights": args.weights, "roi": args.roi, "level": args.level,
-        "chip_size": args.chip_size, "dtype": args.dtype, "batch_size": args.batch_size,
-        "device": args.device, "resume": args.resume, "overwrite": args.overwrite,
-        "skip_outside_roi": args.archive is not None, "nodata": args.nodata,
-    }  # fmt: skip
+        "weights": args.weights,
+        "roi": args.roi,
+        "level": args.level,
+        "chip_size": args.chip_size,
+        "dtype": args.dtype,
+        "batch_size": args.batch_size,
+        "device": args.device,
+        "resume": args.resume,
+        "overwrite": args.overwrite,
+        "skip_outside_roi": args.archive is not None,
+        "nodata": args.nodata,
+    }
     kept = (
         f"the chip rows done so far are kept in .{args.out.name}.partial beside {args.out}; "
         "continue with the same arguments and --resume"
@@ -102,17 +113,22 @@ def _embed(args: argparse.Namespace) -> int:
         else:
             with Progress(transient=True) as bar:
                 task = bar.add_task("embedding chips", total=None)
-                summary = embed(inputs, args.out, progress=lambda d, t: bar.update(
-                    task, completed=d, total=t), **kwargs)  # fmt: skip
+                summary = embed(
+                    inputs,
+                    args.out,
+                    progress=lambda d, t: bar.update(task, completed=d, total=t),
+                    **kwargs,
+                )
     m = summary.manifest
-    print(f"done: {len(m.rasters)} raster(s) embedded into {summary.out}/ "
-          f"({m.model}, token {m.token_size} px, chips {m.chip_size} px)")  # fmt: skip
+    print(
+        f"done: {len(m.rasters)} raster(s) embedded into {summary.out}/ "
+        f"({m.model}, token {m.token_size} px, chips {m.chip_size} px)"
+    )
     for r in m.rasters:
-        parts = [f"{r['patches']} ({r['token_cols']} x {r['token_rows']} tokens)"] if r[
-            "patches"] else []  # fmt: skip
-        if r["chips"]:
-            parts.append(f"{r['chips']} ({r['chips_written']} chips)")
-        print(f"  {r['name']}: " + ", ".join(parts))
+        parts = [f"{r.patches} ({r.token_cols} x {r.token_rows} tokens)"] if r.patches else []
+        if r.chips:
+            parts.append(f"{r.chips} ({r.chips_written} chips)")
+        print(f"  {r.name}: " + ", ".join(parts))
     return 0
 
 

@@ -21,6 +21,7 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor
 
 from geopera.core.errors import BandSelectionError
+from geopera.core.normalisation import BandStats
 from geopera.data.labelled.scenes import image_band_names
 from geopera.models.loading import (
     BackboneSource,
@@ -41,17 +42,7 @@ STATS_WINDOW = 64
 STATS_PIXELS = 100_000
 
 
-@dataclass
-class Normalisation:
-    """Per-band statistics (raw units for ``p2``/``p98``; scaled units for ``mean``/``std``)."""
-
-    p2: list[float]
-    p98: list[float]
-    mean: list[float]
-    std: list[float]
-
-
-def raster_normalisation(path: str, bands: list[int], nodata: float | None = None) -> Normalisation:
+def raster_normalisation(path: str, bands: list[int], nodata: float | None = None) -> BandStats:
     """Statistics of the selected bands, from the whole raster or a grid of windows on it.
 
     Args:
@@ -87,12 +78,7 @@ def raster_normalisation(path: str, bands: list[int], nodata: float | None = Non
     if pixels.shape[1] > STATS_PIXELS:  # a seeded subset: percentiles of 1M values are slow
         keep = np.random.default_rng(0).choice(pixels.shape[1], STATS_PIXELS, replace=False)
         pixels = pixels[:, keep]
-    p2, p98 = np.percentile(pixels, [2, 98], axis=1)
-    span = np.maximum(p98 - p2, 1e-6)
-    scaled = np.clip((pixels - p2[:, None]) / span[:, None], 0.0, 1.0)
-    return Normalisation(
-        p2.tolist(), p98.tolist(), scaled.mean(1).tolist(), np.maximum(scaled.std(1), 1e-3).tolist()
-    )
+    return BandStats.of_pixels(pixels)
 
 
 class Embedder:
@@ -104,7 +90,7 @@ class Embedder:
         device: Where the forward passes run.
     """
 
-    def __init__(self, vit: VisionTransformer, norm: Normalisation, device: torch.device) -> None:
+    def __init__(self, vit: VisionTransformer, norm: BandStats, device: torch.device) -> None:
         self.vit = vit.to(device).eval().requires_grad_(False)
         self.device = device
         self.token_size = int(vit.patch_embed.patch_size[0])
@@ -222,6 +208,6 @@ def chip_counts(rows: int, cols: int, tokens_per_chip: int) -> tuple[int, int]:
     return math.ceil(rows / tokens_per_chip), math.ceil(cols / tokens_per_chip)
 
 
-def describe(info: EmbedderInfo, norm: Normalisation) -> dict[str, Any]:
+def describe(info: EmbedderInfo, norm: BandStats) -> dict[str, Any]:
     """Plain metadata of an embedder."""
     return {**info.__dict__, "normalisation": norm.__dict__}

@@ -27,7 +27,7 @@ from shapely.geometry.base import BaseGeometry
 from geopera.core.contracts import EmbeddingSet
 from geopera.core.outputs import atomic_file, staged_folder
 from geopera.data.labelled.windows import bounded_gdal_cache
-from geopera.embed.manifest import MANIFEST, EmbedError
+from geopera.embed.manifest import EmbedError
 
 #: Token rows read at a time while mapping the similarity.
 ROWS_PER_READ = 256
@@ -72,9 +72,9 @@ def _query_vector(manifest: EmbeddingSet, folder: Path, query: str, crs: str | N
     geom = _geometry(query)
     if geom is None:  # a chip id
         for entry in manifest.rasters:
-            if entry["chips"] is None:
+            if entry.chips is None:
                 continue
-            table = gpd.read_parquet(folder / entry["chips"])
+            table = gpd.read_parquet(folder / entry.chips)
             hit = table[table["chip_id"] == query]
             if len(hit):
                 return np.asarray(hit["embedding"].iloc[0], dtype=np.float32)
@@ -82,11 +82,11 @@ def _query_vector(manifest: EmbeddingSet, folder: Path, query: str, crs: str | N
             f"--query {query!r} is neither WKT (POINT(x y), POLYGON(...)) nor a chip id of "
             f"{folder} (ids look like NAME:ROW:COL)"
         )
-    query_crs = CRS.from_user_input(crs or manifest.rasters[0]["crs"])
+    query_crs = CRS.from_user_input(crs or manifest.rasters[0].crs)
     for entry in manifest.rasters:
-        if entry["patches"] is None:
+        if entry.patches is None:
             continue
-        with rasterio.open(folder / entry["patches"]) as ds:
+        with rasterio.open(folder / entry.patches) as ds:
             to_raster = Transformer.from_crs(query_crs, ds.crs, always_xy=True)
             local = shapely.transform(geom, lambda xy, t=to_raster: np.column_stack(
                 t.transform(xy[:, 0], xy[:, 1])))  # fmt: skip
@@ -96,7 +96,7 @@ def _query_vector(manifest: EmbeddingSet, folder: Path, query: str, crs: str | N
                 row, col = ds.index(local.x, local.y)
                 vec = _read_tokens(ds, Window(col, row, 1, 1))[:, 0, 0]
                 if np.isnan(vec).any():
-                    raise EmbedError(f"--query {query} falls on nodata in {entry['patches']}")
+                    raise EmbedError(f"--query {query} falls on nodata in {entry.patches}")
                 return vec
             win = rasterio.windows.from_bounds(*local.bounds, transform=ds.transform)
             win = win.round_offsets("floor").round_lengths("ceil")
@@ -151,9 +151,9 @@ def _top_chips(
 ) -> bool:
     frames = []
     for entry in manifest.rasters:
-        if entry["chips"] is None:
+        if entry.chips is None:
             continue
-        table = gpd.read_parquet(folder / entry["chips"])
+        table = gpd.read_parquet(folder / entry.chips)
         if not len(table):
             continue
         vectors = np.stack(table["embedding"].map(np.asarray).tolist()).astype(np.float32)
@@ -195,14 +195,14 @@ def similar(
     """
     if top < 1:
         raise EmbedError(f"--top must be at least 1, got {top}")
-    manifest = EmbeddingSet.read(embeddings / MANIFEST)
+    manifest = EmbeddingSet.read(embeddings / EmbeddingSet.FILE)
     vector = _query_vector(manifest, embeddings, query, crs)
     maps: list[Path] = []
     with staged_folder(out) as work:
         for entry in manifest.rasters:
-            if entry["patches"] is not None:
-                name = f"similarity_{entry['name']}.tif"
-                _similarity_map(embeddings / entry["patches"], vector, work / name)
+            if entry.patches is not None:
+                name = f"similarity_{entry.name}.tif"
+                _similarity_map(embeddings / entry.patches, vector, work / name)
                 maps.append(out / name)
         wrote = _top_chips(manifest, embeddings, vector, top, work / "top_chips.geojson")
     return SimilarSummary(out, maps, out / "top_chips.geojson" if wrote else None)

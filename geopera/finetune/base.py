@@ -38,12 +38,10 @@ class FinetuneTask(LightningModule):
         self.save_hyperparameters({"spec": spec.to_dict()})
         self.spec = spec
         norm = spec.norm
-        self.register_buffer("p2", torch.tensor(norm["p2"], dtype=torch.float32), persistent=False)
-        self.register_buffer(
-            "p98", torch.tensor(norm["p98"], dtype=torch.float32), persistent=False
-        )
-        mean = torch.tensor(norm["mean"], dtype=torch.float32).view(1, -1, 1, 1)
-        std = torch.tensor(norm["std"], dtype=torch.float32).view(1, -1, 1, 1)
+        self.register_buffer("p2", torch.tensor(norm.p2, dtype=torch.float32), persistent=False)
+        self.register_buffer("p98", torch.tensor(norm.p98, dtype=torch.float32), persistent=False)
+        mean = torch.tensor(norm.mean, dtype=torch.float32).view(1, -1, 1, 1)  # (1, C, 1, 1)
+        std = torch.tensor(norm.std, dtype=torch.float32).view(1, -1, 1, 1)
         self.register_buffer("mean", mean, persistent=False)
         self.register_buffer("std", std, persistent=False)
         self.model = self.build_model()
@@ -111,7 +109,7 @@ class FinetuneTask(LightningModule):
         ``lr * d ** (n + 1)``.
         """
         o = self.spec.optim
-        lr, decay = float(o["lr"]), o.get("layer_decay")
+        lr, decay = o.lr, o.layer_decay
         depth = len(getattr(self.vit, "blocks", []))
         backbone_ids = {id(p) for p in self.vit.parameters()}
         groups: dict[tuple[float, bool], list[nn.Parameter]] = {}
@@ -129,11 +127,11 @@ class FinetuneTask(LightningModule):
                 scale = float(decay) ** (depth + 1 - layer)
             no_wd = p.ndim <= 1 or name in ("cls_token", "pos_embed")
             groups.setdefault((lr * scale, no_wd), []).append(p)
-        head_lr = lr * float(o.get("head_lr_scale", 1.0))
+        head_lr = lr * o.head_lr_scale
         for p in self.parameters():
             if p.requires_grad and id(p) not in backbone_ids:
                 groups.setdefault((head_lr, p.ndim <= 1), []).append(p)
-        wd = float(o["weight_decay"])
+        wd = o.weight_decay
         return [
             {"params": ps, "lr": g_lr, "initial_lr": g_lr, "weight_decay": 0.0 if no_wd else wd}
             for (g_lr, no_wd), ps in groups.items()
@@ -142,8 +140,8 @@ class FinetuneTask(LightningModule):
     def configure_optimizers(self) -> Any:
         """AdamW, linear warm-up then cosine decay to 0 over ``max_steps`` (per step)."""
         optimizer = torch.optim.AdamW(self.param_groups())
-        warmup = int(self.spec.optim.get("warmup_steps", 0))
-        total = max(1, int(self.spec.optim.get("max_steps", 1)))
+        warmup = self.spec.optim.warmup_steps
+        total = max(1, self.spec.optim.max_steps)
 
         def factor(step: int) -> float:
             if step < warmup:

@@ -8,6 +8,8 @@ command line fills the data paths (``--images``, ``--labels``...) and overrides 
 from dataclasses import dataclass, field
 from typing import Any
 
+from geopera.core.contracts import FinetuneOptim
+
 
 @dataclass
 class FinetuneData:
@@ -43,18 +45,6 @@ class FinetuneModel:
     decoder_channels: int = 128
     fusion: str = "diff"
     freeze_backbone: bool = False
-
-
-@dataclass
-class FinetuneOptim:
-    """AdamW with warm-up and cosine decay; optional layer-wise learning-rate decay."""
-
-    lr: float = 1e-4
-    head_lr_scale: float = 10.0
-    layer_decay: float | None = None
-    weight_decay: float = 0.05
-    warmup_steps: int = 10
-    balance_classes: bool = False
 
 
 @dataclass

@@ -29,6 +29,7 @@ from geopera.core.checkpoints import AtomicCheckpointIO
 from geopera.core.config import dump_config
 from geopera.core.contracts import FinetunedSpec
 from geopera.core.errors import GeoperaError
+from geopera.core.normalisation import BandStats
 from geopera.core.outputs import require_new_folder, staged_folder, write_json
 from geopera.data.labelled.chips import ChipDataset, ClassMap, chip_statistics, collate, make_chips
 from geopera.data.labelled.labels import IGNORE
@@ -130,7 +131,7 @@ def _spec(
     plan: BandPlan,
     data_bands: list[int],
     classes: ClassMap,
-    norm: dict[str, list[float]],
+    norm: BandStats,
     class_weights: list[float] | None,
 ) -> FinetunedSpec:
     m, o, t = config.model, config.optim, config.trainer
@@ -152,7 +153,7 @@ def _spec(
         weights=source.origin,
         ssl_method=source.ssl_method,
         band_rule=plan.rule,
-        optim={**dataclasses.asdict(o), "max_steps": t.max_steps},
+        optim=dataclasses.replace(o, max_steps=t.max_steps),
         class_weights=class_weights,
         geopera_version=__version__,
     )

@@ -37,9 +37,6 @@ from geopera.core.errors import GeoperaError
 from geopera.core.outputs import sha256_file
 from geopera.models.vit import build_backbone
 
-#: The data manifest of a ``geopera publish`` folder.
-MANIFEST = "weights.json"
-
 
 class WeightsError(GeoperaError):
     """``--weights`` names nothing that can be loaded."""
@@ -120,12 +117,13 @@ def _from_member(member: Any, origin: str) -> BackboneSource:
 
 def _from_published_folder(folder: Path) -> BackboneSource:
     """Read a ``geopera publish`` folder through its data manifest; no code in it is run."""
-    manifest_file = folder / MANIFEST
+    manifest_file = folder / PublishedWeights.FILE
     if not manifest_file.is_file():
         raise WeightsError(
-            f"{folder} has no {MANIFEST} manifest, and geopera never imports the Python files of "
-            "a weights folder; re-publish the run with `geopera publish`, or import the module "
-            "yourself and pass its Enum.MEMBER after registering it (see docs/publish.md)"
+            f"{folder} has no {PublishedWeights.FILE} manifest, and geopera never imports the "
+            "Python files of a weights folder; re-publish the run with `geopera publish`, or "
+            "import the module yourself and pass its Enum.MEMBER after registering it "
+            "(see docs/publish.md)"
         )
     manifest = PublishedWeights.read(manifest_file)
     file = folder / Path(manifest.file_name).name
@@ -165,13 +163,13 @@ def resolve_weights(weights: str | Path | None, default_model: str) -> BackboneS
     text = str(weights)
     path = Path(text)
     if path.is_dir():
-        if (path / "backbone.pth").is_file():
-            return _from_backbone_file(path / "backbone.pth", path / "backbone.json")
-        if (path / MANIFEST).is_file() or (path / "weights.csv").is_file():
+        if (path / BackboneCard.WEIGHTS_FILE).is_file():
+            return _from_backbone_file(path / BackboneCard.WEIGHTS_FILE, path / BackboneCard.FILE)
+        if (path / PublishedWeights.FILE).is_file() or (path / "weights.csv").is_file():
             return _from_published_folder(path)
         raise FileNotFoundError(
             f"{path} is a folder without backbone.pth (not a completed geopera run) and without "
-            f"{MANIFEST} (not a `geopera publish` folder)"
+            f"{PublishedWeights.FILE} (not a `geopera publish` folder)"
         )
     if path.suffix in (".pth", ".pt"):
         if not path.is_file():

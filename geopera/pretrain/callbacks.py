@@ -14,6 +14,7 @@ import torch
 from lightning.pytorch.callbacks import RichProgressBar
 from rich.console import Console
 
+from geopera.core.contracts import CollapseRecord, ProbeRecord, SkippedRecord
 from geopera.core.errors import ArchiveGoneError
 from geopera.pretrain.rundir import RunDir
 from geopera.pretrain.task import SkipCounts
@@ -217,13 +218,13 @@ class CollapseAlarm(L.Callback):
             if trainer.global_rank == 0:
                 Console(stderr=True).print(f"[bold red]{message}[/bold red]")
                 self.run.update_status(
-                    collapse_alarm={
-                        "step": step,
-                        "reasons": found,
-                        "teacher_std": m["teacher_std"],
-                        "teacher_entropy": m["teacher_entropy"],
-                        "teacher_rank": m.get("teacher_rank"),
-                    }
+                    collapse_alarm=CollapseRecord(
+                        step=step,
+                        reasons=found,
+                        teacher_std=m["teacher_std"],
+                        teacher_entropy=m["teacher_entropy"],
+                        teacher_rank=m.get("teacher_rank"),
+                    )
                 )
             warnings.warn(message, stacklevel=1)
 
@@ -347,7 +348,7 @@ class SkippedSteps(L.Callback):
                 file=sys.stderr,
             )
             self.run.update_status(
-                skipped_steps={"count": counts.total, "last": counts.last, "reason": counts.reason}
+                skipped_steps=SkippedRecord(counts.total, counts.last, counts.reason)
             )
         return True
 
@@ -489,11 +490,7 @@ class KnnProbe(L.Callback):
         self.history.append((step, accuracy))
         task.publish({"train/probe_knn": accuracy}, step)
         self.run.update_status(
-            probe={
-                "classes": self.probe.classes,
-                "samples": len(self.probe.labels),
-                "knn_accuracy": self.history,
-            }
+            probe=ProbeRecord(self.probe.classes, len(self.probe.labels), list(self.history))
         )
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -22,13 +22,14 @@ from lightning.pytorch.strategies import DDPStrategy
 from geopera import __version__
 from geopera.core.checkpoints import AtomicCheckpointIO
 from geopera.core.config import dump_config, to_plain
-from geopera.core.contracts import BackboneCard
+from geopera.core.contracts import BackboneCard, Resume, RunStatus
 from geopera.core.errors import (
     ArchiveGoneError,
     DiskFullError,
     GeoperaError,
     NonFiniteError,
 )
+from geopera.core.normalisation import Normalisation
 from geopera.core.outputs import (
     remove_stale_partials,
     require_new_folder,
@@ -51,7 +52,6 @@ from geopera.pretrain.callbacks import (
 from geopera.pretrain.config import PretrainConfig, load_pretrain_config
 from geopera.pretrain.rundir import LOCK_FILE, RunDir
 from geopera.pretrain.task import PerATask, non_finite
-from geopera.transforms.normalise import Normalisation
 
 #: Environment variable through which rank 0 hands the run directory to DDP workers.
 RUN_DIR_ENV = "GEOPERA_RUN_DIR"
@@ -151,7 +151,7 @@ def _export_backbone(
             f"the trained teacher has non-finite weights ({len(bad)} tensors, e.g. {bad[0]}); "
             "backbone.pth was not written"
         )
-    save_torch_atomic(state, run.path / "backbone.pth")
+    save_torch_atomic(state, run.path / BackboneCard.WEIGHTS_FILE)
     inventory = dm.describe()
     in_chans = len(dm.band_names)
     card = BackboneCard(
@@ -185,7 +185,7 @@ def _export_backbone(
             "model.load_state_dict(torch.load('backbone.pth', weights_only=True))"
         ),
     )
-    card.write(run.path / "backbone.json")
+    card.write(run.path / BackboneCard.FILE)
 
 
 def build_task(config: PretrainConfig, dm: PretrainDataModule, norm: Normalisation) -> PerATask:
@@ -315,8 +315,9 @@ def _pretrain(
         write_json(run.path / "stats.json", {**dm.stats.to_dict(), "normalisation": asdict(norm)})
         fields: dict[str, Any] = {}
         if resumed:
-            history = list(run.status().get("resumes", []))
-            history.append({"step": resume_step, "changed": changes or {}})
+            earlier = run.status()
+            history = list(earlier.resumes) if earlier else []
+            history.append(Resume(resume_step or 0, changes or {}))
             fields["resumes"] = history
         else:
             fields["started"] = time.strftime("%Y-%m-%dT%H:%M:%S")
@@ -434,7 +435,8 @@ def _record_failure(run: RunDir, err: BaseException) -> None:
     try:
         run.update_status(status="failed", error=" ".join(f"{type(err).__name__}: {err}".split()))
     except Exception:  # the original error matters more than the status
-        print(f"geopera: could not record the failure in {run.path / 'run.json'}", file=sys.stderr)
+        where = run.path / RunStatus.FILE
+        print(f"geopera: could not record the failure in {where}", file=sys.stderr)
 
 
 def resume_config(
@@ -463,11 +465,12 @@ def resume_config(
         config.trainer.max_steps = max_steps
     if (
         check_complete
-        and status.get("status") == "completed"
-        and config.trainer.max_steps <= int(status.get("steps", 0))
+        and status is not None
+        and status.status == "completed"
+        and config.trainer.max_steps <= (status.steps or 0)
     ):
         raise GeoperaError(
-            f"{run_dir} is already complete ({status.get('steps')} steps); pass a larger "
+            f"{run_dir} is already complete ({status.steps} steps); pass a larger "
             "--max-steps to train further"
         )
     return config

@@ -15,6 +15,7 @@ Layout::
       backbone.json     what it is: model, bands, sizes, normalisation, ROI, sources, steps
 """
 
+import dataclasses
 import json
 import os
 import socket
@@ -25,10 +26,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from geopera.core.contracts import RunStatus
 from geopera.core.errors import RunLockedError
-from geopera.core.outputs import pid_alive, write_json
+from geopera.core.outputs import pid_alive
 
-RUN_FILE = "run.json"
 LOCK_FILE = ".lock"
 
 
@@ -114,17 +115,21 @@ class RunDir:
             except (OSError, json.JSONDecodeError):
                 pass
 
-    def status(self) -> dict[str, Any]:
-        """The content of run.json (empty when absent)."""
-        file = self.path / RUN_FILE
-        return json.loads(file.read_text()) if file.is_file() else {}
+    def status(self) -> RunStatus | None:
+        """What run.json says, or None when there is no run.json yet."""
+        file = self.path / RunStatus.FILE
+        return RunStatus.read(file) if file.is_file() else None
 
-    def update_status(self, **fields: Any) -> None:
-        """Merge fields into run.json (atomically).
+    def update_status(self, **fields: Any) -> RunStatus:
+        """Set fields of run.json (atomically; the others keep their values).
 
         Args:
-            **fields: Values to set.
+            **fields: Values of :class:`~geopera.core.contracts.RunStatus` fields.
+
+        Returns:
+            The new status.
         """
-        status = self.status()
-        status.update(fields, updated=time.strftime("%Y-%m-%dT%H:%M:%S"))
-        write_json(self.path / RUN_FILE, status)
+        status = self.status() or RunStatus()
+        status = dataclasses.replace(status, **fields, updated=time.strftime("%Y-%m-%dT%H:%M:%S"))
+        status.write(self.path / RunStatus.FILE)
+        return status

@@ -15,7 +15,6 @@ Everything is verified before the folder appears (hash, TorchGeo builder, TorchG
 bands, transforms, features equal to the run's teacher); on any failure nothing is written.
 """
 
-import json
 import re
 import shutil
 from dataclasses import dataclass
@@ -26,10 +25,10 @@ import timm
 import torch
 from timm.layers import resample_abs_pos_embed
 
-from geopera.core.contracts import BackboneCard, PublishedWeights
+from geopera.core.contracts import BackboneCard, PublishedWeights, RunStatus
 from geopera.core.errors import GeoperaError
 from geopera.core.outputs import require_new_folder, sha256_file, staged_folder
-from geopera.models.loading import MANIFEST, load_state_dict_file
+from geopera.models.loading import load_state_dict_file
 from geopera.publish.module import load_module, module_text
 
 #: timm architectures that ``torchgeo.models`` has builders for (see DESIGN).
@@ -70,19 +69,21 @@ class PublishInfo:
     member: str
 
 
-def _read_source(source: Path) -> tuple[dict[str, torch.Tensor], BackboneCard, dict[str, Any]]:
+def _read_source(
+    source: Path,
+) -> tuple[dict[str, torch.Tensor], BackboneCard, RunStatus | None]:
     """(state dict, backbone card, run status) from a run directory or a backbone file."""
     if source.is_dir():
         weights, meta_file, status_file = (
-            source / "backbone.pth",
-            source / "backbone.json",
-            source / "run.json",
+            source / BackboneCard.WEIGHTS_FILE,
+            source / BackboneCard.FILE,
+            source / RunStatus.FILE,
         )
     else:
         weights, meta_file, status_file = (
             source,
             source.with_suffix(".json"),
-            source.parent / "run.json",
+            source.parent / RunStatus.FILE,
         )
     if not weights.is_file():
         raise FileNotFoundError(
@@ -90,11 +91,9 @@ def _read_source(source: Path) -> tuple[dict[str, torch.Tensor], BackboneCard, d
             "backbone .pth file with its .json beside it"
         )
     meta = BackboneCard.read(meta_file)
-    status = json.loads(status_file.read_text()) if status_file.is_file() else {}
-    if status and status.get("status") != "completed":
-        raise PublishError(
-            f"run {source} is {status.get('status')!r}, not completed; finish it first"
-        )
+    status = RunStatus.read(status_file) if status_file.is_file() else None
+    if status is not None and status.status != "completed":
+        raise PublishError(f"run {source} is {status.status!r}, not completed; finish it first")
     return load_state_dict_file(weights), meta, status
 
 
@@ -262,7 +261,7 @@ def publish(
             mean=mean,
             std=std,
             meta=weights_meta,
-        ).write(work / MANIFEST)
+        ).write(work / PublishedWeights.FILE)
         # Verify through a copy of the module whose URL points at the file as it lies now.
         check_module = work / f"_check_{module_name}.py"
         check_module.write_text(
@@ -285,9 +284,17 @@ def publish(
     return PublishInfo(out, out / file_name, out / f"{module_name}.py", enum_name, member)
 
 
+def _probe_line(status: RunStatus | None) -> str:
+    """The kNN probe's last accuracy and its step, for the README."""
+    if status is None or status.probe is None or not status.probe.knn_accuracy:
+        return "not run"
+    step, accuracy = status.probe.knn_accuracy[-1]
+    return f"{accuracy:.3f} at step {step} ({len(status.probe.classes)} classes)"
+
+
 def _write_docs(
     work: Path, enum_name: str, member: str, file_name: str, wmeta: dict[str, Any],
-    card: BackboneCard, status: dict[str, Any], module_name: str,
+    card: BackboneCard, status: RunStatus | None, module_name: str,
 ) -> None:  # fmt: skip
     bands = ", ".join(card.bands or [])
     (work / "weights.csv").write_text(
@@ -329,9 +336,9 @@ A `{card.model}` backbone ({wmeta["in_chans"]} bands: {bands}) pretrained with *
 - Crops during pretraining: {card.img_size} px global crops, patch {card.token_size}; the
   position embedding is resampled to the 224 px grid of TorchGeo's builder.
 - Normalisation (raw units): mean {wmeta["mean"]}, std {wmeta["std"]}.
-- Run status: {status.get("status", "n/a")},
-  collapse alarm: {"yes" if status.get("collapse_alarm") else "no"},
-  kNN probe: {status.get("probe", {}).get("knn_accuracy", "not run")}.
+- Run status: {status.status if status else "n/a"},
+  collapse alarm: {"yes" if status and status.collapse_alarm else "no"},
+  kNN probe: {_probe_line(status)}.
 
 ## Use
 

@@ -6,7 +6,18 @@ from pathlib import Path
 import pytest
 import torch
 
-from geopera.core.contracts import BackboneCard, ContractError, FinetunedSpec
+from geopera.core.contracts import (
+    BackboneCard,
+    ContractError,
+    EmbeddingRaster,
+    EmbeddingSet,
+    FinetunedSpec,
+    FinetuneOptim,
+    Resume,
+    RunStatus,
+    SkippedRecord,
+)
+from geopera.core.normalisation import BandStats
 from geopera.finetune.checkpoint import build_task, load_finetuned
 
 DATA = Path(__file__).parent / "data"
@@ -88,3 +99,64 @@ class _Evil:
 
     def __reduce__(self) -> tuple[object, tuple[str]]:
         return (Path.touch, (Path(self.path),))  # type: ignore[return-value]
+
+
+def test_spec_of_release_0_1_has_typed_norm_and_optim() -> None:
+    raw = json.loads((DATA / "spec_v0.json").read_text())
+    spec = FinetunedSpec.from_dict(raw)
+    assert isinstance(spec.norm, BandStats)
+    assert list(spec.norm.p2) == raw["norm"]["p2"]
+    assert spec.optim == FinetuneOptim(**raw["optim"])
+    assert spec.optim.max_steps == 300
+    assert FinetunedSpec.from_json(spec.to_json()) == spec
+    with pytest.raises(ContractError, match="unknown optim surprise"):
+        FinetunedSpec.from_dict({**raw, "optim": {**raw["optim"], "surprise": 1}})
+
+
+def test_spec_optim_defaults_are_the_configs() -> None:
+    from geopera.finetune.config import FinetuneConfig
+
+    assert FinetuneConfig().optim == FinetuneOptim()  # one record, one set of defaults
+
+
+def test_embeddings_json_of_the_previous_release_loads() -> None:
+    """``embeddings_v1.json`` was written by ``geopera embed`` before rasters were typed."""
+    raw = json.loads((DATA / "embeddings_v1.json").read_text())
+    manifest = EmbeddingSet.read(DATA / "embeddings_v1.json")
+    entry = manifest.rasters[0]
+    assert isinstance(entry, EmbeddingRaster)
+    assert entry.band_names == raw["rasters"][0]["band_names"] == ["B04", "B03", "B02"]
+    assert list(entry.normalisation.std) == raw["rasters"][0]["normalisation"]["std"]
+    again = json.loads(manifest.to_json())
+    assert again["rasters"] == raw["rasters"]  # the same file, field for field
+    assert EmbeddingSet.from_json(manifest.to_json()) == manifest
+
+
+@pytest.mark.parametrize("name", ["run_probe_v0.json", "run_resumed_v0.json"])
+def test_run_json_of_the_previous_release_loads(name: str) -> None:
+    """Written by ``geopera pretrain`` (a run with a kNN probe; a killed and resumed run)."""
+    raw = json.loads((DATA / name).read_text())
+    status = RunStatus.read(DATA / name)
+    assert status.status == raw["status"] == "completed"
+    assert status.steps == raw["steps"]
+    if "probe" in raw:
+        assert status.probe is not None
+        assert status.last_knn_accuracy == raw["probe"]["knn_accuracy"][-1][1]
+    else:
+        assert status.resumes == [Resume(step=5, changed={})]
+        assert status.signal == 15
+    assert RunStatus.from_json(status.to_json()) == status
+
+
+def test_run_status_updates_keep_the_other_fields(tmp_path: Path) -> None:
+    from geopera.pretrain.rundir import RunDir
+
+    run = RunDir(tmp_path)
+    assert run.status() is None
+    run.update_status(status="running", max_steps=10)
+    run.update_status(skipped_steps=SkippedRecord(2, 7, "non-finite loss"))
+    status = run.status()
+    assert status is not None
+    assert (status.status, status.max_steps) == ("running", 10)
+    assert status.skipped_steps == SkippedRecord(2, 7, "non-finite loss")
+    assert json.loads((tmp_path / "run.json").read_text())["format_version"] == RunStatus.FORMAT

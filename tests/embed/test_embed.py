@@ -88,18 +88,16 @@ def test_tokens_equal_a_direct_timm_forward(
     scene = shared_data / SCENE
     summary = embed([str(scene)], tmp_path / "e", weights=str(backbone), chip_size=64)
     entry = summary.manifest.rasters[0]
-    assert entry["band_names"] == ["B04", "B03", "B02"]
-    assert entry["bands"] == [4, 3, 2]
-    assert entry["band_rule"] == "by-name"
-    norm = entry["normalisation"]
+    assert entry.band_names == ["B04", "B03", "B02"]
+    assert entry.bands == [4, 3, 2]
+    assert entry.band_rule == "by-name"
+    norm = entry.normalisation
     with rasterio.open(scene) as src:
         raw = src.read([4, 3, 2], window=rasterio.windows.Window(64, 128, 64, 64))
     x = torch.from_numpy(raw.astype(np.float32))[None]  # (1, 3, 64, 64)
-    lo, hi = torch.tensor(norm["p2"]).view(1, 3, 1, 1), torch.tensor(norm["p98"]).view(1, 3, 1, 1)
+    lo, hi = torch.tensor(norm.p2).view(1, 3, 1, 1), torch.tensor(norm.p98).view(1, 3, 1, 1)
     x = ((x - lo) / (hi - lo)).clamp(0, 1)
-    x = (x - torch.tensor(norm["mean"]).view(1, 3, 1, 1)) / torch.tensor(norm["std"]).view(
-        1, 3, 1, 1
-    )
+    x = (x - torch.tensor(norm.mean).view(1, 3, 1, 1)) / torch.tensor(norm.std).view(1, 3, 1, 1)
     vit = build_vit("vit_small_patch16_224", 3, 64, TINY)
     vit.load_state_dict(torch.load(backbone / "backbone.pth", weights_only=True))
     with torch.no_grad():
@@ -176,7 +174,7 @@ def test_roi_masks_tokens_and_chips(shared_data: Path, tmp_path: Path, backbone:
     assert not np.isnan(data[:, inside]).any()
     assert np.isnan(data[:, ~inside]).all()
     chips = gpd.read_parquet(tmp_path / "r" / f"{scene.stem}.parquet")
-    assert len(chips) == summary.manifest.rasters[0]["chips_written"]
+    assert len(chips) == summary.manifest.rasters[0].chips_written
     assert (chips.geometry.bounds["minx"] < mid_x).all()
 
 
@@ -235,13 +233,14 @@ def test_bad_input_is_one_line_and_writes_nothing(
 def test_chips_are_read_while_the_model_computes_and_rows_saved_behind(
     shared_data: Path, tmp_path: Path, backbone: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import geopera.embed.chips as embed_chips
     import geopera.embed.run as embed_run
     from geopera.embed.backbone import Embedder
 
     model_running = threading.Event()
     read_during_model = threading.Event()
     saved_on: set[str] = set()
-    real_read, real_tokens, real_save = embed_run.read_strip, Embedder.tokens, embed_run._save_row
+    real_read, real_tokens, real_save = embed_chips.read_strip, Embedder.tokens, embed_run.save_row
 
     def watched_read(*args: Any) -> Any:  # the real functions, observed
         if model_running.is_set() and threading.current_thread() is not threading.main_thread():
@@ -258,9 +257,9 @@ def test_chips_are_read_while_the_model_computes_and_rows_saved_behind(
         saved_on.add(threading.current_thread().name)
         real_save(*args)
 
-    monkeypatch.setattr(embed_run, "read_strip", watched_read)
+    monkeypatch.setattr(embed_chips, "read_strip", watched_read)
     monkeypatch.setattr(Embedder, "tokens", slow_tokens)
-    monkeypatch.setattr(embed_run, "_save_row", watched_save)
+    monkeypatch.setattr(embed_run, "save_row", watched_save)
     scene = str(shared_data / SCENE)
     summary = embed(
         [scene], tmp_path / "e", weights=str(backbone), chip_size=64, batch_size=4, pipeline=True

@@ -70,7 +70,7 @@ def test_the_files_own_nodata_comes_before_the_option(tmp_path: Path) -> None:
     write_raster(scene, data, "EPSG:32621", (0.0, 64.0), 10.0, nodata=9999)
     summary = embed([str(scene)], tmp_path / "e", weights="vit_small_patch16_224",
                     chip_size=32, level="both", nodata=0)  # fmt: skip
-    assert summary.manifest.rasters[0]["nodata"] == 9999
+    assert summary.manifest.rasters[0].nodata == 9999
     with rasterio.open(tmp_path / "e" / "scene.tif") as ds:
         tokens = ds.read(1)
     assert np.isnan(tokens[:, 2:]).all()

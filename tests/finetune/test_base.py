@@ -6,7 +6,8 @@ from typing import Any
 
 import torch
 
-from geopera.core.contracts import FinetunedSpec
+from geopera.core.contracts import FinetunedSpec, FinetuneOptim
+from geopera.core.normalisation import BandStats
 from geopera.finetune.base import confusion_scores
 from geopera.finetune.segmentation import SegmentationTask
 
@@ -17,8 +18,8 @@ def _spec(**optim: Any) -> FinetunedSpec:
         model_kwargs={"depth": 4, "embed_dim": 32, "num_heads": 2}, in_chans=3,
         bands=["a", "b", "c"], data_bands=[0, 1, 2], chip_size=32, decoder="upernet",
         decoder_channels=32, fusion="diff", classes=[0, 1],
-        norm={"p2": [0.0] * 3, "p98": [1.0] * 3, "mean": [0.5] * 3, "std": [0.2] * 3},
-        optim={"lr": 1e-3, "weight_decay": 0.05, "head_lr_scale": 10.0, **optim},
+        norm=BandStats((0.0,) * 3, (1.0,) * 3, (0.5,) * 3, (0.2,) * 3),
+        optim=FinetuneOptim(**{"lr": 1e-3, "weight_decay": 0.05, "head_lr_scale": 10.0, **optim}),
     )  # fmt: skip
 
 

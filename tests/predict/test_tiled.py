@@ -11,6 +11,7 @@ import torch
 from shapely.geometry import box
 
 from geopera.core.contracts import FinetunedSpec
+from geopera.core.normalisation import BandStats
 from geopera.data.labelled.labels import Grid
 from geopera.data.labelled.windows import roi_window
 from geopera.data.roi import load_roi
@@ -27,7 +28,7 @@ from tests.fakes.archive import write_raster
 SPEC = FinetunedSpec(
     task="segmentation", model="vit_small_patch16_224", in_chans=2, bands=["1", "2"],
     data_bands=[0, 1], chip_size=32, decoder="upernet", decoder_channels=32, fusion="diff",
-    classes=[0, 1], norm={},
+    classes=[0, 1], norm=BandStats((0.0,) * 2, (1.0,) * 2, (0.5,) * 2, (0.2,) * 2),
 )  # fmt: skip
 
 

@@ -20,6 +20,7 @@ from rasterio.windows import Window
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from geopera.core.normalisation import BandStats
 from geopera.data.labelled.labels import (
     IGNORE,
     Boxes,
@@ -286,13 +287,8 @@ def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def chip_statistics(
-    dataset: ChipDataset, max_chips: int = 64, seed: int = 0
-) -> dict[str, list[float]]:
-    """Per-band 2nd/98th percentiles and the mean/std of the [0, 1]-scaled values.
-
-    The same preprocessing as pretraining (:mod:`geopera.transforms.normalise`), with statistics
-    of the labelled images' training chips.
+def chip_statistics(dataset: ChipDataset, max_chips: int = 64, seed: int = 0) -> BandStats:
+    """The band statistics of the training chips (the same statistic as pretraining's).
 
     Args:
         dataset: Training chips.
@@ -300,7 +296,7 @@ def chip_statistics(
         seed: Sampling seed.
 
     Returns:
-        ``{"p2", "p98", "mean", "std"}``, each C floats.
+        Per-band percentiles and the moments of the scaled values.
     """
     rng = np.random.default_rng(seed)
     picks = rng.permutation(len(dataset))[:max_chips]
@@ -311,12 +307,4 @@ def chip_statistics(
             if key in sample:
                 x = sample[key].numpy().reshape(sample[key].shape[0], -1)  # (C, S*S)
                 pixels.append(x[:, :: max(1, x.shape[1] // 4096)])
-    stack = np.concatenate(pixels, axis=1)  # (C, N)
-    p2, p98 = np.percentile(stack, 2, axis=1), np.percentile(stack, 98, axis=1)
-    scaled = ((stack - p2[:, None]) / np.maximum(p98 - p2, 1e-6)[:, None]).clip(0, 1)
-    return {
-        "p2": p2.tolist(),
-        "p98": p98.tolist(),
-        "mean": scaled.mean(1).tolist(),
-        "std": np.maximum(scaled.std(1), 1e-3).tolist(),
-    }
+    return BandStats.of_pixels(np.concatenate(pixels, axis=1))  # (C, N)

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
+from geopera.core.normalisation import Normalisation
 from geopera.data.roi import ROI, load_roi
 from geopera.data.sampling.badfiles import BadFiles
 from geopera.data.sampling.patches import PatchDataset
@@ -30,7 +31,6 @@ from geopera.data.sampling.stats import ArchiveStats, estimate_stats
 from geopera.data.sources.discover import discover
 from geopera.data.sources.model import Archive
 from geopera.data.sources.remote import BlockCache
-from geopera.transforms.normalise import Normalisation
 
 
 def collate_patches(samples: list[dict[str, Tensor]]) -> dict[str, Tensor]:

@@ -20,10 +20,10 @@ from numpy.random import default_rng
 from torchgeo.samplers import RandomPatchSampler
 
 from geopera.core.cache import cache_dir
+from geopera.core.normalisation import BandStats
 from geopera.core.outputs import write_json
 from geopera.data.sampling.patches import PatchDataset
 from geopera.data.sampling.sampler import SourceSampling
-from geopera.transforms.normalise import BandStats
 
 #: 2: scaled, clamped moments (:class:`BandStats`); 1 had raw moments.
 STATS_VERSION = 2

@@ -32,17 +32,16 @@ def test_batches_are_raw_dicts_in_the_stored_dtype(fake_archive: Path, workers: 
     assert dm.band_names == ["B4", "B3", "B2"]
     assert dm.in_chans == 3
     norm = dm.normalisation()
-    entry = dm.stats["sources"]["landsat8_30m"]  # the only source: weight 1
-    assert norm["p2"] == [entry["p2"]]
-    assert norm["p98"] == [entry["p98"]]
-    for c in range(3):
-        span = entry["p98"][c] - entry["p2"][c]
-        assert norm["mean"][c] == pytest.approx(
-            (entry["mean"][c] - entry["p2"][c]) / span, rel=1e-5
-        )
-        assert norm["std"][c] == pytest.approx(entry["std"][c] / span, rel=1e-5)
-        assert norm["raw_mean"][c] == pytest.approx(entry["mean"][c], rel=1e-5)
-        assert norm["raw_std"][c] == pytest.approx(entry["std"][c], rel=1e-5)
+    entry = dm.stats.sources["landsat8_30m"].stats  # the only source: weight 1
+    assert norm.sources == ("landsat8_30m",)
+    assert norm.p2 == (entry.p2,)
+    assert norm.p98 == (entry.p98,)
+    assert norm.mean == pytest.approx(entry.mean)
+    assert norm.std == pytest.approx(entry.std)
+    for c in range(3):  # the same standardisation in raw units
+        span = entry.p98[c] - entry.p2[c]
+        assert norm.raw_mean[c] == pytest.approx(entry.p2[c] + entry.mean[c] * span, rel=1e-9)
+        assert norm.raw_std[c] == pytest.approx(entry.std[c] * span, rel=1e-9)
 
 
 def test_workers_do_not_change_the_data(fake_archive: Path) -> None:

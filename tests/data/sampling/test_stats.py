@@ -6,7 +6,7 @@ import pytest
 
 from geopera.data.roi import load_roi
 from geopera.data.sampling.sampler import prepare_sources
-from geopera.data.sampling.stats import estimate_stats
+from geopera.data.sampling.stats import ArchiveStats, estimate_stats
 from geopera.data.sources.discover import discover
 from tests.fakes.archive import write_raster
 
@@ -22,20 +22,26 @@ def test_stats_equal_numpy_and_are_cached(tmp_path: Path) -> None:
     prepared = prepare_sources(archive.select(["2", "1"]), roi, 16)
     cache = tmp_path / "cache"
     stats = estimate_stats(prepared, 16, patches=5, cache_dir=cache)
-    entry = stats["sources"]["grid_10m"]
-    assert entry["bands"] == ["2", "1"]
-    assert entry["pixels"] == [5 * 256, 5 * 256]
+    entry = stats.sources["grid_10m"]
+    assert entry.bands == ("2", "1")
+    assert entry.pixels == (5 * 256, 5 * 256)
     for i, band in enumerate((1, 0)):
         values = data[band].astype(np.float64)
-        assert entry["mean"][i] == pytest.approx(values.mean(), rel=1e-9)
-        assert entry["std"][i] == pytest.approx(values.std(), rel=1e-6)
-        assert entry["p2"][i] == pytest.approx(np.percentile(values, 2))
-        assert entry["p98"][i] == pytest.approx(np.percentile(values, 98))
+        lo, hi = np.percentile(values, [2, 98])
+        scaled = np.clip((values - lo) / (hi - lo), 0, 1)  # what the views see
+        assert entry.stats.p2[i] == pytest.approx(lo)
+        assert entry.stats.p98[i] == pytest.approx(hi)
+        assert entry.stats.mean[i] == pytest.approx(scaled.mean(), rel=1e-9)
+        assert entry.stats.std[i] == pytest.approx(scaled.std(), rel=1e-6)
     cached = list(cache.glob("*.json"))
     assert len(cached) == 1
-    assert json.loads(cached[0].read_text()) == stats
-    cached[0].write_text(json.dumps({**stats, "marker": 1}))
-    assert estimate_stats(prepared, 16, patches=5, cache_dir=cache)["marker"] == 1  # cache hit
+    assert json.loads(cached[0].read_text()) == stats.to_dict()
+    assert ArchiveStats.from_dict(stats.to_dict()) == stats
+    marked = stats.to_dict()
+    marked["sources"]["grid_10m"]["patches"] = 99
+    cached[0].write_text(json.dumps(marked))
+    hit = estimate_stats(prepared, 16, patches=5, cache_dir=cache)
+    assert hit.sources["grid_10m"].patches == 99  # cache hit
 
 
 def test_stats_exclude_nodata(fake_archive: Path, tmp_path: Path) -> None:
@@ -44,4 +50,4 @@ def test_stats_exclude_nodata(fake_archive: Path, tmp_path: Path) -> None:
     roi = load_roi("EPSG:4326;" + __import__("shapely").box(*source.bounds_wgs84).wkt)
     prepared = prepare_sources(archive.select(None), roi, 32)
     stats = estimate_stats(prepared, 32, patches=8, cache_dir=tmp_path)
-    assert stats["sources"]["albers_30m"]["p2"][0] > -9999  # nodata never counted
+    assert stats.sources["albers_30m"].stats.p2[0] > -9999  # nodata never counted

@@ -1,0 +1,45 @@
+"""Typed, versioned files that one stage writes and another reads.
+
+* :class:`BackboneCard` (``backbone.json``): what a pretrained backbone is, written by
+  ``geopera pretrain`` beside ``backbone.pth``, read by ``finetune``, ``publish`` and everything
+  that resolves ``--weights``.
+* :class:`RunStatus` (``run.json``): a pretraining run's state and health, read by ``publish``.
+* :class:`FinetunedSpec`: what rebuilds a fine-tuned model, stored as the ``spec`` hyper-parameter
+  of ``model.ckpt`` by ``geopera finetune``, read by ``predict`` and ``evaluate``.
+* :class:`PublishedWeights` (``weights.json``): the data manifest of a ``geopera publish`` folder.
+* :class:`EmbeddingSet` (``embeddings.json``): what a ``geopera embed`` folder holds.
+
+Each carries ``format_version`` and its file name (``FILE``). Files without a version come from
+geopera 0.1 (format 0) and are upgraded on reading; a version newer than this geopera knows is
+refused with a clear message. Names mean one thing: ``token_size`` is the ViT's patch (token)
+size in pixels, never the size of a sampled patch or chip.
+"""
+
+from geopera.core.contracts.backbone import BackboneCard, PublishedWeights
+from geopera.core.contracts.base import ContractError
+from geopera.core.contracts.embeddings import EmbeddingRaster, EmbeddingSet
+from geopera.core.contracts.finetuned import FinetunedSpec, FinetuneOptim
+from geopera.core.contracts.run import (
+    RUN_STATES,
+    CollapseRecord,
+    ProbeRecord,
+    Resume,
+    RunStatus,
+    SkippedRecord,
+)
+
+__all__ = [
+    "RUN_STATES",
+    "BackboneCard",
+    "CollapseRecord",
+    "ContractError",
+    "EmbeddingRaster",
+    "EmbeddingSet",
+    "FinetuneOptim",
+    "FinetunedSpec",
+    "ProbeRecord",
+    "PublishedWeights",
+    "Resume",
+    "RunStatus",
+    "SkippedRecord",
+]
