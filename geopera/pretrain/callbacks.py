@@ -1,232 +1,21 @@
-"""Lightning callbacks of a pretraining run: metrics file, collapse alarm, signals, previews."""
+"""Lightning callbacks of a pretraining run: signals, skipped steps, previews, sampling, probe.
 
-import csv
-import math
+The metrics file and the progress bar are in :mod:`geopera.pretrain.metrics`, the collapse alarm
+in :mod:`geopera.pretrain.health`.
+"""
+
 import signal
 import sys
-import warnings
-from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import RichProgressBar
-from rich.console import Console
 
-from geopera.core.contracts import CollapseRecord, ProbeRecord, SkippedRecord
+from geopera.core.contracts import ProbeRecord, SkippedRecord
 from geopera.core.errors import ArchiveGoneError
 from geopera.pretrain.rundir import RunDir
 from geopera.pretrain.task import SkipCounts
-
-METRIC_COLUMNS = [
-    "step",
-    "loss",
-    "dino_global",
-    "dino_local",
-    "koleo",
-    "pixel",
-    "lr",
-    "weight_decay",
-    "teacher_temp",
-    "momentum",
-    "teacher_std",
-    "teacher_entropy",
-    "teacher_rank",
-    "images_per_s",
-    "data_wait",
-    "rejected_rate",
-    "probe_knn",
-    "collapse_alarm",
-    "skipped",
-]
-
-
-def _logged(task: Any, step: int) -> bool:
-    return bool(task.is_logging_step(step))
-
-
-class StepProgressBar(RichProgressBar):
-    """Lightning's rich bar, labelled by task: a run is one long epoch counted in steps.
-
-    It shows the task's :attr:`~geopera.pretrain.task.PerATask.shown` values, host strings set
-    at logging steps, so drawing the bar never reads the device.
-    """
-
-    def _get_train_description(self, current_epoch: int) -> str:
-        return "pretraining"
-
-    def get_metrics(
-        self, trainer: L.Trainer, pl_module: L.LightningModule
-    ) -> dict[str, int | str | float | dict[str, float]]:
-        """Lightning's entries plus the task's shown values."""
-        items = super().get_metrics(trainer, pl_module)
-        items.pop("v_num", None)
-        items.update(getattr(pl_module, "shown", {}))
-        return items
-
-
-class MetricsCSV(L.Callback):
-    """Appends one row per logged step to ``RUN_DIR/metrics.csv`` (rank 0).
-
-    ``images_per_s`` and ``data_wait`` (the share of wall time the loop waited for data) cover
-    the steps since the previous row; ``skipped`` counts the steps skipped so far.
-
-    On resume, rows at or after the resumed step (logged after the last checkpoint by the
-    interrupted process) are dropped, so the file reads as one uninterrupted run.
-
-    Args:
-        path: The CSV file.
-        resume_step: First step of this process (0 for a new run).
-    """
-
-    def __init__(self, path: Path, resume_step: int = 0) -> None:
-        self.path = path
-        self.alarm = 0
-        if path.is_file():
-            with open(path, newline="") as fh:
-                rows = [r for r in csv.DictReader(fh) if int(r["step"]) < resume_step]
-        else:
-            rows = []
-        with open(path, "w", newline="") as fh:
-            writer = csv.DictWriter(fh, METRIC_COLUMNS)
-            writer.writeheader()
-            writer.writerows(rows)
-
-    def on_train_batch_end(
-        self,
-        trainer: L.Trainer,
-        pl_module: L.LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-    ) -> None:
-        """Write the step's metrics."""
-        step = trainer.global_step - 1
-        metrics: dict[str, float] = getattr(pl_module, "last_metrics", {})
-        if trainer.global_rank != 0 or not (_logged(pl_module, step) or "probe_knn" in metrics):
-            return
-        row = {k: metrics.get(k, "") for k in METRIC_COLUMNS}
-        task: Any = pl_module
-        row.update(step=step, collapse_alarm=self.alarm, skipped=task.skips.total)
-        with open(self.path, "a", newline="") as fh:
-            csv.DictWriter(fh, METRIC_COLUMNS).writerow(row)
-
-
-class CollapseAlarm(L.Callback):
-    """Warns loudly when the teacher collapses, and records it.
-
-    A check fails on any of three collapses:
-
-    * **constant**: the teacher-output std is below ``min_std``;
-    * **sharp**: the mean entropy of the teacher probabilities is below
-      ``entropy_fraction * log(K)`` (every image on one prototype);
-    * **uniform**: after the teacher-temperature warm-up, that entropy is above
-      ``uniform_fraction * log(K)`` (the teacher spreads every image over all prototypes
-      alike: its outputs carry no information, and the loss still falls);
-    * **dimensional**: the effective rank of the teacher's class tokens falls below
-      ``rank_fraction`` times its value at the first check (the features span ever fewer
-      directions).
-
-    ``patience`` failed checks in a row raise the alarm.
-
-    Args:
-        run: The run directory (the alarm is written to run.json).
-        metrics: The metrics writer (gets a ``collapse_alarm`` flag).
-        prototypes: K.
-        min_std: Std threshold.
-        entropy_fraction: Low-entropy threshold as a fraction of log(K).
-        patience: Failed checks in a row before the alarm.
-        uniform_fraction: High-entropy threshold as a fraction of log(K).
-        rank_fraction: Rank threshold as a fraction of the first check's rank.
-        after_step: Steps before the uniform test applies (the temperature warm-up).
-    """
-
-    def __init__(
-        self,
-        run: RunDir,
-        metrics: MetricsCSV,
-        prototypes: int,
-        min_std: float,
-        entropy_fraction: float,
-        patience: int,
-        uniform_fraction: float = 0.97,
-        rank_fraction: float = 0.25,
-        after_step: int = 0,
-    ) -> None:
-        self.run = run
-        self.metrics = metrics
-        self.min_entropy = entropy_fraction * math.log(prototypes)
-        self.max_entropy = uniform_fraction * math.log(prototypes)
-        self.rank_fraction = rank_fraction
-        self.after_step = after_step
-        self.min_std = min_std
-        self.patience = patience
-        self.failed = 0
-        self.raised = False
-        self.first_rank: float | None = None
-
-    def reasons(self, m: dict[str, float], step: int) -> list[str]:
-        """The collapses a step's health signals show (empty: healthy)."""
-        found = []
-        if m["teacher_std"] < self.min_std:
-            found.append(f"teacher-output std {m['teacher_std']:.2e} < {self.min_std:.0e}")
-        if m["teacher_entropy"] < self.min_entropy:
-            found.append(
-                f"entropy {m['teacher_entropy']:.3f} < {self.min_entropy:.3f} (one prototype)"
-            )
-        if step >= self.after_step and m["teacher_entropy"] > self.max_entropy:
-            found.append(
-                f"entropy {m['teacher_entropy']:.3f} > {self.max_entropy:.3f} (near-uniform "
-                "teacher outputs)"
-            )
-        rank = m.get("teacher_rank")
-        if rank is not None and math.isfinite(rank):
-            if self.first_rank is None:
-                self.first_rank = rank
-            elif rank < self.rank_fraction * self.first_rank:
-                found.append(
-                    f"effective rank {rank:.1f} < {self.rank_fraction:g} x {self.first_rank:.1f} "
-                    "at the start (dimensional collapse)"
-                )
-        return found
-
-    def on_train_batch_end(
-        self,
-        trainer: L.Trainer,
-        pl_module: L.LightningModule,
-        outputs: Any,
-        batch: Any,
-        batch_idx: int,
-    ) -> None:
-        """Check the step's health signals (when they were computed)."""
-        m: dict[str, float] = getattr(pl_module, "last_metrics", {})
-        if "teacher_std" not in m:
-            return
-        step = trainer.global_step - 1
-        found = self.reasons(m, step)
-        self.failed = self.failed + 1 if found else 0
-        if self.failed >= self.patience and not self.raised:
-            self.raised = True
-            self.metrics.alarm = 1
-            message = (
-                f"COLLAPSE ALARM at step {step}: {'; '.join(found)} for {self.failed} checks in "
-                "a row. The representation is collapsing: lower the learning rate, raise the "
-                "teacher temperature warm-up, check the centring and the data (constant "
-                "patches?), and judge the backbone with `geopera evaluate`."
-            )
-            if trainer.global_rank == 0:
-                Console(stderr=True).print(f"[bold red]{message}[/bold red]")
-                self.run.update_status(
-                    collapse_alarm=CollapseRecord(
-                        step=step,
-                        reasons=found,
-                        teacher_std=m["teacher_std"],
-                        teacher_entropy=m["teacher_entropy"],
-                        teacher_rank=m.get("teacher_rank"),
-                    )
-                )
-            warnings.warn(message, stacklevel=1)
 
 
 class GracefulStop(L.Callback):
@@ -321,7 +110,7 @@ class SkippedSteps(L.Callback):
         """At logging steps: report new skipped steps; stop after too many in a row."""
         task: Any = pl_module
         counts: SkipCounts = task.skips
-        if not _logged(task, trainer.global_step - 1) or not self._report(trainer, counts):
+        if not task.is_logging_step(trainer.global_step - 1) or not self._report(trainer, counts):
             return
         if counts.in_a_row >= self.limit and not trainer.should_stop:
             self.stopped = (
@@ -467,6 +256,28 @@ class KnnProbe(L.Callback):
         self.every = every
         self.k = k
         self.history: list[tuple[int, float]] = []
+        self._step: int = -1
+        self._score: float | None = None
+
+    def at_step(self, trainer: L.Trainer, task: Any, step: int) -> float | None:
+        """The probe's accuracy at ``step``, evaluated once (None at steps that do not probe)."""
+        if step != self._step:
+            self._step, self._score = step, self._evaluate(trainer, task, step)
+        return self._score
+
+    def _evaluate(self, trainer: L.Trainer, task: Any, step: int) -> float | None:
+        from geopera.pretrain.probe import knn_accuracy
+
+        last = step + 1 >= task.schedules.total_steps
+        if trainer.global_rank != 0 or not (step % self.every == 0 or last):
+            return None
+        accuracy = knn_accuracy(task, self.probe, self.k)
+        self.history.append((step, accuracy))
+        task.publish({"train/probe_knn": accuracy}, step)
+        self.run.update_status(
+            probe=ProbeRecord(self.probe.classes, len(self.probe.labels), list(self.history))
+        )
+        return accuracy
 
     def on_train_batch_end(
         self,
@@ -477,21 +288,7 @@ class KnnProbe(L.Callback):
         batch_idx: int,
     ) -> None:
         """Evaluate on probe steps."""
-        from geopera.pretrain.probe import knn_accuracy
-
-        task: Any = pl_module
-        step = trainer.global_step - 1
-        task.last_metrics.pop("probe_knn", None)
-        last = step + 1 >= task.schedules.total_steps
-        if trainer.global_rank != 0 or not (step % self.every == 0 or last):
-            return
-        accuracy = knn_accuracy(task, self.probe, self.k)
-        task.last_metrics["probe_knn"] = accuracy
-        self.history.append((step, accuracy))
-        task.publish({"train/probe_knn": accuracy}, step)
-        self.run.update_status(
-            probe=ProbeRecord(self.probe.classes, len(self.probe.labels), list(self.history))
-        )
+        self.at_step(trainer, pl_module, trainer.global_step - 1)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Plot the probe curve."""

@@ -15,14 +15,10 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loggers import TensorBoardLogger
-from lightning.pytorch.strategies import DDPStrategy
 
 from geopera import __version__
-from geopera.core.checkpoints import AtomicCheckpointIO
 from geopera.core.config import dump_config, to_plain
-from geopera.core.contracts import BackboneCard, Resume, RunStatus
+from geopera.core.contracts import Resume, RunStatus
 from geopera.core.errors import (
     ArchiveGoneError,
     DiskFullError,
@@ -33,25 +29,16 @@ from geopera.core.normalisation import Normalisation
 from geopera.core.outputs import (
     remove_stale_partials,
     require_new_folder,
-    save_torch_atomic,
     write_json,
 )
 from geopera.data.bands import rgb_indices
 from geopera.data.sampling.badfiles import BadFiles
 from geopera.data.sampling.datamodule import PretrainDataModule
-from geopera.pretrain.callbacks import (
-    CollapseAlarm,
-    GracefulStop,
-    KnnProbe,
-    MetricsCSV,
-    Previews,
-    SamplingLog,
-    SkippedSteps,
-    StepProgressBar,
-)
 from geopera.pretrain.config import PretrainConfig, load_pretrain_config
+from geopera.pretrain.export import export_backbone
 from geopera.pretrain.rundir import LOCK_FILE, RunDir
-from geopera.pretrain.task import PerATask, non_finite
+from geopera.pretrain.task import PerATask
+from geopera.pretrain.trainer import build_callbacks, build_trainer, is_worker_rank
 
 #: Environment variable through which rank 0 hands the run directory to DDP workers.
 RUN_DIR_ENV = "GEOPERA_RUN_DIR"
@@ -72,11 +59,6 @@ class PretrainResult:
     status: str
     steps: int
     signal: int | None = None
-
-
-def _is_worker_rank() -> bool:
-    """Whether this process is a DDP worker launched by Lightning (not rank 0)."""
-    return int(os.environ.get("LOCAL_RANK", "0")) > 0 or int(os.environ.get("NODE_RANK", "0")) > 0
 
 
 def new_run_dir(out: Path | None) -> Path:
@@ -105,16 +87,6 @@ def new_run_dir(out: Path | None) -> Path:
     return candidate
 
 
-def _precision(config: PretrainConfig, accelerator: str) -> str:
-    value = config.trainer.precision
-    if value != "auto":
-        return value
-    cuda = accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available())
-    if cuda and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
-        return "bf16-mixed"
-    return "32-true"
-
-
 def _datamodule(config: PretrainConfig) -> PretrainDataModule:
     d, t = config.data, config.trainer
     if not d.archive:
@@ -138,54 +110,6 @@ def _datamodule(config: PretrainConfig) -> PretrainDataModule:
         cache=d.cache,
         cache_gb=d.cache_gb,
     )
-
-
-def _export_backbone(
-    run: RunDir, task: PerATask, dm: PretrainDataModule, norm: Normalisation, steps: int
-) -> None:
-    cfg = task.config
-    state = task.model.teacher_state_dict()
-    bad = non_finite(state)
-    if bad:
-        raise NonFiniteError(
-            f"the trained teacher has non-finite weights ({len(bad)} tensors, e.g. {bad[0]}); "
-            "backbone.pth was not written"
-        )
-    save_torch_atomic(state, run.path / BackboneCard.WEIGHTS_FILE)
-    inventory = dm.describe()
-    in_chans = len(dm.band_names)
-    card = BackboneCard(
-        model=cfg.model.backbone,
-        model_kwargs=dict(cfg.model.backbone_kwargs),
-        in_chans=in_chans,
-        bands=list(dm.band_names),
-        token_size=task.model.patch,
-        img_size=cfg.views.global_size,
-        normalisation={
-            "mean": list(norm.raw_mean),
-            "std": list(norm.raw_std),
-            "units": "raw pixel values of the sources, weighted by their sampling weight",
-            "per_source": {
-                n: {"p2": list(p2), "p98": list(p98)}
-                for n, p2, p98 in zip(norm.sources, norm.p2, norm.p98, strict=True)
-            },
-        },
-        resolution={s["name"]: s["res"] for s in inventory["sources"]},
-        ssl_method="pera",
-        roi=inventory["roi"],
-        sources=[
-            {k: s[k] for k in ("name", "crs", "res", "bands", "dtype", "selected_bands", "files")}
-            for s in inventory["sources"]
-        ],
-        steps=steps,
-        geopera_version=__version__,
-        load_with=(
-            f"timm.create_model({cfg.model.backbone!r}, in_chans={in_chans}, "
-            f"img_size={cfg.views.global_size}, num_classes=0, **model_kwargs); "
-            "model.load_state_dict(torch.load('backbone.pth', weights_only=True))"
-        ),
-    )
-    card.write(run.path / BackboneCard.FILE)
 
 
 def build_task(config: PretrainConfig, dm: PretrainDataModule, norm: Normalisation) -> PerATask:
@@ -245,7 +169,7 @@ def pretrain(
             another process works on the run; DiskFullError, NonFiniteError, ArchiveGoneError
             when the run stopped for those (each message says what was kept).
     """
-    worker = _is_worker_rank()
+    worker = is_worker_rank()
     if resume is not None:
         run = RunDir(resume)
         with run.lock() if not worker else nullcontext():
@@ -296,102 +220,79 @@ def _pretrain(
     if dm is None:
         dm = _datamodule(config)
         dm.prepare()
-    probe = None
-    if config.data.probe:
-        from geopera.pretrain.probe import load_probe
-
-        probe = load_probe(
-            config.data.probe, dm.sources, len(dm.band_names), config.data.patch_size
-        )
-    worker = _is_worker_rank()
+    probe = _probe(config, dm)
     norm = dm.normalisation()
-    resume_step = _last_step(run) if resumed else 0
-    if not worker:
-        remove_stale_partials(run.last_checkpoint)  # a checkpoint write cut by SIGKILL
-        dump_config(config, run.path / "config.yaml")
-        write_json(
-            run.path / "inventory.json", {k: v for k, v in dm.describe().items() if k != "stats"}
-        )
-        write_json(run.path / "stats.json", {**dm.stats.to_dict(), "normalisation": asdict(norm)})
-        fields: dict[str, Any] = {}
-        if resumed:
-            earlier = run.status()
-            history = list(earlier.resumes) if earlier else []
-            history.append(Resume(resume_step or 0, changes or {}))
-            fields["resumes"] = history
-        else:
-            fields["started"] = time.strftime("%Y-%m-%dT%H:%M:%S")
-        run.update_status(
-            status="running",
-            command=" ".join(sys.argv),
-            geopera_version=__version__,
-            max_steps=config.trainer.max_steps,
-            **fields,
+    resume_step = (_last_step(run) or 0) if resumed else 0
+    if not is_worker_rank():
+        _record_start(
+            run, config, dm, norm, Resume(resume_step, changes or {}) if resumed else None
         )
     dm.bad_files = BadFiles(run.problems)
     task = build_task(config, dm, norm)
-    rgb = task.hparams["rgb"]
-    t = config.trainer
-    metrics = MetricsCSV(run.path / "metrics.csv", resume_step or 0) if not worker else None
-    stop = GracefulStop(run)
-    skipped = SkippedSteps(run, t.max_skipped_steps)
-    callbacks: list[L.Callback] = [
-        ModelCheckpoint(
-            dirpath=run.checkpoints,
-            filename="step{step:06d}",
-            every_n_train_steps=t.checkpoint_every,
-            save_top_k=-1,
-            save_last=True,
-            auto_insert_metric_name=False,
-        ),
-        stop,
-        skipped,
-        Previews(run, t.preview_patches, rgb),
-        SamplingLog(run),
-    ]
-    if probe is not None:
-        callbacks.append(KnnProbe(run, probe, t.probe_every, t.probe_k))  # before MetricsCSV
-    if metrics is not None:  # the alarm before the metrics writer, so a row shows its step
-        callbacks.append(
-            CollapseAlarm(
-                run,
-                metrics,
-                config.model.prototypes,
-                t.collapse_std,
-                t.collapse_entropy_fraction,
-                t.collapse_patience,
-                uniform_fraction=t.collapse_uniform_fraction,
-                rank_fraction=t.collapse_rank_fraction,
-                after_step=config.optim.teacher_temp_warmup_steps,
-            )
+    hooks = build_callbacks(config, run, task.hparams["rgb"], probe, progress, resume_step)
+    trainer = build_trainer(config, run, hooks.callbacks, progress)
+    dm.resume_batches = resume_step
+    _fit(trainer, task, dm, run, resumed)
+    steps = trainer.global_step
+    if trainer.global_rank != 0:
+        return PretrainResult(run.path, "worker", steps)
+    if hooks.stop.requested is not None:
+        run.update_status(status="interrupted", steps=steps, signal=hooks.stop.requested)
+        return PretrainResult(run.path, "interrupted", steps, hooks.stop.requested)
+    if hooks.skipped.stopped is not None:
+        run.update_status(status="failed", steps=steps, error=hooks.skipped.stopped)
+        raise NonFiniteError(f"{hooks.skipped.stopped}; {_kept(run)}")
+    if steps < config.trainer.max_steps:
+        run.update_status(status="failed", steps=steps)
+        raise GeoperaError(
+            f"training stopped at step {steps} of {config.trainer.max_steps}; see {run.path}"
         )
-        callbacks.append(metrics)
-    if progress:
-        callbacks.append(StepProgressBar(leave=True))
-    accelerator = t.accelerator
-    strategy: Any = "auto"
-    if t.devices * t.num_nodes > 1:
-        backend = "gloo" if accelerator == "cpu" or not torch.cuda.is_available() else "nccl"
-        strategy = DDPStrategy(process_group_backend=backend)
-    trainer = L.Trainer(
-        max_steps=t.max_steps,
-        accelerator=accelerator,
-        devices=t.devices,
-        num_nodes=t.num_nodes,
-        strategy=strategy,
-        precision=_precision(config, accelerator),  # type: ignore[arg-type]
-        gradient_clip_val=config.optim.clip_grad,
-        callbacks=callbacks,
-        logger=TensorBoardLogger(save_dir=run.path, name="tensorboard", version=""),
-        plugins=[AtomicCheckpointIO()],
-        use_distributed_sampler=False,
-        enable_model_summary=False,
-        enable_progress_bar=progress,
-        log_every_n_steps=t.log_every,
-        num_sanity_val_steps=0,
-        default_root_dir=run.path,
+    export_backbone(run, task, dm, norm, steps)
+    run.update_status(status="completed", steps=steps, finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
+    return PretrainResult(run.path, "completed", steps)
+
+
+def _probe(config: PretrainConfig, dm: PretrainDataModule) -> Any:
+    """The kNN probe set of ``data.probe``, or None."""
+    if not config.data.probe:
+        return None
+    from geopera.pretrain.probe import load_probe
+
+    return load_probe(config.data.probe, dm.sources, len(dm.band_names), config.data.patch_size)
+
+
+def _record_start(
+    run: RunDir,
+    config: PretrainConfig,
+    dm: PretrainDataModule,
+    norm: Normalisation,
+    resume: Resume | None,
+) -> None:
+    """Write what the run starts from (config, inventory, statistics) and mark it running."""
+    remove_stale_partials(run.last_checkpoint)  # a checkpoint write cut by SIGKILL
+    dump_config(config, run.path / "config.yaml")
+    inventory = {k: v for k, v in dm.describe().items() if k != "stats"}
+    write_json(run.path / "inventory.json", inventory)
+    write_json(run.path / "stats.json", {**dm.stats.to_dict(), "normalisation": asdict(norm)})
+    fields: dict[str, Any] = {}
+    if resume is not None:
+        earlier = run.status()
+        fields["resumes"] = [*(earlier.resumes if earlier else []), resume]
+    else:
+        fields["started"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+    run.update_status(
+        status="running",
+        command=" ".join(sys.argv),
+        geopera_version=__version__,
+        max_steps=config.trainer.max_steps,
+        **fields,
     )
-    dm.resume_batches = resume_step or 0
+
+
+def _fit(
+    trainer: L.Trainer, task: PerATask, dm: PretrainDataModule, run: RunDir, resumed: bool
+) -> None:
+    """Train; a crash records ``failed`` and says what is kept and how to continue."""
     try:
         trainer.fit(
             task,
@@ -400,7 +301,7 @@ def _pretrain(
             weights_only=True,  # a checkpoint is data: no code in it runs
         )
     except BaseException as err:  # a crash must not leave "running" behind
-        if worker:
+        if is_worker_rank():
             raise
         _record_failure(run, err)
         if isinstance(err, ArchiveGoneError):
@@ -413,21 +314,6 @@ def _pretrain(
         if isinstance(err, NonFiniteError):
             raise NonFiniteError(f"{err}. Pretraining stopped; {_kept(run)}") from err
         raise
-    steps = trainer.global_step
-    if trainer.global_rank != 0:
-        return PretrainResult(run.path, "worker", steps)
-    if stop.requested is not None:
-        run.update_status(status="interrupted", steps=steps, signal=stop.requested)
-        return PretrainResult(run.path, "interrupted", steps, stop.requested)
-    if skipped.stopped is not None:
-        run.update_status(status="failed", steps=steps, error=skipped.stopped)
-        raise NonFiniteError(f"{skipped.stopped}; {_kept(run)}")
-    if steps < t.max_steps:
-        run.update_status(status="failed", steps=steps)
-        raise GeoperaError(f"training stopped at step {steps} of {t.max_steps}; see {run.path}")
-    _export_backbone(run, task, dm, norm, steps)
-    run.update_status(status="completed", steps=steps, finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
-    return PretrainResult(run.path, "completed", steps)
 
 
 def _record_failure(run: RunDir, err: BaseException) -> None:

@@ -37,6 +37,7 @@ from geopera.core.config import from_dict
 from geopera.core.errors import NonFiniteError
 from geopera.models.pera import PerA, PerAConfig, PerAOutput
 from geopera.pretrain.config import PretrainConfig
+from geopera.pretrain.metrics import StepMetrics, TeacherHealth
 from geopera.pretrain.schedules import PerASchedules
 from geopera.transforms.normalise import scale_unit
 from geopera.transforms.views import AlignedViews, CropPairs
@@ -178,7 +179,8 @@ class PerATask(L.LightningModule):
         self.schedules = PerASchedules.of(self.config.optim, self.config.trainer.max_steps)
         self.last_output: PerAOutput | None = None
         #: The metrics of the last logging step (empty after a step that did not log).
-        self.last_metrics: dict[str, float] = {}
+        #: What the last step measured (None unless it was a logging step).
+        self.step_metrics: StepMetrics | None = None
         #: Skipped steps as read at the last logging step.
         self.skips = SkipCounts(0, 0, -1, -1, None)
         #: What the progress bar shows (set at logging steps).
@@ -231,15 +233,11 @@ class PerATask(L.LightningModule):
         self.last_output = out
         self._loss_finite = torch.isfinite(out.loss.detach())
         self._interval.add_step(batch["image"].shape[0] * self.trainer.world_size)
-        self.last_metrics = self.read_metrics(out, batch, step) if log_now else {}
-        if log_now:
-            self.publish({f"train/{k}": v for k, v in self.last_metrics.items()}, step)
-            m = self.last_metrics
-            self.shown = {
-                "loss": f"{m['loss']:.3f}",
-                "img/s": f"{m['images_per_s']:.1f}",
-                "data_wait": f"{m['data_wait']:.0%}",
-            }
+        self.step_metrics = self.read_metrics(out, batch, step) if log_now else None
+        if self.step_metrics is not None:
+            values = self.step_metrics.values()
+            self.publish({f"train/{k}": v for k, v in values.items()}, step)
+            self.shown = self.step_metrics.shown()
         return out.loss
 
     def publish(self, metrics: dict[str, float], step: int) -> None:
@@ -251,9 +249,7 @@ class PerATask(L.LightningModule):
         if self.logger is not None and self.global_rank == 0:
             self.logger.log_metrics(metrics, step=step)
 
-    def read_metrics(
-        self, out: PerAOutput, batch: dict[str, Tensor], step: int
-    ) -> dict[str, float]:
+    def read_metrics(self, out: PerAOutput, batch: dict[str, Tensor], step: int) -> StepMetrics:
         """The metrics of a logging step, read from the device in one transfer.
 
         Args:
@@ -262,8 +258,8 @@ class PerATask(L.LightningModule):
             step: The step.
 
         Returns:
-            Loss and its parts, schedules, rates, health, and the skipped-step counts (which
-            also go to :attr:`skips`, as of the previous step).
+            Loss and its parts, schedules, rates and health; the skipped-step counts (as of
+            the previous step) also go to :attr:`skips`.
         """
         rejected = batch["rejected"].sum().float()
         values = {
@@ -273,24 +269,30 @@ class PerATask(L.LightningModule):
             "rejected": rejected,
         }
         names = list(values)
-        stacked = torch.cat([torch.stack([v.float() for v in values.values()]),
-                             self.skip_state.float()])  # fmt: skip
-        read = stacked.tolist()  # the step's one host-device synchronisation
+        stacked = torch.stack([v.float() for v in values.values()])  # (n,)
+        read = torch.cat([stacked, self.skip_state.float()]).tolist()  # the one synchronisation
         self.skips = SkipCounts.of(read[len(names) :])
         got = dict(zip(names, read[: len(names)], strict=True))
-        rejected_count = got.pop("rejected")
-        size = batch["image"].shape[0]
+        rejected = got.pop("rejected")
         images_per_s, data_wait = self._interval.close()
-        return {
-            **got,
-            "lr": self.schedules.learning_rate(step),
-            "weight_decay": self.schedules.weight_decay_at(step),
-            "teacher_temp": self.schedules.teacher_temp_at(step),
-            "momentum": self.schedules.momentum_at(step),
-            "images_per_s": images_per_s,
-            "data_wait": data_wait,
-            "rejected_rate": rejected_count / (rejected_count + size),
-        }
+        return StepMetrics(
+            step=step,
+            loss=got.pop("loss"),
+            parts={k: got.pop(k) for k in out.parts},
+            schedules={
+                "lr": self.schedules.learning_rate(step),
+                "weight_decay": self.schedules.weight_decay_at(step),
+                "teacher_temp": self.schedules.teacher_temp_at(step),
+                "momentum": self.schedules.momentum_at(step),
+            },
+            images_per_s=images_per_s,
+            data_wait=data_wait,
+            rejected_rate=rejected / (rejected + batch["image"].shape[0]),
+            skipped=self.skips.total,
+            health=TeacherHealth(
+                got["teacher_std"], got["teacher_entropy"], got.get("teacher_rank")
+            ),
+        )
 
     def read_skips(self) -> SkipCounts:
         """Read the skip counters now (a host-device synchronisation: at the end of a run)."""

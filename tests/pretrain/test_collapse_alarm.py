@@ -1,44 +1,80 @@
 """The collapse alarm's tests: constant, one-prototype, near-uniform and dimensional collapse."""
 
+import csv
 import math
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
 
-from geopera.pretrain.callbacks import CollapseAlarm
+import pytest
 
+from geopera.pretrain.health import CollapseAlarm, CollapseLimits, collapse_reasons
+from geopera.pretrain.metrics import MetricsCSV, StepMetrics, TeacherHealth
+from geopera.pretrain.rundir import RunDir
 
-def _alarm(tmp_path: Path, **kwargs: Any) -> CollapseAlarm:
-    return CollapseAlarm(
-        run=None,  # type: ignore[arg-type]  # reasons() touches neither run nor metrics
-        metrics=None,  # type: ignore[arg-type]
-        prototypes=4096, min_std=1e-4, entropy_fraction=0.02, patience=3, **kwargs,
-    )  # fmt: skip
+LIMITS = CollapseLimits.of(prototypes=4096, min_std=1e-4, entropy_fraction=0.02)
 
 
-def test_near_uniform_teacher_is_caught_after_the_warm_up(tmp_path: Path) -> None:
-    alarm = _alarm(tmp_path, uniform_fraction=0.97, after_step=30)
+def test_near_uniform_teacher_is_caught_after_the_warm_up() -> None:
+    limits = CollapseLimits.of(4096, 1e-4, 0.02, uniform_fraction=0.97, after_step=30)
     # the issue's case: entropy 8.1 of log(4096) = 8.32, a healthy std, a steady rank
-    signals = {"teacher_std": 0.05, "teacher_entropy": 8.1, "teacher_rank": 40.0}
-    assert alarm.reasons(signals, step=10) == []  # during the warm-up, uniform is expected
-    found = alarm.reasons(signals, step=40)
+    health = TeacherHealth(std=0.05, entropy=8.1, rank=40.0)
+    assert collapse_reasons(health, 10, limits, 40.0) == []  # during the warm-up: expected
+    found = collapse_reasons(health, 40, limits, 40.0)
     assert len(found) == 1
     assert "near-uniform" in found[0]
-    assert alarm.reasons({**signals, "teacher_entropy": 0.9 * math.log(4096)}, step=40) == []
+    calmer = TeacherHealth(std=0.05, entropy=0.9 * math.log(4096), rank=40.0)
+    assert collapse_reasons(calmer, 40, limits, 40.0) == []
 
 
-def test_dimensional_collapse_is_relative_to_the_first_check(tmp_path: Path) -> None:
-    alarm = _alarm(tmp_path, rank_fraction=0.25)
-    healthy = {"teacher_std": 0.05, "teacher_entropy": 5.0}
-    assert alarm.reasons({**healthy, "teacher_rank": 60.0}, step=0) == []  # the reference
-    assert alarm.reasons({**healthy, "teacher_rank": 20.0}, step=50) == []  # 1/3: not yet
-    found = alarm.reasons({**healthy, "teacher_rank": 10.0}, step=60)
+def test_dimensional_collapse_is_relative_to_the_first_check() -> None:
+    def rank(r: float, first: float | None) -> list[str]:
+        return collapse_reasons(TeacherHealth(0.05, 5.0, r), 50, LIMITS, first)
+
+    assert rank(60.0, None) == []  # the first check is the reference
+    assert rank(20.0, 60.0) == []  # 1/3: not yet
+    found = rank(10.0, 60.0)
     assert len(found) == 1
     assert "dimensional collapse" in found[0]
 
 
-def test_sharp_and_constant_collapse_still_count(tmp_path: Path) -> None:
-    alarm = _alarm(tmp_path)
-    found = alarm.reasons({"teacher_std": 1e-6, "teacher_entropy": 0.01}, step=5)
+def test_sharp_and_constant_collapse_still_count() -> None:
+    found = collapse_reasons(TeacherHealth(std=1e-6, entropy=0.01), 5, LIMITS, None)
     assert len(found) == 2
     assert "std" in found[0]
     assert "one prototype" in found[1]
+
+
+def _record(step: int, health: TeacherHealth) -> StepMetrics:
+    return StepMetrics(
+        step=step, loss=1.0, parts={"dino_global": 1.0}, schedules={"lr": 1e-4},
+        images_per_s=10.0, data_wait=0.0, rejected_rate=0.0, skipped=0, health=health,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("alarm_first", [True, False])
+def test_the_alarm_rings_once_and_the_row_shows_it_in_any_callback_order(
+    tmp_path: Path, alarm_first: bool
+) -> None:
+    run = RunDir(tmp_path)
+    alarm = CollapseAlarm(run, LIMITS, patience=2)
+    writer = MetricsCSV(tmp_path / "metrics.csv", alarm=alarm)
+    order = [alarm, writer] if alarm_first else [writer, alarm]
+    task = SimpleNamespace(skips=SimpleNamespace(total=0), step_metrics=None)
+    collapsed = TeacherHealth(std=1e-6, entropy=5.0)
+
+    def steps() -> None:
+        for step in range(3):
+            task.step_metrics = _record(step, collapsed)
+            trainer = SimpleNamespace(global_step=step + 1, global_rank=0)
+            for callback in order:
+                callback.on_train_batch_end(trainer, task, None, None, step)  # type: ignore[arg-type]
+
+    with pytest.warns(UserWarning, match="COLLAPSE ALARM at step 1"):
+        steps()
+    with open(tmp_path / "metrics.csv", newline="") as fh:
+        flags = [row["collapse_alarm"] for row in csv.DictReader(fh)]
+    assert flags == ["0", "1", "1"]  # rung at the second failed check, in either order
+    status = run.status()
+    assert status is not None
+    assert status.collapse_alarm is not None
+    assert status.collapse_alarm.step == 1

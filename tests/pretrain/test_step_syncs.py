@@ -17,9 +17,11 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch.utils.data import DataLoader, Dataset
 
 from geopera.core.config import from_dict, to_plain
+from geopera.core.contracts import SkippedRecord
 from geopera.core.profiling import StepCounter, StepCounts
-from geopera.pretrain.callbacks import MetricsCSV, SkippedSteps, StepProgressBar
+from geopera.pretrain.callbacks import SkippedSteps
 from geopera.pretrain.config import PretrainConfig
+from geopera.pretrain.metrics import MetricsCSV, StepProgressBar
 from geopera.pretrain.rundir import RunDir
 from geopera.pretrain.task import PerATask
 
@@ -220,9 +222,7 @@ def test_a_skipped_step_changes_nothing_and_is_counted(
     run.path.mkdir()
     trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False)
     SkippedSteps(run, 3).on_train_end(trainer, task)
-    assert run.status()["skipped_steps"] == {
-        "count": 1,
-        "last": 0,
-        "reason": "non-finite gradients",
-    }
+    status = run.status()
+    assert status is not None
+    assert status.skipped_steps == SkippedRecord(count=1, last=0, reason="non-finite gradients")
     assert "1 step(s) skipped up to step 0: non-finite gradients" in capsys.readouterr().err

@@ -1,0 +1,74 @@
+"""The end of a completed run: the teacher backbone as a plain timm state dict and its card."""
+
+from geopera import __version__
+from geopera.core.contracts import BackboneCard
+from geopera.core.errors import (
+    NonFiniteError,
+)
+from geopera.core.normalisation import Normalisation
+from geopera.core.outputs import (
+    save_torch_atomic,
+)
+from geopera.data.sampling.datamodule import PretrainDataModule
+from geopera.pretrain.rundir import RunDir
+from geopera.pretrain.task import PerATask, non_finite
+
+
+def export_backbone(
+    run: RunDir, task: PerATask, dm: PretrainDataModule, norm: Normalisation, steps: int
+) -> None:
+    """Write the teacher backbone (``backbone.pth``) and its card (``backbone.json``).
+
+    Args:
+        run: The run directory.
+        task: The trained task.
+        dm: Its data module (bands, sources, ROI).
+        norm: The normalisation it trained with.
+        steps: Optimiser steps taken.
+
+    Raises:
+        NonFiniteError: If the teacher has non-finite weights (nothing is written).
+    """
+    cfg = task.config
+    state = task.model.teacher_state_dict()
+    bad = non_finite(state)
+    if bad:
+        raise NonFiniteError(
+            f"the trained teacher has non-finite weights ({len(bad)} tensors, e.g. {bad[0]}); "
+            "backbone.pth was not written"
+        )
+    save_torch_atomic(state, run.path / BackboneCard.WEIGHTS_FILE)
+    inventory = dm.describe()
+    in_chans = len(dm.band_names)
+    card = BackboneCard(
+        model=cfg.model.backbone,
+        model_kwargs=dict(cfg.model.backbone_kwargs),
+        in_chans=in_chans,
+        bands=list(dm.band_names),
+        token_size=task.model.patch,
+        img_size=cfg.views.global_size,
+        normalisation={
+            "mean": list(norm.raw_mean),
+            "std": list(norm.raw_std),
+            "units": "raw pixel values of the sources, weighted by their sampling weight",
+            "per_source": {
+                n: {"p2": list(p2), "p98": list(p98)}
+                for n, p2, p98 in zip(norm.sources, norm.p2, norm.p98, strict=True)
+            },
+        },
+        resolution={s["name"]: s["res"] for s in inventory["sources"]},
+        ssl_method="pera",
+        roi=inventory["roi"],
+        sources=[
+            {k: s[k] for k in ("name", "crs", "res", "bands", "dtype", "selected_bands", "files")}
+            for s in inventory["sources"]
+        ],
+        steps=steps,
+        geopera_version=__version__,
+        load_with=(
+            f"timm.create_model({cfg.model.backbone!r}, in_chans={in_chans}, "
+            f"img_size={cfg.views.global_size}, num_classes=0, **model_kwargs); "
+            "model.load_state_dict(torch.load('backbone.pth', weights_only=True))"
+        ),
+    )
+    card.write(run.path / BackboneCard.FILE)

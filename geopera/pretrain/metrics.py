@@ -1,0 +1,174 @@
+"""What a logging step measured (:class:`StepMetrics`), and where it goes: metrics.csv, the bar.
+
+The task reads a logging step's values from the device in one transfer and keeps them as a
+:class:`StepMetrics` (``PerATask.step_metrics``; None at other steps). The callbacks read that
+record; the ones that add to a step's row (the collapse alarm's flag, the kNN probe's score)
+are asked by :class:`MetricsCSV` and answer once per step, so callbacks may come in any order.
+"""
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import lightning as L
+from lightning.pytorch.callbacks import RichProgressBar
+
+#: The columns of metrics.csv, in order.
+METRIC_COLUMNS = (
+    "step", "loss", "dino_global", "dino_local", "koleo", "pixel", "lr", "weight_decay",
+    "teacher_temp", "momentum", "teacher_std", "teacher_entropy", "teacher_rank",
+    "images_per_s", "data_wait", "rejected_rate", "probe_knn", "collapse_alarm", "skipped",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class TeacherHealth:
+    """The teacher's collapse signals at a logging step.
+
+    Attributes:
+        std: Mean per-prototype std of the teacher outputs over the batch.
+        entropy: Mean entropy of the teacher probabilities.
+        rank: Effective rank of the teacher's class tokens.
+    """
+
+    std: float
+    entropy: float
+    rank: float | None = None
+
+
+@dataclass(frozen=True)
+class StepMetrics:
+    """What a logging step measured.
+
+    Attributes:
+        step: The optimiser step.
+        loss: Total loss.
+        parts: Loss parts (``dino_global``, ``dino_local``, ``koleo``, ``pixel``).
+        schedules: ``lr``, ``weight_decay``, ``teacher_temp``, ``momentum`` at the step.
+        images_per_s: Images per second (all ranks) since the previous logging step.
+        data_wait: Share of that time the loop waited for data.
+        rejected_rate: Share of the batch's patches rejected by quality control.
+        skipped: Steps skipped so far (as of the previous step).
+        health: The teacher's collapse signals.
+    """
+
+    step: int
+    loss: float
+    parts: dict[str, float]
+    schedules: dict[str, float]
+    images_per_s: float
+    data_wait: float
+    rejected_rate: float
+    skipped: int
+    health: TeacherHealth
+
+    def values(self) -> dict[str, float]:
+        """Every value by its metrics.csv / TensorBoard name (``step`` and ``skipped`` apart)."""
+        h = self.health
+        return {
+            "loss": self.loss, **self.parts, **self.schedules,
+            "teacher_std": h.std, "teacher_entropy": h.entropy,
+            **({"teacher_rank": h.rank} if h.rank is not None else {}),
+            "images_per_s": self.images_per_s, "data_wait": self.data_wait,
+            "rejected_rate": self.rejected_rate,
+        }  # fmt: skip
+
+    def shown(self) -> dict[str, str]:
+        """The progress bar's values, as host strings."""
+        return {
+            "loss": f"{self.loss:.3f}",
+            "img/s": f"{self.images_per_s:.1f}",
+            "data_wait": f"{self.data_wait:.0%}",
+        }
+
+
+class StepAddition(Protocol):
+    """A callback that adds a value to a step's row, computed once per step when first asked."""
+
+    def at_step(self, trainer: L.Trainer, task: Any, step: int) -> float | None:
+        """The value at ``step``, or None when it has none."""
+
+
+class StepProgressBar(RichProgressBar):
+    """Lightning's rich bar, labelled by task: a run is one long epoch counted in steps.
+
+    It shows the last logging step's :meth:`StepMetrics.shown` values, host strings, so
+    drawing the bar never reads the device.
+    """
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        return "pretraining"
+
+    def get_metrics(
+        self, trainer: L.Trainer, pl_module: L.LightningModule
+    ) -> dict[str, int | str | float | dict[str, float]]:
+        """Lightning's entries plus the task's shown values."""
+        items = super().get_metrics(trainer, pl_module)
+        items.pop("v_num", None)
+        items.update(getattr(pl_module, "shown", {}))
+        return items
+
+
+class MetricsCSV(L.Callback):
+    """Appends one row per logged step to ``RUN_DIR/metrics.csv`` (rank 0).
+
+    ``images_per_s`` and ``data_wait`` cover the steps since the previous row; ``skipped``
+    counts the steps skipped so far; ``collapse_alarm`` and ``probe_knn`` come from the
+    collapse alarm and the kNN probe, asked for the step (a row is also written at a probe
+    step that does not log).
+
+    On resume, rows at or after the resumed step (logged after the last checkpoint by the
+    interrupted process) are dropped, so the file reads as one uninterrupted run.
+
+    Args:
+        path: The CSV file.
+        resume_step: First step of this process (0 for a new run).
+        alarm: The collapse alarm, or None.
+        probe: The kNN probe, or None.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        resume_step: int = 0,
+        alarm: StepAddition | None = None,
+        probe: StepAddition | None = None,
+    ) -> None:
+        self.path = path
+        self.alarm, self.probe = alarm, probe
+        if path.is_file():
+            with open(path, newline="") as fh:
+                rows = [r for r in csv.DictReader(fh) if int(r["step"]) < resume_step]
+        else:
+            rows = []
+        with open(path, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, METRIC_COLUMNS)
+            writer.writeheader()
+            writer.writerows(rows)
+
+    def on_train_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
+        """Write the step's metrics."""
+        if trainer.global_rank != 0:
+            return
+        task: Any = pl_module
+        step = trainer.global_step - 1
+        record: StepMetrics | None = task.step_metrics
+        knn = self.probe.at_step(trainer, task, step) if self.probe is not None else None
+        if record is None and knn is None:
+            return
+        alarm = self.alarm.at_step(trainer, task, step) if self.alarm is not None else None
+        row: dict[str, Any] = dict.fromkeys(METRIC_COLUMNS, "")
+        row.update(record.values() if record is not None else {})
+        row.update(step=step, collapse_alarm=int(alarm or 0), skipped=task.skips.total)
+        if knn is not None:
+            row["probe_knn"] = knn
+        with open(self.path, "a", newline="") as fh:
+            csv.DictWriter(fh, METRIC_COLUMNS).writerow(row)
