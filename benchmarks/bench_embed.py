@@ -41,8 +41,14 @@ def write_backbone(folder: Path, args: argparse.Namespace) -> Path:
     kwargs = {"depth": args.depth, "embed_dim": args.dim, "num_heads": max(1, args.dim // 64)}
     vit = build_vit("vit_small_patch16_224", 3, args.chip, kwargs)
     torch.save(vit.state_dict(), folder / "backbone.pth")
-    card = {"format_version": 1, "model": "vit_small_patch16_224", "model_kwargs": kwargs,
-            "in_chans": 3, "token_size": 16, "img_size": args.chip}  # fmt: skip
+    card = {
+        "format_version": 1,
+        "model": "vit_small_patch16_224",
+        "model_kwargs": kwargs,
+        "in_chans": 3,
+        "token_size": 16,
+        "img_size": args.chip,
+    }
     (folder / "backbone.json").write_text(json.dumps(card))
     return folder
 
@@ -71,9 +77,16 @@ def child_embed(args: argparse.Namespace, raster: Path, weights: Path, out: Path
     del embedder
     Embedder.tokens = timed  # type: ignore[method-assign]
     start = time.perf_counter()
-    embed([str(raster)], out, weights=str(weights), chip_size=args.chip, level="both",
-          batch_size=args.batch_size, device=args.device,
-          pipeline=PIPELINE[args.pipeline])  # fmt: skip
+    embed(
+        [str(raster)],
+        out,
+        weights=str(weights),
+        chip_size=args.chip,
+        level="both",
+        batch_size=args.batch_size,
+        device=args.device,
+        pipeline=PIPELINE[args.pipeline],
+    )
     return {**run_stats(start, inside[0]), "chips_per_s": rate}
 
 
@@ -89,10 +102,22 @@ def main() -> None:
     if args.child:
         print(json.dumps(child_embed(args, args.raster, args.weights, args.output)))
         return
-    common = ["--chip", str(args.chip), "--batch-size", str(args.batch_size), "--depth",
-              str(args.depth), "--dim", str(args.dim), "--device", args.device,
-              "--forward-batches", str(args.forward_batches),
-              "--pipeline", args.pipeline]  # fmt: skip
+    common = [
+        "--chip",
+        str(args.chip),
+        "--batch-size",
+        str(args.batch_size),
+        "--depth",
+        str(args.depth),
+        "--dim",
+        str(args.dim),
+        "--device",
+        args.device,
+        "--forward-batches",
+        str(args.forward_batches),
+        "--pipeline",
+        args.pipeline,
+    ]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         rasters = make_rasters(Path(tmp), args.sizes)
@@ -100,30 +125,56 @@ def main() -> None:
         for size in args.sizes:
             out = Path(tmp) / f"emb{size}"
             run = subprocess.run(
-                [sys.executable, __file__, *common, "--child", "--raster", str(rasters[size]),
-                 "--weights", str(weights), "--output", str(out)],
-                capture_output=True, text=True, check=False,
-            )  # fmt: skip
+                [
+                    sys.executable,
+                    __file__,
+                    *common,
+                    "--child",
+                    "--raster",
+                    str(rasters[size]),
+                    "--weights",
+                    str(weights),
+                    "--output",
+                    str(out),
+                ],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
             if run.returncode != 0:
                 raise SystemExit(f"size {size} failed:\n{run.stderr[-3000:]}")
             result = json.loads(run.stdout.strip().splitlines()[-1])
             chips = math.ceil(size // 16 / (args.chip // 16)) ** 2
             forward_seconds = chips / result["chips_per_s"]
-            rows.append({
-                "size": size, "chips": chips, "seconds": result["seconds"],
-                "chips_per_s": chips / result["seconds"],
-                "forward_only_chips_per_s": result["chips_per_s"],
-                "ratio_vs_forward": forward_seconds / result["seconds"],
-                "forward_share": result["forward_share"], "peak_mib": result["peak_mib"],
-            })  # fmt: skip
-    title = (f"chip {args.chip}, batch {args.batch_size}, ViT/16 depth {args.depth} dim "
-             f"{args.dim}, device {args.device}, pipeline {args.pipeline}, float16 patch COG + "
-             "chip GeoParquet")  # fmt: skip
-    report(rows, args.json, title, [
-        ("size", "size", "{}"), ("chips", "chips", "{}"), ("seconds", "seconds", "{:.1f}"),
-        ("chips/s", "chips_per_s", "{:.1f}"),
-        ("forward-only chips/s", "forward_only_chips_per_s", "{:.1f}"),
-    ])  # fmt: skip
+            rows.append(
+                {
+                    "size": size,
+                    "chips": chips,
+                    "seconds": result["seconds"],
+                    "chips_per_s": chips / result["seconds"],
+                    "forward_only_chips_per_s": result["chips_per_s"],
+                    "ratio_vs_forward": forward_seconds / result["seconds"],
+                    "forward_share": result["forward_share"],
+                    "peak_mib": result["peak_mib"],
+                }
+            )
+    title = (
+        f"chip {args.chip}, batch {args.batch_size}, ViT/16 depth {args.depth} dim "
+        f"{args.dim}, device {args.device}, pipeline {args.pipeline}, float16 patch COG + "
+        "chip GeoParquet"
+    )
+    report(
+        rows,
+        args.json,
+        title,
+        [
+            ("size", "size", "{}"),
+            ("chips", "chips", "{}"),
+            ("seconds", "seconds", "{:.1f}"),
+            ("chips/s", "chips_per_s", "{:.1f}"),
+            ("forward-only chips/s", "forward_only_chips_per_s", "{:.1f}"),
+        ],
+    )
 
 
 if __name__ == "__main__":

@@ -44,14 +44,20 @@ def make_task(args: argparse.Namespace) -> SegmentationTask:
     """A 6-class segmentation task on 3 bands with random weights."""
     torch.manual_seed(0)
     spec = FinetunedSpec(
-        task="segmentation", model="vit_small_patch16_224",
+        task="segmentation",
+        model="vit_small_patch16_224",
         model_kwargs={"depth": args.depth, "embed_dim": args.dim, "num_heads": 2},
-        in_chans=3, bands=["1", "2", "3"], data_bands=[0, 1, 2],
-        chip_size=args.tile, decoder="upernet", decoder_channels=64, fusion="diff",
+        in_chans=3,
+        bands=["1", "2", "3"],
+        data_bands=[0, 1, 2],
+        chip_size=args.tile,
+        decoder="upernet",
+        decoder_channels=64,
+        fusion="diff",
         classes=[1, 2, 3, 4, 5, 6],
         norm={"p2": [0.0] * 3, "p98": [1000.0] * 3, "mean": [0.5] * 3, "std": [0.25] * 3},
         optim={"lr": 1e-4, "weight_decay": 0.0},
-    )  # fmt: skip
+    )
     return SegmentationTask(spec).eval()
 
 
@@ -59,9 +65,18 @@ def make_rasters(folder: Path, sizes: list[int]) -> dict[int, Path]:
     """The 1k GeoTIFF and VRT mosaics of it for the larger sizes."""
     base = folder / "r1024.tif"
     data = np.random.default_rng(0).integers(0, 1000, (3, 1024, 1024)).astype(np.uint16)
-    profile = {"driver": "GTiff", "width": 1024, "height": 1024, "count": 3, "dtype": "uint16",
-               "crs": "EPSG:32633", "transform": rasterio.Affine(10, 0, 500000, 0, -10, 4000000),
-               "tiled": True, "blockxsize": 256, "blockysize": 256}  # fmt: skip
+    profile = {
+        "driver": "GTiff",
+        "width": 1024,
+        "height": 1024,
+        "count": 3,
+        "dtype": "uint16",
+        "crs": "EPSG:32633",
+        "transform": rasterio.Affine(10, 0, 500000, 0, -10, 4000000),
+        "tiled": True,
+        "blockxsize": 256,
+        "blockysize": 256,
+    }
     with rasterio.open(base, "w", **profile) as dst:
         dst.write(data)
     out = {}
@@ -106,9 +121,11 @@ def add_size_args(
     p.add_argument("--forward-batches", type=int, default=forward_batches)
     p.add_argument("--device", default="cpu")
     p.add_argument(
-        "--pipeline", choices=list(PIPELINE), default="auto",
+        "--pipeline",
+        choices=list(PIPELINE),
+        default="auto",
         help="reader/writer threads beside the model: on, off, or auto (where they pay)",
-    )  # fmt: skip
+    )
     p.add_argument("--json", action="store_true")
 
 
@@ -139,9 +156,13 @@ def report(
     if as_json:
         print(json.dumps(rows, indent=1))
         return
-    columns = [*first, ("ratio", "ratio_vs_forward", "{:.2f}"),
-               ("forward share", "forward_share", "{:.2f}"), ("peak MiB", "peak_mib", "{:.0f}"),
-               ("peak / 1k", "peak_vs_smallest", "{:.2f}")]  # fmt: skip
+    columns = [
+        *first,
+        ("ratio", "ratio_vs_forward", "{:.2f}"),
+        ("forward share", "forward_share", "{:.2f}"),
+        ("peak MiB", "peak_mib", "{:.0f}"),
+        ("peak / 1k", "peak_vs_smallest", "{:.2f}"),
+    ]
     print(title)
     print("| " + " | ".join(c[0] for c in columns) + " |")
     print("|" + "---|" * len(columns))
@@ -183,10 +204,13 @@ def size_row(
     tiles = len(tile_origins(0, size, tile, tile - overlap)) ** 2
     forward_seconds = tiles / tiles_per_s
     return {
-        "size": size, "tiles": tiles, "seconds": seconds, "mpx_per_s": size * size / 1e6 / seconds,
+        "size": size,
+        "tiles": tiles,
+        "seconds": seconds,
+        "mpx_per_s": size * size / 1e6 / seconds,
         "forward_only_mpx_per_s": size * size / 1e6 / forward_seconds,
         "ratio_vs_forward": forward_seconds / seconds,
-    }  # fmt: skip
+    }
 
 
 def child_predict(args: argparse.Namespace, raster: Path, output: Path) -> dict[str, Any]:
@@ -204,8 +228,15 @@ def child_predict(args: argparse.Namespace, raster: Path, output: Path) -> dict[
 
     task.predict_chips = timed  # type: ignore[method-assign]
     start = time.perf_counter()
-    predict_dense(task, [str(raster)], output, overlap=args.overlap, batch_size=args.batch_size,
-                  device=args.device, pipeline=PIPELINE[args.pipeline])  # fmt: skip
+    predict_dense(
+        task,
+        [str(raster)],
+        output,
+        overlap=args.overlap,
+        batch_size=args.batch_size,
+        device=args.device,
+        pipeline=PIPELINE[args.pipeline],
+    )
     return {**run_stats(start, inside[0]), "tiles_per_s": rate}
 
 
@@ -221,14 +252,29 @@ def main() -> None:
     if args.child == "predict":
         print(json.dumps(child_predict(args, args.raster, args.output)))
         return
-    common = ["--tile", str(args.tile), "--overlap", str(args.overlap), "--batch-size",
-              str(args.batch_size), "--depth", str(args.depth), "--dim", str(args.dim),
-              "--device", args.device, "--forward-batches", str(args.forward_batches),
-              "--pipeline", args.pipeline]  # fmt: skip
+    common = [
+        "--tile",
+        str(args.tile),
+        "--overlap",
+        str(args.overlap),
+        "--batch-size",
+        str(args.batch_size),
+        "--depth",
+        str(args.depth),
+        "--dim",
+        str(args.dim),
+        "--device",
+        args.device,
+        "--forward-batches",
+        str(args.forward_batches),
+        "--pipeline",
+        args.pipeline,
+    ]
 
     def child(*extra: str) -> dict[str, Any]:
-        out = subprocess.run([sys.executable, __file__, *common, *extra], capture_output=True,
-                             text=True, check=True)  # fmt: skip
+        out = subprocess.run(
+            [sys.executable, __file__, *common, *extra], capture_output=True, text=True, check=True
+        )
         result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
         return result
 
@@ -236,19 +282,34 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         rasters = make_rasters(Path(tmp), args.sizes)
         for size in args.sizes:
-            run = child("--child", "predict", "--raster", str(rasters[size]),
-                        "--output", str(Path(tmp) / f"out{size}.tif"))  # fmt: skip
+            run = child(
+                "--child",
+                "predict",
+                "--raster",
+                str(rasters[size]),
+                "--output",
+                str(Path(tmp) / f"out{size}.tif"),
+            )
             row = size_row(size, args.tile, args.overlap, run["seconds"], run["tiles_per_s"])
             rows.append({**row, "peak_mib": run["peak_mib"], "forward_share": run["forward_share"]})
             (Path(tmp) / f"out{size}.tif").unlink(missing_ok=True)
-    title = (f"tile {args.tile}, overlap {args.overlap}, batch {args.batch_size}, ViT depth "
-             f"{args.depth} dim {args.dim} + UPerNet, device {args.device}, "
-             f"pipeline {args.pipeline}")  # fmt: skip
-    report(rows, args.json, title, [
-        ("size", "size", "{}"), ("tiles", "tiles", "{}"), ("seconds", "seconds", "{:.1f}"),
-        ("Mpx/s", "mpx_per_s", "{:.2f}"),
-        ("forward-only Mpx/s", "forward_only_mpx_per_s", "{:.2f}"),
-    ])  # fmt: skip
+    title = (
+        f"tile {args.tile}, overlap {args.overlap}, batch {args.batch_size}, ViT depth "
+        f"{args.depth} dim {args.dim} + UPerNet, device {args.device}, "
+        f"pipeline {args.pipeline}"
+    )
+    report(
+        rows,
+        args.json,
+        title,
+        [
+            ("size", "size", "{}"),
+            ("tiles", "tiles", "{}"),
+            ("seconds", "seconds", "{:.1f}"),
+            ("Mpx/s", "mpx_per_s", "{:.2f}"),
+            ("forward-only Mpx/s", "forward_only_mpx_per_s", "{:.2f}"),
+        ],
+    )
 
 
 if __name__ == "__main__":

@@ -73,10 +73,16 @@ def step_only(config: Any, steps: int, warmup: int) -> float:
     task = build_task(config, dm, dm.normalisation())
     timer = StepTimer()
     trainer = L.Trainer(
-        max_steps=steps, accelerator=config.trainer.accelerator, devices=1, logger=False,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        gradient_clip_val=config.optim.clip_grad, callbacks=[timer],
-    )  # fmt: skip
+        max_steps=steps,
+        accelerator=config.trainer.accelerator,
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        gradient_clip_val=config.optim.clip_grad,
+        callbacks=[timer],
+    )
     trainer.fit(task, DataLoader(RepeatBatch(batch, steps), batch_size=None))
     per_step = statistics.median(timer.times[warmup:])
     return config.data.batch_size / per_step

@@ -79,8 +79,18 @@ def steps_per_second(work: Path) -> float:
     """The recipe's training speed on this machine (a 12-step run, first steps left out)."""
     out = work / "calibrate"
     if not out.is_dir():
-        geopera("pretrain", "--roi", str(ROI), "--max-steps", "12", "--out", str(out),
-                "--set", "trainer.log_every=1", "--no-progress")  # fmt: skip
+        geopera(
+            "pretrain",
+            "--roi",
+            str(ROI),
+            "--max-steps",
+            "12",
+            "--out",
+            str(out),
+            "--set",
+            "trainer.log_every=1",
+            "--no-progress",
+        )
     with open(out / "metrics.csv", newline="") as fh:
         rates = [float(r["images_per_s"]) for r in csv.DictReader(fh) if r["images_per_s"]]
     batch = 16
@@ -98,8 +108,18 @@ def pera(work: Path, budget_s: float, points: int) -> list[dict[str, Any]]:
     run = work / "pera"
     if not (run / "backbone.pth").is_file():
         start = time.time()
-        geopera("pretrain", "--roi", str(ROI), "--max-steps", str(steps), "--out", str(run),
-                "--set", f"trainer.checkpoint_every={every}", "--no-progress")  # fmt: skip
+        geopera(
+            "pretrain",
+            "--roi",
+            str(ROI),
+            "--max-steps",
+            str(steps),
+            "--out",
+            str(run),
+            "--set",
+            f"trainer.checkpoint_every={every}",
+            "--no-progress",
+        )
         (run / "bench_start").write_text(str(start))
     start = float((run / "bench_start").read_text())
     card = json.loads((run / "backbone.json").read_text())
@@ -114,8 +134,14 @@ def pera(work: Path, budget_s: float, points: int) -> list[dict[str, Any]]:
             folder.mkdir(exist_ok=True)
             save_torch_atomic(teacher, folder / "backbone.pth")
             (folder / "backbone.json").write_text(json.dumps(card | {"steps": step}))
-        found.append({"arm": "pera", "weights": str(folder), "step": step,
-                      "minutes": (ckpt.stat().st_mtime - start) / 60})  # fmt: skip
+        found.append(
+            {
+                "arm": "pera",
+                "weights": str(folder),
+                "step": step,
+                "minutes": (ckpt.stat().st_mtime - start) / 60,
+            }
+        )
     return found
 
 
@@ -133,8 +159,9 @@ def mae(work: Path, budget_s: float, points: int) -> list[dict[str, Any]]:
     if len(done) >= points:
         return [json.loads((p.parent / "bench.json").read_text()) for p in done]
     L.seed_everything(0, verbose=False)
-    dm = PretrainDataModule([str(SAMPLE)], str(ROI), bands="rgb", patch_size=128, batch_size=16,
-                            num_workers=0, seed=0)  # fmt: skip
+    dm = PretrainDataModule(
+        [str(SAMPLE)], str(ROI), bands="rgb", patch_size=128, batch_size=16, num_workers=0, seed=0
+    )
     norm = dm.normalisation()
     p2, p98 = torch.tensor(norm["p2"][0]), torch.tensor(norm["p98"][0])
     mean = torch.tensor(norm["mean"]).view(1, -1, 1, 1)
@@ -175,12 +202,23 @@ def mae(work: Path, budget_s: float, points: int) -> list[dict[str, Any]]:
                 folder = work / f"mae_point{len(found) + 1}"
                 folder.mkdir(exist_ok=True)
                 save_torch_atomic(task.backbone.vit.state_dict(), folder / "backbone.pth")
-                entry = {"arm": "mae", "weights": str(folder), "step": trainer.global_step,
-                         "minutes": elapsed / 60}  # fmt: skip
+                entry = {
+                    "arm": "mae",
+                    "weights": str(folder),
+                    "step": trainer.global_step,
+                    "minutes": elapsed / 60,
+                }
                 found.append(entry)
-                meta = {"model": MODEL, "model_kwargs": {}, "in_chans": 3,
-                        "bands": dm.band_names, "img_size": 224, "token_size": 16,
-                        "ssl_method": "mae", "steps": trainer.global_step}  # fmt: skip
+                meta = {
+                    "model": MODEL,
+                    "model_kwargs": {},
+                    "in_chans": 3,
+                    "bands": dm.band_names,
+                    "img_size": 224,
+                    "token_size": 16,
+                    "ssl_method": "mae",
+                    "steps": trainer.global_step,
+                }
                 (folder / "backbone.json").write_text(json.dumps(meta))
                 (folder / "bench.json").write_text(json.dumps(entry))
                 if len(found) >= len(marks):
@@ -190,9 +228,15 @@ def mae(work: Path, budget_s: float, points: int) -> list[dict[str, Any]]:
     task = MAE(model=MODEL, in_channels=3, size=224, warmup_epochs=1)
     # the cosine runs over the epochs the budget is expected to hold (PerA's measured speed)
     epochs = max(2, math.ceil(budget_s * steps_per_second(work) / EPOCH_STEPS))
-    trainer = L.Trainer(max_epochs=epochs, accelerator="cpu", logger=False,
-                        enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, callbacks=[Save()])  # fmt: skip
+    trainer = L.Trainer(
+        max_epochs=epochs,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[Save()],
+    )
     loader = torch.utils.data.DataLoader(Batches(), batch_size=None)
     trainer.fit(task, train_dataloaders=loader)
     return found
@@ -215,17 +259,37 @@ def main() -> None:
     for arm in args.arms:
         entries += (pera if arm == "pera" else mae)(args.work, budget, args.points)
     out = args.work / f"eval_{time.strftime('%Y%m%d_%H%M%S')}"
-    geopera("evaluate", "knn", "linear", "dense", "--weights", *[e["weights"] for e in entries],
-            "--data", str(scenes / "*_rgb.tif"), "--labels", str(scenes / "*_labels.tif"),
-            "--chip-size", "32", "--out", str(out), "--seeds", str(args.seeds),
-            "--no-progress", "--no-cache")  # fmt: skip
+    geopera(
+        "evaluate",
+        "knn",
+        "linear",
+        "dense",
+        "--weights",
+        *[e["weights"] for e in entries],
+        "--data",
+        str(scenes / "*_rgb.tif"),
+        "--labels",
+        str(scenes / "*_labels.tif"),
+        "--chip-size",
+        "32",
+        "--out",
+        str(out),
+        "--seeds",
+        str(args.seeds),
+        "--no-progress",
+        "--no-cache",
+    )
     results = json.loads((out / "results.json").read_text())
     rank = {h["weights"]: h["rank"] for h in results["health"]}
 
     def cell(weights: str, protocol: str) -> str:
-        r = next(r for r in results["rows"]
-                 if r["weights"] == weights and r["protocol"] == protocol
-                 and r["metric"] in ("accuracy", "mIoU"))  # fmt: skip
+        r = next(
+            r
+            for r in results["rows"]
+            if r["weights"] == weights
+            and r["protocol"] == protocol
+            and r["metric"] in ("accuracy", "mIoU")
+        )
         return f"{r['value']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]"
 
     lines = [
@@ -235,13 +299,17 @@ def main() -> None:
     ]
     for e in entries:
         w = e["weights"]
-        lines.append(f"| {e['arm']} | {e['minutes']:.1f} | {e['step']} | {cell(w, 'knn20')} | "
-                     f"{cell(w, 'knn5')} | {cell(w, 'linear')} | {cell(w, 'dense')} | "
-                     f"{rank[w]:.1f} |")  # fmt: skip
+        lines.append(
+            f"| {e['arm']} | {e['minutes']:.1f} | {e['step']} | {cell(w, 'knn20')} | "
+            f"{cell(w, 'knn5')} | {cell(w, 'linear')} | {cell(w, 'dense')} | "
+            f"{rank[w]:.1f} |"
+        )
     table = "\n".join(lines)
     (args.work / "table.md").write_text(table + "\n")
-    print(f"{results['n_images']} held-out images, {len(results['classes'])} classes, "
-          f"{args.seeds} spatial splits; evaluation in {out}")  # fmt: skip
+    print(
+        f"{results['n_images']} held-out images, {len(results['classes'])} classes, "
+        f"{args.seeds} spatial splits; evaluation in {out}"
+    )
     print(table)
 
 

@@ -57,8 +57,12 @@ def build(work: Path) -> dict[str, Any]:
     for band in BANDS:
         with rasterio.open(sample / f"{SCENE}_{band}.TIF") as src:
             write_cog(src.read(), src.profile, work / "scene" / f"{band}.tif", block=512)
-            meta = {"crs": src.crs.to_epsg(), "shape": [src.height, src.width],
-                    "transform": list(src.transform)[:6], "bounds": list(src.bounds)}  # fmt: skip
+            meta = {
+                "crs": src.crs.to_epsg(),
+                "shape": [src.height, src.width],
+                "transform": list(src.transform)[:6],
+                "bounds": list(src.bounds),
+            }
         assets[band] = {
             "href": f"./{band}.tif",
             "type": "image/tiff; application=geotiff; profile=cloud-optimized",
@@ -70,23 +74,44 @@ def build(work: Path) -> dict[str, Any]:
 
     bbox = list(transform_bounds(f"EPSG:{meta['crs']}", "EPSG:4326", *meta["bounds"]))
     item = {
-        "type": "Feature", "stac_version": "1.0.0", "id": SCENE, "collection": "landsat-bench",
-        "geometry": {"type": "Polygon", "coordinates": [[
-            [bbox[0], bbox[1]], [bbox[2], bbox[1]], [bbox[2], bbox[3]], [bbox[0], bbox[3]],
-            [bbox[0], bbox[1]]]]},
+        "type": "Feature",
+        "stac_version": "1.0.0",
+        "id": SCENE,
+        "collection": "landsat-bench",
+        "geometry": {
+            "type": "Polygon",
+            "coordinates": [
+                [
+                    [bbox[0], bbox[1]],
+                    [bbox[2], bbox[1]],
+                    [bbox[2], bbox[3]],
+                    [bbox[0], bbox[3]],
+                    [bbox[0], bbox[1]],
+                ]
+            ],
+        },
         "bbox": bbox,
-        "properties": {"datetime": "2020-05-18T13:40:00Z", "platform": "landsat-8",
-                       "proj:code": f"EPSG:{meta['crs']}", "proj:shape": meta["shape"],
-                       "proj:transform": meta["transform"]},
+        "properties": {
+            "datetime": "2020-05-18T13:40:00Z",
+            "platform": "landsat-8",
+            "proj:code": f"EPSG:{meta['crs']}",
+            "proj:shape": meta["shape"],
+            "proj:transform": meta["transform"],
+        },
         "assets": assets,
         "links": [{"rel": "root", "href": "../catalog.json"}],
-    }  # fmt: skip
+    }
     (work / "scene" / "item.json").write_text(json.dumps(item))
     catalog = {
-        "type": "Catalog", "stac_version": "1.0.0", "id": "bench", "description": "bench",
-        "links": [{"rel": "root", "href": "./catalog.json"},
-                  {"rel": "item", "href": "./scene/item.json"}],
-    }  # fmt: skip
+        "type": "Catalog",
+        "stac_version": "1.0.0",
+        "id": "bench",
+        "description": "bench",
+        "links": [
+            {"rel": "root", "href": "./catalog.json"},
+            {"rel": "item", "href": "./scene/item.json"},
+        ],
+    }
     (work / "catalog.json").write_text(json.dumps(catalog))
     return meta
 
@@ -173,16 +198,22 @@ def main() -> None:
         origins = windows(meta, args.size, args.patches)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("GDAL_", "CPL_", "VSI_"))}
         with FakeStorage(work, latency=args.latency_ms / 1000) as server:
-            cases = [("local raw", str(work), "-"), ("remote raw", server.url, "-"),
-                     ("remote geopera", server.url, "-"),
-                     ("remote geopera + cache", server.url, str(work / "tiles"))]  # fmt: skip
+            cases = [
+                ("local raw", str(work), "-"),
+                ("remote raw", server.url, "-"),
+                ("remote geopera", server.url, "-"),
+                ("remote geopera + cache", server.url, str(work / "tiles")),
+            ]
             for case, url, cache in cases:
                 server.requests.clear()
                 proc = subprocess.run(
                     [sys.executable, __file__, "--case", case, url, str(args.size), cache],
-                    input=json.dumps(origins), capture_output=True, text=True, env=env,
+                    input=json.dumps(origins),
+                    capture_output=True,
+                    text=True,
+                    env=env,
                     check=True,
-                )  # fmt: skip
+                )
                 result = json.loads(proc.stdout.strip().splitlines()[-1])
                 # raster requests (the catalog's JSON documents left out)
                 tif = sum(n for p, n in server.requests.items() if not p.endswith(".json"))
@@ -190,15 +221,19 @@ def main() -> None:
                     if label not in result:
                         continue
                     n = args.patches
-                    rows.append({
-                        "case": case, "pass": label,
-                        "patches_per_s": n / result[label],
-                        # after opening the files and reading the first patch
-                        "steady_per_s": (n - 1) / (result[label] - result["first"])
-                        if label == "cold" else n / result[label],
-                        # the warm pass runs after the cold one in the same process
-                        "requests_per_patch": tif / n if label == "cold" else None,
-                    })  # fmt: skip
+                    rows.append(
+                        {
+                            "case": case,
+                            "pass": label,
+                            "patches_per_s": n / result[label],
+                            # after opening the files and reading the first patch
+                            "steady_per_s": (n - 1) / (result[label] - result["first"])
+                            if label == "cold"
+                            else n / result[label],
+                            # the warm pass runs after the cold one in the same process
+                            "requests_per_patch": tif / n if label == "cold" else None,
+                        }
+                    )
     raw = next(r for r in rows if r["case"] == "remote raw")
     for r in rows:
         r["vs_remote_raw"] = r["patches_per_s"] / raw["patches_per_s"]
@@ -206,10 +241,14 @@ def main() -> None:
     if args.json:
         print(json.dumps(rows, indent=1))
         return
-    print(f"{args.patches} patches of {args.size} px x 3 bands, 512-px COG tiles, "
-          f"{args.latency_ms:g} ms per request")  # fmt: skip
-    print(f"{'case':<24}{'pass':<6}{'patches/s':>10}{'ratio':>7}{'steady/s':>10}{'ratio':>7}"
-          f"{'requests/patch':>16}")  # fmt: skip
+    print(
+        f"{args.patches} patches of {args.size} px x 3 bands, 512-px COG tiles, "
+        f"{args.latency_ms:g} ms per request"
+    )
+    print(
+        f"{'case':<24}{'pass':<6}{'patches/s':>10}{'ratio':>7}{'steady/s':>10}{'ratio':>7}"
+        f"{'requests/patch':>16}"
+    )
     for r in rows:
         req = r["requests_per_patch"]
         shown = f"{req:.2f}" if req is not None else "(with cold)"

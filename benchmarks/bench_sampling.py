@@ -108,17 +108,27 @@ def run_archive(
     for workers in (0, 2):
         n = patches + BATCH
         dm = PretrainDataModule(
-            archive, roi_spec, bands=bands, sources=sources, patch_size=size, batch_size=BATCH,
-            samples_per_epoch=n + BATCH, num_workers=workers, stats_patches=8,
-        )  # fmt: skip
+            archive,
+            roi_spec,
+            bands=bands,
+            sources=sources,
+            patch_size=size,
+            batch_size=BATCH,
+            samples_per_epoch=n + BATCH,
+            num_workers=workers,
+            stats_patches=8,
+        )
         dm.setup()
         geopera_rate = _rate(dm.train_dataloader(), patches)
         local_roi = roi.to_crs(torchgeo_dataset.crs)
         sampler = RandomPatchSampler(torchgeo_dataset, size=size, length=n + BATCH, roi=local_roi)
         tg_loader = DataLoader(
-            torchgeo_dataset, batch_size=BATCH, sampler=sampler, num_workers=workers,
+            torchgeo_dataset,
+            batch_size=BATCH,
+            sampler=sampler,
+            num_workers=workers,
             collate_fn=stack_samples,
-        )  # fmt: skip
+        )
         torchgeo_rate = _rate(tg_loader, patches)
         raw = RawWindows(raw_files, local_roi.bounds, size, n + BATCH)
         raw_rate = _rate(DataLoader(raw, batch_size=BATCH, num_workers=workers), patches)

@@ -107,10 +107,15 @@ class Stepper:
         self.device = torch.device(args.device)
         kwargs = {"depth": args.depth} if args.depth else {}
         config = PerAConfig(
-            backbone=args.model, backbone_kwargs=kwargs, in_chans=3,
-            global_size=args.global_size, n_local=args.n_local, prototypes=args.prototypes,
-            head_hidden_dim=args.head_hidden_dim, head_bottleneck_dim=args.head_bottleneck_dim,
-        )  # fmt: skip
+            backbone=args.model,
+            backbone_kwargs=kwargs,
+            in_chans=3,
+            global_size=args.global_size,
+            n_local=args.n_local,
+            prototypes=args.prototypes,
+            head_hidden_dim=args.head_hidden_dim,
+            head_bottleneck_dim=args.head_bottleneck_dim,
+        )
         self.model = PerA(config).to(self.device).train()
         views = ViewsConfig(
             global_size=args.global_size, local_size=args.local_size, n_local=args.n_local

@@ -62,12 +62,31 @@ def geopera(*args: str) -> None:
 
 def pretrain_pera(out: Path, steps: int, batch: int) -> None:
     geopera(
-        "pretrain", "--archive", *scenes(), "--roi", footprint_bbox(scenes()[0]),
-        "--set", "data.bands=null", "--set", "data.patch_size=64",
-        "--set", "views.global_size=64", "--set", "views.local_size=32",
-        "--set", f"model.backbone={MODEL}", "--batch-size", str(batch),
-        "--max-steps", str(steps), "--workers", "0", "--out", str(out), "--no-progress",
-    )  # fmt: skip
+        "pretrain",
+        "--archive",
+        *scenes(),
+        "--roi",
+        footprint_bbox(scenes()[0]),
+        "--set",
+        "data.bands=null",
+        "--set",
+        "data.patch_size=64",
+        "--set",
+        "views.global_size=64",
+        "--set",
+        "views.local_size=32",
+        "--set",
+        f"model.backbone={MODEL}",
+        "--batch-size",
+        str(batch),
+        "--max-steps",
+        str(steps),
+        "--workers",
+        "0",
+        "--out",
+        str(out),
+        "--no-progress",
+    )
 
 
 def pretrain_mae(out: Path, steps: int, batch: int) -> None:
@@ -81,9 +100,14 @@ def pretrain_mae(out: Path, steps: int, batch: int) -> None:
 
     L.seed_everything(0, verbose=False)
     dm = PretrainDataModule(
-        scenes(), footprint_bbox(scenes()[0]), bands=None, patch_size=64, batch_size=batch,
-        num_workers=0, seed=0,
-    )  # fmt: skip
+        scenes(),
+        footprint_bbox(scenes()[0]),
+        bands=None,
+        patch_size=64,
+        batch_size=batch,
+        num_workers=0,
+        seed=0,
+    )
     norm = dm.normalisation()
     p2, p98 = torch.tensor(norm["p2"][0]), torch.tensor(norm["p98"][0])
     mean = torch.tensor(norm["mean"]).view(1, -1, 1, 1)
@@ -104,15 +128,27 @@ def pretrain_mae(out: Path, steps: int, batch: int) -> None:
     # TorchGeo's MAE steps its lr per epoch (warm-up from 1e-8 over the first epoch): one
     # epoch of all the steps would train at lr ~ 0, so epochs are EPOCH_STEPS batches
     trainer = L.Trainer(
-        max_steps=steps, max_epochs=max(2, -(-steps // EPOCH_STEPS)), accelerator="cpu",
-        logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        max_steps=steps,
+        max_epochs=max(2, -(-steps // EPOCH_STEPS)),
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
         enable_model_summary=False,
-    )  # fmt: skip
+    )
     trainer.fit(task, train_dataloaders=torch.utils.data.DataLoader(Batches(), batch_size=None))
     out.mkdir(parents=True, exist_ok=True)
     save_torch_atomic(task.backbone.vit.state_dict(), out / "backbone.pth")
-    meta = {"model": MODEL, "model_kwargs": {}, "in_chans": dm.in_chans, "bands": dm.band_names,
-            "img_size": 224, "patch_size": 16, "ssl_method": "mae", "steps": steps}  # fmt: skip
+    meta = {
+        "model": MODEL,
+        "model_kwargs": {},
+        "in_chans": dm.in_chans,
+        "bands": dm.band_names,
+        "img_size": 224,
+        "patch_size": 16,
+        "ssl_method": "mae",
+        "steps": steps,
+    }
     write_json(out / "backbone.json", meta)
 
 
@@ -125,8 +161,19 @@ def local_config(name: str, work: Path) -> Path:
 
 def finetune(task: str, config: Path, weights: str, steps: int, out: Path) -> dict[str, Any]:
     if not (out / "metrics.json").is_file():
-        geopera("finetune", task, "--config", str(config), "--weights", weights,
-                "--max-steps", str(steps), "--out", str(out), "--no-progress")  # fmt: skip
+        geopera(
+            "finetune",
+            task,
+            "--config",
+            str(config),
+            "--weights",
+            weights,
+            "--max-steps",
+            str(steps),
+            "--out",
+            str(out),
+            "--no-progress",
+        )
     metrics: dict[str, Any] = json.loads((out / "metrics.json").read_text())
     return metrics
 
@@ -152,10 +199,15 @@ def main() -> None:
                 )
             seconds = time.perf_counter() - start
             weights = str(out)
-        row: dict[str, Any] = {"init": init, "pretrain_steps": 0 if init == "random" else
-                               args.pretrain_steps, "pretrain_s": seconds}  # fmt: skip
-        for task, name, key in (("segmentation", "slovenia_lulc.yaml", "miou"),
-                                ("change", "oscd_bercy.yaml", "f1")):  # fmt: skip
+        row: dict[str, Any] = {
+            "init": init,
+            "pretrain_steps": 0 if init == "random" else args.pretrain_steps,
+            "pretrain_s": seconds,
+        }
+        for task, name, key in (
+            ("segmentation", "slovenia_lulc.yaml", "miou"),
+            ("change", "oscd_bercy.yaml", "f1"),
+        ):
             out = args.work / f"ft-{init}-{name.removesuffix('.yaml')}-{args.finetune_steps}"
             m = finetune(task, local_config(name, args.work), weights, args.finetune_steps, out)
             row[f"{name}:test_{key}"] = m["test"].get(key)
@@ -167,8 +219,10 @@ def main() -> None:
     def fmt(v: Any) -> str:
         return "n/a" if v is None else f"{v:.3f}"
 
-    print(f"\nfine-tuning: {args.finetune_steps} steps; pretraining: {args.pretrain_steps} steps "
-          f"of {args.batch_size} patches; {MODEL}, 13 bands, CPU")  # fmt: skip
+    print(
+        f"\nfine-tuning: {args.finetune_steps} steps; pretraining: {args.pretrain_steps} steps "
+        f"of {args.batch_size} patches; {MODEL}, 13 bands, CPU"
+    )
     print("| init | pretraining wall (s) | Slovenia test mIoU (val) | OSCD Bercy test F1 (val) |")
     print("|---|---|---|---|")
     for r in rows:

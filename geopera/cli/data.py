@@ -58,8 +58,11 @@ def _fetch(args: argparse.Namespace) -> int:
     require_new_folder(args.out)
     roi = load_roi(args.roi)
     columns = (
-        TextColumn("items"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}")
-    )  # fmt: skip
+        TextColumn("items"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.description}"),
+    )
     with Progress(*columns, console=Console(stderr=True)) as bar:
         task = bar.add_task("", total=None)
 

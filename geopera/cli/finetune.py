@@ -21,8 +21,13 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--out", type=Path, help="new output folder (default: runs/finetune-<task>-<time>)"
     )
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override any config key, e.g. --set data.chip_size=64")  # fmt: skip
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override any config key, e.g. --set data.chip_size=64",
+    )
     p.add_argument(
         "--fast-dev-run", action="store_true", help="one batch of each stage (smoke test)"
     )

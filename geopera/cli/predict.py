@@ -54,20 +54,33 @@ def _run(args: argparse.Namespace) -> int:
         )
     if args.task == "detection":
         summary = predict_detection(
-            task, args.input, args.output, roi=args.roi, overlap=args.overlap,
-            min_score=args.min_score, iou=args.nms_iou, batch_size=args.batch_size,
-            device=args.device, overwrite=args.overwrite,
-        )  # fmt: skip
+            task,
+            args.input,
+            args.output,
+            roi=args.roi,
+            overlap=args.overlap,
+            min_score=args.min_score,
+            iou=args.nms_iou,
+            batch_size=args.batch_size,
+            device=args.device,
+            overwrite=args.overwrite,
+        )
         print(f"wrote {summary.objects} boxes to {summary.output}")
         return 0
     if (args.task == "change") != (args.after is not None):
         raise PredictError("--after is required for change detection, and only for it")
     inputs = [args.input] + ([args.after] if args.after else [])
     summary = predict_dense(
-        task, inputs, args.output, roi=args.roi, overlap=args.overlap,
-        probabilities=args.probabilities, batch_size=args.batch_size, device=args.device,
+        task,
+        inputs,
+        args.output,
+        roi=args.roi,
+        overlap=args.overlap,
+        probabilities=args.probabilities,
+        batch_size=args.batch_size,
+        device=args.device,
         overwrite=args.overwrite,
-    )  # fmt: skip
+    )
     extra = f" and {summary.probabilities}" if summary.probabilities else ""
     print(f"wrote {summary.output}{extra} ({summary.pixels} pixels predicted, COG)")
     return 0

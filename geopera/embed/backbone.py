@@ -65,10 +65,13 @@ def raster_normalisation(path: str, bands: list[int], nodata: float | None = Non
             rows = np.linspace(0, ds.height - size, STATS_GRID).astype(int)
             cols = np.linspace(0, ds.width - size, STATS_GRID).astype(int)
             data = np.concatenate(
-                [ds.read(bands, window=Window(int(c), int(r), size, size)).astype(np.float64)
-                 for r in rows for c in cols],
+                [
+                    ds.read(bands, window=Window(int(c), int(r), size, size)).astype(np.float64)
+                    for r in rows
+                    for c in cols
+                ],
                 axis=2,
-            )  # (C, size, size * n)  # fmt: skip
+            )  # (C, size, size * n)
         valid = np.isfinite(data).all(0)
         if nodata is not None:
             valid &= ~(data == nodata).all(0)
@@ -177,9 +180,12 @@ def plan_raster(source: BackboneSource, path: str) -> EmbedderInfo:
 
 
 def load_embedder(
-    weights: str | None, path: str, chip_size: int, device: torch.device,
+    weights: str | None,
+    path: str,
+    chip_size: int,
+    device: torch.device,
     nodata: float | None = None,
-) -> tuple[Embedder, EmbedderInfo]:  # fmt: skip
+) -> tuple[Embedder, EmbedderInfo]:
     """The embedder of ``--weights`` for one raster (see :func:`plan_raster`).
 
     Args:

@@ -44,9 +44,12 @@ def chip_reads(
 
 
 def chip_row(
-    raster: EmbedRaster, reads: Iterable[ChipRead], i: int, chip_size: int,
+    raster: EmbedRaster,
+    reads: Iterable[ChipRead],
+    i: int,
+    chip_size: int,
     advance: Callable[[int], None],
-) -> dict[str, np.ndarray]:  # fmt: skip
+) -> dict[str, np.ndarray]:
     """Tokens and chip embeddings of chip row ``i`` from its reads.
 
     Chips without a valid token (nodata, outside the ROI) get no forward pass.

@@ -62,8 +62,9 @@ def _names(paths: list[str]) -> list[str]:
 
 def raster_datetime(path: str) -> str | None:
     """ISO date of a raster: a ``YYYYMMDD`` run in its name, else its TIFF date tag."""
-    match = re.search(r"(?<!\d)((?:19|20)\d{2})(0[1-9]|1[0-2])(0[1-9]|[12]\d|3[01])(?!\d)",
-                      Path(path).stem)  # fmt: skip
+    match = re.search(
+        r"(?<!\d)((?:19|20)\d{2})(0[1-9]|1[0-2])(0[1-9]|[12]\d|3[01])(?!\d)", Path(path).stem
+    )
     if match:
         return "-".join(match.groups())
     with rasterio.open(path) as ds:
@@ -75,9 +76,14 @@ def raster_datetime(path: str) -> str | None:
 
 
 def prepare_rasters(
-    paths: list[str], weights: str | None, roi: str | None, chip_size: int, device: torch.device,
-    skip_outside_roi: bool, nodata: float | None,
-) -> list[EmbedRaster]:  # fmt: skip
+    paths: list[str],
+    weights: str | None,
+    roi: str | None,
+    chip_size: int,
+    device: torch.device,
+    skip_outside_roi: bool,
+    nodata: float | None,
+) -> list[EmbedRaster]:
     """Check every input before anything is written."""
     region = load_roi(roi) if roi else None
     source = resolve_weights(weights, DEFAULT_MODEL)
@@ -112,9 +118,21 @@ def prepare_rasters(
         if r1 <= r0 or c1 <= c0:
             raise EmbedError(f"the ROI covers no whole token of {path}")
         rasters.append(
-            EmbedRaster(name, path, grid, value, window, geom, embedder, info, rows, cols,
-                    list(range(r0, r1)), list(range(c0, c1)))
-        )  # fmt: skip
+            EmbedRaster(
+                name,
+                path,
+                grid,
+                value,
+                window,
+                geom,
+                embedder,
+                info,
+                rows,
+                cols,
+                list(range(r0, r1)),
+                list(range(c0, c1)),
+            )
+        )
     if not rasters:
         raise ROIError(f"the ROI ({roi}) overlaps none of the {len(paths)} input rasters")
     return rasters

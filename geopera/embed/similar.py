@@ -88,8 +88,9 @@ def _query_vector(manifest: EmbeddingSet, folder: Path, query: str, crs: str | N
             continue
         with rasterio.open(folder / entry.patches) as ds:
             to_raster = Transformer.from_crs(query_crs, ds.crs, always_xy=True)
-            local = shapely.transform(geom, lambda xy, t=to_raster: np.column_stack(
-                t.transform(xy[:, 0], xy[:, 1])))  # fmt: skip
+            local = shapely.transform(
+                geom, lambda xy, t=to_raster: np.column_stack(t.transform(xy[:, 0], xy[:, 1]))
+            )
             if not shapely.box(*ds.bounds).intersects(local):
                 continue
             if local.geom_type == "Point":
@@ -103,9 +104,12 @@ def _query_vector(manifest: EmbeddingSet, folder: Path, query: str, crs: str | N
             win = win.intersection(Window(0, 0, ds.width, ds.height))
             tokens = _read_tokens(ds, win)  # (D, h, w)
             inside = rasterio.features.geometry_mask(
-                [local], (int(win.height), int(win.width)),
-                ds.window_transform(win), invert=True, all_touched=False,
-            )  # fmt: skip
+                [local],
+                (int(win.height), int(win.width)),
+                ds.window_transform(win),
+                invert=True,
+                all_touched=False,
+            )
             inside &= ~np.isnan(tokens).any(0)
             if inside.any():
                 return tokens[:, inside].mean(1)
@@ -128,11 +132,18 @@ def _similarity_map(source: Path, query: np.ndarray, out: Path) -> None:
     try:
         with rasterio.open(source) as ds:
             profile = {
-                "driver": "GTiff", "width": ds.width, "height": ds.height, "count": 1,
-                "dtype": "float32", "nodata": float("nan"), "crs": ds.crs,
-                "transform": ds.transform, "tiled": True, "blockxsize": 256,
+                "driver": "GTiff",
+                "width": ds.width,
+                "height": ds.height,
+                "count": 1,
+                "dtype": "float32",
+                "nodata": float("nan"),
+                "crs": ds.crs,
+                "transform": ds.transform,
+                "tiled": True,
+                "blockxsize": 256,
                 "blockysize": 256,
-            }  # fmt: skip
+            }
             with rasterio.open(scratch, "w", **profile) as dst:
                 for row in range(0, ds.height, ROWS_PER_READ):
                     win = Window(0, row, ds.width, min(ROWS_PER_READ, ds.height - row))

@@ -51,8 +51,14 @@ def _int8_scaling(row_files: list[Path], dim: int) -> tuple[np.ndarray, np.ndarr
     return scale, offset
 
 
-def write_patches(raster: EmbedRaster, row_files: dict[int, Path], chip_size: int, dtype: str,
-                   out: Path, tags: dict[str, str]) -> None:  # fmt: skip
+def write_patches(
+    raster: EmbedRaster,
+    row_files: dict[int, Path],
+    chip_size: int,
+    dtype: str,
+    out: Path,
+    tags: dict[str, str],
+) -> None:
     """Assemble the chip rows into a COG on the token grid."""
     emb, p = raster.embedder, raster.embedder.token_size
     t = chip_size // p
@@ -62,11 +68,20 @@ def write_patches(raster: EmbedRaster, row_files: dict[int, Path], chip_size: in
     files = [row_files[i] for i in sorted(row_files)]
     scale, offset = _int8_scaling(files, emb.dim) if dtype == "int8" else (None, None)
     profile = {
-        "driver": "GTiff", "width": raster.cols, "height": raster.rows, "count": emb.dim,
-        "dtype": dtype, "nodata": nodata, "crs": raster.grid.crs, "transform": transform,
-        "tiled": True, "blockxsize": BLOCK, "blockysize": BLOCK, "BIGTIFF": "IF_SAFER",
+        "driver": "GTiff",
+        "width": raster.cols,
+        "height": raster.rows,
+        "count": emb.dim,
+        "dtype": dtype,
+        "nodata": nodata,
+        "crs": raster.grid.crs,
+        "transform": transform,
+        "tiled": True,
+        "blockxsize": BLOCK,
+        "blockysize": BLOCK,
+        "BIGTIFF": "IF_SAFER",
         "INTERLEAVE": "BAND",  # chip-row writes and overviews: 10x faster than pixel
-    }  # fmt: skip
+    }
     try:
         with rasterio.open(scratch, "w", **profile) as dst:
             for i in range(0, math.ceil(raster.rows / t)):  # rows outside the ROI stay nodata
@@ -75,8 +90,9 @@ def write_patches(raster: EmbedRaster, row_files: dict[int, Path], chip_size: in
                 row = load_row(row_files[i])
                 data = row["tokens"]  # (D, th, cols) float16
                 if scale is not None and offset is not None:
-                    q = np.round((data.astype(np.float32) - offset[:, None, None])
-                                 / scale[:, None, None])  # fmt: skip
+                    q = np.round(
+                        (data.astype(np.float32) - offset[:, None, None]) / scale[:, None, None]
+                    )
                     data = np.where(row["valid"][None], np.clip(q, -127, 127), -128)
                     data = data.astype(np.int8)
                 dst.write(data, window=Window(0, i * t, raster.cols, data.shape[1]))
@@ -91,9 +107,16 @@ def write_patches(raster: EmbedRaster, row_files: dict[int, Path], chip_size: in
                 dst.offsets = offset.tolist()
             dst.update_tags(**tags)
         with atomic_file(out) as cog:
-            rasterio.shutil.copy(scratch, cog, driver="COG", compress="ZSTD", level=1,
-                                 BLOCKSIZE=BLOCK, BIGTIFF="IF_SAFER",
-                                 OVERVIEWS="FORCE_USE_EXISTING")  # fmt: skip
+            rasterio.shutil.copy(
+                scratch,
+                cog,
+                driver="COG",
+                compress="ZSTD",
+                level=1,
+                BLOCKSIZE=BLOCK,
+                BIGTIFF="IF_SAFER",
+                OVERVIEWS="FORCE_USE_EXISTING",
+            )
     finally:
         if scratch.exists():
             scratch.unlink()
@@ -107,18 +130,28 @@ def write_chips(raster: EmbedRaster, row_files: dict[int, Path], chip_size: int,
     geoms = []
     for i in sorted(row_files):
         row = load_row(row_files[i])
-        for j, vector, count in zip(row["chip_cols"].tolist(), row["chip_embeddings"],
-                                    row["chip_tokens"].tolist(), strict=True):  # fmt: skip
+        for j, vector, count in zip(
+            row["chip_cols"].tolist(),
+            row["chip_embeddings"],
+            row["chip_tokens"].tolist(),
+            strict=True,
+        ):
             h = min(chip_size, raster.grid.height - i * chip_size)
             w = min(chip_size, raster.grid.width - j * chip_size)
             x0, y0 = t @ (j * chip_size, i * chip_size)
             x1, y1 = t @ (j * chip_size + w, i * chip_size + h)
             geoms.append(box(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)))
-            records.append({
-                "chip_id": f"{raster.name}:{i}:{j}", "source": raster.path, "datetime": when,
-                "row": i, "col": j, "valid_tokens": count,
-                "embedding": vector.astype(np.float32),
-            })  # fmt: skip
+            records.append(
+                {
+                    "chip_id": f"{raster.name}:{i}:{j}",
+                    "source": raster.path,
+                    "datetime": when,
+                    "row": i,
+                    "col": j,
+                    "valid_tokens": count,
+                    "embedding": vector.astype(np.float32),
+                }
+            )
     columns = ["chip_id", "source", "datetime", "row", "col", "valid_tokens", "embedding"]
     frame = gpd.GeoDataFrame(records, columns=columns, geometry=geoms, crs=raster.grid.crs)
     with atomic_file(out) as tmp:

@@ -17,16 +17,20 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
+from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor
 
 from geopera.core.cache import cache_dir
 from geopera.core.errors import BandSelectionError
+from geopera.core.normalisation import BandStats
 from geopera.core.outputs import save_torch_atomic
 from geopera.data.labelled.sets import LabelledSet
 from geopera.models.loading import (
     BackboneSource,
+    BandPlan,
     build_vit,
     load_into,
     plan_bands,
@@ -39,7 +43,8 @@ DEFAULT_MODEL = "vit_small_patch16_224"
 #: Seed of randomly initialised baselines (the same random backbone on every call).
 RANDOM_INIT_SEED = 0
 #: Bumped when the features' definition changes (invalidates caches).
-FEATURE_VERSION = 1
+#: 2: images standardised with :class:`~geopera.core.normalisation.BandStats`.
+FEATURE_VERSION = 2
 
 
 @dataclass
@@ -82,15 +87,11 @@ def _weights_hash(source: BackboneSource) -> str:
     return h.hexdigest()
 
 
-def _statistics(images: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Per-band p2/p98 (raw) and mean/std (scaled) of (N, C, S, S) images."""
+def _statistics(images: Tensor) -> BandStats:
+    """The band statistics of (N, C, S, S) images (a strided subset of 200k pixels per band)."""
     c = images.shape[1]
     flat = images.transpose(0, 1).reshape(c, -1)  # (N, C, S, S) -> (C, N*S*S)
-    sample = flat[:, :: max(1, flat.shape[1] // 200_000)]
-    p2 = torch.quantile(sample, 0.02, dim=1)
-    p98 = torch.quantile(sample, 0.98, dim=1)
-    scaled = scale_unit(sample.T[:, :, None, None], p2, p98)[..., 0, 0]  # (n, C)
-    return p2, p98, scaled.mean(0), scaled.std(0).clamp_min(1e-3)
+    return BandStats.of_pixels(flat[:, :: max(1, flat.shape[1] // 200_000)].double().numpy())
 
 
 def extract(
@@ -119,6 +120,42 @@ def extract(
         ValueError: If the images are smaller than one token.
     """
     source = resolve_weights(weights, DEFAULT_MODEL)
+    plan = _plan(weights, source, data)
+    size = _crop_size(source, len(plan.indices), data)
+    dense = data.masks is not None
+    meta: dict[str, Any] = {
+        "band_rule": plan.rule,
+        "band_names": plan.names,
+        "model": source.model,
+        "origin": source.origin,
+    }
+    file = None
+    if cache is not None:
+        parts = [FEATURE_VERSION, _weights_hash(source), plan.indices, size, dense]
+        key = hashlib.sha256(json.dumps([*parts, data.fingerprint()]).encode()).hexdigest()
+        file = cache / f"{key[:32]}.pt"
+    if file is not None and file.is_file():
+        stored = torch.load(file, map_location="cpu", weights_only=True)
+        return Features(stored["pooled"], stored.get("tokens"), cached=True, **meta)
+    torch.manual_seed(RANDOM_INIT_SEED)  # random baselines: one fixed random backbone
+    vit = build_vit(source.model, len(plan.indices), size, source.model_kwargs)
+    load_into(vit, source, len(plan.indices))
+    vit = vit.to(device or torch.device("cpu")).eval().requires_grad_(False)
+    top = (data.images.shape[-1] - size) // 2
+    images = data.images[:, plan.indices, top : top + size, top : top + size]  # (N, C', s, s)
+    pooled, tokens = _forward(vit, images, _statistics(images), batch_size, dense, progress)
+    features = Features(pooled, tokens, **meta)
+    if file is not None:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        stored = {"pooled": features.pooled}
+        if features.tokens is not None:
+            stored["tokens"] = features.tokens
+        save_torch_atomic(stored, file)
+    return features
+
+
+def _plan(weights: str, source: BackboneSource, data: LabelledSet) -> BandPlan:
+    """The bands the backbone reads; evaluation never adapts weights to other bands."""
     plan = plan_bands(source, data.band_names)
     if plan.rule == "adapted":
         needed = source.bands or f"{source.in_chans} bands"
@@ -126,9 +163,13 @@ def extract(
             f"{weights}: the weights were trained on {needed}; {data.origin} has bands "
             f"{data.band_names}: give images with those bands (named in their band descriptions)"
         )
+    return plan
+
+
+def _crop_size(source: BackboneSource, in_chans: int, data: LabelledSet) -> int:
+    """The image size the features are computed at: a whole number of tokens."""
     side = data.images.shape[-1]
-    torch.manual_seed(RANDOM_INIT_SEED)  # random baselines: one fixed random backbone
-    vit = build_vit(source.model, len(plan.indices), side, source.model_kwargs)
+    vit = build_vit(source.model, in_chans, side, source.model_kwargs)
     token = int(vit.patch_embed.patch_size[0])
     size = side - side % token
     if size < token:
@@ -136,31 +177,24 @@ def extract(
             f"{data.origin}: images of {side} px are smaller than one "
             f"{token} px token of {source.model}"
         )
-    dense = data.masks is not None
-    key = hashlib.sha256(
-        json.dumps(
-            [FEATURE_VERSION, _weights_hash(source), plan.indices, size, dense, data.fingerprint()]
-        ).encode()
-    ).hexdigest()[:32]
-    meta = {
-        "band_rule": plan.rule,
-        "band_names": plan.names,
-        "model": source.model,
-        "origin": source.origin,
-    }
-    file = cache / f"{key}.pt" if cache is not None else None
-    if file is not None and file.is_file():
-        stored = torch.load(file, map_location="cpu", weights_only=True)
-        return Features(stored["pooled"], stored.get("tokens"), cached=True, **meta)  # type: ignore[arg-type]
-    if size != side:  # the position grid of the cropped size
-        torch.manual_seed(RANDOM_INIT_SEED)
-        vit = build_vit(source.model, len(plan.indices), size, source.model_kwargs)
-    load_into(vit, source, len(plan.indices))
-    device = device or torch.device("cpu")
-    vit = vit.to(device).eval().requires_grad_(False)
-    top = (data.images.shape[-1] - size) // 2
-    images = data.images[:, plan.indices, top : top + size, top : top + size]  # (N, C', s, s)
-    p2, p98, mean, std = (t.to(device) for t in _statistics(images))
+    return size
+
+
+def _forward(
+    vit: VisionTransformer,
+    images: Tensor,
+    stats: BandStats,
+    batch_size: int,
+    dense: bool,
+    progress: Callable[[int, int], None] | None,
+) -> tuple[Tensor, Tensor | None]:
+    """Class tokens (N, D) and, for dense probes, patch tokens (N, D, h, w) of the images."""
+    device = next(vit.parameters()).device
+    p2, p98, mean, std = (
+        torch.tensor(v, dtype=torch.float32, device=device)
+        for v in (stats.p2, stats.p98, stats.mean, stats.std)
+    )
+    token = int(vit.patch_embed.patch_size[0])
     pooled, tokens = [], []
     n = images.shape[0]
     with torch.inference_mode():
@@ -170,22 +204,11 @@ def extract(
             out = vit.forward_features(x)  # (B, prefix + h*w, D)
             pooled.append(out[:, 0].float().cpu())
             if dense:
-                grid = size // token
+                grid = x.shape[-1] // token
                 patches = out[:, vit.num_prefix_tokens :]  # (B, h*w, D)
                 b, _, d = patches.shape
                 # (B, h*w, D) -> (B, h, w, D) -> (B, D, h, w)
                 tokens.append(patches.reshape(b, grid, grid, d).permute(0, 3, 1, 2).float().cpu())
             if progress is not None:
                 progress(min(start + batch_size, n), n)
-    features = Features(
-        torch.cat(pooled),
-        torch.cat(tokens) if dense else None,
-        **meta,  # type: ignore[arg-type]
-    )
-    if file is not None:
-        file.parent.mkdir(parents=True, exist_ok=True)
-        stored = {"pooled": features.pooled}
-        if features.tokens is not None:
-            stored["tokens"] = features.tokens
-        save_torch_atomic(stored, file)
-    return features
+    return torch.cat(pooled), torch.cat(tokens) if dense else None

@@ -64,9 +64,13 @@ def run_row(
     if row in ("knn20", "knn5"):
         weighted = row == "knn20"  # DINO's vote: k = 20, weights exp(cos / 0.07)
         guess = knn_predict(
-            pooled[fit], y[fit], pooled[te], k, 20 if weighted else 5,
+            pooled[fit],
+            y[fit],
+            pooled[te],
+            k,
+            20 if weighted else 5,
             KNN_TEMPERATURE if weighted else None,
-        )  # fmt: skip
+        )
         return Outcome(y[te].numpy(), guess.numpy(), n_fit, n_test)
     if row == "linear":
         out = linear_probe(pooled[tr], y[tr], pooled[va], y[va], pooled[te], k, seed=seed)

@@ -88,6 +88,33 @@ def evaluate(
     Returns:
         The output folder and the results.
     """
+    _check(weights, seeds, out)
+    rows = check_protocols(protocols, data)
+    splits = [data.splits(seed) for seed in range(seeds)]
+    _warn_unseen_classes(data, splits)
+    features: dict[str, Features] = {}
+    for w in weights:
+        hook = (lambda d, t, w=w: progress(w, d, t)) if progress is not None else None
+        features[w] = extract(
+            w, data, cache=cache, device=device, batch_size=batch_size, progress=hook
+        )
+    result_rows = [
+        result
+        for w, f in features.items()
+        for row in rows
+        for result in _score_row(w, f, row, data, splits)
+    ]
+    results = _results(data, seeds, features, result_rows)
+    try:
+        with staged_folder(out) as work:
+            write(results, work)
+    except FileExistsError as err:  # created by someone else meanwhile
+        raise GeoperaError(str(err)) from err
+    return Evaluation(out, results)
+
+
+def _check(weights: Sequence[str], seeds: int, out: Path) -> None:
+    """Refuse an existing output, no or repeated backbones, and fewer than one seed."""
     require_new_folder(out)
     if not weights:
         raise ValueError("give at least one backbone with --weights")
@@ -96,8 +123,10 @@ def evaluate(
         raise ValueError(f"--weights names {duplicates} more than once")
     if seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {seeds}")
-    rows = check_protocols(protocols, data)
-    splits = [data.splits(seed) for seed in range(seeds)]
+
+
+def _warn_unseen_classes(data: LabelledSet, splits: list[np.ndarray]) -> None:
+    """Warn about test classes that have no training image in a split."""
     for seed, split in enumerate(splits):
         seen = set(data.labels[split != "test"].tolist())
         missing = sorted(set(data.labels[split == "test"].tolist()) - seen)
@@ -105,36 +134,41 @@ def evaluate(
             warnings.warn(
                 f"seed {seed}: class(es) {[data.classes[m] for m in missing]} of the test split "
                 "have no training image (too few spatial groups)",
-                stacklevel=2,
+                stacklevel=3,
             )
-    features: dict[str, Features] = {}
-    for w in weights:
-        hook = (lambda d, t, w=w: progress(w, d, t)) if progress is not None else None
-        features[w] = extract(
-            w, data, cache=cache, device=device, batch_size=batch_size, progress=hook
+
+
+def _score_row(
+    weights: str, features: Features, row: str, data: LabelledSet, splits: list[np.ndarray]
+) -> list[dict[str, Any]]:
+    """One protocol row of one backbone over every seed: each metric with its interval."""
+    outcomes = [run_row(row, features, data, split, seed) for seed, split in enumerate(splits)]
+    pairs = [(o.truth, o.predicted) for o in outcomes]
+    scored = []
+    for metric, score in metrics_of(row, len(data.classes)).items():
+        value, low, high = bootstrap_interval(pairs, score)
+        scored.append(
+            {
+                "weights": weights,
+                "protocol": row,
+                "metric": metric,
+                "value": value,
+                "ci_low": low,
+                "ci_high": high,
+                "n_train": int(np.mean([o.n_train for o in outcomes])),
+                "n_test": int(np.mean([o.n_test for o in outcomes])),
+                "band_rule": features.band_rule,
+                "per_seed": [float(score(o.truth, o.predicted)) for o in outcomes],
+            }
         )
-    result_rows: list[dict[str, Any]] = []
-    for w, f in features.items():
-        for row in rows:
-            outcomes = [run_row(row, f, data, split, seed) for seed, split in enumerate(splits)]
-            for metric, score in metrics_of(row, len(data.classes)).items():
-                pairs = [(o.truth, o.predicted) for o in outcomes]
-                value, low, high = bootstrap_interval(pairs, score)
-                result_rows.append(
-                    {
-                        "weights": w,
-                        "protocol": row,
-                        "metric": metric,
-                        "value": value,
-                        "ci_low": low,
-                        "ci_high": high,
-                        "n_train": int(np.mean([o.n_train for o in outcomes])),
-                        "n_test": int(np.mean([o.n_test for o in outcomes])),
-                        "band_rule": f.band_rule,
-                        "per_seed": [float(score(o.truth, o.predicted)) for o in outcomes],
-                    }
-                )
-    results = {
+    return scored
+
+
+def _results(
+    data: LabelledSet, seeds: int, features: dict[str, Features], rows: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """What results.json holds: the set, the backbones, every row and the feature health."""
+    return {
         "geopera": __version__,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "data": data.origin,
@@ -151,12 +185,6 @@ def evaluate(
             }
             for w, f in features.items()
         },
-        "rows": result_rows,
+        "rows": rows,
         "health": [{"weights": w, **health(f.pooled).__dict__} for w, f in features.items()],
     }
-    try:
-        with staged_folder(out) as work:
-            write(results, work)
-    except FileExistsError as err:  # created by someone else meanwhile
-        raise GeoperaError(str(err)) from err
-    return Evaluation(out, results)

@@ -206,32 +206,14 @@ def finetune(
     _check_settings(kind, config)
     out = _new_out(out, kind)
     seed_everything(config.data.seed, verbose=False)
-    d, t = config.data, config.trainer
-    scenes = build_scenes(kind, config)
-    if d.ignore_value is not None:
-        for scene in scenes:
-            if scene.labels is not None:
-                scene.labels[scene.labels == d.ignore_value] = IGNORE
+    d = config.data
+    scenes = _labelled_scenes(kind, config)
     paths = [s.image for s in scenes] + [s.after for s in scenes if s.after]
     data_indices, data_names = select_bands(paths, d.bands)
-    source = resolve_weights(config.model.weights, config.model.backbone)
-    kwargs = dict(config.model.backbone_kwargs)
-    if kwargs:  # an architecture for random initialisation; pretrained weights bring their own
-        if source.state_dict is not None and kwargs != source.model_kwargs:
-            raise FinetuneError(
-                f"model.backbone_kwargs {kwargs} differs from the architecture of the weights "
-                f"({source.origin}: {source.model_kwargs or 'standard'}); leave it empty to use "
-                "the weights' own"
-            )
-        source.model_kwargs = kwargs
+    source = _backbone(config)
     plan = plan_bands(source, data_names)
     bands = [data_indices[i] for i in plan.indices]
-    classes = ClassMap([0, 1]) if kind == "change" else ClassMap.from_scenes(scenes)
-    if kind == "segmentation" and len(classes.values) < 2:
-        raise FinetuneError(
-            f"the labels hold a single class {classes.values}; segmentation needs at least two "
-            "(without --class-field, polygons are class 1 and the rest class 0)"
-        )
+    classes = _classes(kind, scenes)
     chips = make_chips(scenes, d.chip_size, d.block_chips, d.val_fraction, d.test_fraction, d.seed)
     by_split = {s: [c for c in chips if c.split == s] for s in ("train", "val", "test")}
     datasets = {
@@ -244,31 +226,65 @@ def finetune(
         else None
     )
     task = build_task(_spec(kind, config, source, plan, bands, classes, norm, class_weights))
-    patch = int(task.vit.patch_embed.patch_size[0])
-    if d.chip_size % patch:
+    token = int(task.vit.patch_embed.patch_size[0])
+    if d.chip_size % token:
         raise FinetuneError(
-            f"data.chip_size {d.chip_size} is not a multiple of the ViT patch size {patch}"
+            f"data.chip_size {d.chip_size} is not a multiple of the ViT token size {token}"
         )
     load_into(task.vit, source, len(bands))
-
     with staged_folder(out) as work:
         metrics = _train(task, config, datasets, work, progress)
         metrics.update(
-            {
-                "task": kind,
-                "chips": {s: len(cs) for s, cs in by_split.items()},
-                "scenes": [s.image for s in scenes],
-                "classes": classes.values,
-                "bands": plan.names,
-                "band_rule": plan.rule,
-                "weights": source.origin,
-                "ssl_method": source.ssl_method,
-            }
+            task=kind,
+            chips={s: len(cs) for s, cs in by_split.items()},
+            scenes=[s.image for s in scenes],
+            classes=classes.values,
+            bands=plan.names,
+            band_rule=plan.rule,
+            weights=source.origin,
+            ssl_method=source.ssl_method,
         )
         write_json(work / "metrics.json", metrics)
         dump_config(config, work / "config.yaml")
-        _previews(task, datasets["val"], work / "previews", t.preview_chips)
+        _previews(task, datasets["val"], work / "previews", config.trainer.preview_chips)
     return FinetuneResult(out, metrics)
+
+
+def _labelled_scenes(kind: str, config: FinetuneConfig) -> list[Scene]:
+    """The scenes, with ``data.ignore_value`` turned into the ignore label."""
+    scenes = build_scenes(kind, config)
+    ignore = config.data.ignore_value
+    if ignore is not None:
+        for scene in scenes:
+            if scene.labels is not None:
+                scene.labels[scene.labels == ignore] = IGNORE
+    return scenes
+
+
+def _backbone(config: FinetuneConfig) -> BackboneSource:
+    """The backbone's weights; ``model.backbone_kwargs`` only shape a random initialisation."""
+    source = resolve_weights(config.model.weights, config.model.backbone)
+    kwargs = dict(config.model.backbone_kwargs)
+    if kwargs:  # an architecture for random initialisation; pretrained weights bring their own
+        if source.state_dict is not None and kwargs != source.model_kwargs:
+            raise FinetuneError(
+                f"model.backbone_kwargs {kwargs} differs from the architecture of the weights "
+                f"({source.origin}: {source.model_kwargs or 'standard'}); leave it empty to use "
+                "the weights' own"
+            )
+        source.model_kwargs = kwargs
+    return source
+
+
+def _classes(kind: str, scenes: list[Scene]) -> ClassMap:
+    """The class values (change: 0/1); segmentation needs two at least."""
+    classes = ClassMap([0, 1]) if kind == "change" else ClassMap.from_scenes(scenes)
+    if kind == "segmentation" and len(classes.values) < 2:
+        raise FinetuneError(
+            f"the labels hold a single class {classes.values}; segmentation needs at least two "
+            "(without --class-field, polygons are class 1 and the rest class 0)"
+        )
+    return classes
 
 
 def _train(
@@ -323,12 +339,22 @@ def _previews(task: FinetuneTask, ds: ChipDataset, folder: Path, count: int) -> 
         path = folder / f"val_{i:02d}.png"
         if isinstance(task, DetectionTask):
             pred = task.predict_chips(batch)[0]
-            plot_detection(sample["image"][0], sample["boxes"][0], pred["boxes"].cpu(),
-                           pred["scores"].cpu(), path, rgb)  # fmt: skip
+            plot_detection(
+                sample["image"][0],
+                sample["boxes"][0],
+                pred["boxes"].cpu(),
+                pred["scores"].cpu(),
+                path,
+                rgb,
+            )
         else:
             probs = task.predict_chips(batch)
             plot_segmentation(
-                sample["image"][0], sample["mask"][0], probs.argmax(1)[0].cpu(),
-                ["no change", "change"] if task.kind == "change" else names, path, rgb,
+                sample["image"][0],
+                sample["mask"][0],
+                probs.argmax(1)[0].cpu(),
+                ["no change", "change"] if task.kind == "change" else names,
+                path,
+                rgb,
                 after=sample["after"][0] if "after" in sample else None,
-            )  # fmt: skip
+            )

@@ -112,9 +112,12 @@ class _Decoder(nn.Module):
             out_channels = width
         elif kind == "fpn":
             self.decoder = FPNDecoder(
-                encoder_channels=full, encoder_depth=5, pyramid_channels=width,
-                segmentation_channels=width, dropout=0.0,
-            )  # fmt: skip
+                encoder_channels=full,
+                encoder_depth=5,
+                pyramid_channels=width,
+                segmentation_channels=width,
+                dropout=0.0,
+            )
             out_channels = width
         else:
             raise ValueError(f"decoder {kind!r} is not a pyramid decoder; use upernet or fpn")

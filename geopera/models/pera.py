@@ -15,6 +15,7 @@ Both encoders run only on the tokens they keep: 20 % (+20 % mask tokens after de
 student and 60 % for the teacher.
 """
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -35,8 +36,8 @@ from geopera.models.vit import (
     encode_visible,
     encode_with_mask_tokens,
     gather_tokens,
-    patch_size,
     set_stochastic_depth,
+    token_size,
 )
 from geopera.transforms.masking import DisjointMasking, MaskSets
 from geopera.transforms.views import CropPairs
@@ -165,10 +166,10 @@ class PerA(nn.Module):
         self.teacher.load_state_dict(self.student.state_dict())
         self.teacher.requires_grad_(False)
         dim = student_backbone.embed_dim
-        self.patch = patch_size(student_backbone)
+        self.token_size = token_size(student_backbone)
         self.pixel_head = ProjectionHead(
             dim,
-            self.patch * self.patch * config.in_chans,
+            self.token_size * self.token_size * config.in_chans,
             config.head_hidden_dim,
             config.head_bottleneck_dim,
             config.head_layers,
@@ -192,6 +193,14 @@ class PerA(nn.Module):
     def teacher_backbone(self) -> VisionTransformer:
         """The teacher's timm ViT (used downstream)."""
         return cast(VisionTransformer, self.teacher["backbone"])
+
+    @property
+    def patch(self) -> int:
+        """Deprecated name of :attr:`token_size` (the ViT's patch size in pixels)."""
+        warnings.warn(
+            "PerA.patch is deprecated; use PerA.token_size", DeprecationWarning, stacklevel=2
+        )
+        return self.token_size
 
     def draw_masks(
         self, views: CropPairs, noise: dict[str, Tensor] | None = None
@@ -245,21 +254,60 @@ class PerA(nn.Module):
         Returns:
             The loss, its parts, head outputs and health signals.
         """
-        cfg = self.config
         gm, lm = self.draw_masks(views, noise)
         n_global_rows = views.student_global.shape[0]
-        teacher, student = self.teacher, self.student
-        with torch.no_grad():
-            # one head call per branch: the weight-normalised layer is recomputed once
-            t_cls = encode_visible(self.teacher_backbone, views.teacher_global, gm.teacher)[:, 0]
-            if lm is not None:
-                t_local = encode_visible(self.teacher_backbone, views.teacher_local, lm.teacher)
-                t_cls = torch.cat([t_cls, t_local[:, 0]])  # global rows first, then local
-            t_all = teacher["cls_head"](t_cls)  # (Ng + Nl, K)
-            tg, tl = t_all[:n_global_rows], t_all[n_global_rows:]
-            probs = self.dino.teacher_probabilities(t_all, teacher_temp)
-            center_update = self.dino.update_center(t_all)
+        t_cls, t_all, probs, center_update = self._teacher(views, gm, lm, teacher_temp)
+        s_all, prediction, target = self._student(views, gm, lm)
+        sg, sl = s_all[:n_global_rows], s_all[n_global_rows:]
+        parts = self._losses(sg, sl, probs, prediction, target, local=lm is not None)
+        cfg = self.config
+        loss = (
+            cfg.dino_weight * (parts["dino_global"] + parts["dino_local"])
+            + cfg.koleo_weight * parts["koleo"]
+            + cfg.pixel_weight * parts["pixel"]
+        )
+        return PerAOutput(
+            loss=loss,
+            parts=parts,
+            student_global=sg,
+            student_local=sl,
+            teacher_global=t_all[:n_global_rows],
+            teacher_local=t_all[n_global_rows:],
+            pixel_prediction=prediction,
+            pixel_target=target,
+            center_update=center_update,
+            health=_health(t_cls, t_all, probs) if with_health else {},
+        )
 
+    @torch.no_grad()
+    def _teacher(
+        self, views: CropPairs, gm: MaskSets, lm: MaskSets | None, teacher_temp: float
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The teacher on its visible tokens: class tokens, head outputs, probabilities.
+
+        Returns:
+            ``t_cls`` (Ng + Nl, D) class tokens (global rows first, then local), ``t_all``
+            (Ng + Nl, K) head outputs, their centred, sharpened probabilities, and the batch
+            mean that will update the DINO centre.
+        """
+        # one head call per branch: the weight-normalised layer is recomputed once
+        t_cls = encode_visible(self.teacher_backbone, views.teacher_global, gm.teacher)[:, 0]
+        if lm is not None:
+            t_local = encode_visible(self.teacher_backbone, views.teacher_local, lm.teacher)
+            t_cls = torch.cat([t_cls, t_local[:, 0]])  # global rows first, then local
+        t_all = self.teacher["cls_head"](t_cls)  # (Ng + Nl, D) -> (Ng + Nl, K)
+        probs = self.dino.teacher_probabilities(t_all, teacher_temp)
+        return t_cls, t_all, probs, self.dino.update_center(t_all)
+
+    def _student(
+        self, views: CropPairs, gm: MaskSets, lm: MaskSets | None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """The student with mask tokens: head outputs, and the pixels it predicts and should.
+
+        Returns:
+            ``s_all`` (Ng + Nl, K) head outputs, the pixel prediction (Ng, n_m, p*p*C) at the
+            mask tokens, and the target pixels there.
+        """
         cls_g, at_tokens = encode_with_mask_tokens(
             self.student_backbone, views.student_global, gm.student, gm.token, self.mask_token
         )
@@ -267,54 +315,37 @@ class PerA(nn.Module):
         if lm is not None:
             tokens = encode_visible(self.student_backbone, views.student_local, lm.student)
             s_cls = torch.cat([cls_g, tokens[:, 0]])
-        s_all = student["cls_head"](s_cls)  # (Ng + Nl, D) -> (Ng + Nl, K)
-        sg, sl = s_all[:n_global_rows], s_all[n_global_rows:]
+        s_all = self.student["cls_head"](s_cls)  # (Ng + Nl, D) -> (Ng + Nl, K)
         prediction = self.pixel_head(at_tokens)  # (Ng, n_m, D) -> (Ng, n_m, p*p*C)
         target = gather_tokens(
-            F.pad(patchify(views.student_global, self.patch), (0, 0, 1, 0)), gm.token
+            F.pad(patchify(views.student_global, self.token_size), (0, 0, 1, 0)), gm.token
         )[:, 1:]  # (Ng, L, p*p*C) -> (Ng, n_m, p*p*C)
+        return s_all, prediction, target
 
+    def _losses(
+        self,
+        sg: Tensor,
+        sl: Tensor,
+        probs: Tensor,
+        prediction: Tensor,
+        target: Tensor,
+        local: bool,
+    ) -> dict[str, Tensor]:
+        """The loss parts: DINO on global and local crops, KoLeo per global crop, pixels."""
+        cfg = self.config
+        n_global_rows = sg.shape[0]
         n_crops = cfg.n_global + cfg.n_local
-        dino_global = self.dino(sg, probs[:n_global_rows], cfg.n_global) / n_crops
         dino_local = (
             self.dino(sl, probs[n_global_rows:], cfg.n_local) / n_crops
-            if lm is not None
+            if local
             else sg.new_zeros(())
         )
-        koleo = sum((koleo_loss(chunk) for chunk in sg.chunk(cfg.n_global)), sg.new_zeros(()))
-        pixel = pixel_loss(prediction, target)
-        loss = (
-            cfg.dino_weight * (dino_global + dino_local)
-            + cfg.koleo_weight * koleo
-            + cfg.pixel_weight * pixel
-        )
-        health: dict[str, Tensor] = {}
-        if with_health:
-            with torch.no_grad():
-                entropy = -(probs * torch.log(probs.clamp_min(1e-12))).sum(dim=-1).mean()
-                health = {
-                    "teacher_std": t_all.std(dim=0).mean(),
-                    "teacher_entropy": entropy,
-                    # dimensional collapse: the class tokens span few directions
-                    "teacher_rank": rank_of(t_cls.float()),
-                }
-        return PerAOutput(
-            loss=loss,
-            parts={
-                "dino_global": dino_global,
-                "dino_local": dino_local,
-                "koleo": koleo,
-                "pixel": pixel,
-            },
-            student_global=sg,
-            student_local=sl,
-            teacher_global=tg,
-            teacher_local=tl,
-            pixel_prediction=prediction,
-            pixel_target=target,
-            center_update=center_update,
-            health=health,
-        )
+        return {
+            "dino_global": self.dino(sg, probs[:n_global_rows], cfg.n_global) / n_crops,
+            "dino_local": dino_local,
+            "koleo": sum((koleo_loss(c) for c in sg.chunk(cfg.n_global)), sg.new_zeros(())),
+            "pixel": pixel_loss(prediction, target),
+        }
 
     def compile_blocks(self) -> None:
         """``torch.compile`` every transformer block of both encoders, in place.
@@ -355,3 +386,15 @@ class PerA(nn.Module):
     def teacher_state_dict(self) -> dict[str, Tensor]:
         """The teacher backbone as a plain timm state dict (CPU tensors)."""
         return {k: v.detach().cpu().clone() for k, v in self.teacher_backbone.state_dict().items()}
+
+
+@torch.no_grad()
+def _health(t_cls: Tensor, t_all: Tensor, probs: Tensor) -> dict[str, Tensor]:
+    """The teacher's collapse signals: output std, probability entropy, class-token rank."""
+    entropy = -(probs * torch.log(probs.clamp_min(1e-12))).sum(dim=-1).mean()
+    return {
+        "teacher_std": t_all.std(dim=0).mean(),
+        "teacher_entropy": entropy,
+        # dimensional collapse: the class tokens span few directions
+        "teacher_rank": rank_of(t_cls.float()),
+    }

@@ -66,8 +66,8 @@ def build_backbone(
     return model
 
 
-def patch_size(vit: VisionTransformer) -> int:
-    """The (square) patch size of a timm ViT."""
+def token_size(vit: VisionTransformer) -> int:
+    """The token size of a timm ViT: its (square) patch size in pixels."""
     return int(vit.patch_embed.patch_size[0])
 
 
@@ -114,7 +114,7 @@ def embed(
     Returns:
         (N, 1 + L, D) tokens with position embeddings.
     """
-    p = patch_size(vit)
+    p = token_size(vit)
     rows, cols = x.shape[-2] // p, x.shape[-1] // p
     tokens = vit.patch_embed(x)  # (N, C, H, W) -> (N, L, D)
     if mask_token is not None and keep is not None:
@@ -267,5 +267,5 @@ def encode_with_mask_tokens(
 
 def embed_patch_count(vit: VisionTransformer, x: Tensor) -> int:
     """Number of patches L of an input (N, C, H, W)."""
-    p = patch_size(vit)
+    p = token_size(vit)
     return (x.shape[-2] // p) * (x.shape[-1] // p)

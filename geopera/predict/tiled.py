@@ -229,9 +229,14 @@ def dense_blocks(
 
 
 def _read_masked(
-    inputs: list[RasterInput], y: int, left: int, tile: int, width: int, roi_geom: Any,
+    inputs: list[RasterInput],
+    y: int,
+    left: int,
+    tile: int,
+    width: int,
+    roi_geom: Any,
     transform: Any,
-) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+) -> tuple[np.ndarray, np.ndarray]:
     """One strip's pixels (N, C, T, Wb) and its invalid mask (T, Wb): nodata or outside the ROI."""
     pixels, bad = read_strip(inputs, y, left, tile, width)
     if roi_geom is not None:

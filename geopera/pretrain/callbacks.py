@@ -14,8 +14,8 @@ import torch
 
 from geopera.core.contracts import ProbeRecord, SkippedRecord
 from geopera.core.errors import ArchiveGoneError
+from geopera.pretrain.metrics import SkipCounts
 from geopera.pretrain.rundir import RunDir
-from geopera.pretrain.task import SkipCounts
 
 
 class GracefulStop(L.Callback):
@@ -181,10 +181,15 @@ class Previews(L.Callback):
             pairs = task.make_views({"image": self.images, "source": sources})
             masks, _ = task.model.draw_masks(pairs)
         plot_views_and_masks(
-            self.images[0], pairs.student_global[0], pairs.teacher_global[0], masks,
-            task.model.patch, self.run.previews / "views_and_masks.png", rgb=self.rgb,
+            self.images[0],
+            pairs.student_global[0],
+            pairs.teacher_global[0],
+            masks,
+            task.model.token_size,
+            self.run.previews / "views_and_masks.png",
+            rgb=self.rgb,
             title="first batch: patch, one crop pair, disjoint masks",
-        )  # fmt: skip
+        )
         plot_feature_pca(task, self.images, sources, self.run.previews / "pca_start.png", self.rgb)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

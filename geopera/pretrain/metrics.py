@@ -7,6 +7,8 @@ are asked by :class:`MetricsCSV` and answer once per step, so callbacks may come
 """
 
 import csv
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -67,12 +69,16 @@ class StepMetrics:
         """Every value by its metrics.csv / TensorBoard name (``step`` and ``skipped`` apart)."""
         h = self.health
         return {
-            "loss": self.loss, **self.parts, **self.schedules,
-            "teacher_std": h.std, "teacher_entropy": h.entropy,
+            "loss": self.loss,
+            **self.parts,
+            **self.schedules,
+            "teacher_std": h.std,
+            "teacher_entropy": h.entropy,
             **({"teacher_rank": h.rank} if h.rank is not None else {}),
-            "images_per_s": self.images_per_s, "data_wait": self.data_wait,
+            "images_per_s": self.images_per_s,
+            "data_wait": self.data_wait,
             "rejected_rate": self.rejected_rate,
-        }  # fmt: skip
+        }
 
     def shown(self) -> dict[str, str]:
         """The progress bar's values, as host strings."""
@@ -172,3 +178,70 @@ class MetricsCSV(L.Callback):
             row["probe_knn"] = knn
         with open(self.path, "a", newline="") as fh:
             csv.DictWriter(fh, METRIC_COLUMNS).writerow(row)
+
+
+#: Why a step was skipped, by the code :class:`SkipCounts` keeps on the device.
+SKIP_REASONS = {1: "non-finite loss", 2: "non-finite gradients"}
+
+
+@dataclass(frozen=True)
+class SkipCounts:
+    """Steps skipped for non-finite values, as read at a logging step.
+
+    Attributes:
+        total: Skipped steps since this process started.
+        in_a_row: Skipped steps up to the current one with no good step between.
+        first_in_row: First step of that run of skipped steps (-1 when ``in_a_row`` is 0).
+        last: Last skipped step (-1: none).
+        reason: Why the last one was skipped (``None``: none was).
+    """
+
+    total: int
+    in_a_row: int
+    first_in_row: int
+    last: int
+    reason: str | None
+
+    @classmethod
+    def of(cls, state: Sequence[float]) -> "SkipCounts":
+        """From the device counters as read: total, in a row, first in row, last, reason code."""
+        total, in_a_row, first, last, code = (int(v) for v in state)
+        return cls(total, in_a_row, first, last, SKIP_REASONS.get(code))
+
+
+class StepInterval:
+    """Host-side timing between two logging steps: images/s and the share spent waiting for data.
+
+    The wait for a batch is the time from the end of one step (its last hook) to the start of
+    the next (the batch fetched and moved to the device). Between logging steps the host does
+    not wait for the device, so the shares are of the host's loop; the logging step's one
+    synchronisation ties the interval to the device's pace.
+    """
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+        self.waited = 0.0
+        self.images = 0
+        self._ended: float | None = None
+
+    def batch_arrived(self) -> None:
+        """The next batch is on the device: the wait since the last step ends."""
+        if self._ended is not None:
+            self.waited += time.perf_counter() - self._ended
+            self._ended = None
+
+    def step_done(self) -> None:
+        """A step ended: waiting for the next batch starts."""
+        self._ended = time.perf_counter()
+
+    def add_step(self, images: int) -> None:
+        """Count a step's images (all ranks)."""
+        self.images += images
+
+    def close(self) -> tuple[float, float]:
+        """Images/s and the data-wait share since the last call; starts a new interval."""
+        now = time.perf_counter()
+        elapsed = max(now - self.start, 1e-9)
+        rates = (self.images / elapsed, min(self.waited / elapsed, 1.0))
+        self.start, self.waited, self.images = now, 0.0, 0
+        return rates

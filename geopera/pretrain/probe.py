@@ -165,7 +165,7 @@ def knn_accuracy(task: Any, probe: ProbeSet, k: int = 5) -> float:
     """
     device = task.p2.device
     size = min(task.config.views.global_size, probe.images.shape[-1])
-    size -= size % task.model.patch
+    size -= size % task.model.token_size
     src = probe.sources.to(device)
     if probe.p2 is not None and probe.p98 is not None:
         unit = scale_unit(probe.images.to(device), probe.p2.to(device), probe.p98.to(device))
@@ -173,7 +173,7 @@ def knn_accuracy(task: Any, probe: ProbeSet, k: int = 5) -> float:
         unit = scale_unit(probe.images.to(device), task.p2[src], task.p98[src])
     top = (unit.shape[-2] - size) // 2
     x = (unit[..., top : top + size, top : top + size] - task.views.mean) / task.views.std
-    grid = (size // task.model.patch) ** 2
+    grid = (size // task.model.token_size) ** 2
     every = torch.arange(grid, device=device).expand(x.shape[0], -1)
     features = F.normalize(
         encode_visible(task.model.teacher_backbone, x, every)[:, 0].float(), dim=-1

@@ -23,9 +23,6 @@ with one transfer (:meth:`PerATask.read_metrics`).
 """
 
 import dataclasses
-import time
-from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import lightning as L
@@ -37,7 +34,7 @@ from geopera.core.config import from_dict
 from geopera.core.errors import NonFiniteError
 from geopera.models.pera import PerA, PerAConfig, PerAOutput
 from geopera.pretrain.config import PretrainConfig
-from geopera.pretrain.metrics import StepMetrics, TeacherHealth
+from geopera.pretrain.metrics import SkipCounts, StepInterval, StepMetrics, TeacherHealth
 from geopera.pretrain.schedules import PerASchedules
 from geopera.transforms.normalise import scale_unit
 from geopera.transforms.views import AlignedViews, CropPairs
@@ -107,38 +104,10 @@ def non_finite(state: dict[str, Any]) -> list[str]:
         The names (empty when every value is finite).
     """
     return [
-        k for k, v in state.items()
+        k
+        for k, v in state.items()
         if isinstance(v, Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all())
-    ]  # fmt: skip
-
-
-#: Why a step was skipped, by the code :class:`SkipCounts` keeps on the device.
-SKIP_REASONS = {1: "non-finite loss", 2: "non-finite gradients"}
-
-
-@dataclass(frozen=True)
-class SkipCounts:
-    """Steps skipped for non-finite values, as read at a logging step.
-
-    Attributes:
-        total: Skipped steps since this process started.
-        in_a_row: Skipped steps up to the current one with no good step between.
-        first_in_row: First step of that run of skipped steps (-1 when ``in_a_row`` is 0).
-        last: Last skipped step (-1: none).
-        reason: Why the last one was skipped (``None``: none was).
-    """
-
-    total: int
-    in_a_row: int
-    first_in_row: int
-    last: int
-    reason: str | None
-
-    @classmethod
-    def of(cls, state: Sequence[float]) -> "SkipCounts":
-        """From the device counters as read: total, in a row, first in row, last, reason code."""
-        total, in_a_row, first, last, code = (int(v) for v in state)
-        return cls(total, in_a_row, first, last, SKIP_REASONS.get(code))
+    ]
 
 
 class PerATask(L.LightningModule):
@@ -191,7 +160,7 @@ class PerATask(L.LightningModule):
         self.register_buffer("step_ok", torch.ones((), dtype=torch.bool), persistent=False)
         self._loss_finite: Tensor | None = None
         self._step = 0
-        self._interval = _Interval()
+        self._interval = StepInterval()
 
     def is_logging_step(self, step: int) -> bool:
         """Whether ``step`` logs (and so may read device values on the host)."""
@@ -330,9 +299,11 @@ class PerATask(L.LightningModule):
             gradient_clip_algorithm: Only ``"norm"`` is supported.
         """
         grads = [
-            p.grad for group in optimizer.param_groups for p in group["params"]
+            p.grad
+            for group in optimizer.param_groups
+            for p in group["params"]
             if p.grad is not None
-        ]  # fmt: skip
+        ]
         loss_ok = self._loss_finite if self._loss_finite is not None else self.step_ok
         if grads:
             norm = torch.nn.utils.get_total_norm(grads, norm_type=2.0)
@@ -412,38 +383,3 @@ class PerATask(L.LightningModule):
         return torch.optim.AdamW(
             groups, lr=o.lr, betas=(o.betas[0], o.betas[1]), eps=o.eps, fused=True
         )
-
-
-class _Interval:
-    """Host-side timing between two logging steps: images/s and the share spent waiting for data.
-
-    The wait for a batch is the time from the end of one step (its last hook) to the start of
-    the next (the batch fetched and moved to the device). Between logging steps the host does
-    not wait for the device, so the shares are of the host's loop; the logging step's one
-    synchronisation ties the interval to the device's pace.
-    """
-
-    def __init__(self) -> None:
-        self.start = time.perf_counter()
-        self.waited = 0.0
-        self.images = 0
-        self._ended: float | None = None
-
-    def batch_arrived(self) -> None:
-        if self._ended is not None:
-            self.waited += time.perf_counter() - self._ended
-            self._ended = None
-
-    def step_done(self) -> None:
-        self._ended = time.perf_counter()
-
-    def add_step(self, images: int) -> None:
-        self.images += images
-
-    def close(self) -> tuple[float, float]:
-        """Images/s and the data-wait share since the last call; starts a new interval."""
-        now = time.perf_counter()
-        elapsed = max(now - self.start, 1e-9)
-        rates = (self.images / elapsed, min(self.waited / elapsed, 1.0))
-        self.start, self.waited, self.images = now, 0.0, 0
-        return rates

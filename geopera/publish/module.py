@@ -99,3 +99,12 @@ def register(weights_enum: type) -> None:
     from torchgeo.models import api
 
     api._model_weights[weights_enum.__name__] = weights_enum
+
+
+#: timm architectures that ``torchgeo.models`` has builders for (see DESIGN).
+TORCHGEO_BUILDERS = {
+    "vit_small_patch16_224": "ViTSmall16",
+    "vit_base_patch16_224": "ViTBase16",
+    "vit_large_patch16_224": "ViTLarge16",
+    "vit_huge_patch14_224": "ViTHuge14",
+}

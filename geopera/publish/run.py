@@ -29,21 +29,8 @@ from geopera.core.contracts import BackboneCard, PublishedWeights, RunStatus
 from geopera.core.errors import GeoperaError
 from geopera.core.outputs import require_new_folder, sha256_file, staged_folder
 from geopera.models.loading import load_state_dict_file
-from geopera.publish.module import load_module, module_text
-
-#: timm architectures that ``torchgeo.models`` has builders for (see DESIGN).
-TORCHGEO_BUILDERS = {
-    "vit_small_patch16_224": "ViTSmall16",
-    "vit_base_patch16_224": "ViTBase16",
-    "vit_large_patch16_224": "ViTLarge16",
-    "vit_huge_patch14_224": "ViTHuge14",
-}
-
-PERA_CITATION = (
-    "Shen, Gu, Li, Yang, Qiu. A Contrastive Learning Foundation Model Based on Perfectly Aligned "
-    "Sample Pairs for Remote Sensing Images. Geo-spatial Information Science (2026), "
-    "doi:10.1080/10095020.2026.2628435; arXiv:2505.19447"
-)
+from geopera.publish.card import write_docs
+from geopera.publish.module import TORCHGEO_BUILDERS, load_module, module_text
 
 
 class PublishError(GeoperaError):
@@ -203,54 +190,21 @@ def publish(
     require_new_folder(out)
     member = _identifier(name)
     state, card, status = _read_source(source)
+    _check_publishable(card)
     model_name = card.model
-    if not card.bands or len(card.bands) != card.in_chans:
-        raise PublishError(
-            f"the backbone description lists bands {card.bands} for in_chans={card.in_chans}; "
-            "TorchGeo weights need one name per input band"
-        )
-    if model_name not in TORCHGEO_BUILDERS or card.model_kwargs:
-        raise PublishError(
-            f"{model_name} (with arguments {card.model_kwargs}) has no "
-            "torchgeo.models "
-            f"builder; publishable architectures: {', '.join(TORCHGEO_BUILDERS)}"
-        )
     enum_name = f"{TORCHGEO_BUILDERS[model_name]}_{member.title().replace('_', '')}_Weights"
-    sources = card.sources
-    norm = card.normalisation
+    module_name = f"{model_name}_{member.lower()}"
     with staged_folder(out) as work:
-        exported = _torchgeo_state_dict(state, card)
-        tmp_file = work / "weights.pth"
-        torch.save(exported, tmp_file)
-        digest = sha256_file(tmp_file)
-        file_name = f"{model_name}_{member.lower()}-{digest[:8]}.pth"
-        (work / file_name).write_bytes(tmp_file.read_bytes())
-        tmp_file.unlink()
-        final_out = out.resolve()
+        file_name, digest = _write_weights(_torchgeo_state_dict(state, card), work, module_name)
         url = (
             (url_base.rstrip("/") + "/" + file_name)
             if url_base
-            else f"file://{final_out / file_name}"
+            else f"file://{out.resolve() / file_name}"
         )
-        resolution = sorted({tuple(r) for r in card.resolution.values()})
-        weights_meta = {
-            "dataset": dataset or ", ".join(s["name"] for s in sources) or "geopera archive",
-            "in_chans": card.in_chans,
-            "model": model_name,
-            "publication": publication,
-            "repo": repo,
-            "ssl_method": "pera",
-            "bands": card.bands,
-            "license": license,
-            "resolution": resolution[0][0] if len(resolution) == 1 else [r[0] for r in resolution],
-            "mean": norm["mean"],
-            "std": norm["std"],
-            "steps": card.steps,
-        }
-        module_name = f"{model_name}_{member.lower()}"
-        mean, std = list(norm["mean"]), list(norm["std"])
+        meta = _weights_meta(card, dataset, license, publication, repo)
+        mean, std = list(card.normalisation["mean"]), list(card.normalisation["std"])
         (work / f"{module_name}.py").write_text(
-            module_text(enum_name, member, url, weights_meta, mean, std)
+            module_text(enum_name, member, url, meta, mean, std)
         )
         PublishedWeights(
             enum_name=enum_name,
@@ -260,114 +214,88 @@ def publish(
             url=url,
             mean=mean,
             std=std,
-            meta=weights_meta,
+            meta=meta,
         ).write(work / PublishedWeights.FILE)
         # Verify through a copy of the module whose URL points at the file as it lies now.
-        check_module = work / f"_check_{module_name}.py"
-        check_module.write_text(
-            module_text(enum_name, member, f"file://{work / file_name}", weights_meta, mean, std)
-        )
-        reference = timm.create_model(
-            model_name, in_chans=card.in_chans, img_size=card.img_size, num_classes=0,
-            dynamic_img_size=True,
-        )  # fmt: skip
-        reference.load_state_dict(state)
-        hub_dir = torch.hub.get_dir()
-        torch.hub.set_dir(str(work / ".torch-hub"))  # keep the user's torch hub cache clean
-        try:
-            verify(check_module, enum_name, member, reference, card)
-        finally:
-            torch.hub.set_dir(hub_dir)
-        check_module.unlink()
-        shutil.rmtree(work / ".torch-hub", ignore_errors=True)
-        _write_docs(work, enum_name, member, file_name, weights_meta, card, status, module_name)
+        check = module_text(enum_name, member, f"file://{work / file_name}", meta, mean, std)
+        _verify_copy(work, check, state, card, enum_name, member)
+        write_docs(work, enum_name, member, file_name, meta, card, status, module_name)
     return PublishInfo(out, out / file_name, out / f"{module_name}.py", enum_name, member)
 
 
-def _probe_line(status: RunStatus | None) -> str:
-    """The kNN probe's last accuracy and its step, for the README."""
-    if status is None or status.probe is None or not status.probe.knn_accuracy:
-        return "not run"
-    step, accuracy = status.probe.knn_accuracy[-1]
-    return f"{accuracy:.3f} at step {step} ({len(status.probe.classes)} classes)"
+def _check_publishable(card: BackboneCard) -> None:
+    """TorchGeo weights need a named band per input and an architecture with a builder."""
+    if not card.bands or len(card.bands) != card.in_chans:
+        raise PublishError(
+            f"the backbone description lists bands {card.bands} for in_chans={card.in_chans}; "
+            "TorchGeo weights need one name per input band"
+        )
+    if card.model not in TORCHGEO_BUILDERS or card.model_kwargs:
+        raise PublishError(
+            f"{card.model} (with arguments {card.model_kwargs}) has no torchgeo.models "
+            f"builder; publishable architectures: {', '.join(TORCHGEO_BUILDERS)}"
+        )
 
 
-def _write_docs(
-    work: Path, enum_name: str, member: str, file_name: str, wmeta: dict[str, Any],
-    card: BackboneCard, status: RunStatus | None, module_name: str,
-) -> None:  # fmt: skip
-    bands = ", ".join(card.bands or [])
-    (work / "weights.csv").write_text(
-        "Weight,Channels,Source,Citation,BigEarthNet,EuroSAT,So2Sat,OSCD\n"
-        f"{enum_name}.{member},{wmeta['in_chans']},[geopera]({wmeta['repo']}),"
-        f"[PerA]({wmeta['publication']}),,,,\n"
+def _write_weights(state: dict[str, torch.Tensor], work: Path, stem: str) -> tuple[str, str]:
+    """Save the weights under a name with their hash's first 8 hex digits, as TorchGeo does.
+
+    Returns:
+        The file name and the full SHA-256.
+    """
+    tmp_file = work / "weights.pth"
+    torch.save(state, tmp_file)
+    digest = sha256_file(tmp_file)
+    file_name = f"{stem}-{digest[:8]}.pth"
+    tmp_file.rename(work / file_name)
+    return file_name, digest
+
+
+def _weights_meta(
+    card: BackboneCard, dataset: str | None, license: str, publication: str, repo: str
+) -> dict[str, Any]:
+    """The ``meta`` of the weights' enum member (TorchGeo's keys, plus the recipe's)."""
+    resolution = sorted({tuple(r) for r in card.resolution.values()})
+    return {
+        "dataset": dataset or ", ".join(s["name"] for s in card.sources) or "geopera archive",
+        "in_chans": card.in_chans,
+        "model": card.model,
+        "publication": publication,
+        "repo": repo,
+        "ssl_method": "pera",
+        "bands": card.bands,
+        "license": license,
+        "resolution": resolution[0][0] if len(resolution) == 1 else [r[0] for r in resolution],
+        "mean": card.normalisation["mean"],
+        "std": card.normalisation["std"],
+        "steps": card.steps,
+    }
+
+
+def _verify_copy(
+    work: Path,
+    module: str,
+    state: dict[str, torch.Tensor],
+    card: BackboneCard,
+    enum_name: str,
+    member: str,
+) -> None:
+    """Load the weights through TorchGeo's builder from a copy of the module, and compare."""
+    check_module = work / f"_check_{enum_name}.py"
+    check_module.write_text(module)
+    reference = timm.create_model(
+        card.model,
+        in_chans=card.in_chans,
+        img_size=card.img_size,
+        num_classes=0,
+        dynamic_img_size=True,
     )
-    sources = card.sources
-    roi = card.roi or {}
-    source_lines = "\n".join(
-        f"| {s['name']} | {s['crs']} | {s['res'][0]:g} | "
-        f"{', '.join(s['selected_bands'])} | {s['dtype']} |"
-        for s in sources
-    )
-    (work / "README.md").write_text(
-        f"""---
-license: {wmeta["license"].lower()}
-tags: [torchgeo, remote-sensing, self-supervised, pera, {card.model}]
----
-
-# {enum_name}.{member}
-
-A `{card.model}` backbone ({wmeta["in_chans"]} bands: {bands}) pretrained with **PerA**
-(contrastive teacher-student learning on perfectly aligned sample pairs) by
-[geopera]({wmeta["repo"]}). File: `{file_name}`.
-
-## Data coverage
-
-- Region of interest (lon/lat WKT): `{roi.get("wkt_wgs84", "n/a")}`
-- Sources:
-
-| source | CRS | resolution | bands | dtype |
-|---|---|---|---|---|
-{source_lines}
-
-## Recipe
-
-- Method: PerA, teacher backbone exported ({card.steps} optimiser steps).
-- Crops during pretraining: {card.img_size} px global crops, patch {card.token_size}; the
-  position embedding is resampled to the 224 px grid of TorchGeo's builder.
-- Normalisation (raw units): mean {wmeta["mean"]}, std {wmeta["std"]}.
-- Run status: {status.status if status else "n/a"},
-  collapse alarm: {"yes" if status and status.collapse_alarm else "no"},
-  kNN probe: {_probe_line(status)}.
-
-## Use
-
-```python
-from {module_name} import {enum_name}
-import geopera.publish, torchgeo.models
-geopera.publish.register({enum_name})
-model = torchgeo.models.{card.model}(weights={enum_name}.{member})
-```
-
-## Licence and citation
-
-Weights: {wmeta["license"]}. Cite the method: {PERA_CITATION}.
-"""
-    )
-    (work / "CONTRIBUTING.md").write_text(
-        f"""# Contributing {enum_name}.{member} to TorchGeo
-
-1. Upload `{file_name}` to a Hugging Face repository (e.g. with `huggingface-cli upload`), and pin
-   the URL to the commit: `https://hf.co/<org>/<repo>/resolve/<commit>/{file_name}`.
-2. In `torchgeo/models/vit.py`, add the member to `{TORCHGEO_BUILDERS[card.model]}_Weights`
-   (copy the `Weights(...)` of `{module_name}.py`, with the pinned URL and, if they are new,
-   a module-level `_transforms` and band list).
-3. Add the row of `weights.csv` to `docs/api/weights/` (the table of {wmeta["in_chans"]}-band
-   {"RGB" if wmeta["in_chans"] == 3 else "multispectral"} weights); fill in the benchmark columns
-   you measured.
-4. Tests: `tests/models/test_vit.py` parametrises over the weights enum; check that
-   `len(card.bands) == card.in_chans` and that the builder loads the member
-   (`pytest tests/models/test_vit.py -k {member}` with the file cached locally).
-5. Mention PerA in the model docstring and the changelog, citing: {PERA_CITATION}.
-"""
-    )
+    reference.load_state_dict(state)
+    hub_dir = torch.hub.get_dir()
+    torch.hub.set_dir(str(work / ".torch-hub"))  # keep the user's torch hub cache clean
+    try:
+        verify(check_module, enum_name, member, reference, card)
+    finally:
+        torch.hub.set_dir(hub_dir)
+    check_module.unlink()
+    shutil.rmtree(work / ".torch-hub", ignore_errors=True)

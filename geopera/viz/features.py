@@ -36,7 +36,7 @@ def feature_pca(task: Any, images: Tensor, sources: Tensor) -> tuple[Tensor, np.
     crops = unit[..., top : top + size, left : left + size]  # (N, C, S, S)
     x = (crops - task.views.mean) / task.views.std
     backbone = task.model.teacher_backbone
-    grid = size // task.model.patch
+    grid = size // task.model.token_size
     every = torch.arange(grid * grid, device=x.device).expand(x.shape[0], -1)
     tokens = encode_visible(backbone, x, every)[:, 1:]  # (N, 1 + L, D) -> (N, L, D)
     flat = tokens.reshape(-1, tokens.shape[-1]).float()  # (N*L, D)

@@ -63,7 +63,7 @@ def plot_views_and_masks(
     student_view: Tensor,
     teacher_view: Tensor,
     masks: MaskSets,
-    patch_size: int,
+    token_size: int,
     path: str | Path,
     rgb: Sequence[int] | None = None,
     title: str = "",
@@ -75,7 +75,7 @@ def plot_views_and_masks(
         student_view: (C, S, S) one global crop, student view.
         teacher_view: (C, S, S) the same crop, teacher view.
         masks: Masks of the global crops; row 0 is drawn.
-        patch_size: ViT patch size (for the grid).
+        token_size: ViT token (patch) size in pixels, for the grid.
         path: Output PNG path (folders are created).
         rgb: Band indices shown as R, G, B.
         title: Figure title.
@@ -83,13 +83,13 @@ def plot_views_and_masks(
     Returns:
         The path written.
     """
-    grid = (student_view.shape[-2] // patch_size, student_view.shape[-1] // patch_size)
+    grid = (student_view.shape[-2] // token_size, student_view.shape[-1] // token_size)
     overlay = mask_overlay(masks, 0, grid)
-    up = np.kron(overlay, np.ones((patch_size, patch_size, 1)))  # (h, w, 3) -> (S, S, 3)
+    up = np.kron(overlay, np.ones((token_size, token_size, 1)))  # (h, w, 3) -> (S, S, 3)
     student_rgb, teacher_rgb = to_rgb(student_view, rgb), to_rgb(teacher_view, rgb)
     seen_s = masks.boolean("student")[0].reshape(grid).cpu().numpy()
     seen_t = masks.boolean("teacher")[0].reshape(grid).cpu().numpy()
-    block = np.ones((patch_size, patch_size))
+    block = np.ones((token_size, token_size))
     panels = [
         ("sampled patch", to_rgb(patch, rgb)),
         ("student view (one crop)", student_rgb),

@@ -28,10 +28,21 @@ def test_inspect_json_on_shared_data(shared_data: Path) -> None:
     report = json.loads(proc.stdout)
     names = [s["name"] for s in report["sources"]]
     assert names == [
-        "clm_10m", "dem_10m", "goes_20055m", "landsat8_30m", "ms1_1m", "ndvi_10m", "pan1_0p5m",
-        "rgb_300m", "rgb_4p5m", "rmnp_0p0015deg", "rmnp_0p0028deg", "sample_30m", "sar_4p5m",
+        "clm_10m",
+        "dem_10m",
+        "goes_20055m",
+        "landsat8_30m",
+        "ms1_1m",
+        "ndvi_10m",
+        "pan1_0p5m",
+        "rgb_300m",
+        "rgb_4p5m",
+        "rmnp_0p0015deg",
+        "rmnp_0p0028deg",
+        "sample_30m",
+        "sar_4p5m",
         "sentinel2_10m",
-    ]  # fmt: skip
+    ]
     for row in report["sources"]:
         assert set(row) >= {"name", "files", "crs", "res", "bands", "dtype", "bounds_wgs84"}
         assert all(Path(f).is_file() for f in row["files"])
@@ -81,9 +92,20 @@ def test_inspect_table_lists_sources_and_problems(
 def test_sample_writes_georeferenced_chips_inside_roi(fake_archive: Path, tmp_path: Path) -> None:
     out = tmp_path / "chips"
     proc = run_cli(
-        "archive", "sample", str(fake_archive), "--roi", ROI, "--size", "16", "--count", "12",
-        "--out", str(out), "--seed", "3",
-    )  # fmt: skip
+        "archive",
+        "sample",
+        str(fake_archive),
+        "--roi",
+        ROI,
+        "--size",
+        "16",
+        "--count",
+        "12",
+        "--out",
+        str(out),
+        "--seed",
+        "3",
+    )
     assert proc.returncode == 0, proc.stderr
     assert "wrote 12 chips" in proc.stdout
     index = json.loads((out / "chips.geojson").read_text())

@@ -27,9 +27,13 @@ QUICK_RETRIES = {"GDAL_HTTP_MAX_RETRY": "2", "GDAL_HTTP_RETRY_DELAY": "0.1"}
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     exe = Path(sys.executable).with_name("geopera")
     return subprocess.run(
-        [str(exe), *args], capture_output=True, text=True, check=False, timeout=300,
+        [str(exe), *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
         env={**os.environ, **(env or {})},
-    )  # fmt: skip
+    )
 
 
 def test_inspect_static_catalog_over_http(served: FakeStorage) -> None:
@@ -52,9 +56,22 @@ def test_sample_static_catalog_over_http(
 ) -> None:
     out = tmp_path / "chips"
     proc = run_cli(
-        "archive", "sample", f"{served.url}/catalog.json", "--roi", ROI, "--size", "32",
-        "--count", "6", "--bands", "rgb", "--out", str(out), "--cache", str(tmp_path / "tiles"),
-    )  # fmt: skip
+        "archive",
+        "sample",
+        f"{served.url}/catalog.json",
+        "--roi",
+        ROI,
+        "--size",
+        "32",
+        "--count",
+        "6",
+        "--bands",
+        "rgb",
+        "--out",
+        str(out),
+        "--cache",
+        str(tmp_path / "tiles"),
+    )
     assert proc.returncode == 0, proc.stderr
     index = json.loads((out / "chips.geojson").read_text())
     assert len(index["features"]) == 6
@@ -84,9 +101,19 @@ def test_sample_survives_an_asset_that_keeps_failing(stac_catalog: Path, tmp_pat
         storage.inject(f"/landsat/{LANDSAT[1]}/B3.tif", *["503"] * 1000)
         out = tmp_path / "chips"
         proc = run_cli(
-            "archive", "sample", f"{storage.url}/catalog.json", "--roi", ROI, "--size", "32",
-            "--count", "4", "--out", str(out), env=QUICK_RETRIES,
-        )  # fmt: skip
+            "archive",
+            "sample",
+            f"{storage.url}/catalog.json",
+            "--roi",
+            ROI,
+            "--size",
+            "32",
+            "--count",
+            "4",
+            "--out",
+            str(out),
+            env=QUICK_RETRIES,
+        )
     assert proc.returncode == 0, proc.stderr
     assert len(json.loads((out / "chips.geojson").read_text())["features"]) == 4
     assert "1 item(s) became unreadable" in proc.stderr

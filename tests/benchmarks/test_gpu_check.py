@@ -23,10 +23,27 @@ def _tiny_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     bench_step.add_step_args(parser)
     return parser.parse_args(
-        ["--model", "vit_tiny_patch16_224", "--depth", "1", "--global-size", "64",
-         "--local-size", "48", "--n-local", "1", "--image-size", "64", "--prototypes", "64",
-         "--head-hidden-dim", "32", "--head-bottleneck-dim", "16"]
-    )  # fmt: skip
+        [
+            "--model",
+            "vit_tiny_patch16_224",
+            "--depth",
+            "1",
+            "--global-size",
+            "64",
+            "--local-size",
+            "48",
+            "--n-local",
+            "1",
+            "--image-size",
+            "64",
+            "--prototypes",
+            "64",
+            "--head-hidden-dim",
+            "32",
+            "--head-bottleneck-dim",
+            "16",
+        ]
+    )
 
 
 def test_largest_batch_search_survives_an_injected_out_of_memory() -> None:
@@ -115,10 +132,24 @@ def test_cpu_smoke_runs_every_part_and_writes_the_results(
     out, work = tmp_path / "out", tmp_path / "work"
     env = {**os.environ, "GEOPERA_SHARED_DATA": str(shared_data)}
     proc = subprocess.run(
-        ["bash", str(REPO / "benchmarks" / "gpu_check.sh"), "--cpu-smoke", "--out", str(out),
-         "--work", str(work), "--data", str(shared_data), "--budget-s", "600"],
-        capture_output=True, text=True, env=env, timeout=900,
-    )  # fmt: skip
+        [
+            "bash",
+            str(REPO / "benchmarks" / "gpu_check.sh"),
+            "--cpu-smoke",
+            "--out",
+            str(out),
+            "--work",
+            str(work),
+            "--data",
+            str(shared_data),
+            "--budget-s",
+            "600",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + (out / "gpu_check.log").read_text()[-5000:]
     report = json.loads((out / "gpu_check.json").read_text())
     assert {"env", "step", "pretrain", "quality", "downstream"} <= set(report)
@@ -171,8 +202,9 @@ def test_bad_arguments_end_in_one_line_and_write_nothing(tmp_path: Path, shared_
     for extra, message in cases:
         out = subprocess.run(
             [sys.executable, script, "--data", str(shared_data), *extra],
-            capture_output=True, text=True,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+        )
         assert out.returncode == 2, extra
         assert out.stderr.count("\n") == 1, out.stderr  # one line, no traceback
         assert message in out.stderr

@@ -44,11 +44,14 @@ def test_spec_of_release_0_1_rebuilds_a_model(tmp_path: Path) -> None:
     assert spec.decoder_channels == raw["width"] == 64
     assert spec.class_weights == raw["class_weights"]
     # a 0.1 checkpoint: its hyper-parameters hold the old dict, the weights fit the new model
-    spec_small = FinetunedSpec.from_dict({**raw, "model_kwargs": {"depth": 1, "embed_dim": 64,
-                                                                  "num_heads": 2}})  # fmt: skip
+    spec_small = FinetunedSpec.from_dict(
+        {**raw, "model_kwargs": {"depth": 1, "embed_dim": 64, "num_heads": 2}}
+    )
     task = build_task(spec_small)
-    ckpt = {"hyper_parameters": {"spec": {**raw, "model_kwargs": spec_small.model_kwargs}},
-            "state_dict": task.state_dict()}  # fmt: skip
+    ckpt = {
+        "hyper_parameters": {"spec": {**raw, "model_kwargs": spec_small.model_kwargs}},
+        "state_dict": task.state_dict(),
+    }
     torch.save(ckpt, tmp_path / "model.ckpt")
     loaded = load_finetuned(tmp_path)
     assert loaded.spec == spec_small

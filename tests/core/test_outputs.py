@@ -61,8 +61,12 @@ def test_stale_partials_of_dead_processes_are_removed(tmp_path: Path) -> None:
 
     from geopera.core.outputs import remove_stale_partials
 
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True)  # fmt: skip
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     pid = int(dead.stdout)
     (tmp_path / f".model.partial-{pid}-abc").mkdir()  # a staged folder of a killed run
     (tmp_path / f".last.partial-{pid}.ckpt").write_bytes(b"half")  # a cut checkpoint write

@@ -27,9 +27,15 @@ def backbone(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
     vit = build_vit("vit_small_patch16_224", 3, 64, TINY)
     torch.save(vit.state_dict(), folder / "backbone.pth")
-    card = {"format_version": 1, "model": "vit_small_patch16_224", "model_kwargs": TINY,
-            "in_chans": 3, "bands": ["B04", "B03", "B02"], "token_size": 16,
-            "img_size": 64}  # fmt: skip
+    card = {
+        "format_version": 1,
+        "model": "vit_small_patch16_224",
+        "model_kwargs": TINY,
+        "in_chans": 3,
+        "bands": ["B04", "B03", "B02"],
+        "token_size": 16,
+        "img_size": 64,
+    }
     (folder / "backbone.json").write_text(json.dumps(card))
     return folder
 
@@ -39,8 +45,19 @@ def test_done_when_vit_small_on_a_sentinel2_scene(shared_data: Path, tmp_path: P
     """The issue's check, through the CLI: patch COG + chip GeoParquet, then a similarity map."""
     scene = shared_data / SCENE
     out = tmp_path / "emb"
-    proc = run_cli("embed", "--weights", "vit_small_patch16_224", "--input", str(scene),
-                   "--level", "both", "--chip-size", "64", "--out", str(out))  # fmt: skip
+    proc = run_cli(
+        "embed",
+        "--weights",
+        "vit_small_patch16_224",
+        "--input",
+        str(scene),
+        "--level",
+        "both",
+        "--chip-size",
+        "64",
+        "--out",
+        str(out),
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     with rasterio.open(scene) as src, rasterio.open(out / f"{scene.stem}.tif") as cog:
         assert cog.crs == src.crs
@@ -68,8 +85,18 @@ def test_done_when_vit_small_on_a_sentinel2_scene(shared_data: Path, tmp_path: P
     sim = tmp_path / "sim"
     with rasterio.open(out / f"{scene.stem}.tif") as cog:
         x, y = cog.xy(5, 7)  # centre of token (row 5, col 7)
-    proc = run_cli("embed", "similar", "--embeddings", str(out), "--query", f"POINT({x} {y})",
-                   "--top", "3", "--out", str(sim))  # fmt: skip
+    proc = run_cli(
+        "embed",
+        "similar",
+        "--embeddings",
+        str(out),
+        "--query",
+        f"POINT({x} {y})",
+        "--top",
+        "3",
+        "--out",
+        str(sim),
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     with rasterio.open(sim / f"similarity_{scene.stem}.tif") as s:
         assert (s.width, s.height, s.crs) == (tokens.shape[2], tokens.shape[1], cog.crs)
@@ -112,8 +139,14 @@ def test_int8_keeps_the_values_within_one_step(
 ) -> None:
     scene = shared_data / SCENE
     embed([str(scene)], tmp_path / "f", weights=str(backbone), chip_size=64, level="patch")
-    embed([str(scene)], tmp_path / "q", weights=str(backbone), chip_size=64, level="patch",
-          dtype="int8")  # fmt: skip
+    embed(
+        [str(scene)],
+        tmp_path / "q",
+        weights=str(backbone),
+        chip_size=64,
+        level="patch",
+        dtype="int8",
+    )
     with rasterio.open(tmp_path / "f" / f"{scene.stem}.tif") as f:
         full = f.read().astype(np.float32)
     with rasterio.open(tmp_path / "q" / f"{scene.stem}.tif") as q:
@@ -208,14 +241,38 @@ def test_bad_input_is_one_line_and_writes_nothing(
     # an existing output folder is refused, and replaced only with --overwrite
     out.mkdir()
     (out / "mine.txt").write_text("keep")
-    proc = run_cli("embed", "--input", scene, "--out", str(out), "--weights", str(backbone),
-                   "--chip-size", "64", "--level", "chip", "--no-progress")  # fmt: skip
+    proc = run_cli(
+        "embed",
+        "--input",
+        scene,
+        "--out",
+        str(out),
+        "--weights",
+        str(backbone),
+        "--chip-size",
+        "64",
+        "--level",
+        "chip",
+        "--no-progress",
+    )
     assert proc.returncode == 2
     assert "pass --overwrite" in proc.stderr
     assert (out / "mine.txt").read_text() == "keep"
-    proc = run_cli("embed", "--input", scene, "--out", str(out), "--weights", str(backbone),
-                   "--chip-size", "64", "--level", "chip", "--no-progress",
-                   "--overwrite")  # fmt: skip
+    proc = run_cli(
+        "embed",
+        "--input",
+        scene,
+        "--out",
+        str(out),
+        "--weights",
+        str(backbone),
+        "--chip-size",
+        "64",
+        "--level",
+        "chip",
+        "--no-progress",
+        "--overwrite",
+    )
     assert proc.returncode == 0, proc.stderr
     assert sorted(p.name for p in out.iterdir()) == [
         "T1_S2L1C_13bands_10m.parquet",
@@ -223,8 +280,18 @@ def test_bad_input_is_one_line_and_writes_nothing(
     ]
     # a query outside the extent, or an unknown chip id
     for query in ("POINT(50 10)", "nowhere:1:2"):
-        proc = run_cli("embed", "similar", "--embeddings", str(out), "--query", query,
-                       "--crs", "EPSG:4326", "--out", str(tmp_path / "s"))  # fmt: skip
+        proc = run_cli(
+            "embed",
+            "similar",
+            "--embeddings",
+            str(out),
+            "--query",
+            query,
+            "--crs",
+            "EPSG:4326",
+            "--out",
+            str(tmp_path / "s"),
+        )
         assert proc.returncode == 2
         assert len(proc.stderr.strip().splitlines()) == 1
         assert not (tmp_path / "s").exists()

@@ -16,11 +16,28 @@ def test_embed_a_served_stac_catalog(served: FakeStorage, tmp_path: Path) -> Non
     out = tmp_path / "emb"
     exe = Path(sys.executable).with_name("geopera")
     proc = subprocess.run(
-        [str(exe), "embed", "--weights", "vit_small_patch16_224", "--archive",
-         f"{served.url}/catalog.json", "--roi", ROI, "--level", "chip", "--chip-size", "64",
-         "--out", str(out)],
-        capture_output=True, text=True, timeout=300, check=False, env=dict(os.environ),
-    )  # fmt: skip
+        [
+            str(exe),
+            "embed",
+            "--weights",
+            "vit_small_patch16_224",
+            "--archive",
+            f"{served.url}/catalog.json",
+            "--roi",
+            ROI,
+            "--level",
+            "chip",
+            "--chip-size",
+            "64",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env=dict(os.environ),
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert sorted(p.stem for p in out.glob("*.parquet")) == sorted(LANDSAT)  # named by item id
     manifest = json.loads((out / "embeddings.json").read_text())

@@ -29,8 +29,20 @@ def test_dates_come_from_the_name_or_the_tiff_tag(tmp_path: Path) -> None:
 
 def test_archive_mode_embeds_every_stacked_raster(fake_archive: Path, tmp_path: Path) -> None:
     out = tmp_path / "emb"
-    code = main(["embed", "--archive", str(fake_archive / "landsat"), "--out", str(out),
-                 "--chip-size", "32", "--level", "chip", "--no-progress"])  # fmt: skip
+    code = main(
+        [
+            "embed",
+            "--archive",
+            str(fake_archive / "landsat"),
+            "--out",
+            str(out),
+            "--chip-size",
+            "32",
+            "--level",
+            "chip",
+            "--no-progress",
+        ]
+    )
     assert code == 0
     manifest = gpd.pd.read_json(out / "embeddings.json", typ="series")
     names = sorted(r["name"] for r in manifest["rasters"])
@@ -49,10 +61,17 @@ def test_nodata_given_on_the_command_line_masks_fill(tmp_path: Path) -> None:
     data[:, :, :32] = 0
     scene = tmp_path / "scene.tif"
     write_raster(scene, data, "EPSG:32621", (0.0, 64.0), 10.0)
-    embed([str(scene)], tmp_path / "a", weights="vit_small_patch16_224", chip_size=32,
-          level="patch")  # fmt: skip
-    embed([str(scene)], tmp_path / "b", weights="vit_small_patch16_224", chip_size=32,
-          level="patch", nodata=0)  # fmt: skip
+    embed(
+        [str(scene)], tmp_path / "a", weights="vit_small_patch16_224", chip_size=32, level="patch"
+    )
+    embed(
+        [str(scene)],
+        tmp_path / "b",
+        weights="vit_small_patch16_224",
+        chip_size=32,
+        level="patch",
+        nodata=0,
+    )
     with (
         rasterio.open(tmp_path / "a" / "scene.tif") as a,
         rasterio.open(tmp_path / "b" / "scene.tif") as b,
@@ -68,8 +87,14 @@ def test_the_files_own_nodata_comes_before_the_option(tmp_path: Path) -> None:
     data[:, :, 32:] = 9999
     scene = tmp_path / "scene.tif"
     write_raster(scene, data, "EPSG:32621", (0.0, 64.0), 10.0, nodata=9999)
-    summary = embed([str(scene)], tmp_path / "e", weights="vit_small_patch16_224",
-                    chip_size=32, level="both", nodata=0)  # fmt: skip
+    summary = embed(
+        [str(scene)],
+        tmp_path / "e",
+        weights="vit_small_patch16_224",
+        chip_size=32,
+        level="both",
+        nodata=0,
+    )
     assert summary.manifest.rasters[0].nodata == 9999
     with rasterio.open(tmp_path / "e" / "scene.tif") as ds:
         tokens = ds.read(1)
@@ -84,8 +109,17 @@ def test_resume_with_nothing_to_resume_is_one_line(
 ) -> None:
     data = np.ones((3, 32, 32), dtype=np.uint16)
     write_raster(tmp_path / "s.tif", data, "EPSG:32621", (0.0, 32.0), 10.0)
-    code = main(["embed", "--input", str(tmp_path / "s.tif"), "--out", str(tmp_path / "o"),
-                 "--resume", "--no-progress"])  # fmt: skip
+    code = main(
+        [
+            "embed",
+            "--input",
+            str(tmp_path / "s.tif"),
+            "--out",
+            str(tmp_path / "o"),
+            "--resume",
+            "--no-progress",
+        ]
+    )
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1

@@ -23,8 +23,18 @@ CHESAPEAKE = ("e_scene_classification", "chesapeake_tiles_derived")
 def run_dir(tmp_path_factory: pytest.TempPathFactory, fake_archive: Path) -> Path:
     """A real (tiny) pretraining run: RGB bands named B4, B3, B2."""
     out = tmp_path_factory.mktemp("pretrain") / "run"
-    proc = run_cli("pretrain", "--archive", str(fake_archive / "landsat"), "--roi", LANDSAT_ROI,
-                   *TINY, "--max-steps", "2", "--out", str(out))  # fmt: skip
+    proc = run_cli(
+        "pretrain",
+        "--archive",
+        str(fake_archive / "landsat"),
+        "--roi",
+        LANDSAT_ROI,
+        *TINY,
+        "--max-steps",
+        "2",
+        "--out",
+        str(out),
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out
 
@@ -61,14 +71,28 @@ def test_knn_of_a_run_against_random_init(
 ) -> None:
     out = tmp_path / "eval"
     cache = tmp_path / "cache"
-    argv = ["evaluate", "knn", "--weights", "vit_small_patch16_224", str(run_dir),
-            "--data", str(class_folders), "--out", str(out), "--cache", str(cache),
-            "--no-progress"]  # fmt: skip
+    argv = [
+        "evaluate",
+        "knn",
+        "--weights",
+        "vit_small_patch16_224",
+        str(run_dir),
+        "--data",
+        str(class_folders),
+        "--out",
+        str(out),
+        "--cache",
+        str(cache),
+        "--no-progress",
+    ]
     assert main(argv) == 0
     assert f"-> {out}/" in capsys.readouterr().out
     assert sorted(p.name for p in out.iterdir()) == [
-        "results.csv", "results.json", "results.md", "results.png",
-    ]  # fmt: skip
+        "results.csv",
+        "results.json",
+        "results.md",
+        "results.png",
+    ]
     results = json.loads((out / "results.json").read_text())
     rows = results["rows"]
     assert {(r["weights"], r["protocol"]) for r in rows} == {
@@ -82,11 +106,14 @@ def test_knn_of_a_run_against_random_init(
     # the reported kNN-5 accuracy is the mean over seeds of an independent kNN on the features
     feats = extract(str(run_dir), data, cache=cache)
     assert feats.cached  # the second protocol of the same backbone costs no forward pass
-    expected = np.mean([
-        _knn5_by_hand(feats.pooled.numpy(), data.labels.numpy(), data.splits(s)) for s in range(3)
-    ])  # fmt: skip
-    row = next(r for r in rows if r["weights"] == str(run_dir) and r["protocol"] == "knn5"
-               and r["metric"] == "accuracy")  # fmt: skip
+    expected = np.mean(
+        [_knn5_by_hand(feats.pooled.numpy(), data.labels.numpy(), data.splits(s)) for s in range(3)]
+    )
+    row = next(
+        r
+        for r in rows
+        if r["weights"] == str(run_dir) and r["protocol"] == "knn5" and r["metric"] == "accuracy"
+    )
     assert row["value"] == pytest.approx(expected)
     assert [h["weights"] for h in results["health"]] == ["vit_small_patch16_224", str(run_dir)]
     assert all(1.0 <= h["rank"] <= 32 for h in results["health"][1:])  # embed_dim 32
@@ -109,9 +136,30 @@ def test_linear_and_dense_on_rasters_with_a_label_raster(shared_data: Path, tmp_
     labels = shared_data / "b_segmentation" / "eolearn_slovenia_lulc" / "LULC.tif"
     out = tmp_path / "eval"
     tiny = "vit_tiny_patch16_224"
-    assert main(["evaluate", "linear", "dense", "--weights", tiny, "--data", str(scenes),
-                 "--labels", str(labels), "--chip-size", "16", "--seeds", "2", "--out", str(out),
-                 "--no-cache", "--no-progress"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "evaluate",
+                "linear",
+                "dense",
+                "--weights",
+                tiny,
+                "--data",
+                str(scenes),
+                "--labels",
+                str(labels),
+                "--chip-size",
+                "16",
+                "--seeds",
+                "2",
+                "--out",
+                str(out),
+                "--no-cache",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     results = json.loads((out / "results.json").read_text())
     assert {r["protocol"] for r in results["rows"]} == {"linear", "dense"}
     dense = next(r for r in results["rows"] if r["protocol"] == "dense")
@@ -135,30 +183,37 @@ def _one_line_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
 
 
 def test_bad_input_is_one_line_and_writes_nothing(
-    run_dir: Path, class_folders: Path, shared_data: Path, tmp_path: Path,
+    run_dir: Path,
+    class_folders: Path,
+    shared_data: Path,
+    tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
-) -> None:  # fmt: skip
+) -> None:
     out = tmp_path / "out"
     base = ["--out", str(out), "--no-cache", "--no-progress"]
     one = tmp_path / "one_class"
     (one / "water").mkdir(parents=True)
     for tile in list((class_folders / "water").iterdir())[:3]:
         (one / "water" / tile.name).write_bytes(tile.read_bytes())
-    err = _one_line_error(["evaluate", "knn", "--weights", "vit_tiny_patch16_224", "--data",
-                           str(one), *base], capsys)  # fmt: skip
+    err = _one_line_error(
+        ["evaluate", "knn", "--weights", "vit_tiny_patch16_224", "--data", str(one), *base], capsys
+    )
     assert "one class only" in err
     lonely = tmp_path / "lonely"
     for name, count in (("water", 3), ("barren", 1)):
         (lonely / name).mkdir(parents=True)
         for tile in list((class_folders / name).iterdir())[:count]:
             (lonely / name / tile.name).write_bytes(tile.read_bytes())
-    err = _one_line_error(["evaluate", "knn", "--weights", "vit_tiny_patch16_224", "--data",
-                           str(lonely), *base], capsys)  # fmt: skip
+    err = _one_line_error(
+        ["evaluate", "knn", "--weights", "vit_tiny_patch16_224", "--data", str(lonely), *base],
+        capsys,
+    )
     assert "['barren'] have fewer than 2 images" in err
     # the run was trained on B4, B3, B2; the NAIP tiles' bands are unnamed 1..4
     naip = shared_data.joinpath(*CHESAPEAKE)
-    err = _one_line_error(["evaluate", "knn", "--weights", str(run_dir), "--data", str(naip),
-                           *base], capsys)  # fmt: skip
+    err = _one_line_error(
+        ["evaluate", "knn", "--weights", str(run_dir), "--data", str(naip), *base], capsys
+    )
     assert "trained on ['B4', 'B3', 'B2']" in err
     elsewhere = (
         shared_data
@@ -167,19 +222,62 @@ def test_bad_input_is_one_line_and_writes_nothing(
         / "LC08_224077_20200518_B2B3B4_crop512.tif"
     )
     lulc = shared_data / "b_segmentation" / "eolearn_slovenia_lulc" / "LULC.gpkg"
-    err = _one_line_error(["evaluate", "knn", "--weights", "vit_tiny_patch16_224", "--data",
-                           str(elsewhere), "--labels", str(lulc), "--class-field", "LULC_ID",
-                           *base], capsys)  # fmt: skip
+    err = _one_line_error(
+        [
+            "evaluate",
+            "knn",
+            "--weights",
+            "vit_tiny_patch16_224",
+            "--data",
+            str(elsewhere),
+            "--labels",
+            str(lulc),
+            "--class-field",
+            "LULC_ID",
+            *base,
+        ],
+        capsys,
+    )
     assert "overlap" in err
-    err = _one_line_error(["evaluate", "knn", "--weights", "vit_tiny_patch16_224", "--data",
-                           f"torchgeo:EuroSATT:{tmp_path}", *base], capsys)  # fmt: skip
+    err = _one_line_error(
+        [
+            "evaluate",
+            "knn",
+            "--weights",
+            "vit_tiny_patch16_224",
+            "--data",
+            f"torchgeo:EuroSATT:{tmp_path}",
+            *base,
+        ],
+        capsys,
+    )
     assert "'EuroSATT' is not a TorchGeo classification dataset" in err
     assert "EuroSAT," in err
-    err = _one_line_error(["evaluate", "knn", "--weights", "vit_tiny_patch16_224", "--data",
-                           f"torchgeo:EuroSAT:{tmp_path / 'none'}", *base], capsys)  # fmt: skip
+    err = _one_line_error(
+        [
+            "evaluate",
+            "knn",
+            "--weights",
+            "vit_tiny_patch16_224",
+            "--data",
+            f"torchgeo:EuroSAT:{tmp_path / 'none'}",
+            *base,
+        ],
+        capsys,
+    )
     assert "never downloads" in err
-    err = _one_line_error(["evaluate", "dense", "--weights", "vit_tiny_patch16_224", "--data",
-                           str(class_folders), *base], capsys)  # fmt: skip
+    err = _one_line_error(
+        [
+            "evaluate",
+            "dense",
+            "--weights",
+            "vit_tiny_patch16_224",
+            "--data",
+            str(class_folders),
+            *base,
+        ],
+        capsys,
+    )
     assert "per-pixel labels" in err
     assert not out.exists()
     assert not list(tmp_path.glob(".out.partial*"))
@@ -223,9 +321,20 @@ def test_a_torchgeo_dataset_on_disk(shared_data: Path, tmp_path: Path) -> None:
         (root / EuroSAT.split_filenames[split]).write_text("\n".join(listed) + "\n")
     kept = sum(len(chips) for chips in by_class.values() if len(chips) >= 3)
     out = tmp_path / "eval"
-    argv = ["evaluate", "knn", "--weights", "vit_tiny_patch16_224", "--data",
-            f"torchgeo:EuroSAT:{root}", "--seeds", "2", "--out", str(out), "--no-cache",
-            "--no-progress"]  # fmt: skip
+    argv = [
+        "evaluate",
+        "knn",
+        "--weights",
+        "vit_tiny_patch16_224",
+        "--data",
+        f"torchgeo:EuroSAT:{root}",
+        "--seeds",
+        "2",
+        "--out",
+        str(out),
+        "--no-cache",
+        "--no-progress",
+    ]
     assert main(argv) == 0
     results = json.loads((out / "results.json").read_text())
     assert len(files) == 45
@@ -237,8 +346,9 @@ def test_a_torchgeo_dataset_on_disk(shared_data: Path, tmp_path: Path) -> None:
 def test_image_and_label_chips_pair_by_the_wildcard(shared_data: Path) -> None:
     """Rasters + label rasters given as two globs: paired by the part matched by *."""
     folder = shared_data / "b_segmentation" / "chesapeake_naip_geobench"
-    data = load_labelled(str(folder / "*_naip_RGBN.tif"), str(folder / "*_landcover.tif"),
-                         chip_size=64)  # fmt: skip
+    data = load_labelled(
+        str(folder / "*_naip_RGBN.tif"), str(folder / "*_landcover.tif"), chip_size=64
+    )
     assert data.images.shape == (64, 4, 64, 64)  # 4 scenes x 16 chips, all labelled
     assert data.masks is not None
     assert data.masks.shape == (64, 64, 64)

@@ -220,10 +220,14 @@ class FakeStorage:
             "links": [
                 {"rel": "self", "href": self.url + "/"},
                 {"rel": "root", "href": self.url + "/"},
-                {"rel": "search", "href": self.url + "/search", "method": "POST",
-                 "type": "application/geo+json"},
+                {
+                    "rel": "search",
+                    "href": self.url + "/search",
+                    "method": "POST",
+                    "type": "application/geo+json",
+                },
             ],
-        }  # fmt: skip
+        }
 
     def _search(self, h: BaseHTTPRequestHandler) -> None:
         with self._lock:
@@ -250,9 +254,14 @@ class FakeStorage:
         links = []
         if offset + limit < len(found):
             links.append(
-                {"rel": "next", "href": self.url + "/search", "method": "POST",
-                 "body": {**body, "token": offset + limit}, "merge": False}
-            )  # fmt: skip
+                {
+                    "rel": "next",
+                    "href": self.url + "/search",
+                    "method": "POST",
+                    "body": {**body, "token": offset + limit},
+                    "merge": False,
+                }
+            )
         self._json(h, {"type": "FeatureCollection", "features": page, "links": links})
 
 

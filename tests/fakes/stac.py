@@ -51,21 +51,26 @@ def write_cog(array: np.ndarray, profile: dict[str, Any], path: Path, block: int
             copy(mem, str(path), driver="COG", **options)
 
 
-def _item(item_id: str, collection: str, platform: str, src: Any, assets: dict[str, Any],
-          proj: bool) -> dict[str, Any]:  # fmt: skip
+def _item(
+    item_id: str, collection: str, platform: str, src: Any, assets: dict[str, Any], proj: bool
+) -> dict[str, Any]:
     left, bottom, right, top = src.bounds
     ring = [(left, bottom), (right, bottom), (right, top), (left, top), (left, bottom)]
     footprint = transform_geom(src.crs, "EPSG:4326", {"type": "Polygon", "coordinates": [ring]})
     props: dict[str, Any] = {"datetime": "2020-05-18T13:40:00Z", "platform": platform}
-    extensions = ["https://stac-extensions.github.io/eo/v1.1.0/schema.json",
-                  "https://stac-extensions.github.io/raster/v1.1.0/schema.json"]  # fmt: skip
+    extensions = [
+        "https://stac-extensions.github.io/eo/v1.1.0/schema.json",
+        "https://stac-extensions.github.io/raster/v1.1.0/schema.json",
+    ]
     if proj:
         extensions.append("https://stac-extensions.github.io/projection/v2.0.0/schema.json")
-        props.update({
-            "proj:code": f"EPSG:{src.crs.to_epsg()}",
-            "proj:shape": [src.height, src.width],
-            "proj:transform": list(src.transform)[:6],
-        })  # fmt: skip
+        props.update(
+            {
+                "proj:code": f"EPSG:{src.crs.to_epsg()}",
+                "proj:shape": [src.height, src.width],
+                "proj:transform": list(src.transform)[:6],
+            }
+        )
     return {
         "type": "Feature",
         "stac_version": "1.0.0",
@@ -89,15 +94,24 @@ def _item(item_id: str, collection: str, platform: str, src: Any, assets: dict[s
 
 def _collection(cid: str, items: list[dict[str, Any]]) -> dict[str, Any]:
     return {
-        "type": "Collection", "stac_version": "1.0.0", "id": cid, "description": cid,
+        "type": "Collection",
+        "stac_version": "1.0.0",
+        "id": cid,
+        "description": cid,
         "license": "CC-BY-4.0",
-        "extent": {"spatial": {"bbox": [[-180, -90, 180, 90]]},
-                   "temporal": {"interval": [["2020-01-01T00:00:00Z", None]]}},
-        "links": [{"rel": "root", "href": "../catalog.json"},
-                  {"rel": "parent", "href": "../catalog.json"}]
-        + [{"rel": "item", "href": f"./{i['id']}/{i['id']}.json", "type": "application/json"}
-           for i in items],
-    }  # fmt: skip
+        "extent": {
+            "spatial": {"bbox": [[-180, -90, 180, 90]]},
+            "temporal": {"interval": [["2020-01-01T00:00:00Z", None]]},
+        },
+        "links": [
+            {"rel": "root", "href": "../catalog.json"},
+            {"rel": "parent", "href": "../catalog.json"},
+        ]
+        + [
+            {"rel": "item", "href": f"./{i['id']}/{i['id']}.json", "type": "application/json"}
+            for i in items
+        ],
+    }
 
 
 def make_stac_catalog(root: Path, shared: Path, proj: bool = True) -> dict[str, dict[str, Any]]:
@@ -149,11 +163,16 @@ def make_stac_catalog(root: Path, shared: Path, proj: bool = True) -> dict[str, 
             items[item["id"]] = item
         (root / cid / "collection.json").write_text(json.dumps(_collection(cid, group), indent=1))
     catalog = {
-        "type": "Catalog", "stac_version": "1.0.0", "id": "fake", "description": "test catalog",
-        "links": [{"rel": "root", "href": "./catalog.json"},
-                  {"rel": "child", "href": "./landsat/collection.json"},
-                  {"rel": "child", "href": "./sentinel2/collection.json"}],
-    }  # fmt: skip
+        "type": "Catalog",
+        "stac_version": "1.0.0",
+        "id": "fake",
+        "description": "test catalog",
+        "links": [
+            {"rel": "root", "href": "./catalog.json"},
+            {"rel": "child", "href": "./landsat/collection.json"},
+            {"rel": "child", "href": "./sentinel2/collection.json"},
+        ],
+    }
     (root / "catalog.json").write_text(json.dumps(catalog, indent=1))
     return items
 

@@ -49,11 +49,17 @@ def two_tile_archive(folder: Path, dtype: str = "uint16", nan_fraction: float = 
         if nan_fraction:
             data[:, rng.random((TILE, TILE)) < nan_fraction] = np.nan
         profile = {
-            "driver": "GTiff", "width": TILE, "height": TILE, "count": 3, "dtype": dtype,
-            "crs": "EPSG:32621", "transform": from_origin(ORIGIN[0] + i * TILE * 30, ORIGIN[1],
-                                                          30, 30),
-            "tiled": True, "blockxsize": 64, "blockysize": 64,
-        }  # fmt: skip
+            "driver": "GTiff",
+            "width": TILE,
+            "height": TILE,
+            "count": 3,
+            "dtype": dtype,
+            "crs": "EPSG:32621",
+            "transform": from_origin(ORIGIN[0] + i * TILE * 30, ORIGIN[1], 30, 30),
+            "tiled": True,
+            "blockxsize": 64,
+            "blockysize": 64,
+        }
         with rasterio.open(folder / f"LC08_tile_{name}.tif", "w", **profile) as dst:
             dst.write(data)
             dst.descriptions = ("B4", "B3", "B2")
@@ -77,9 +83,13 @@ def start(*args: str, limit_bytes: int | None = None) -> subprocess.Popen[str]:
             resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, limit_bytes))
 
     return subprocess.Popen(
-        [geopera_exe(), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env=ENV, preexec_fn=limit,
-    )  # fmt: skip
+        [geopera_exe(), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
+        preexec_fn=limit,
+    )
 
 
 def finish(proc: subprocess.Popen[str], timeout: float = 300) -> tuple[int, str]:
@@ -120,6 +130,16 @@ def hidden(folder: Path) -> list[str]:
 
 
 __all__ = [
-    "ROI", "TINY", "finish", "hidden", "metric_steps", "pretrain_args", "run_cli", "signal",
-    "start", "status", "two_tile_archive", "wait_until",
-]  # fmt: skip
+    "ROI",
+    "TINY",
+    "finish",
+    "hidden",
+    "metric_steps",
+    "pretrain_args",
+    "run_cli",
+    "signal",
+    "start",
+    "status",
+    "two_tile_archive",
+    "wait_until",
+]

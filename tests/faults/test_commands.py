@@ -13,12 +13,24 @@ from tests.finetune.conftest import TINY_VIT
 def _finetune(shared_data: Path, out: Path, steps: str = "2") -> list[str]:
     s = shared_data
     return [
-        "finetune", "segmentation",
-        "--images", str(s / "a_pretrain/sentinel2_eolearn_slovenia/S2L1C_reference_scene0.tif"),
-        "--labels", str(s / "b_segmentation/eolearn_slovenia_lulc/LULC.gpkg"),
-        "--class-field", "LULC_ID", "--set", "data.chip_size=32", "--set", "data.block_chips=1",
-        "--max-steps", steps, "--out", str(out), *TINY_VIT,
-    ]  # fmt: skip
+        "finetune",
+        "segmentation",
+        "--images",
+        str(s / "a_pretrain/sentinel2_eolearn_slovenia/S2L1C_reference_scene0.tif"),
+        "--labels",
+        str(s / "b_segmentation/eolearn_slovenia_lulc/LULC.gpkg"),
+        "--class-field",
+        "LULC_ID",
+        "--set",
+        "data.chip_size=32",
+        "--set",
+        "data.block_chips=1",
+        "--max-steps",
+        steps,
+        "--out",
+        str(out),
+        *TINY_VIT,
+    ]
 
 
 def _staging(out: Path) -> bool:

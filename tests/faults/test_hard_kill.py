@@ -123,8 +123,12 @@ def test_sigkill_inside_a_checkpoint_write(
     run = tmp_path / "run"
     proc = subprocess.run(
         [sys.executable, "-c", KILL_IN_WRITE, *pretrain_args(archive, *EVERY, "--out", str(run))],
-        capture_output=True, text=True, env=ENV, timeout=300, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=300,
+        check=False,
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
     partial = [p for p in (run / "checkpoints").iterdir() if p.name.startswith(".")]
     assert partial  # the write that was cut, under a hidden name only

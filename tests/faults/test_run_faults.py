@@ -89,10 +89,21 @@ def test_nan_pixels_below_the_qc_threshold_do_not_poison_the_loss(tmp_path: Path
 def test_non_finite_steps_are_skipped_then_the_run_stops(tmp_path: Path) -> None:
     archive = two_tile_archive(tmp_path / "archive")
     run = tmp_path / "run"
-    proc = run_cli(*pretrain_args(
-        archive, "--max-steps", "30", "--out", str(run), "--set", "optim.lr=1e30",
-        "--set", "optim.warmup_steps=0", "--set", "trainer.max_skipped_steps=3",
-    ))  # fmt: skip
+    proc = run_cli(
+        *pretrain_args(
+            archive,
+            "--max-steps",
+            "30",
+            "--out",
+            str(run),
+            "--set",
+            "optim.lr=1e30",
+            "--set",
+            "optim.warmup_steps=0",
+            "--set",
+            "trainer.max_skipped_steps=3",
+        )
+    )
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert "skipped up to step" in proc.stderr
     assert ": non-finite" in proc.stderr
@@ -121,8 +132,17 @@ def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_resume_refuses_changed_keys_and_records_safe_ones(finished_run: Path) -> None:
-    proc = run_cli("pretrain", "--resume", str(finished_run), "--max-steps", "3",
-                   "--set", "optim.lr=0.5", "--batch-size", "8")  # fmt: skip
+    proc = run_cli(
+        "pretrain",
+        "--resume",
+        str(finished_run),
+        "--max-steps",
+        "3",
+        "--set",
+        "optim.lr=0.5",
+        "--batch-size",
+        "8",
+    )
     assert proc.returncode == 2
     line = proc.stderr.strip()
     assert "optim.lr: " in line
@@ -138,10 +158,14 @@ def test_a_second_process_on_a_running_run_is_refused(finished_run: Path) -> Non
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         lock = finished_run / ".lock"
-        lock.write_text(json.dumps({"pid": sleeper.pid, "host": os.uname().nodename,
-                                    "since": "2026-11-27T00:00:00"}))  # fmt: skip
-        proc = run_cli("pretrain", "--resume", str(finished_run), "--max-steps", "3",
-                       "--no-progress")  # fmt: skip
+        lock.write_text(
+            json.dumps(
+                {"pid": sleeper.pid, "host": os.uname().nodename, "since": "2026-11-27T00:00:00"}
+            )
+        )
+        proc = run_cli(
+            "pretrain", "--resume", str(finished_run), "--max-steps", "3", "--no-progress"
+        )
         assert proc.returncode == 2
         assert f"in use by process {sleeper.pid}" in proc.stderr
         assert lock.is_file()
@@ -149,8 +173,16 @@ def test_a_second_process_on_a_running_run_is_refused(finished_run: Path) -> Non
         sleeper.kill()
         sleeper.wait()
     # the owner is dead now: the lock is stale, taken over; max_steps and log_every may change
-    proc = run_cli("pretrain", "--resume", str(finished_run), "--max-steps", "3",
-                   "--set", "trainer.log_every=2", "--no-progress")  # fmt: skip
+    proc = run_cli(
+        "pretrain",
+        "--resume",
+        str(finished_run),
+        "--max-steps",
+        "3",
+        "--set",
+        "trainer.log_every=2",
+        "--no-progress",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "stale lock" in proc.stderr
     assert not (finished_run / ".lock").exists()
@@ -158,8 +190,7 @@ def test_a_second_process_on_a_running_run_is_refused(finished_run: Path) -> Non
     assert s["status"] == "completed"
     assert s["steps"] == 3
     assert s["resumes"][-1]["step"] == 2
-    assert s["resumes"][-1]["changed"] == {"trainer.max_steps": [2, 3],
-                                           "trainer.log_every": [1, 2]}  # fmt: skip
+    assert s["resumes"][-1]["changed"] == {"trainer.max_steps": [2, 3], "trainer.log_every": [1, 2]}
 
 
 def _sha(path: Path) -> str:
@@ -175,8 +206,17 @@ def test_full_disk_keeps_the_previous_checkpoint(tmp_path: Path) -> None:
     last = run / "checkpoints" / "last.ckpt"
     before, size = _sha(last), last.stat().st_size
     # resume with room for everything but one more checkpoint
-    code, err = finish(start("pretrain", "--resume", str(run), "--max-steps", "4",
-                             "--no-progress", limit_bytes=size // 2))  # fmt: skip
+    code, err = finish(
+        start(
+            "pretrain",
+            "--resume",
+            str(run),
+            "--max-steps",
+            "4",
+            "--no-progress",
+            limit_bytes=size // 2,
+        )
+    )
     assert code == 2, err[-3000:]
     line = err.strip().splitlines()[-1]
     assert line.startswith("geopera pretrain: error: could not write")

@@ -14,13 +14,20 @@ from geopera.finetune.segmentation import SegmentationTask
 
 def _spec(**optim: Any) -> FinetunedSpec:
     return FinetunedSpec(
-        task="segmentation", model="vit_small_patch16_224",
-        model_kwargs={"depth": 4, "embed_dim": 32, "num_heads": 2}, in_chans=3,
-        bands=["a", "b", "c"], data_bands=[0, 1, 2], chip_size=32, decoder="upernet",
-        decoder_channels=32, fusion="diff", classes=[0, 1],
+        task="segmentation",
+        model="vit_small_patch16_224",
+        model_kwargs={"depth": 4, "embed_dim": 32, "num_heads": 2},
+        in_chans=3,
+        bands=["a", "b", "c"],
+        data_bands=[0, 1, 2],
+        chip_size=32,
+        decoder="upernet",
+        decoder_channels=32,
+        fusion="diff",
+        classes=[0, 1],
         norm=BandStats((0.0,) * 3, (1.0,) * 3, (0.5,) * 3, (0.2,) * 3),
         optim=FinetuneOptim(**{"lr": 1e-3, "weight_decay": 0.05, "head_lr_scale": 10.0, **optim}),
-    )  # fmt: skip
+    )
 
 
 def test_confusion_scores_by_hand() -> None:

@@ -48,8 +48,9 @@ def test_config_fast_dev_run(name: str, shared_data: Path, tmp_path: Path) -> No
     task, extra, key = CASES[name]
     config = local_config(name, shared_data, tmp_path)
     out = tmp_path / "model"
-    result = run_cli("finetune", task, "--config", str(config), "--fast-dev-run",
-                     "--out", str(out), *extra)  # fmt: skip
+    result = run_cli(
+        "finetune", task, "--config", str(config), "--fast-dev-run", "--out", str(out), *extra
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"test {key}" in result.stdout
     metrics = json.loads((out / "metrics.json").read_text())
@@ -74,13 +75,27 @@ def test_segmentation_from_vector_labels_with_class_field(
 ) -> None:
     s = shared_data
     result = run_cli(
-        "finetune", "segmentation",
-        "--images", str(s / "a_pretrain/sentinel2_eolearn_slovenia/S2L1C_reference_scene0.tif"),
-        "--labels", str(s / "b_segmentation/eolearn_slovenia_lulc/LULC.gpkg"),
-        "--class-field", "LULC_ID", "--set", "data.chip_size=32", "--set", "data.block_chips=1",
-        "--max-steps", "2", "--freeze-backbone", "--set", "optim.layer_decay=0.75",
-        "--out", str(tmp_path / "m"), *TINY_VIT,
-    )  # fmt: skip
+        "finetune",
+        "segmentation",
+        "--images",
+        str(s / "a_pretrain/sentinel2_eolearn_slovenia/S2L1C_reference_scene0.tif"),
+        "--labels",
+        str(s / "b_segmentation/eolearn_slovenia_lulc/LULC.gpkg"),
+        "--class-field",
+        "LULC_ID",
+        "--set",
+        "data.chip_size=32",
+        "--set",
+        "data.block_chips=1",
+        "--max-steps",
+        "2",
+        "--freeze-backbone",
+        "--set",
+        "optim.layer_decay=0.75",
+        "--out",
+        str(tmp_path / "m"),
+        *TINY_VIT,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((tmp_path / "m" / "metrics.json").read_text())
     import geopandas as gpd
@@ -103,14 +118,31 @@ def test_pretrained_run_feeds_finetuning_by_band_name(shared_data: Path, tmp_pat
     run = tmp_path / "run"
     run.mkdir()
     torch.save(vit.state_dict(), run / "backbone.pth")
-    meta = {"model": "vit_small_patch16_224", "in_chans": 3, "bands": ["B04", "B03", "B02"],
-            "model_kwargs": {"depth": 2, "embed_dim": 64, "num_heads": 2},
-            "ssl_method": "pera", "patch_size": 16, "img_size": 32}  # fmt: skip
+    meta = {
+        "model": "vit_small_patch16_224",
+        "in_chans": 3,
+        "bands": ["B04", "B03", "B02"],
+        "model_kwargs": {"depth": 2, "embed_dim": 64, "num_heads": 2},
+        "ssl_method": "pera",
+        "patch_size": 16,
+        "img_size": 32,
+    }
     (run / "backbone.json").write_text(json.dumps(meta))  # geopera 0.1's format
     config = local_config("oscd_bercy.yaml", shared_data, tmp_path)
-    result = run_cli("finetune", "change", "--config", str(config), "--weights", str(run),
-                     "--max-steps", "1", "--freeze-backbone", "--out", str(tmp_path / "m"),
-                     "--no-progress")  # fmt: skip
+    result = run_cli(
+        "finetune",
+        "change",
+        "--config",
+        str(config),
+        "--weights",
+        str(run),
+        "--max-steps",
+        "1",
+        "--freeze-backbone",
+        "--out",
+        str(tmp_path / "m"),
+        "--no-progress",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((tmp_path / "m" / "metrics.json").read_text())
     assert metrics["bands"] == ["B04", "B03", "B02"]
@@ -120,9 +152,19 @@ def test_pretrained_run_feeds_finetuning_by_band_name(shared_data: Path, tmp_pat
     assert torch.equal(model.vit.blocks[0].attn.qkv.weight, vit.blocks[0].attn.qkv.weight)
     assert model.spec.data_bands == [3, 2, 1]
     # an architecture override that contradicts the weights is refused, not ignored
-    result = run_cli("finetune", "change", "--config", str(config), "--weights", str(run),
-                     "--set", "model.backbone_kwargs={depth: 3}", "--out", str(tmp_path / "x"),
-                     "--no-progress")  # fmt: skip
+    result = run_cli(
+        "finetune",
+        "change",
+        "--config",
+        str(config),
+        "--weights",
+        str(run),
+        "--set",
+        "model.backbone_kwargs={depth: 3}",
+        "--out",
+        str(tmp_path / "x"),
+        "--no-progress",
+    )
     assert result.returncode == 2
     assert "differs from the architecture of the weights" in result.stderr
     assert not (tmp_path / "x").exists()
@@ -139,13 +181,29 @@ def test_errors_are_one_line_and_leave_nothing(shared_data: Path, tmp_path: Path
     assert result.returncode == 2
     assert "already exists" in result.stderr
     assert (tmp_path / "taken" / "keep.txt").read_text() == "mine"
-    result = run_cli("finetune", "change", "--config", str(config), "--weights", "nope",
-                     "--out", str(tmp_path / "m"))  # fmt: skip
+    result = run_cli(
+        "finetune",
+        "change",
+        "--config",
+        str(config),
+        "--weights",
+        "nope",
+        "--out",
+        str(tmp_path / "m"),
+    )
     assert result.returncode == 2
     assert "timm model name" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "m").exists()
-    result = run_cli("finetune", "segmentation", "--images", str(tmp_path / "none.tif"),
-                     "--labels", str(tmp_path / "l.tif"), "--out", str(tmp_path / "m"))  # fmt: skip
+    result = run_cli(
+        "finetune",
+        "segmentation",
+        "--images",
+        str(tmp_path / "none.tif"),
+        "--labels",
+        str(tmp_path / "l.tif"),
+        "--out",
+        str(tmp_path / "m"),
+    )
     assert result.returncode == 2
     assert "does not exist" in result.stderr

@@ -24,9 +24,16 @@ def _write_backbone(folder: Path, bands: list[str], img_size: int = 32) -> torch
     vit = build_vit("vit_small_patch16_224", len(bands), img_size, TINY)
     folder.mkdir(parents=True, exist_ok=True)
     torch.save(vit.state_dict(), folder / "backbone.pth")
-    meta = {"model": "vit_small_patch16_224", "model_kwargs": TINY, "in_chans": len(bands),
-            "bands": bands, "ssl_method": "pera", "token_size": 16, "img_size": img_size,
-            "format_version": 1}  # fmt: skip
+    meta = {
+        "model": "vit_small_patch16_224",
+        "model_kwargs": TINY,
+        "in_chans": len(bands),
+        "bands": bands,
+        "ssl_method": "pera",
+        "token_size": 16,
+        "img_size": img_size,
+        "format_version": 1,
+    }
     (folder / "backbone.json").write_text(json.dumps(meta))
     return vit
 
@@ -69,8 +76,9 @@ def test_unknown_weights_name_says_what_is_accepted(tmp_path: Path) -> None:
 
 
 def test_band_rule_selects_by_name_in_backbone_order() -> None:
-    source = BackboneSource("vit_small_patch16_224", in_chans=3, bands=["B4", "B3", "B2"],
-                            state_dict={})  # fmt: skip
+    source = BackboneSource(
+        "vit_small_patch16_224", in_chans=3, bands=["B4", "B3", "B2"], state_dict={}
+    )
     plan = plan_bands(source, ["B1", "B2", "B3", "B4", "B5"])
     assert plan.rule == "by-name"
     assert plan.indices == [3, 2, 1]
@@ -107,9 +115,15 @@ def test_published_folder_loads_as_weights(tmp_path: Path) -> None:
     vit = build_vit("vit_small_patch16_224", 3, 224)
     (tmp_path / "run").mkdir()
     torch.save(vit.state_dict(), tmp_path / "run" / "backbone.pth")
-    meta = {"model": "vit_small_patch16_224", "model_kwargs": {}, "in_chans": 3,
-            "bands": ["B4", "B3", "B2"], "patch_size": 16, "img_size": 224,
-            "normalisation": {"mean": [0.0] * 3, "std": [1.0] * 3}}  # fmt: skip
+    meta = {
+        "model": "vit_small_patch16_224",
+        "model_kwargs": {},
+        "in_chans": 3,
+        "bands": ["B4", "B3", "B2"],
+        "patch_size": 16,
+        "img_size": 224,
+        "normalisation": {"mean": [0.0] * 3, "std": [1.0] * 3},
+    }
     (tmp_path / "run" / "backbone.json").write_text(json.dumps(meta))
     publish(tmp_path / "run", "TEST_RGB", tmp_path / "pub")
     source = resolve_weights(tmp_path / "pub", "ignored")
@@ -139,8 +153,17 @@ def test_a_weights_folder_never_runs_code(tmp_path: Path, shared_data: Path) -> 
     marker = tmp_path / "marker"
     folder = _evil_folder(tmp_path / "downloaded", marker)
     config = local_config("atlanta_buildings.yaml", shared_data, tmp_path)
-    proc = run_cli("finetune", "segmentation", "--config", str(config), "--weights", str(folder),
-                   "--out", str(tmp_path / "ft"), "--no-progress")  # fmt: skip
+    proc = run_cli(
+        "finetune",
+        "segmentation",
+        "--config",
+        str(config),
+        "--weights",
+        str(folder),
+        "--out",
+        str(tmp_path / "ft"),
+        "--no-progress",
+    )
     assert proc.returncode == 2, proc.stderr[-2000:]
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, proc.stderr[-2000:]
@@ -167,9 +190,15 @@ def test_a_damaged_publish_folder_is_refused(tmp_path: Path) -> None:
     vit = build_vit("vit_small_patch16_224", 3, 224)
     (tmp_path / "run").mkdir()
     torch.save(vit.state_dict(), tmp_path / "run" / "backbone.pth")
-    card = {"model": "vit_small_patch16_224", "in_chans": 3, "bands": ["B4", "B3", "B2"],
-            "token_size": 16, "img_size": 224, "format_version": 1,
-            "normalisation": {"mean": [0.0] * 3, "std": [1.0] * 3}}  # fmt: skip
+    card = {
+        "model": "vit_small_patch16_224",
+        "in_chans": 3,
+        "bands": ["B4", "B3", "B2"],
+        "token_size": 16,
+        "img_size": 224,
+        "format_version": 1,
+        "normalisation": {"mean": [0.0] * 3, "std": [1.0] * 3},
+    }
     (tmp_path / "run" / "backbone.json").write_text(json.dumps(card))
     info = publish(tmp_path / "run", "TEST_RGB", tmp_path / "pub")
     manifest = json.loads((tmp_path / "pub" / "weights.json").read_text())

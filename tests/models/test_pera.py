@@ -11,17 +11,25 @@ TINY = {"embed_dim": 32, "depth": 4, "num_heads": 2}
 def _model(in_chans: int = 5, n_local: int = 2, drop_path: float = 0.1) -> PerA:
     return PerA(
         PerAConfig(
-            backbone_kwargs=TINY, in_chans=in_chans, global_size=64, n_global=2, n_local=n_local,
-            drop_path_rate=drop_path, prototypes=64, head_hidden_dim=48, head_bottleneck_dim=16,
+            backbone_kwargs=TINY,
+            in_chans=in_chans,
+            global_size=64,
+            n_global=2,
+            n_local=n_local,
+            drop_path_rate=drop_path,
+            prototypes=64,
+            head_hidden_dim=48,
+            head_bottleneck_dim=16,
         )
-    )  # fmt: skip
+    )
 
 
 def _views(in_chans: int, n_local: int, batch: int = 3) -> object:
     views = AlignedViews(
         ViewsConfig(global_size=64, local_size=32, n_global=2, n_local=n_local),
-        mean=[0.5] * in_chans, std=[0.25] * in_chans,
-    )  # fmt: skip
+        mean=[0.5] * in_chans,
+        std=[0.25] * in_chans,
+    )
     return views(torch.rand(batch, in_chans, 80, 80), seed=0)
 
 

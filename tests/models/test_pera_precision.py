@@ -14,11 +14,16 @@ def _model(depth: int = 2) -> PerA:
     torch.manual_seed(0)
     return PerA(
         PerAConfig(
-            backbone_kwargs={"embed_dim": 64, "depth": depth, "num_heads": 2}, in_chans=3,
-            global_size=64, n_local=2, drop_path_rate=0.0, prototypes=128,
-            head_hidden_dim=64, head_bottleneck_dim=32,
+            backbone_kwargs={"embed_dim": 64, "depth": depth, "num_heads": 2},
+            in_chans=3,
+            global_size=64,
+            n_local=2,
+            drop_path_rate=0.0,
+            prototypes=128,
+            head_hidden_dim=64,
+            head_bottleneck_dim=32,
         )
-    ).train()  # fmt: skip
+    ).train()
 
 
 def _pairs() -> object:

@@ -19,8 +19,17 @@ def models(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[
     out = {}
     for task, name in (("change", "oscd_bercy.yaml"), ("detection", "neon_trees.yaml")):
         config = local_config(name, shared_data, folder)
-        result = run_cli("finetune", task, "--config", str(config), "--max-steps", "2",
-                         "--out", str(folder / task), *TINY_VIT)  # fmt: skip
+        result = run_cli(
+            "finetune",
+            task,
+            "--config",
+            str(config),
+            "--max-steps",
+            "2",
+            "--out",
+            str(folder / task),
+            *TINY_VIT,
+        )
         assert result.returncode == 0, result.stderr[-3000:]
         out[task] = folder / task / "model.ckpt"
     return out
@@ -39,20 +48,36 @@ def test_change_map_is_a_cog_on_the_input_grid(
 ) -> None:
     oscd = shared_data / "c_change_detection" / "oscd_bercy"
     out = tmp_path / "change.tif"
-    result = run_cli("predict", "change", "--model", str(models["change"]),
-                     "--input", str(oscd / "T1_S2L1C_13bands_10m.tif"),
-                     "--after", str(oscd / "T2_S2L1C_13bands_10m.tif"),
-                     "--output", str(out))  # fmt: skip
+    result = run_cli(
+        "predict",
+        "change",
+        "--model",
+        str(models["change"]),
+        "--input",
+        str(oscd / "T1_S2L1C_13bands_10m.tif"),
+        "--after",
+        str(oscd / "T2_S2L1C_13bands_10m.tif"),
+        "--output",
+        str(out),
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     _same_grid(out, oscd / "T1_S2L1C_13bands_10m.tif")
     with rasterio.open(out) as ds:
         assert ds.crs.to_epsg() == 4326
         assert ds.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
         assert set(np.unique(ds.read(1))) <= {0, 1}
-    again = run_cli("predict", "change", "--model", str(models["change"]),
-                    "--input", str(oscd / "T1_S2L1C_13bands_10m.tif"),
-                    "--after", str(oscd / "T2_S2L1C_13bands_10m.tif"),
-                     "--output", str(out))  # fmt: skip
+    again = run_cli(
+        "predict",
+        "change",
+        "--model",
+        str(models["change"]),
+        "--input",
+        str(oscd / "T1_S2L1C_13bands_10m.tif"),
+        "--after",
+        str(oscd / "T2_S2L1C_13bands_10m.tif"),
+        "--output",
+        str(out),
+    )
     assert again.returncode == 2
     assert "already exists" in again.stderr
 
@@ -63,10 +88,20 @@ def test_change_prediction_respects_the_roi(
 ) -> None:
     oscd = shared_data / "c_change_detection" / "oscd_bercy"
     out = tmp_path / "roi.tif"
-    result = run_cli("predict", "change", "--model", str(models["change"]),
-                     "--input", str(oscd / "T1_S2L1C_13bands_10m.tif"),
-                     "--after", str(oscd / "T2_S2L1C_13bands_10m.tif"),
-                     "--roi", "2.375,48.83,2.385,48.835", "--output", str(out))  # fmt: skip
+    result = run_cli(
+        "predict",
+        "change",
+        "--model",
+        str(models["change"]),
+        "--input",
+        str(oscd / "T1_S2L1C_13bands_10m.tif"),
+        "--after",
+        str(oscd / "T2_S2L1C_13bands_10m.tif"),
+        "--roi",
+        "2.375,48.83,2.385,48.835",
+        "--output",
+        str(out),
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     with rasterio.open(out) as ds:
         data = ds.read(1)
@@ -86,8 +121,18 @@ def test_detection_writes_boxes_in_map_coordinates(
 ) -> None:
     image = shared_data / "d_detection" / "neon_trees_deepforest" / "OSBS_029.tif"
     out = tmp_path / "trees.gpkg"
-    result = run_cli("predict", "detection", "--model", str(models["detection"]),
-                     "--input", str(image), "--min-score", "0.0", "--output", str(out))  # fmt: skip
+    result = run_cli(
+        "predict",
+        "detection",
+        "--model",
+        str(models["detection"]),
+        "--input",
+        str(image),
+        "--min-score",
+        "0.0",
+        "--output",
+        str(out),
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     boxes = gpd.read_file(out)
     with rasterio.open(image) as ds:
@@ -104,9 +149,20 @@ def test_detection_writes_boxes_in_map_coordinates(
     # the same with an ROI over the tile's western half: every kept box is centred inside it
     roi = f"EPSG:{boxes.crs.to_epsg()};POLYGON(({left} {bottom}, {(left + right) / 2} {bottom}, {(left + right) / 2} {top}, {left} {top}, {left} {bottom}))"  # noqa: E501
     half = tmp_path / "west.geojson"
-    result = run_cli("predict", "detection", "--model", str(models["detection"]),
-                     "--input", str(image), "--min-score", "0.0", "--roi", roi,
-                     "--output", str(half))  # fmt: skip
+    result = run_cli(
+        "predict",
+        "detection",
+        "--model",
+        str(models["detection"]),
+        "--input",
+        str(image),
+        "--min-score",
+        "0.0",
+        "--roi",
+        roi,
+        "--output",
+        str(half),
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     west = gpd.read_file(half)
     assert 0 < len(west) < len(boxes)
@@ -118,8 +174,16 @@ def test_wrong_task_is_a_clear_error(
     models: dict[str, Path], shared_data: Path, tmp_path: Path
 ) -> None:
     image = shared_data / "d_detection" / "neon_trees_deepforest" / "OSBS_029.tif"
-    result = run_cli("predict", "segmentation", "--model", str(models["detection"]),
-                     "--input", str(image), "--output", str(tmp_path / "x.tif"))  # fmt: skip
+    result = run_cli(
+        "predict",
+        "segmentation",
+        "--model",
+        str(models["detection"]),
+        "--input",
+        str(image),
+        "--output",
+        str(tmp_path / "x.tif"),
+    )
     assert result.returncode == 2
     assert "is a detection model" in result.stderr
 
@@ -129,14 +193,36 @@ def test_short_training_finds_atlanta_buildings(shared_data: Path, tmp_path: Pat
     """150 steps from scratch, then the whole tile: buildings come out where the polygons are."""
     folder = shared_data / "b_segmentation" / "spacenet4_atlanta_buildings"
     config = local_config("atlanta_buildings.yaml", shared_data, tmp_path)
-    result = run_cli("finetune", "segmentation", "--config", str(config), "--max-steps", "150",
-                     "--set", "data.chip_size=64", "--set", "trainer.val_every=1000",
-                     "--out", str(tmp_path / "m"), *TINY_VIT, timeout=900)  # fmt: skip
+    result = run_cli(
+        "finetune",
+        "segmentation",
+        "--config",
+        str(config),
+        "--max-steps",
+        "150",
+        "--set",
+        "data.chip_size=64",
+        "--set",
+        "trainer.val_every=1000",
+        "--out",
+        str(tmp_path / "m"),
+        *TINY_VIT,
+        timeout=900,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     out = tmp_path / "buildings.tif"
-    result = run_cli("predict", "segmentation", "--model", str(tmp_path / "m" / "model.ckpt"),
-                     "--input", str(folder / "sample_geotiff.tif"), "--output", str(out),
-                     "--probabilities", str(tmp_path / "probs.tif"))  # fmt: skip
+    result = run_cli(
+        "predict",
+        "segmentation",
+        "--model",
+        str(tmp_path / "m" / "model.ckpt"),
+        "--input",
+        str(folder / "sample_geotiff.tif"),
+        "--output",
+        str(out),
+        "--probabilities",
+        str(tmp_path / "probs.tif"),
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     _same_grid(out, folder / "sample_geotiff.tif")
     _same_grid(tmp_path / "probs.tif", folder / "sample_geotiff.tif")

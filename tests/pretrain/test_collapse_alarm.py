@@ -46,9 +46,16 @@ def test_sharp_and_constant_collapse_still_count() -> None:
 
 def _record(step: int, health: TeacherHealth) -> StepMetrics:
     return StepMetrics(
-        step=step, loss=1.0, parts={"dino_global": 1.0}, schedules={"lr": 1e-4},
-        images_per_s=10.0, data_wait=0.0, rejected_rate=0.0, skipped=0, health=health,
-    )  # fmt: skip
+        step=step,
+        loss=1.0,
+        parts={"dino_global": 1.0},
+        schedules={"lr": 1e-4},
+        images_per_s=10.0,
+        data_wait=0.0,
+        rejected_rate=0.0,
+        skipped=0,
+        health=health,
+    )
 
 
 @pytest.mark.parametrize("alarm_first", [True, False])

@@ -30,9 +30,15 @@ def test_run_directory_holds_everything(tiny_args: list[str], tmp_path: Path) ->
     # collapse thresholds no run can meet: the alarm must go off after 2 checks
     alarm = ["--set", "trainer.collapse_std=1e9", "--set", "trainer.collapse_patience=2"]
     proc = run_cli(
-        *tiny_args, "--max-steps", "4", "--out", str(run), "--set", "trainer.checkpoint_every=2",
+        *tiny_args,
+        "--max-steps",
+        "4",
+        "--out",
+        str(run),
+        "--set",
+        "trainer.checkpoint_every=2",
         *alarm,
-    )  # fmt: skip
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "COLLAPSE ALARM at step 1" in proc.stderr
     assert f"Outputs in {run}" in proc.stdout
@@ -46,8 +52,10 @@ def test_run_directory_holds_everything(tiny_args: list[str], tmp_path: Path) ->
     assert [s["name"] for s in inventory["sources"]] == ["landsat8_30m"]
     assert "landsat8_30m" in json.loads((run / "stats.json").read_text())["sources"]
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
-        "last.ckpt", "step000002.ckpt", "step000004.ckpt",
-    ]  # fmt: skip
+        "last.ckpt",
+        "step000002.ckpt",
+        "step000004.ckpt",
+    ]
     rows = losses(run)
     assert sorted(rows) == [0, 1, 2, 3]
     assert status["collapse_alarm"]["step"] == 1
@@ -78,9 +86,12 @@ def test_run_directory_holds_everything(tiny_args: list[str], tmp_path: Path) ->
     assert meta["steps"] == 4
     assert len(meta["normalisation"]["mean"]) == 3
     model = timm.create_model(
-        meta["model"], in_chans=meta["in_chans"], img_size=meta["img_size"], num_classes=0,
+        meta["model"],
+        in_chans=meta["in_chans"],
+        img_size=meta["img_size"],
+        num_classes=0,
         **meta["model_kwargs"],
-    )  # fmt: skip
+    )
     model.load_state_dict(torch.load(run / "backbone.pth", weights_only=True))
     assert model(torch.randn(1, 3, 32, 32)).shape == (1, 32)
 
@@ -94,8 +105,10 @@ def test_kill_and_resume_gives_the_same_losses(tiny_args: list[str], tmp_path: P
     killed = tmp_path / "killed"
     child = subprocess.Popen(
         [geopera_exe(), *tiny_args, "--max-steps", steps, "--out", str(killed)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 240
     while time.time() < deadline and child.poll() is None:
         if (killed / "metrics.csv").is_file() and len(losses(killed)) >= 3:

@@ -12,10 +12,27 @@ def test_pretrain_from_a_served_stac_catalog(served: FakeStorage, tmp_path: Path
     out = tmp_path / "run"
     tiles = tmp_path / "tiles"
     proc = run_cli(
-        "pretrain", "--archive", f"{served.url}/catalog.json", "--roi", ROI,
-        "--bands", "red", "green", "blue", "--cache", str(tiles), *TINY,
-        "--set", "data.patch_size=32", "--max-steps", "2", "--workers", "2", "--out", str(out),
-    )  # fmt: skip
+        "pretrain",
+        "--archive",
+        f"{served.url}/catalog.json",
+        "--roi",
+        ROI,
+        "--bands",
+        "red",
+        "green",
+        "blue",
+        "--cache",
+        str(tiles),
+        *TINY,
+        "--set",
+        "data.patch_size=32",
+        "--max-steps",
+        "2",
+        "--workers",
+        "2",
+        "--out",
+        str(out),
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     run = json.loads((out / "run.json").read_text())
     assert run["status"] == "completed"

@@ -83,7 +83,9 @@ def _config(batch: int) -> PretrainConfig:
             "model": {
                 "backbone": "vit_small_patch16_224",
                 "backbone_kwargs": {"embed_dim": 48, "depth": 2, "num_heads": 2},
-                "prototypes": 64, "head_hidden_dim": 32, "head_bottleneck_dim": 16,
+                "prototypes": 64,
+                "head_hidden_dim": 32,
+                "head_bottleneck_dim": 16,
                 "drop_path_rate": 0.3,
             },
             "views": {"global_size": 48, "local_size": 32, "n_global": 2, "n_local": 2},
@@ -91,7 +93,7 @@ def _config(batch: int) -> PretrainConfig:
             "trainer": {"max_steps": STEPS, "log_every": LOG_EVERY, "accelerator": "cpu"},
         },
         PretrainConfig,
-    )  # fmt: skip
+    )
 
 
 def _train(batch: int, tmp_path: Any) -> tuple[list[StepCounts], PerATask]:
@@ -104,14 +106,21 @@ def _train(batch: int, tmp_path: Any) -> tuple[list[StepCounts], PerATask]:
     run = RunDir(tmp_path / f"run{batch}")
     run.path.mkdir(parents=True)
     trainer = L.Trainer(
-        max_steps=STEPS, accelerator="cpu", devices=1, gradient_clip_val=3.0,
+        max_steps=STEPS,
+        accelerator="cpu",
+        devices=1,
+        gradient_clip_val=3.0,
         callbacks=[
-            counter, SkippedSteps(run, 3), MetricsCSV(run.path / "metrics.csv"),
+            counter,
+            SkippedSteps(run, 3),
+            MetricsCSV(run.path / "metrics.csv"),
             StepProgressBar(),
         ],
-        logger=TensorBoardLogger(run.path), enable_checkpointing=False,
-        enable_model_summary=False, log_every_n_steps=LOG_EVERY,
-    )  # fmt: skip
+        logger=TensorBoardLogger(run.path),
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        log_every_n_steps=LOG_EVERY,
+    )
     loader = DataLoader(RawBatches(batch), batch_size=None)
     trainer.fit(task, loader)
     return counter.steps, task

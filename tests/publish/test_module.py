@@ -20,8 +20,14 @@ TRICKY = {
 
 def test_meta_round_trips_through_the_generated_module(tmp_path: Path) -> None:
     path = tmp_path / "tricky_weights.py"
-    text = module_text("ViTSmall16_Tricky_Weights", "TRICKY", "file:///w/a'b.pth", TRICKY,
-                       [0.5, 1.5, 2.5], [1.0, 2.0, 3.0])  # fmt: skip
+    text = module_text(
+        "ViTSmall16_Tricky_Weights",
+        "TRICKY",
+        "file:///w/a'b.pth",
+        TRICKY,
+        [0.5, 1.5, 2.5],
+        [1.0, 2.0, 3.0],
+    )
     path.write_text(text, encoding="utf-8")
     module = load_module(path)  # deliberately: this test imports what it generated
     member = module.ViTSmall16_Tricky_Weights.TRICKY

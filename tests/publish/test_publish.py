@@ -17,9 +17,15 @@ SMALL_RUN = [*SMALL, "--batch-size", "2", "--max-steps", "2"]
 def vit_small_run(fake_archive: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     run = tmp_path_factory.mktemp("runs") / "run"
     proc = run_cli(
-        "pretrain", "--archive", str(fake_archive / "landsat"), "--roi", LANDSAT_ROI,
-        *SMALL_RUN, "--out", str(run),
-    )  # fmt: skip
+        "pretrain",
+        "--archive",
+        str(fake_archive / "landsat"),
+        "--roi",
+        LANDSAT_ROI,
+        *SMALL_RUN,
+        "--out",
+        str(run),
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return run
 

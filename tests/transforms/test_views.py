@@ -3,12 +3,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from geopera.transforms.crops import crop_grids, random_boxes
 from geopera.transforms.views import (
     AlignedViews,
     ColourJitter,
     ViewsConfig,
-    crop_grids,
-    random_boxes,
 )
 
 SMALL = ViewsConfig(global_size=32, local_size=16, n_global=2, n_local=3)

@@ -19,9 +19,15 @@ def test_mask_overlay_colours_each_set() -> None:
 def test_plot_writes_a_png(tmp_path: Path) -> None:
     masks = disjoint_masks(torch.rand(1, 16))
     path = plot_views_and_masks(
-        torch.rand(5, 80, 80), torch.rand(5, 64, 64), torch.rand(5, 64, 64), masks, 16,
-        tmp_path / "sub" / "views.png", rgb=[2, 1, 0], title="test",
-    )  # fmt: skip
+        torch.rand(5, 80, 80),
+        torch.rand(5, 64, 64),
+        torch.rand(5, 64, 64),
+        masks,
+        16,
+        tmp_path / "sub" / "views.png",
+        rgb=[2, 1, 0],
+        title="test",
+    )
     with Image.open(path) as image:
         assert image.format == "PNG"
         assert image.width > 3 * image.height

@@ -85,9 +85,13 @@ def open_on_grid(path: str | os.PathLike[str], grid: Grid) -> Any:
         ds.close()
         raise LabelError(f"{path} is not on the grid of the first image and has no CRS to warp it")
     return WarpedVRT(
-        ds, crs=grid.crs, transform=grid.transform, width=grid.width, height=grid.height,
+        ds,
+        crs=grid.crs,
+        transform=grid.transform,
+        width=grid.width,
+        height=grid.height,
         resampling=Resampling.bilinear,
-    )  # fmt: skip
+    )
 
 
 def is_vector(path: str | os.PathLike[str]) -> bool:

@@ -77,10 +77,17 @@ class BadFiles:
         if self.path is None:
             return
         lines = "".join(
-            json.dumps({"path": p, "reason": reason, "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                        "pid": os.getpid()}) + "\n"
+            json.dumps(
+                {
+                    "path": p,
+                    "reason": reason,
+                    "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                    "pid": os.getpid(),
+                }
+            )
+            + "\n"
             for p in new
-        )  # fmt: skip
+        )
         # one short append per finding: O_APPEND keeps lines of concurrent workers whole
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:

@@ -195,9 +195,12 @@ class SourceReader:
                 key = hashlib.sha256(key_text.encode()).hexdigest()[:32]
                 tile = self.cache.get(key)
                 if tile is None:
-                    tw = Window(tc * tile_cols, tr * tile_rows,
-                                min(tile_cols, item.width - tc * tile_cols),
-                                min(tile_rows, item.height - tr * tile_rows))  # fmt: skip
+                    tw = Window(
+                        tc * tile_cols,
+                        tr * tile_rows,
+                        min(tile_cols, item.width - tc * tile_cols),
+                        min(tile_rows, item.height - tr * tile_rows),
+                    )
                     tile = self._read_plan(plan, tw)  # (C, th, tw)
                     self.cache.put(key, tile)
                 if out is None:
@@ -296,9 +299,11 @@ class SourceReader:
         x0, x1 = max(box[0], b[0]), min(box[2], b[2])
         y0, y1 = max(box[1], b[1]), min(box[3], b[3])
         window = Window(
-            int((x0 - b[0]) // rx), int((b[3] - y1) // ry),
-            max(1, round((x1 - x0) / rx)), max(1, round((y1 - y0) / ry)),
-        )  # fmt: skip
+            int((x0 - b[0]) // rx),
+            int((b[3] - y1) // ry),
+            max(1, round((x1 - x0) / rx)),
+            max(1, round((y1 - y0) / ry)),
+        )
         for path, idx in self._plans[index]:
             try:
                 with rasterio.open(path) as ds:

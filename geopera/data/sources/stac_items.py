@@ -67,15 +67,28 @@ def raster_items(
     Returns:
         Raster items (VRT paths, asset paths in ``assets``) and problems (per asset).
     """
+    by_grid, problems = _assets_by_grid(item, keep, sign)
+    family = _family(item)
+    out = [
+        _grid_item(item, assets, family, item.id if len(by_grid) == 1 else None)
+        for assets in by_grid.values()
+    ]
+    return out, problems
+
+
+def _assets_by_grid(
+    item: "pystac.Item", keep: Sequence[str] | None, sign: Callable[[str], str] | None
+) -> tuple[dict[tuple[Any, ...], list[Asset]], list[Problem]]:
+    """The kept raster assets of an item, grouped by pixel grid; a problem row per bad asset."""
     problems: list[Problem] = []
     by_grid: dict[tuple[Any, ...], list[Asset]] = defaultdict(list)
     base = item.get_self_href()
     as_dicts = {key: a.to_dict() for key, a in item.assets.items()}
     rasters = {key: d for key, d in as_dicts.items() if is_raster(d)}
     for key, indexes in band_selection(rasters, keep).items():
-        asset_obj, asset = item.assets[key], rasters[key]
+        asset = rasters[key]
         bands = asset_bands(key, asset)
-        href = asset_obj.get_absolute_href() or asset["href"]
+        href = item.assets[key].get_absolute_href() or asset["href"]
         if base and not re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://|^/", href):
             href = urljoin(base, href)
         try:
@@ -89,50 +102,54 @@ def raster_items(
             continue
         sx, rot_x, _, rot_y, sy, _ = found.transform
         if rot_x != 0 or rot_y != 0 or sx <= 0 or sy >= 0:
-            problems.append(
-                Problem(
-                    found.path,
-                    f"asset {key!r} of item {item.id}: rotated or flipped grid (not north-up); "
-                    "skipped",
-                )
-            )
+            reason = "rotated or flipped grid (not north-up); skipped"
+            problems.append(Problem(found.path, f"asset {key!r} of item {item.id}: {reason}"))
             continue
         by_grid[found.grid].append(found)
-    family = _family(item)
-    out: list[RasterItem] = []
-    for assets in by_grid.values():
-        first = assets[0]
-        a, _, c, _, e, f = first.transform
+    return by_grid, problems
+
+
+def _grid_item(
+    item: "pystac.Item", assets: list[Asset], family: str, scene: str | None
+) -> RasterItem:
+    """One raster item from an item's assets on one grid (a local VRT stacks them).
+
+    Args:
+        item: The STAC item.
+        assets: Its assets on this grid, in asset order.
+        family: The item's sensor family.
+        scene: The scene name, or None for ``<item id>_<resolution>m`` (several grids).
+
+    Returns:
+        The raster item.
+    """
+    first = assets[0]
+    a, _, c, _, e, f = first.transform
+    names = [b.name for part in assets for b in part.bands]
+    if len(set(names)) < len(names):  # e.g. two assets both called "1": prefix the key
+        for part in assets:
+            for b in part.bands:
+                b.name = f"{part.key}_{b.name}"
         names = [b.name for part in assets for b in part.bands]
-        if len(set(names)) < len(names):  # e.g. two assets both called "1": prefix the key
-            for part in assets:
-                for b in part.bands:
-                    b.name = f"{part.key}_{b.name}"
-            names = [b.name for part in assets for b in part.bands]
-        scene = item.id if len(by_grid) == 1 else f"{item.id}_{a:g}m"
-        xml = vrt_xml(assets)
-        bounds = (c, f + e * first.height, c + a * first.width, f)
-        out.append(
-            RasterItem(
-                scene=scene,
-                paths=[write_vrt(xml, scene)],
-                band_names=names,
-                separate=False,
-                family=family,
-                dtype=first.dtype,
-                crs=first.crs,
-                res=(abs(a), abs(e)),
-                bounds=bounds,
-                width=first.width,
-                height=first.height,
-                nodata=first.bands[0].nodata,
-                assets=[part.path for part in assets],
-                acquired=_acquired(item),
-                band_sources=[(part.path, i + 1) for part in assets for i in part.indexes],
-                aliases={b.common: b.name for part in assets for b in part.bands if b.common},
-            )
-        )
-    return out, problems
+    scene = scene or f"{item.id}_{a:g}m"
+    return RasterItem(
+        scene=scene,
+        paths=[write_vrt(vrt_xml(assets), scene)],
+        band_names=names,
+        separate=False,
+        family=family,
+        dtype=first.dtype,
+        crs=first.crs,
+        res=(abs(a), abs(e)),
+        bounds=(c, f + e * first.height, c + a * first.width, f),
+        width=first.width,
+        height=first.height,
+        nodata=first.bands[0].nodata,
+        assets=[part.path for part in assets],
+        acquired=_acquired(item),
+        band_sources=[(part.path, i + 1) for part in assets for i in part.indexes],
+        aliases={b.common: b.name for part in assets for b in part.bands if b.common},
+    )
 
 
 def _acquired(item: "pystac.Item") -> str | None:

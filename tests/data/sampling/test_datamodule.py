@@ -16,9 +16,15 @@ ROI = "EPSG:32621;POLYGON((700300 -2795400, 705400 -2795400, 705400 -2790300, 70
 @pytest.mark.parametrize("workers", [0, 2])
 def test_batches_are_raw_dicts_in_the_stored_dtype(fake_archive: Path, workers: int) -> None:
     dm = PretrainDataModule(
-        [fake_archive], ROI, bands="rgb", patch_size=16, batch_size=4, samples_per_epoch=8,
-        num_workers=workers, stats_patches=4,
-    )  # fmt: skip
+        [fake_archive],
+        ROI,
+        bands="rgb",
+        patch_size=16,
+        batch_size=4,
+        samples_per_epoch=8,
+        num_workers=workers,
+        stats_patches=4,
+    )
     dm.setup("fit")
     batches = list(dm.train_dataloader())
     assert len(batches) == 2
@@ -47,9 +53,15 @@ def test_batches_are_raw_dicts_in_the_stored_dtype(fake_archive: Path, workers: 
 def test_workers_do_not_change_the_data(fake_archive: Path) -> None:
     def images(workers: int) -> torch.Tensor:
         dm = PretrainDataModule(
-            [fake_archive], ROI, patch_size=16, batch_size=2, samples_per_epoch=6,
-            num_workers=workers, stats_patches=2, seed=5,
-        )  # fmt: skip
+            [fake_archive],
+            ROI,
+            patch_size=16,
+            batch_size=2,
+            samples_per_epoch=6,
+            num_workers=workers,
+            stats_patches=2,
+            seed=5,
+        )
         dm.setup()
         return torch.cat([b["image"] for b in dm.train_dataloader()])
 

@@ -215,9 +215,20 @@ def test_stac_api_search_pages(stac_catalog: Path, tmp_path: Path) -> None:
 
 def test_bad_stac_inputs(served: FakeStorage, stac_catalog: Path, tmp_path: Path) -> None:
     roi_file = tmp_path / "area.geojson"
-    roi_file.write_text(json.dumps({"type": "FeatureCollection", "features": [
-        {"type": "Feature", "properties": {}, "geometry": {"type": "Point", "coordinates": [0, 0]}}
-    ]}))  # fmt: skip
+    roi_file.write_text(
+        json.dumps(
+            {
+                "type": "FeatureCollection",
+                "features": [
+                    {
+                        "type": "Feature",
+                        "properties": {},
+                        "geometry": {"type": "Point", "coordinates": [0, 0]},
+                    }
+                ],
+            }
+        )
+    )
     with pytest.raises(ArchiveError, match=r"not a STAC ItemCollection.*--roi"):
         discover([str(roi_file)])
     (tmp_path / "page.json").write_text("<html>not json</html>")
@@ -267,8 +278,12 @@ def test_parse_search_url() -> None:
 def test_shipped_recipes_parse() -> None:
     recipes = sorted((REPO / "datasets").glob("*.yaml"))
     assert {p.stem for p in recipes} >= {
-        "sample", "sentinel2-l2a", "landsat-c2-l2", "naip", "sentinel1-rtc",
-    }  # fmt: skip
+        "sample",
+        "sentinel2-l2a",
+        "landsat-c2-l2",
+        "naip",
+        "sentinel1-rtc",
+    }
     readme = (REPO / "datasets" / "README.md").read_text()
     for path in recipes:
         recipe = load_recipe(path)
@@ -347,9 +362,11 @@ def test_s3_assets_read_through_vsis3(
 ) -> None:
     # the fake storage as an S3-compatible endpoint: bucket "landsat" = its landsat/ folder
     for key, value in {
-        "AWS_S3_ENDPOINT": served.url.removeprefix("http://"), "AWS_HTTPS": "NO",
-        "AWS_VIRTUAL_HOSTING": "FALSE", "AWS_NO_SIGN_REQUEST": "YES",
-    }.items():  # fmt: skip
+        "AWS_S3_ENDPOINT": served.url.removeprefix("http://"),
+        "AWS_HTTPS": "NO",
+        "AWS_VIRTUAL_HOSTING": "FALSE",
+        "AWS_NO_SIGN_REQUEST": "YES",
+    }.items():
         monkeypatch.setenv(key, value)
     item = json.loads((stac_catalog / "landsat" / LANDSAT[0] / f"{LANDSAT[0]}.json").read_text())
     for band, asset in item["assets"].items():
