@@ -1,7 +1,8 @@
 """Shared fixtures: fake archives, the real data in ../shared/data, small ROIs."""
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -56,3 +57,31 @@ def served(stac_catalog: Path) -> Iterator[FakeStorage]:
     """``stac_catalog`` served over HTTP on 127.0.0.1 (fresh request counts per test)."""
     with FakeStorage(stac_catalog) as storage:
         yield storage
+
+
+@dataclass(frozen=True)
+class CliResult:
+    """What one ``geopera`` command line gave: its exit code and what it printed."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., CliResult]:
+    """``geopera ARGS`` in this process (the console script's ``main``), for quick CLI tests.
+
+    The same parser, error handling and exit codes as the installed script, without a process
+    start (seconds of imports); tests that must see a real process use ``run_cli``.
+    """
+
+    def run(*args: str) -> CliResult:
+        from geopera.cli.main import main
+
+        capsys.readouterr()
+        code = main(list(args))
+        out = capsys.readouterr()
+        return CliResult(code, out.out, out.err)
+
+    return run

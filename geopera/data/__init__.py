@@ -10,12 +10,15 @@
   :class:`~geopera.data.bands.SensorFamily`), used by all three.
 
 The names below are importable from ``geopera.data`` directly; the two that need torch are
-imported on first use.
+imported on first use. The module paths of the flat data floor of geopera 0.1
+(``geopera.data.archive``, ``geopera.data.datamodule``...) still import, with a
+``DeprecationWarning`` naming the new path (:mod:`geopera.data.moved`).
 """
 
 from typing import Any
 
 from geopera.data.bands import SensorFamily
+from geopera.data.moved import install
 from geopera.data.roi import ROI, load_roi
 from geopera.data.sources.discover import discover
 from geopera.data.sources.model import Archive, Problem, RasterItem, Source
@@ -24,6 +27,8 @@ _LAZY = {
     "PretrainDataModule": "geopera.data.sampling.datamodule",
     "load_labelled": "geopera.data.labelled.sets",
 }
+
+install()  # geopera 0.1's module paths (geopera.data.archive...) keep importing, with a warning
 
 __all__ = [
     "ROI",

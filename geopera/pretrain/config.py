@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from geopera.core.config import load_config, shipped_config, to_plain
+from geopera.data.sampling.datamodule import SamplingSettings
 from geopera.models.pera import PerASettings
 from geopera.pretrain.schedules import ScheduleSettings
 from geopera.transforms.views import ViewsConfig
@@ -23,25 +24,21 @@ DEFAULT_CONFIG = "pretrain/pera_vit_tiny_cpu.yaml"
 
 
 @dataclass
-class DataSection:
-    """Where patches come from.
+class DataSection(SamplingSettings):
+    """Where patches come from: an archive, an ROI, and how patches are drawn.
 
-    See :class:`geopera.data.sampling.datamodule.PretrainDataModule`.
+    The sampling fields and their defaults are those of ``SamplingSettings``, the defaults of
+    :class:`~geopera.data.sampling.datamodule.PretrainDataModule`.
+
+    Attributes:
+        archive: Archive paths (empty: the sample archive).
+        roi: ROI file, WKT or bbox (``--roi``).
+        probe: Labelled points or chips for the kNN probe, or None.
     """
 
     archive: list[str] = field(default_factory=list)
     roi: str | None = None
-    bands: list[str] | str | None = "rgb"
-    sources: list[str] | None = None
-    patch_size: int = 128
-    batch_size: int = 16
-    num_workers: int = 2
-    max_invalid: float = 0.1
-    stats_patches: int = 32
-    seed: int = 0
     probe: str | None = None
-    cache: str | None = None
-    cache_gb: float = 20.0
 
 
 @dataclass(frozen=True)

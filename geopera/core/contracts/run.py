@@ -96,6 +96,10 @@ class RunStatus(_Versioned):
     skipped_steps: SkippedRecord | None = None
     probe: ProbeRecord | None = None
 
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form, without the fields that hold nothing (no resume, no alarm...)."""
+        return {k: v for k, v in super().to_dict().items() if v is not None and v != []}
+
     @property
     def last_knn_accuracy(self) -> float | None:
         """The probe's last kNN accuracy, or None without a probe."""

@@ -9,6 +9,7 @@ device.
 """
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,38 @@ def collate_patches(samples: list[dict[str, Tensor]]) -> dict[str, Tensor]:
     return {key: torch.stack([s[key] for s in samples]) for key in samples[0]}
 
 
+@dataclass
+class SamplingSettings:
+    """How patches are drawn: the defaults of :class:`PretrainDataModule` and of pretraining.
+
+    The ``data`` section of a pretraining config extends this record, so each default is
+    written once.
+
+    Attributes:
+        bands: Band names, 1-based indices or a preset (``"rgb"``); None for all bands.
+        sources: Source names to restrict to; None for all.
+        patch_size: Patch size in pixels.
+        batch_size: Patches per batch (per rank).
+        num_workers: DataLoader workers.
+        seed: Sampling seed.
+        max_invalid: Largest accepted nodata/NaN fraction of a patch.
+        stats_patches: Patches per source for the band statistics.
+        cache: Folder for tiles fetched from remote items (STAC assets, URLs), or None.
+        cache_gb: Size limit of that folder, in GB (oldest tiles evicted first).
+    """
+
+    bands: list[str] | str | None = None
+    sources: list[str] | None = None
+    patch_size: int = 224
+    batch_size: int = 8
+    num_workers: int = 2
+    seed: int = 0
+    max_invalid: float = 0.1
+    stats_patches: int = 32
+    cache: str | None = None
+    cache_gb: float = 20.0
+
+
 class PretrainDataModule(L.LightningDataModule):
     """ROI patches from a multi-source archive.
 
@@ -70,19 +103,19 @@ class PretrainDataModule(L.LightningDataModule):
         self,
         archive: Sequence[str | Path],
         roi: str | Path,
-        bands: Sequence[str] | str | None = None,
-        sources: Sequence[str] | None = None,
-        patch_size: int = 224,
-        batch_size: int = 8,
+        bands: Sequence[str] | str | None = SamplingSettings.bands,
+        sources: Sequence[str] | None = SamplingSettings.sources,
+        patch_size: int = SamplingSettings.patch_size,
+        batch_size: int = SamplingSettings.batch_size,
         samples_per_epoch: int = 1024,
-        num_workers: int = 2,
-        seed: int = 0,
-        max_invalid: float = 0.1,
+        num_workers: int = SamplingSettings.num_workers,
+        seed: int = SamplingSettings.seed,
+        max_invalid: float = SamplingSettings.max_invalid,
         weights: Sequence[float] | None = None,
-        stats_patches: int = 32,
+        stats_patches: int = SamplingSettings.stats_patches,
         stats_cache: str | Path | None = None,
-        cache: str | Path | None = None,
-        cache_gb: float = 20.0,
+        cache: str | Path | None = SamplingSettings.cache,
+        cache_gb: float = SamplingSettings.cache_gb,
     ) -> None:
         super().__init__()
         if patch_size < 1 or batch_size < 1 or samples_per_epoch < 1 or num_workers < 0:
