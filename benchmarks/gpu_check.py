@@ -327,7 +327,8 @@ def part_pretrain(args: argparse.Namespace, deadline: float) -> dict[str, Any]:
     """``geopera pretrain`` eager and compiled: end-to-end vs step-only images/s, utilisation."""
     from bench_pretrain import step_only
 
-    from geopera.pretrain.run import _precision, pretrain
+    from geopera.pretrain.run import pretrain
+    from geopera.pretrain.trainer import precision
 
     steps, warmup = (6, 2) if args.cpu_smoke else (120, 20)
     result: dict[str, Any] = {"steps": steps, "warmup": warmup, "workers": workers(args)}
@@ -338,7 +339,7 @@ def part_pretrain(args: argparse.Namespace, deadline: float) -> dict[str, Any]:
             result[variant] = {"status": "skipped: no time left"}
             break
         config = pretrain_config(args, steps, compile_blocks)
-        result["precision"] = _precision(config, config.trainer.accelerator)
+        result["precision"] = precision(config, config.trainer.accelerator)
         run_dir = args.work / f"pretrain-{variant}"
         sampler = GPUSampler() if device_name() == "cuda" else None
         start = time.perf_counter()

@@ -244,38 +244,13 @@ def test_bad_input_is_one_line_and_writes_nothing(
     # an existing output folder is refused, and replaced only with --overwrite
     out.mkdir()
     (out / "mine.txt").write_text("keep")
-    proc = cli(
-        "embed",
-        "--input",
-        scene,
-        "--out",
-        str(out),
-        "--weights",
-        str(backbone),
-        "--chip-size",
-        "64",
-        "--level",
-        "chip",
-        "--no-progress",
-    )
+    again = ["embed", "--input", scene, "--out", str(out), "--weights", str(backbone)]
+    again += ["--chip-size", "64", "--level", "chip", "--no-progress"]
+    proc = cli(*again)
     assert proc.returncode == 2
     assert "pass --overwrite" in proc.stderr
     assert (out / "mine.txt").read_text() == "keep"
-    proc = cli(
-        "embed",
-        "--input",
-        scene,
-        "--out",
-        str(out),
-        "--weights",
-        str(backbone),
-        "--chip-size",
-        "64",
-        "--level",
-        "chip",
-        "--no-progress",
-        "--overwrite",
-    )
+    proc = cli(*again, "--overwrite")
     assert proc.returncode == 0, proc.stderr
     assert sorted(p.name for p in out.iterdir()) == [
         "T1_S2L1C_13bands_10m.parquet",

@@ -24,7 +24,7 @@ from tests.faults.conftest import (
 from tests.pretrain.test_pretrain_cli import losses
 
 STEPS = 10
-KILLS = 6
+KILLS = 5
 #: Checkpoint every step, so that kills land inside checkpoint writes too.
 EVERY = ["--max-steps", str(STEPS), "--set", "trainer.checkpoint_every=1"]
 
@@ -77,7 +77,7 @@ def _training(run: Path, since: float) -> Callable[[], bool]:
 def test_sigkill_at_random_moments_of_training_then_resume(
     archive: Path, reference: dict[int, float], tmp_path: Path
 ) -> None:
-    """Six kills, each at a random moment after the run says it is running.
+    """Five kills, each at a random moment after the run says it is running.
 
     The moments fall in Lightning's set-up, the steps and the checkpoint writes, never in the
     imports: each kill costs a start, and none is wasted on a process that has not begun.
@@ -89,7 +89,7 @@ def test_sigkill_at_random_moments_of_training_then_resume(
         since = time.time() - 0.01
         proc = start(*args)
         if wait_until(proc, _training(runs[-1], since)):
-            time.sleep(rng.uniform(0.0, 3.0))  # Lightning set-up, steps, checkpoint writes
+            time.sleep(rng.uniform(0.0, 2.0))  # Lightning set-up, steps, checkpoint writes
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             proc.wait(timeout=60)

@@ -48,36 +48,17 @@ def test_change_map_is_a_cog_on_the_input_grid(
 ) -> None:
     oscd = shared_data / "c_change_detection" / "oscd_bercy"
     out = tmp_path / "change.tif"
-    result = run_cli(
-        "predict",
-        "change",
-        "--model",
-        str(models["change"]),
-        "--input",
-        str(oscd / "T1_S2L1C_13bands_10m.tif"),
-        "--after",
-        str(oscd / "T2_S2L1C_13bands_10m.tif"),
-        "--output",
-        str(out),
-    )
+    args = ["predict", "change", "--model", str(models["change"])]
+    args += ["--input", str(oscd / "T1_S2L1C_13bands_10m.tif")]
+    args += ["--after", str(oscd / "T2_S2L1C_13bands_10m.tif"), "--output", str(out)]
+    result = run_cli(*args)
     assert result.returncode == 0, result.stderr[-3000:]
     _same_grid(out, oscd / "T1_S2L1C_13bands_10m.tif")
     with rasterio.open(out) as ds:
         assert ds.crs.to_epsg() == 4326
         assert ds.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
         assert set(np.unique(ds.read(1))) <= {0, 1}
-    again = run_cli(
-        "predict",
-        "change",
-        "--model",
-        str(models["change"]),
-        "--input",
-        str(oscd / "T1_S2L1C_13bands_10m.tif"),
-        "--after",
-        str(oscd / "T2_S2L1C_13bands_10m.tif"),
-        "--output",
-        str(out),
-    )
+    again = run_cli(*args)
     assert again.returncode == 2
     assert "already exists" in again.stderr
 
