@@ -133,17 +133,46 @@ class Normalisation:
         names = list(stats)
         w = np.asarray(weights if weights is not None else [1.0] * len(names), dtype=np.float64)
         w = (w / w.sum())[:, None]  # (S, 1)
-        p2 = np.array([stats[n].p2 for n in names])  # (S, C)
-        p98 = np.array([stats[n].p98 for n in names])
-        span = np.maximum(p98 - p2, 1e-6)  # (S, C)
         mean = (w * np.array([stats[n].mean for n in names])).sum(0)  # (S, C) -> (C,)
         std = np.maximum((w * np.array([stats[n].std for n in names])).sum(0), 1e-3)
+        p2 = [stats[n].p2 for n in names]
+        p98 = [stats[n].p98 for n in names]
+        return cls.of_arrays(names, p2, p98, mean, std, w[:, 0])
+
+    @classmethod
+    def of_arrays(
+        cls,
+        sources: Sequence[str],
+        p2: Sequence[Sequence[float]] | np.ndarray,
+        p98: Sequence[Sequence[float]] | np.ndarray,
+        mean: Sequence[float] | np.ndarray,
+        std: Sequence[float] | np.ndarray,
+        weights: Sequence[float] | np.ndarray,
+    ) -> "Normalisation":
+        """A normalisation from its arrays (e.g. a trained task's buffers), raw units derived.
+
+        Args:
+            sources: Source names.
+            p2: (S, C) per-source 2nd percentiles.
+            p98: (S, C) per-source 98th percentiles.
+            mean: (C,) mean of the scaled data.
+            std: (C,) std of the scaled data.
+            weights: (S,) sampling weights of the sources.
+
+        Returns:
+            The normalisation.
+        """
+        w = np.asarray(weights, dtype=np.float64)
+        w = (w / w.sum())[:, None]  # (S, 1)
+        lo, hi = np.asarray(p2, dtype=np.float64), np.asarray(p98, dtype=np.float64)
+        span = np.maximum(hi - lo, 1e-6)  # (S, C)
+        m, s = np.asarray(mean, dtype=np.float64), np.asarray(std, dtype=np.float64)
         return cls(
-            sources=tuple(names),
-            p2=tuple(tuple(float(v) for v in row) for row in p2),
-            p98=tuple(tuple(float(v) for v in row) for row in p98),
-            mean=tuple(float(v) for v in mean),
-            std=tuple(float(v) for v in std),
-            raw_mean=tuple(float(v) for v in (w * (p2 + mean * span)).sum(0)),
-            raw_std=tuple(float(v) for v in (w * (std * span)).sum(0)),
+            sources=tuple(sources),
+            p2=tuple(tuple(float(v) for v in row) for row in lo),
+            p98=tuple(tuple(float(v) for v in row) for row in hi),
+            mean=tuple(float(v) for v in m),
+            std=tuple(float(v) for v in s),
+            raw_mean=tuple(float(v) for v in (w * (lo + m * span)).sum(0)),
+            raw_std=tuple(float(v) for v in (w * (s * span)).sum(0)),
         )

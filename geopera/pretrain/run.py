@@ -34,6 +34,7 @@ from geopera.core.outputs import (
 from geopera.data.bands import rgb_indices
 from geopera.data.sampling.badfiles import BadFiles
 from geopera.data.sampling.datamodule import PretrainDataModule
+from geopera.data.sampling.sampler import source_weights
 from geopera.pretrain.config import PretrainConfig, load_pretrain_config
 from geopera.pretrain.export import export_backbone
 from geopera.pretrain.rundir import LOCK_FILE, RunDir
@@ -247,9 +248,27 @@ def _pretrain(
         raise GeoperaError(
             f"training stopped at step {steps} of {config.trainer.max_steps}; see {run.path}"
         )
-    export_backbone(run, task, dm, norm, steps)
+    export_backbone(run, task, dm, _trained_normalisation(task, dm), steps)
     run.update_status(status="completed", steps=steps, finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
     return PretrainResult(run.path, "completed", steps)
+
+
+def _trained_normalisation(task: PerATask, dm: PretrainDataModule) -> Normalisation:
+    """The normalisation the backbone trained with: the task's buffers, not fresh statistics.
+
+    A resumed run restores them from its checkpoint, so its backbone card describes what the
+    weights saw even when the statistics would now be computed differently.
+    """
+    weights = source_weights(dm.sources, dm.weights)
+    views = task.views
+    return Normalisation.of_arrays(
+        [s.source.name for s in dm.sources],
+        task.p2.cpu().double().numpy(),  # (S, C)
+        task.p98.cpu().double().numpy(),
+        views.mean.flatten().cpu().double().numpy(),  # (1, C, 1, 1) -> (C,)
+        views.std.flatten().cpu().double().numpy(),
+        weights,
+    )
 
 
 def _probe(config: PretrainConfig, dm: PretrainDataModule) -> Any:

@@ -84,7 +84,10 @@ def test_run_directory_holds_everything(tiny_args: list[str], tmp_path: Path) ->
     assert meta["bands"] == ["B4", "B3", "B2"]
     assert meta["in_chans"] == 3
     assert meta["steps"] == 4
-    assert len(meta["normalisation"]["mean"]) == 3
+    # the card describes what the weights trained with: the statistics' normalisation
+    trained = json.loads((run / "stats.json").read_text())["normalisation"]
+    assert meta["normalisation"]["mean"] == pytest.approx(trained["raw_mean"], rel=1e-5)
+    assert meta["normalisation"]["std"] == pytest.approx(trained["raw_std"], rel=1e-5)
     model = timm.create_model(
         meta["model"],
         in_chans=meta["in_chans"],
