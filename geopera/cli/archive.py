@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from geopera.archive.run import SampleRequest, inspect, prepare_sample, write_sample
+from geopera.cli.options import add_document_permissions
 
 _PATHS_HELP = (
     "folders, raster files, GDAL paths or URLs; STAC catalog/collection/item/ItemCollection "
@@ -29,6 +30,7 @@ def register(commands: Any) -> None:
     inspect.add_argument("paths", nargs="+", help=_PATHS_HELP)
     inspect.add_argument("--roi", help="ROI file, WKT or bbox: adds each source's overlap")
     inspect.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_document_permissions(inspect)
     inspect.set_defaults(func=_inspect)
 
     sample = sub.add_parser("sample", help="write N random ROI patches as GeoTIFF chips")
@@ -47,6 +49,7 @@ def register(commands: Any) -> None:
     sample.add_argument(
         "--cache-gb", type=float, default=20.0, help="size limit of --cache (default 20)"
     )
+    add_document_permissions(sample)
     sample.set_defaults(func=_sample)
 
 

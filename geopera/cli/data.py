@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from geopera.archive.sample_archive import DEFAULT_DIR, build_sample_archive
+from geopera.cli.options import add_document_permissions
 
 
 def register(commands: Any) -> None:
@@ -39,6 +40,7 @@ def register(commands: Any) -> None:
     fetch.add_argument("--roi", required=True, help="ROI file, WKT or bbox")
     fetch.add_argument("--out", type=Path, required=True, help="new output folder")
     fetch.add_argument("--sources", nargs="+", help="restrict to these source names")
+    add_document_permissions(fetch)
     fetch.set_defaults(func=_fetch)
 
 

@@ -5,6 +5,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from geopera.cli.options import add_document_permissions
+
 
 def register(commands: Any) -> None:
     """Add the ``embed`` command (and its ``similar`` sub-command).
@@ -41,6 +43,7 @@ def register(commands: Any) -> None:
     p.add_argument("--resume", action="store_true", help="continue an interrupted run")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_document_permissions(p)
     p.set_defaults(func=_embed)
     sub = p.add_subparsers(dest="embed_command", metavar="similar")
     s = sub.add_parser(

@@ -13,6 +13,7 @@ import rasterio.errors
 
 from geopera import __version__
 from geopera.cli import archive, data, embed, evaluate, finetune, predict, pretrain, publish
+from geopera.cli.options import apply_document_permissions
 from geopera.core.errors import GeoperaError
 from geopera.core.outputs import disk_full_reason
 from geopera.core.signals import Interrupted
@@ -56,6 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = build_parser()
     args = parser.parse_args(argv)
+    apply_document_permissions(args)
     try:
         code: int = args.func(args)
     except Interrupted as stop:

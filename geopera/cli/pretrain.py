@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from geopera.cli.options import add_document_permissions
 from geopera.core.errors import GeoperaError
 
 
@@ -53,6 +54,7 @@ def register(commands: Any) -> None:
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key"
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_document_permissions(p)
     p.set_defaults(func=_pretrain)
 
 

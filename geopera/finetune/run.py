@@ -31,6 +31,7 @@ from geopera.core.contracts import FinetunedSpec
 from geopera.core.errors import GeoperaError
 from geopera.core.normalisation import BandStats
 from geopera.core.outputs import require_new_folder, staged_folder, write_json
+from geopera.core.quiet import quiet_lightning
 from geopera.data.labelled.chips import ChipDataset, ClassMap, chip_statistics, collate, make_chips
 from geopera.data.labelled.labels import IGNORE
 from geopera.data.labelled.scenes import (
@@ -294,6 +295,7 @@ def _train(
     work: Path,
     progress: bool,
 ) -> dict[str, Any]:
+    quiet_lightning()
     t = config.trainer
     trainer = Trainer(
         max_steps=t.max_steps,

@@ -11,6 +11,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.strategies import DDPStrategy
 
 from geopera.core.checkpoints import AtomicCheckpointIO
+from geopera.core.quiet import quiet_lightning
 from geopera.pretrain.callbacks import GracefulStop, KnnProbe, Previews, SamplingLog, SkippedSteps
 from geopera.pretrain.config import PretrainConfig
 from geopera.pretrain.health import CollapseAlarm, CollapseLimits
@@ -119,6 +120,7 @@ def build_trainer(
     Returns:
         The trainer.
     """
+    quiet_lightning()
     t = config.trainer
     strategy: Any = "auto"
     if t.devices * t.num_nodes > 1:

@@ -41,6 +41,8 @@ def test_run_directory_holds_everything(tiny_args: list[str], tmp_path: Path) ->
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "COLLAPSE ALARM at step 1" in proc.stderr
+    for lightning_line in ("Tip:", "GPU available", "LeafSpec", "`Trainer.fit` stopped"):
+        assert lightning_line not in proc.stderr  # geopera's own lines only
     assert f"Outputs in {run}" in proc.stdout
     status = json.loads((run / "run.json").read_text())
     assert status["status"] == "completed"

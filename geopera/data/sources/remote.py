@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from geopera.data.sources.trust import check_hook, checked_hook
+
 #: GDAL path prefixes that mean "over the network".
 REMOTE_PREFIXES = (
     "/vsicurl/",
@@ -166,9 +168,12 @@ def load_hook(spec: str) -> Callable[[str], str]:
         The function.
 
     Raises:
+        ArchiveError: If the hook is neither known nor allowed with ``--allow-hook`` (checked
+            before anything is imported; see :mod:`geopera.data.sources.trust`).
         ValueError: If the spec is malformed, the module cannot be imported, or the attribute
             is not callable.
     """
+    check_hook(spec)
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
         raise ValueError(
@@ -184,7 +189,7 @@ def load_hook(spec: str) -> Callable[[str], str]:
     func = getattr(module, attr, None)
     if not callable(func):
         raise ValueError(f"sign hook {spec!r}: {module_name} has no function {attr!r}")
-    return func
+    return checked_hook(spec, func)
 
 
 def align_to_tiles(offset: int, size: int, tile: int, extent: int) -> int:

@@ -33,6 +33,7 @@ from geopera.data.sources.stac_assets import (
     write_vrt,
 )
 from geopera.data.sources.stac_search import StacSpec, search_items, static_items
+from geopera.data.sources.trust import check_asset
 
 if TYPE_CHECKING:
     import pystac
@@ -92,6 +93,7 @@ def _assets_by_grid(
         if base and not re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://|^/", href):
             href = urljoin(base, href)
         try:
+            check_asset(href, base)
             href = sign(href) if sign is not None else href
             found = asset_of(item, key, asset, href, indexes, [bands[i] for i in indexes])
         except Exception as err:

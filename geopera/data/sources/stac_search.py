@@ -26,6 +26,14 @@ if TYPE_CHECKING:
 DEFAULT_MAX_ITEMS = 200
 
 
+#: The deepest chain of child catalogs a walk follows.
+MAX_DEPTH = 32
+#: The most items a static catalog walk reads.
+MAX_STATIC_ITEMS = 10_000
+#: The largest STAC document read, in bytes.
+MAX_DOCUMENT_BYTES = 64 * 2**20
+
+
 @dataclass(frozen=True)
 class StacSearch:
     """A STAC API item search (the ROI is added as ``intersects``).
@@ -177,9 +185,13 @@ def _stac_io() -> Any:
             if href in self.memo:
                 return self.memo.pop(href)
             if href.startswith(("http://", "https://")):
-                response = self.session.get(href, timeout=(10, 60))
-                response.raise_for_status()
-                return str(response.text)
+                with self.session.get(href, timeout=(10, 60), stream=True) as response:
+                    response.raise_for_status()
+                    body = response.raw.read(MAX_DOCUMENT_BYTES + 1, decode_content=True)
+                _check_size(href, len(body))
+                return str(body.decode("utf-8", errors="replace"))
+            if os.path.isfile(href):
+                _check_size(href, os.path.getsize(href))
             return str(super().read_text_from_href(href))
 
     return RetryingStacIO()
@@ -221,25 +233,48 @@ def _read_document(href: str, io: Any) -> dict[str, Any]:
     return doc
 
 
-def _walk(catalog: "pystac.Catalog", problems: list[Problem]) -> Iterable["pystac.Item"]:
-    """Items under a catalog; a child or item link that cannot be read is a problem, not fatal."""
+def _check_size(href: str, size: int) -> None:
+    if size > MAX_DOCUMENT_BYTES:
+        raise ArchiveError(
+            f"{href} is over {MAX_DOCUMENT_BYTES // 2**20} MiB: too large for a STAC document"
+        )
+
+
+def _walk(
+    catalog: "pystac.Catalog", problems: list[Problem], walked: set[str], depth: int = 0
+) -> Iterable["pystac.Item"]:
+    """Items under a catalog; a link that cannot be read, a cycle or too deep is a problem row.
+
+    Args:
+        catalog: The catalog or collection.
+        problems: Where problem rows go.
+        walked: Absolute hrefs of the catalogs walked so far (this one is added).
+        depth: Child links followed to reach this catalog.
+    """
     import pystac
 
+    walked.add(catalog.get_self_href() or catalog.id)
     root = catalog.get_root()
     for rel in ("item", "child"):
         for link in catalog.get_links(rel):
+            href = link.get_absolute_href() or str(link.target)
+            if rel == "child" and (href in walked or depth + 1 > MAX_DEPTH):
+                why = "leads back to a catalog already walked (a cycle)"
+                if href not in walked:
+                    why = f"is more than {MAX_DEPTH} catalogs deep"
+                problems.append(Problem(href, f"child link of {catalog.id} {why}; skipped"))
+                continue
             try:
                 link.resolve_stac_object(root=root)
                 target = link.target
             except Exception as err:
-                href = link.get_absolute_href() or str(link.target)
                 reason = f"{rel} link of {catalog.id} unreadable ({error_line(err)[:300]}); skipped"
                 problems.append(Problem(href, reason))
                 continue
             if isinstance(target, pystac.Item):
                 yield target
             elif isinstance(target, pystac.Catalog):
-                yield from _walk(target, problems)
+                yield from _walk(target, problems, walked, depth + 1)
 
 
 def static_items(href: str, problems: list[Problem]) -> Iterable["pystac.Item"]:
@@ -263,7 +298,12 @@ def static_items(href: str, problems: list[Problem]) -> Iterable["pystac.Item"]:
         yield pystac.Item.from_file(href, stac_io=io)
         return
     cls = pystac.Collection if kind == "Collection" else pystac.Catalog
-    yield from _walk(cls.from_file(href, stac_io=io), problems)
+    for n, item in enumerate(_walk(cls.from_file(href, stac_io=io), problems, set())):
+        if n == MAX_STATIC_ITEMS:
+            reason = f"more than {MAX_STATIC_ITEMS} items: the first {MAX_STATIC_ITEMS} were read"
+            problems.append(Problem(href, reason))
+            return
+        yield item
 
 
 def search_items(search: StacSearch, roi: "ROI | None") -> list["pystac.Item"]:

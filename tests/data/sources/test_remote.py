@@ -4,6 +4,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from geopera.core.errors import ArchiveError
 from geopera.data.sources.remote import (
     COG_OPTIONS,
     BlockCache,
@@ -12,6 +13,7 @@ from geopera.data.sources.remote import (
     gdal_path,
     load_hook,
 )
+from geopera.data.sources.trust import allow
 
 
 @pytest.mark.parametrize(
@@ -92,7 +94,20 @@ def test_configure_remote_keeps_user_settings(monkeypatch: pytest.MonkeyPatch) -
 
 
 def test_load_hook() -> None:
-    assert load_hook("os.path:basename")("https://h/a/b.tif") == "b.tif"
+    with pytest.raises(ArchiveError, match=r"pass --allow-hook os\.path:basename"):
+        load_hook("os.path:basename")  # not known, not allowed: nothing imported
+    specs = ["os.path:basename", "os.path:join", "nocolon", "no_such_module_xyz:sign"]
+    allow(hooks=[*specs, "os.path:nope"])
+    try:
+        _allowed_hooks()
+    finally:
+        allow()
+
+
+def _allowed_hooks() -> None:
+    with pytest.raises(ArchiveError, match=r"returned 'b\.tif'"):  # not a URL of the same kind
+        load_hook("os.path:basename")("https://h/a/b.tif")
+    assert load_hook("os.path:join")("https://h/a/b.tif") == "https://h/a/b.tif"
     with pytest.raises(ValueError, match="module:function"):
         load_hook("nocolon")
     with pytest.raises(ValueError, match="cannot import 'no_such_module_xyz'"):

@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from geopera.data.sources.discover import discover
 from geopera.data.sources.recipes import load_recipe
 from geopera.data.sources.stac_items import load_stac
 from geopera.data.sources.stac_search import StacSpec, parse_search_url
+from geopera.data.sources.trust import allow
 from tests.fakes.http import FakeStorage
 from tests.fakes.stac import LANDSAT, ROI, item_collection, make_stac_catalog, original_landsat
 
@@ -388,6 +390,15 @@ def test_s3_assets_read_through_vsis3(
     np.testing.assert_array_equal(sample["image"].numpy(), expected.astype(np.float32))
 
 
+@pytest.fixture
+def signing_allowed() -> Iterator[None]:
+    """The test's signing hook, allowed as ``--allow-hook`` would."""
+    allow(hooks=["tests.fakes.http:sign_with_token"])
+    yield
+    allow()
+
+
+@pytest.mark.usefixtures("signing_allowed")
 def test_sign_hook_signs_every_asset_read(served: FakeStorage, tmp_path: Path) -> None:
     recipe = tmp_path / "signed.yaml"
     recipe.write_text(

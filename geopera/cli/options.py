@@ -1,0 +1,35 @@
+"""Options shared by the commands that read archives (recipes, STAC catalogs, search URLs)."""
+
+import argparse
+from typing import Any
+
+
+def add_document_permissions(parser: Any) -> None:
+    """Add ``--allow-hook`` and ``--allow-local-assets`` to a command that reads archives.
+
+    Documents are data: what they may make geopera do beyond reading is granted here, on the
+    command line, and nowhere else (see :mod:`geopera.data.sources.trust`).
+
+    Args:
+        parser: The command's parser.
+    """
+    parser.add_argument(
+        "--allow-hook",
+        action="append",
+        default=[],
+        metavar="MODULE:FUNCTION",
+        help="a URL-signing hook that documents may name, beyond planetary_computer:sign "
+        "(imported and called: name only code you trust)",
+    )
+    parser.add_argument(
+        "--allow-local-assets",
+        action="store_true",
+        help="let a remote catalog name local files as assets",
+    )
+
+
+def apply_document_permissions(args: argparse.Namespace) -> None:
+    """Grant what the command line allowed, before any document is read."""
+    from geopera.data.sources.trust import allow
+
+    allow(getattr(args, "allow_hook", None) or [], bool(getattr(args, "allow_local_assets", False)))
