@@ -42,6 +42,7 @@ import rasterio.shutil
 from geopera import __version__
 from geopera.core.contracts import EmbeddingRaster, EmbeddingSet
 from geopera.core.devices import resolve_device
+from geopera.core.locks import hold
 from geopera.core.outputs import require_new_folder, write_json
 from geopera.core.pipeline import BackgroundWriter, overlap_pays, prefetched
 from geopera.data.labelled.windows import RasterInput, bounded_gdal_cache
@@ -165,32 +166,40 @@ def embed(
     settings = _Settings([str(p) for p in inputs], weights, roi, level, chip_size, dtype, nodata)
     settings.check(batch_size)
     dev = resolve_device(device)
-    rasters = prepare_rasters(
-        settings.inputs, weights, roi, chip_size, dev, skip_outside_roi, nodata
-    )
-    threads = overlap_pays(dev) if pipeline is None else pipeline
-    work = _work_folder(out, settings, resume, overwrite)
-    counter = _Counter(sum(len(r.chip_rows) * len(r.chip_cols) for r in rasters), progress)
-    entries = []
-    for raster in rasters:
-        folder = work / "rows" / raster.name
-        row_files = _embed_rows(raster, folder, (chip_size, batch_size), threads, counter)
-        entries.append(_write_outputs(raster, row_files, settings, work))
-    first = rasters[0]
-    manifest = EmbeddingSet(
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with hold(out.parent / f".{out.name}.lock", f"the output {out}"):  # one process per --out
+        rasters = prepare_rasters(
+            settings.inputs, weights, roi, chip_size, dev, skip_outside_roi, nodata
+        )
+        threads = overlap_pays(dev) if pipeline is None else pipeline
+        work = _work_folder(out, settings, resume, overwrite)
+        counter = _Counter(sum(len(r.chip_rows) * len(r.chip_cols) for r in rasters), progress)
+        entries = []
+        for raster in rasters:
+            folder = work / "rows" / raster.name
+            row_files = _embed_rows(raster, folder, (chip_size, batch_size), threads, counter)
+            entries.append(_write_outputs(raster, row_files, settings, work))
+        manifest = _manifest(rasters[0], entries, settings)
+        manifest.write(work / EmbeddingSet.FILE)
+        _finish(work, out)
+    return EmbedSummary(out, manifest, counter.resumed_rows)
+
+
+def _manifest(
+    first: EmbedRaster, entries: list[EmbeddingRaster], settings: _Settings
+) -> EmbeddingSet:
+    """``embeddings.json``: the backbone, the sizes and one entry per raster."""
+    return EmbeddingSet(
         weights=first.info.weights,
         model=first.info.model,
         token_size=first.embedder.token_size,
-        chip_size=chip_size,
-        level=level,
-        dtype=dtype,
+        chip_size=settings.chip_size,
+        level=settings.level,
+        dtype=settings.dtype,
         rasters=entries,
-        roi=roi,
+        roi=settings.roi,
         geopera_version=__version__,
     )
-    manifest.write(work / EmbeddingSet.FILE)
-    _finish(work, out)
-    return EmbedSummary(out, manifest, counter.resumed_rows)
 
 
 @dataclass

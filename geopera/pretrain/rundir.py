@@ -16,10 +16,6 @@ Layout::
 """
 
 import dataclasses
-import json
-import os
-import socket
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,8 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from geopera.core.contracts import RunStatus
-from geopera.core.errors import RunLockedError
-from geopera.core.outputs import pid_alive
+from geopera.core.locks import hold
 
 LOCK_FILE = ".lock"
 
@@ -76,47 +71,8 @@ class RunDir:
         Raises:
             RunLockedError: If a live process (or a process on another host) holds the run.
         """
-        path = self.path / LOCK_FILE
-        me = {
-            "pid": os.getpid(),
-            "host": socket.gethostname(),
-            "since": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        }
-        for _ in range(2):
-            try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            except FileExistsError:
-                try:
-                    owner = json.loads(path.read_text())
-                except (OSError, json.JSONDecodeError):
-                    owner = {}  # a lock cut by a kill while being written: stale
-                pid, host = int(owner.get("pid", 0) or 0), owner.get("host")
-                if host not in (None, me["host"]):
-                    raise RunLockedError(
-                        f"{self.path} is in use by process {pid} on host {host} (since "
-                        f"{owner.get('since')}); if that process is gone, delete {path}"
-                    ) from None
-                if pid and pid_alive(pid):
-                    raise RunLockedError(
-                        f"{self.path} is in use by process {pid} (since {owner.get('since')}): "
-                        f"wait for it to finish, or stop it (kill -TERM {pid}) and resume"
-                    ) from None
-                print(f"geopera: taking over the stale lock of dead process {pid}", file=sys.stderr)
-                path.unlink(missing_ok=True)
-                continue
-            with os.fdopen(fd, "w") as fh:
-                json.dump(me, fh)
-            break
-        else:  # pragma: no cover - another process won the race twice
-            raise RunLockedError(f"{self.path} is being taken by another process; try again")
-        try:
+        with hold(self.path / LOCK_FILE, str(self.path)):
             yield
-        finally:
-            try:
-                if json.loads(path.read_text()).get("pid") == me["pid"]:
-                    path.unlink()
-            except (OSError, json.JSONDecodeError):
-                pass
 
     def status(self) -> RunStatus | None:
         """What run.json says, or None when there is no run.json yet."""

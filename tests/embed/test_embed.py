@@ -2,7 +2,9 @@
 
 import json
 import math
+import subprocess
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,7 @@ import torch
 from geopera.embed.run import embed
 from geopera.models.loading import build_vit
 from tests.conftest import CliResult
-from tests.pretrain.conftest import run_cli
+from tests.pretrain.conftest import geopera_exe, run_cli
 
 TINY = {"depth": 2, "embed_dim": 32, "num_heads": 2}
 SCENE = "c_change_detection/oscd_bercy/T1_S2L1C_13bands_10m.tif"
@@ -312,3 +314,27 @@ def test_chips_are_read_while_the_model_computes_and_rows_saved_behind(
     assert read_during_model.is_set()
     assert saved_on == {"geopera-writer"}
     assert (summary.out / f"{Path(scene).stem}.tif").is_file()
+
+
+def test_a_second_embed_into_the_same_out_is_refused_with_the_first_pid(
+    shared_data: Path, tmp_path: Path, backbone: Path, cli: Callable[..., CliResult]
+) -> None:
+    out = tmp_path / "e"
+    args = ["embed", "--input", str(shared_data / SCENE), "--out", str(out)]
+    args += ["--weights", str(backbone), "--chip-size", "64", "--no-progress"]
+    first = subprocess.Popen(  # a real process, held while it embeds
+        [geopera_exe(), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    lock = tmp_path / ".e.lock"
+    deadline = time.time() + 120
+    while not lock.is_file() and first.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    assert lock.is_file(), "the first run never took the lock"
+    second = cli(*args, "--resume")  # even --resume may not write beside a live run
+    assert second.returncode == 2
+    assert f"in use by process {first.pid}" in second.stderr
+    assert len(second.stderr.strip().splitlines()) == 1
+    _, err = first.communicate(timeout=300)
+    assert first.returncode == 0, err[-2000:]
+    assert (out / "embeddings.json").is_file()
+    assert not lock.exists()  # released
