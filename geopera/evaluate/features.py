@@ -121,7 +121,7 @@ def extract(
     """
     source = resolve_weights(weights, DEFAULT_MODEL)
     plan = _plan(weights, source, data)
-    size = _crop_size(source, len(plan.indices), data)
+    vit, size = _random_vit(source, len(plan.indices), data)
     dense = data.masks is not None
     meta: dict[str, Any] = {
         "band_rule": plan.rule,
@@ -137,8 +137,6 @@ def extract(
     if file is not None and file.is_file():
         stored = torch.load(file, map_location="cpu", weights_only=True)
         return Features(stored["pooled"], stored.get("tokens"), cached=True, **meta)
-    torch.manual_seed(RANDOM_INIT_SEED)  # random baselines: one fixed random backbone
-    vit = build_vit(source.model, len(plan.indices), size, source.model_kwargs)
     load_into(vit, source, len(plan.indices))
     vit = vit.to(device or torch.device("cpu")).eval().requires_grad_(False)
     top = (data.images.shape[-1] - size) // 2
@@ -166,9 +164,18 @@ def _plan(weights: str, source: BackboneSource, data: LabelledSet) -> BandPlan:
     return plan
 
 
-def _crop_size(source: BackboneSource, in_chans: int, data: LabelledSet) -> int:
-    """The image size the features are computed at: a whole number of tokens."""
+def _random_vit(
+    source: BackboneSource, in_chans: int, data: LabelledSet
+) -> tuple[VisionTransformer, int]:
+    """The seeded ViT at the size the features are computed at (a whole number of tokens).
+
+    Random baselines are one fixed random backbone: the same seed on every call.
+
+    Returns:
+        The ViT (weights not loaded yet) and the image size.
+    """
     side = data.images.shape[-1]
+    torch.manual_seed(RANDOM_INIT_SEED)
     vit = build_vit(source.model, in_chans, side, source.model_kwargs)
     token = int(vit.patch_embed.patch_size[0])
     size = side - side % token
@@ -177,7 +184,10 @@ def _crop_size(source: BackboneSource, in_chans: int, data: LabelledSet) -> int:
             f"{data.origin}: images of {side} px are smaller than one "
             f"{token} px token of {source.model}"
         )
-    return size
+    if size != side:  # the position grid of the cropped size
+        torch.manual_seed(RANDOM_INIT_SEED)
+        vit = build_vit(source.model, in_chans, size, source.model_kwargs)
+    return vit, size
 
 
 def _forward(

@@ -71,11 +71,15 @@ class DenseOutputs:
         self.pixels = 0
         k = len(coding.values)
         self.dst = rasterio.open(classes, "w", **_profile(grid_src, 1, coding.dtype, coding.nodata))
-        self.probs_dst = (
-            rasterio.open(probabilities, "w", **_profile(grid_src, k, "uint8", 255))
-            if probabilities is not None
-            else None
-        )
+        try:
+            self.probs_dst = (
+                rasterio.open(probabilities, "w", **_profile(grid_src, k, "uint8", 255))
+                if probabilities is not None
+                else None
+            )
+        except BaseException:  # the class raster is not left open
+            self.dst.close()
+            raise
 
     def __enter__(self) -> "DenseOutputs":
         return self
