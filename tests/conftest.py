@@ -80,7 +80,10 @@ def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., CliResult]:
         from geopera.cli.main import main
 
         capsys.readouterr()
-        code = main(list(args))
+        try:
+            code = main(list(args))
+        except SystemExit as exit:  # argparse's usage errors, as the script would exit
+            code = exit.code if isinstance(exit.code, int) else 1
         out = capsys.readouterr()
         return CliResult(code, out.out, out.err)
 

@@ -26,6 +26,7 @@ from geopera.core.outputs import full_disk_errors, staged_folder, write_json
 from geopera.data.roi import ROI, outside_error
 from geopera.data.sources.discover import discover
 from geopera.data.sources.model import RasterItem, Source, bounds_to_wgs84, crs_label
+from geopera.data.sources.signing import is_forbidden, resign, unsigned_path
 
 #: Rows read and written at a time (bounded memory for large windows).
 STRIP_ROWS = 1024
@@ -214,14 +215,19 @@ def _fetch_item(source: Source, item: RasterItem, window: Window, work: Path) ->
     folder = work / source.name
     folder.mkdir(exist_ok=True)
     name = f"{item.scene}.tif"
-    grid = _copy(item, window, folder / name)
+    try:
+        grid = _copy(item, window, folder / name)
+    except Exception as err:
+        if not is_forbidden(err) or not resign(item):
+            raise
+        grid = _copy(item, window, folder / name)  # the signature had expired: signed again, once
     stac = _stac_item(source, item, name, grid)
     (folder / f"{item.scene}.json").write_text(json.dumps(stac, indent=1))
     return {
         "source": source.name,
         "scene": item.scene,
         "file": f"{source.name}/{name}",
-        "from": item.assets or item.paths,
+        "from": [unsigned_path(item, p) for p in item.assets] or item.paths,
         "bands": item.band_names,
         "crs": crs_label(item.crs),
         "window": [int(window.col_off), int(window.row_off), int(window.width), int(window.height)],

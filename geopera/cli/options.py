@@ -5,7 +5,7 @@ from typing import Any
 
 
 def add_document_permissions(parser: Any) -> None:
-    """Add ``--allow-hook`` and ``--allow-local-assets`` to a command that reads archives.
+    """Add ``--allow-hook``, ``--allow-local-assets`` and ``--max-items`` to an archive reader.
 
     Documents are data: what they may make geopera do beyond reading is granted here, on the
     command line, and nowhere else (see :mod:`geopera.data.sources.trust`).
@@ -26,10 +26,32 @@ def add_document_permissions(parser: Any) -> None:
         action="store_true",
         help="let a remote catalog name local files as assets",
     )
+    parser.add_argument(
+        "--max-items",
+        type=positive_int,
+        metavar="N",
+        help="the most items one STAC catalog or search may give (default: 10000 for a "
+        "catalog walk, 200 for a search; a search URL's own max_items is kept below N)",
+    )
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
 
 
 def apply_document_permissions(args: argparse.Namespace) -> None:
     """Grant what the command line allowed, before any document is read."""
     from geopera.data.sources.trust import allow
 
-    allow(getattr(args, "allow_hook", None) or [], bool(getattr(args, "allow_local_assets", False)))
+    allow(
+        getattr(args, "allow_hook", None) or [],
+        bool(getattr(args, "allow_local_assets", False)),
+        getattr(args, "max_items", None),
+    )

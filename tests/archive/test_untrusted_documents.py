@@ -4,17 +4,22 @@ Recipes, catalogs and search URLs written to misbehave (issue 26); every bad one
 """
 
 import json
+import pickle
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import rasterio
+import rasterio.errors
 
 from geopera.core.errors import ArchiveError
-from geopera.data.sources.trust import allow, check_asset, checked_hook
+from geopera.data.sources.remote import load_hook
+from geopera.data.sources.stac_search import StacSearch, search_cap
+from geopera.data.sources.trust import Signer, allow, check_asset
 from tests.conftest import CliResult
 from tests.fakes.http import FakeStorage
-from tests.fakes.stac import ROI
+from tests.fakes.stac import LANDSAT, ROI, original_landsat
 from tests.pretrain.conftest import run_cli
 
 CliRunner = Callable[..., CliResult]
@@ -63,12 +68,12 @@ def test_a_search_url_cannot_name_a_hook_that_runs_code(cli: CliRunner, tmp_path
 
 
 def test_an_allowed_hook_must_return_a_url_of_the_same_kind() -> None:
-    sign = checked_hook("mine:sign", lambda href: href + "?token=1")
+    sign = Signer("mine:sign", lambda href: href + "?token=1")
     assert sign("https://host/a.tif") == "https://host/a.tif?token=1"
     with pytest.raises(ArchiveError, match="sign hook os:system returned int"):
-        checked_hook("os:system", lambda href: 0)("https://host/a.tif")
+        Signer("os:system", lambda href: 0)("https://host/a.tif")
     with pytest.raises(ArchiveError, match="sign hook bad:sign returned '/etc/passwd'"):
-        checked_hook("bad:sign", lambda href: "/etc/passwd")("https://host/a.tif")
+        Signer("bad:sign", lambda href: "/etc/passwd")("https://host/a.tif")
 
 
 def test_a_catalog_that_lists_itself_is_a_problem_row(
@@ -125,3 +130,65 @@ def test_asset_rules() -> None:
         check_asset("/vsicurl/https://elsewhere/a.tif", "/catalogs/local.json")
     allow(local_assets=True)
     check_asset("/data/a.tif", "https://host/catalog.json")
+
+
+def test_a_document_that_redirects_to_another_scheme_is_one_line(
+    served: FakeStorage, cli: CliRunner
+) -> None:
+    served.inject("/catalog.json", "redirect:file:///etc/hostname")
+    proc = cli("archive", "inspect", f"{served.url}/catalog.json", "--roi", ROI)
+    assert proc.returncode == 2
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert "redirects to a file:// URL" in proc.stderr
+    assert "refused" in proc.stderr
+
+
+def test_a_redirect_on_the_same_scheme_is_followed(served: FakeStorage, cli: CliRunner) -> None:
+    served.inject("/moved.json", f"redirect:{served.url}/catalog.json")
+    proc = cli("archive", "inspect", f"{served.url}/moved.json", "--roi", ROI, "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["sources"]
+
+
+def test_an_asset_that_redirects_to_a_local_file_is_not_read(
+    served: FakeStorage, tmp_path: Path, shared_data: Path
+) -> None:
+    """GDAL's HTTP client (libcurl) follows redirects to HTTP(S) and FTP(S) only."""
+    target = original_landsat(shared_data, LANDSAT[0])  # a real raster, would open if followed
+    path = f"/landsat/{LANDSAT[0]}/B2.tif"
+    served.inject(path, *[f"redirect:file://{target}"] * 20)
+    with (
+        rasterio.Env(GDAL_HTTP_MAX_RETRY="0"),
+        pytest.raises(rasterio.errors.RasterioIOError),
+    ):
+        rasterio.open(f"/vsicurl/{served.url}{path}?fresh=1")
+
+
+def test_a_signer_travels_to_workers_by_name() -> None:
+    allow(hooks=["tests.fakes.http:sign_with_token"])
+    signer = load_hook("tests.fakes.http:sign_with_token")
+    copy = pickle.loads(pickle.dumps(signer))
+    assert copy.spec == signer.spec
+    assert copy("https://host/a.tif") == "https://host/a.tif?token=test-token"
+
+
+def test_max_items_bounds_a_catalog_walk(stac_catalog: Path, cli: CliRunner) -> None:
+    catalog = str(stac_catalog / "landsat" / "collection.json")
+    proc = cli("archive", "inspect", catalog, "--roi", ROI, "--json", "--max-items", "1")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    files = [f for s in report["sources"] for f in s["files"]]
+    assert len({f.rsplit("/", 2)[-2] for f in files}) == 1  # one of the two Landsat items
+    assert any("more than 1 items" in p["reason"] for p in report["problems"])
+    bad = cli("archive", "inspect", catalog, "--roi", ROI, "--max-items", "0")
+    assert bad.returncode == 2
+    assert "--max-items: must be a positive integer, got '0'" in bad.stderr
+
+
+def test_max_items_caps_what_a_search_asks_for() -> None:
+    assert search_cap(StacSearch(api="https://h")) == 200
+    assert search_cap(StacSearch(api="https://h", max_items=5000)) == 5000
+    allow(max_items=50)
+    assert search_cap(StacSearch(api="https://h")) == 50
+    assert search_cap(StacSearch(api="https://h", max_items=5000)) == 50  # never above the user's
+    assert search_cap(StacSearch(api="https://h", max_items=10)) == 10

@@ -4,19 +4,23 @@
 ``multipart/byteranges``), an optional per-request latency (to stand for object storage), request
 counting per path, and faults injected per path: ``500`` / ``503`` / ``429`` / ``404`` answers,
 ``slow:S`` (sleep S seconds before answering), ``truncate`` (announce the full length, send half
-and close). With ``items=[...]`` it also answers as a minimal STAC API: a landing page with the
-item-search conformance classes and ``POST /search`` (``intersects`` bbox test, ``collections``,
-``limit``, paging through ``next`` links with a ``token``).
+and close), ``redirect:URL`` (a 302 to URL); and 403 for the requests whose query string
+:attr:`FakeStorage.refuse` rejects (expired signatures). With ``items=[...]`` it also answers
+as a minimal STAC API: a landing page with the item-search conformance classes and
+``POST /search`` (``intersects`` bbox test, ``collections``, ``limit``, paging through ``next``
+links with a ``token``).
 
 Used by the STAC tests and by ``benchmarks/bench_remote.py``.
 """
 
 import contextlib
+import itertools
 import json
 import re
 import threading
 import time
 from collections import Counter, defaultdict, deque
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -51,6 +55,11 @@ class FakeStorage:
         #: Query strings of the requests (signed URLs), counted.
         self.queries: Counter[str] = Counter()
         self.faults: dict[str, deque[str]] = defaultdict(deque)
+        #: Refuses (403) a file request whose query string it returns True for (an expired
+        #: signature); None serves every request.
+        self.refuse: Callable[[str], bool] | None = None
+        #: Requests answered 403 by ``refuse``.
+        self.refused = 0
         self.searches: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         storage = self
@@ -118,6 +127,14 @@ class FakeStorage:
             fault = None
         if fault is not None and fault.isdigit():
             self._status(h, int(fault))
+            return
+        if fault is not None and fault.startswith("redirect:"):
+            self._redirect(h, fault[len("redirect:") :])
+            return
+        if self.refuse is not None and self.refuse(query):
+            with self._lock:
+                self.refused += 1
+            self._status(h, 403)
             return
         file = (self.root / path.lstrip("/")).resolve()
         if not file.is_file() or self.root.resolve() not in file.parents:
@@ -196,6 +213,12 @@ class FakeStorage:
         h.end_headers()
         h.wfile.write(body)
 
+    def _redirect(self, h: BaseHTTPRequestHandler, location: str) -> None:
+        h.send_response(302)
+        h.send_header("Location", location)
+        h.send_header("Content-Length", "0")
+        h.end_headers()
+
     def _json(self, h: BaseHTTPRequestHandler, doc: dict[str, Any]) -> None:
         body = json.dumps(doc).encode()
         h.send_response(200)
@@ -268,3 +291,19 @@ class FakeStorage:
 def sign_with_token(href: str) -> str:
     """A URL-signing hook for tests (``tests.fakes.http:sign_with_token``): adds a token."""
     return f"{href}?token=test-token"
+
+
+_TOKENS = itertools.count(1)
+#: The tokens :func:`sign_with_fresh_token` handed out, in order.
+ISSUED: list[int] = []
+
+
+def sign_with_fresh_token(href: str) -> str:
+    """A hook that signs with a new token each call (``token=N``, N counting up).
+
+    Like a service whose signatures expire: a test refuses the old ones with
+    :attr:`FakeStorage.refuse`.
+    """
+    token = next(_TOKENS)
+    ISSUED.append(token)
+    return f"{href}?token={token}"

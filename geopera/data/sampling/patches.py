@@ -28,6 +28,7 @@ from geopera.data.roi import format_lonlat
 from geopera.data.sampling.badfiles import BadFiles
 from geopera.data.sampling.sampler import Location, SourceSampling, mix_seed
 from geopera.data.sources.model import Bounds, bounds_to_wgs84
+from geopera.data.sources.signing import is_forbidden
 
 
 def invalid_fraction(image: np.ndarray, nodata: float | None) -> float:
@@ -186,6 +187,8 @@ class PatchDataset(Dataset[dict[str, Tensor]]):
     def _read(self, src: int, box: Bounds) -> np.ndarray | None:
         """Read a box; on failure retry once with fresh handles, then record the bad files.
 
+        A 403 (an expired signed URL) signs the box's items again before the retry.
+
         Returns:
             The patch, or None when the box touched a file that is (now) known bad.
         """
@@ -199,6 +202,8 @@ class PatchDataset(Dataset[dict[str, Tensor]]):
         try:
             return reader.read(*box)
         except Exception as first:
+            if is_forbidden(first):  # an expired signature: signed again, then read once more
+                reader.resign(reader.items_at(box))
             reader.reset()
             try:
                 return reader.read(*box)

@@ -14,7 +14,7 @@ import contextlib
 import hashlib
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -27,6 +27,7 @@ from torchgeo.datasets import GeoDataset, RasterDataset
 from geopera.core.errors import error_line
 from geopera.data.sources.model import RasterItem, Source
 from geopera.data.sources.remote import BlockCache, align_to_tiles, is_remote
+from geopera.data.sources.signing import resign, unsigned_path
 
 #: Tolerance, in pixels, for a window to count as aligned with a file's grid.
 _ALIGN_TOL = 1e-3
@@ -250,6 +251,29 @@ class SourceReader:
             self._handles[path] = handle
         return handle
 
+    def resign(self, indexes: Iterable[int]) -> bool:
+        """Sign the asset URLs of these items again (a 403: their signatures expired).
+
+        Args:
+            indexes: Item indices.
+
+        Returns:
+            Whether any item was signed again (False when none is signed, or the hook failed:
+            the next read then fails and the items are reported as unreadable).
+        """
+        done = False
+        for i in indexes:
+            item = self.source.items[i]
+            try:
+                done = resign(item) or done
+            except Exception:  # the hook failed: the read that follows reports the item
+                continue
+            self._plans[i] = self._plan(item)
+        if done:
+            self.reset()
+            RasterDataset._cached_load_warp_file.cache_clear()  # torchgeo's open VRTs
+        return done
+
     def reset(self) -> None:
         """Close the open file handles (the next read opens the files again)."""
         for handle in self._handles.values():
@@ -281,8 +305,9 @@ class SourceReader:
         return [int(i) for i in np.nonzero(hit)[0]]
 
     def item_paths(self, index: int) -> list[str]:
-        """The files of one item (one per band for band-separate items)."""
-        return sorted({p for p, _ in self._plans[index]})
+        """The files of one item (one per band for band-separate items; URLs without signature)."""
+        item = self.source.items[index]
+        return sorted({unsigned_path(item, p) for p, _ in self._plans[index]})
 
     def check_item(self, index: int, box: tuple[float, float, float, float]) -> str | None:
         """Read the part of a box that one item covers, from freshly opened files.
@@ -311,7 +336,8 @@ class SourceReader:
             except Exception as err:
                 # name the file when the item has several (which asset of a STAC item failed)
                 many = len(self._plans[index]) > 1
-                return f"{path}: {error_line(err)}" if many else error_line(err)
+                shown = unsigned_path(self.source.items[index], path)
+                return f"{shown}: {error_line(err)}" if many else error_line(err)
         return None
 
     def fast_item(self, xmin: float, ymin: float, xmax: float, ymax: float) -> int | None:

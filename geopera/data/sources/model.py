@@ -23,6 +23,7 @@ from geopera.data.bands import (
     resolve_bands,
 )
 from geopera.data.roi import ROI, outside_error
+from geopera.data.sources.trust import Signer
 
 #: File extensions treated as rasters (case-insensitive).
 RASTER_EXTENSIONS = frozenset({".tif", ".tiff", ".vrt", ".jp2"})
@@ -62,6 +63,19 @@ class FileMeta:
     descriptions: tuple[str | None, ...]
 
 
+@dataclass(frozen=True)
+class Signing:
+    """How a STAC item's asset URLs were signed (see :mod:`geopera.data.sources.signing`).
+
+    Attributes:
+        hook: The checked signing hook.
+        unsigned: Per asset of the item, in ``RasterItem.assets`` order, its URL before signing.
+    """
+
+    hook: Signer
+    unsigned: tuple[str, ...]
+
+
 @dataclass
 class RasterItem:
     """One scene: a stacked file, or band-separate files merged into one multi-band item.
@@ -85,6 +99,8 @@ class RasterItem:
         acquired: Acquisition time (ISO 8601) from STAC metadata, or None.
         band_sources: For STAC items: per band, the asset (GDAL path) and 1-based band index in
             it that holds the band (what the VRT stacks); empty for files.
+        signing: For STAC items whose asset URLs were signed: how to sign them again when the
+            signature expires; None otherwise.
     """
 
     scene: str
@@ -103,6 +119,7 @@ class RasterItem:
     aliases: dict[str, str] = field(default_factory=dict)
     acquired: str | None = None
     band_sources: list[tuple[str, int]] = field(default_factory=list)
+    signing: Signing | None = None
 
     @property
     def signature(self) -> tuple[Any, ...]:

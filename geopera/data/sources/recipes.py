@@ -26,7 +26,7 @@ from typing import Any
 import yaml
 
 from geopera.core.errors import ArchiveError
-from geopera.data.sources.stac_search import DEFAULT_MAX_ITEMS, StacSearch, StacSpec
+from geopera.data.sources.stac_search import StacSearch, StacSpec
 
 _KEYS = {
     "name", "description", "licence", "resolution", "paths", "catalog", "search", "assets",
@@ -80,6 +80,18 @@ def _known_keys(mapping: dict[str, Any], valid: set[str], what: str, where: Path
         )
 
 
+def _count(search: dict[str, Any], key: str, where: Path) -> int | None:
+    """A positive integer of a recipe's search section, or None when it is not given."""
+    if key not in search:
+        return None
+    value = search[key]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ArchiveError(
+            f"recipe {where}: search {key} must be a positive integer, got {value!r}"
+        )
+    return value
+
+
 def load_recipe(path: str | Path) -> Recipe:
     """Read and check a recipe.
 
@@ -131,11 +143,8 @@ def load_recipe(path: str | Path) -> Recipe:
         if not isinstance(search, dict) or not search.get("api"):
             raise ArchiveError(f"recipe {where}: search: needs at least api: (the STAC API URL)")
         _known_keys(search, _SEARCH_KEYS, "search key", where)
-        try:
-            max_items = int(search.get("max_items", DEFAULT_MAX_ITEMS))
-            limit = int(search.get("limit", 100))
-        except (TypeError, ValueError) as err:
-            raise ArchiveError(f"recipe {where}: max_items and limit must be integers") from err
+        max_items = _count(search, "max_items", where)
+        limit = _count(search, "limit", where) or 100
         stac = StacSpec(
             search=StacSearch(
                 api=str(search["api"]).rstrip("/").removesuffix("/search"),

@@ -16,12 +16,12 @@ import os
 import re
 import threading
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 
-from geopera.data.sources.trust import check_hook, checked_hook
+from geopera.data.sources.trust import Signer, check_hook
 
 #: GDAL path prefixes that mean "over the network".
 REMOTE_PREFIXES = (
@@ -155,7 +155,7 @@ def configure_remote(paths: Iterable[str]) -> dict[str, str]:
     return applied
 
 
-def load_hook(spec: str) -> Callable[[str], str]:
+def load_hook(spec: str) -> Signer:
     """Import a URL-signing hook named ``package.module:function``.
 
     The function takes an asset URL and returns the URL to read (e.g. with a SAS token or a
@@ -165,7 +165,7 @@ def load_hook(spec: str) -> Callable[[str], str]:
         spec: ``module:function``.
 
     Returns:
-        The function.
+        The checked hook (its results must be URLs of the same scheme family).
 
     Raises:
         ArchiveError: If the hook is neither known nor allowed with ``--allow-hook`` (checked
@@ -189,7 +189,7 @@ def load_hook(spec: str) -> Callable[[str], str]:
     func = getattr(module, attr, None)
     if not callable(func):
         raise ValueError(f"sign hook {spec!r}: {module_name} has no function {attr!r}")
-    return checked_hook(spec, func)
+    return Signer(spec, func)
 
 
 def align_to_tiles(offset: int, size: int, tile: int, extent: int) -> int:

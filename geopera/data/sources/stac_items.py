@@ -13,7 +13,7 @@ is kept.
 import math
 import re
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin
 
@@ -21,8 +21,8 @@ import shapely
 
 from geopera.core.errors import ArchiveError, error_line
 from geopera.data.bands import SensorFamily
-from geopera.data.sources.model import Problem, RasterItem
-from geopera.data.sources.remote import load_hook
+from geopera.data.sources.model import Problem, RasterItem, Signing
+from geopera.data.sources.remote import gdal_path, load_hook
 from geopera.data.sources.stac_assets import (
     Asset,
     asset_bands,
@@ -33,7 +33,7 @@ from geopera.data.sources.stac_assets import (
     write_vrt,
 )
 from geopera.data.sources.stac_search import StacSpec, search_items, static_items
-from geopera.data.sources.trust import check_asset
+from geopera.data.sources.trust import Signer, check_asset
 
 if TYPE_CHECKING:
     import pystac
@@ -56,7 +56,7 @@ def _family(item: "pystac.Item") -> str:
 def raster_items(
     item: "pystac.Item",
     keep: Sequence[str] | None = None,
-    sign: Callable[[str], str] | None = None,
+    sign: Signer | None = None,
 ) -> tuple[list[RasterItem], list[Problem]]:
     """The raster items of one STAC item: one per pixel grid of its kept raster assets.
 
@@ -68,20 +68,28 @@ def raster_items(
     Returns:
         Raster items (VRT paths, asset paths in ``assets``) and problems (per asset).
     """
-    by_grid, problems = _assets_by_grid(item, keep, sign)
+    by_grid, problems, unsigned = _assets_by_grid(item, keep, sign)
     family = _family(item)
     out = [
         _grid_item(item, assets, family, item.id if len(by_grid) == 1 else None)
         for assets in by_grid.values()
     ]
+    if sign is not None:  # how to sign again when the signature expires
+        for one in out:
+            one.signing = Signing(sign, tuple(unsigned[path] for path in one.assets))
     return out, problems
 
 
 def _assets_by_grid(
-    item: "pystac.Item", keep: Sequence[str] | None, sign: Callable[[str], str] | None
-) -> tuple[dict[tuple[Any, ...], list[Asset]], list[Problem]]:
-    """The kept raster assets of an item, grouped by pixel grid; a problem row per bad asset."""
+    item: "pystac.Item", keep: Sequence[str] | None, sign: Signer | None
+) -> tuple[dict[tuple[Any, ...], list[Asset]], list[Problem], dict[str, str]]:
+    """The kept raster assets of an item, grouped by pixel grid; a problem row per bad asset.
+
+    Returns:
+        The assets by grid, the problems, and each asset's URL before signing (by GDAL path).
+    """
     problems: list[Problem] = []
+    unsigned: dict[str, str] = {}
     by_grid: dict[tuple[Any, ...], list[Asset]] = defaultdict(list)
     base = item.get_self_href()
     as_dicts = {key: a.to_dict() for key, a in item.assets.items()}
@@ -94,21 +102,22 @@ def _assets_by_grid(
             href = urljoin(base, href)
         try:
             check_asset(href, base)
-            href = sign(href) if sign is not None else href
-            found = asset_of(item, key, asset, href, indexes, [bands[i] for i in indexes])
+            signed = sign(href) if sign is not None else href
+            found = asset_of(item, key, asset, signed, indexes, [bands[i] for i in indexes])
         except Exception as err:
             reason = error_line(err)[:300]
             found = Problem(href, f"asset {key!r} of item {item.id}: {reason}; skipped")
-        if isinstance(found, Problem):
-            problems.append(found)
+        if isinstance(found, Problem):  # named by the URL before signing: no secret in reports
+            problems.append(Problem(gdal_path(href), found.reason))
             continue
         sx, rot_x, _, rot_y, sy, _ = found.transform
         if rot_x != 0 or rot_y != 0 or sx <= 0 or sy >= 0:
             reason = "rotated or flipped grid (not north-up); skipped"
-            problems.append(Problem(found.path, f"asset {key!r} of item {item.id}: {reason}"))
+            problems.append(Problem(gdal_path(href), f"asset {key!r} of item {item.id}: {reason}"))
             continue
         by_grid[found.grid].append(found)
-    return by_grid, problems
+        unsigned[found.path] = href
+    return by_grid, problems, unsigned
 
 
 def _grid_item(

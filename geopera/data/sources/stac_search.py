@@ -9,12 +9,13 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urljoin, urlsplit
 
 import shapely
 
 from geopera.core.errors import ArchiveError, error_line
 from geopera.data.sources.model import RASTER_EXTENSIONS, Problem
+from geopera.data.sources.trust import check_redirect, limits
 
 if TYPE_CHECKING:
     import pystac
@@ -28,7 +29,7 @@ DEFAULT_MAX_ITEMS = 200
 
 #: The deepest chain of child catalogs a walk follows.
 MAX_DEPTH = 32
-#: The most items a static catalog walk reads.
+#: The most items a static catalog walk reads (unless ``--max-items`` says otherwise).
 MAX_STATIC_ITEMS = 10_000
 #: The largest STAC document read, in bytes.
 MAX_DOCUMENT_BYTES = 64 * 2**20
@@ -43,7 +44,8 @@ class StacSearch:
         collections: Collection ids.
         datetime: ``A/B`` interval or one date, or None.
         query: Query-extension filters such as ``eo:cloud_cover<20``.
-        max_items: Most items to take (pages are followed until then).
+        max_items: Most items to take (pages are followed until then); None: the command
+            line's ``--max-items``, else :data:`DEFAULT_MAX_ITEMS`.
         limit: Page size asked of the server.
     """
 
@@ -51,7 +53,7 @@ class StacSearch:
     collections: tuple[str, ...] = ()
     datetime: str | None = None
     query: tuple[str, ...] = ()
-    max_items: int = DEFAULT_MAX_ITEMS
+    max_items: int | None = None
     limit: int = 100
 
     def describe(self) -> str:
@@ -168,6 +170,18 @@ def _session() -> Any:
     adapter = HTTPAdapter(max_retries=retry)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
+    return _no_scheme_change(session)
+
+
+def _no_scheme_change(session: Any) -> Any:
+    """Make a requests session refuse redirects that change the scheme (see ``check_redirect``)."""
+
+    def check(response: Any, *args: Any, **kwargs: Any) -> Any:
+        if response.is_redirect:
+            check_redirect(response.url, urljoin(response.url, response.headers["location"]))
+        return response
+
+    session.hooks["response"].append(check)
     return session
 
 
@@ -298,12 +312,25 @@ def static_items(href: str, problems: list[Problem]) -> Iterable["pystac.Item"]:
         yield pystac.Item.from_file(href, stac_io=io)
         return
     cls = pystac.Collection if kind == "Collection" else pystac.Catalog
+    cap = limits().max_items or MAX_STATIC_ITEMS
     for n, item in enumerate(_walk(cls.from_file(href, stac_io=io), problems, set())):
-        if n == MAX_STATIC_ITEMS:
-            reason = f"more than {MAX_STATIC_ITEMS} items: the first {MAX_STATIC_ITEMS} were read"
+        if n == cap:
+            reason = f"more than {cap} items: the first {cap} were read (--max-items)"
             problems.append(Problem(href, reason))
             return
         yield item
+
+
+def search_cap(search: StacSearch) -> int:
+    """The most items a search takes.
+
+    Its own ``max_items`` (never above ``--max-items``), else ``--max-items``, else
+    :data:`DEFAULT_MAX_ITEMS`.
+    """
+    user = limits().max_items
+    if search.max_items is None:
+        return user or DEFAULT_MAX_ITEMS
+    return min(search.max_items, user) if user else search.max_items
 
 
 def search_items(search: StacSearch, roi: "ROI | None") -> list["pystac.Item"]:
@@ -324,14 +351,16 @@ def search_items(search: StacSearch, roi: "ROI | None") -> list["pystac.Item"]:
         allowed_methods=None,
     )
     try:
-        client = Client.open(search.api, stac_io=StacApiIO(max_retries=retry, timeout=60))
+        io = StacApiIO(max_retries=retry, timeout=60)
+        _no_scheme_change(io.session)
+        client = Client.open(search.api, stac_io=io)
         found = client.search(
             collections=list(search.collections) or None,
             datetime=search.datetime,
             query=list(search.query) or None,
             intersects=shapely.geometry.mapping(shapely.from_wkt(roi.wkt_wgs84)),
-            max_items=search.max_items,
-            limit=min(search.limit, search.max_items),
+            max_items=search_cap(search),
+            limit=min(search.limit, search_cap(search)),
         )
         items = list(found.items())
     except Exception as err:

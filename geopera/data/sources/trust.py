@@ -10,6 +10,7 @@ The permissions are the process's (:func:`allow`), set once by the command line 
 document is read.
 """
 
+import importlib
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -39,24 +40,36 @@ class Permissions:
     Attributes:
         hooks: Signing hooks beyond :data:`KNOWN_HOOKS` (``--allow-hook``).
         local_assets: Remote catalogs may name local files (``--allow-local-assets``).
+        max_items: The most items one STAC document or search may give (``--max-items``);
+            None for the defaults (10,000 for a catalog walk, 200 for a search).
     """
 
     hooks: set[str] = field(default_factory=set)
     local_assets: bool = False
+    max_items: int | None = None
 
 
 _PERMISSIONS = Permissions()
 
 
-def allow(hooks: Iterable[str] = (), local_assets: bool = False) -> None:
-    """Set this process's permissions (the command line's ``--allow-*`` options).
+def allow(
+    hooks: Iterable[str] = (), local_assets: bool = False, max_items: int | None = None
+) -> None:
+    """Set this process's permissions (the command line's ``--allow-*`` and ``--max-items``).
 
     Args:
         hooks: ``module:function`` hooks the user trusts.
         local_assets: Whether remote catalogs may name local files.
+        max_items: The most items one STAC document or search may give; None for the defaults.
     """
     _PERMISSIONS.hooks = set(hooks)
     _PERMISSIONS.local_assets = local_assets
+    _PERMISSIONS.max_items = max_items
+
+
+def limits() -> Permissions:
+    """This process's permissions and limits, as the command line set them."""
+    return _PERMISSIONS
 
 
 def scheme_family(href: str) -> str | None:
@@ -80,28 +93,61 @@ def check_hook(spec: str) -> None:
     )
 
 
-def checked_hook(spec: str, func: Callable[[str], object]) -> Callable[[str], str]:
-    """A hook whose result must be a URL of the same scheme family as its argument.
+class Signer:
+    """A checked URL-signing hook: call it with an asset URL, get the URL to read.
+
+    Made only by :func:`geopera.data.sources.remote.load_hook`, after :func:`check_hook`; it
+    travels to DataLoader workers by name (pickled as its ``spec``) and is imported there on
+    first use, so an expired URL can be signed again where it is read. A result that is not a
+    URL of the same scheme family as its argument is an :class:`ArchiveError` naming the hook.
 
     Args:
-        spec: The hook's name, for messages.
-        func: The hook.
-
-    Returns:
-        The checked hook; it raises :class:`ArchiveError` on anything else.
+        spec: The hook's ``module:function``.
+        func: The imported hook (None: import on first use).
     """
 
-    def sign(href: str) -> str:
-        out = func(href)
+    def __init__(self, spec: str, func: Callable[[str], object] | None = None) -> None:
+        self.spec = spec
+        self._func = func
+
+    def __reduce__(self) -> tuple[type["Signer"], tuple[str]]:
+        return (Signer, (self.spec,))
+
+    def __call__(self, href: str) -> str:
+        """The signed URL of ``href`` (checked: a URL of the same scheme family)."""
+        if self._func is None:
+            module_name, _, attr = self.spec.partition(":")
+            self._func = getattr(importlib.import_module(module_name), attr)
+        out = self._func(href)
         if not isinstance(out, str) or scheme_family(out) != scheme_family(href):
             shown = type(out).__name__ if not isinstance(out, str) else repr(out[:80])
             raise ArchiveError(
-                f"sign hook {spec} returned {shown} for {href[:80]!r}, not a URL of the same "
-                "kind; check the hook"
+                f"sign hook {self.spec} returned {shown} for {href[:80]!r}, not a URL of the "
+                "same kind; check the hook"
             )
         return out
 
-    return sign
+
+def check_redirect(source: str, target: str) -> None:
+    """Refuse a redirect that changes the URL's scheme (an upgrade to https is allowed).
+
+    Args:
+        source: The URL asked for.
+        target: Where the server sends the client.
+
+    Raises:
+        ArchiveError: If the redirect leaves the scheme (``http`` to ``https`` is fine).
+    """
+    before = _SCHEME.match(source)
+    after = _SCHEME.match(target)
+    old = before.group(1).lower() if before else ""
+    new = after.group(1).lower() if after else old  # a relative Location keeps the scheme
+    if new == old or (old, new) == ("http", "https"):
+        return
+    raise ArchiveError(
+        f"{source[:120]} redirects to a {new}:// URL ({target[:80]!r}); redirects to another "
+        "scheme are refused"
+    )
 
 
 def check_asset(href: str, document: str | None) -> None:
