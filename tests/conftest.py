@@ -1,5 +1,6 @@
 """Shared fixtures: fake archives, the real data in ../shared/data, small ROIs."""
 
+import json
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -88,3 +89,47 @@ def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., CliResult]:
         return CliResult(code, out.out, out.err)
 
     return run
+
+
+#: A tiny ViT/16 (``model_kwargs`` of a backbone card): seconds to build and run on the CPU.
+TINY_VIT = {"depth": 2, "embed_dim": 32, "num_heads": 2}
+
+
+@pytest.fixture(scope="session")
+def backbone(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny ViT/16 backbone that knows its bands (B04, B03, B02), as a run would write it."""
+    import torch
+
+    from geopera.models.loading import build_vit
+
+    folder = tmp_path_factory.mktemp("run")
+    torch.manual_seed(0)
+    vit = build_vit("vit_small_patch16_224", 3, 64, TINY_VIT)
+    torch.save(vit.state_dict(), folder / "backbone.pth")
+    card = {
+        "format_version": 1,
+        "model": "vit_small_patch16_224",
+        "model_kwargs": TINY_VIT,
+        "in_chans": 3,
+        "bands": ["B04", "B03", "B02"],
+        "token_size": 16,
+        "img_size": 64,
+    }
+    (folder / "backbone.json").write_text(json.dumps(card))
+    return folder
+
+
+#: The Sentinel-2 scene (13 bands, 10 m) that :func:`embedded` embeds.
+EMBEDDED_SCENE = "c_change_detection/oscd_bercy/T1_S2L1C_13bands_10m.tif"
+
+
+@pytest.fixture(scope="session")
+def embedded(backbone: Path, shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real ``geopera embed`` folder (patch COG and chip table) of one Sentinel-2 scene."""
+    from geopera.embed.run import embed
+
+    out = tmp_path_factory.mktemp("embedded") / "emb"
+    embed(
+        [str(shared_data / EMBEDDED_SCENE)], out, weights=str(backbone), chip_size=64, level="both"
+    )
+    return out

@@ -130,6 +130,19 @@ def _finish(geom: BaseGeometry, crs: ProjCRS, origin: str) -> ROI:
     return ROI(geometry=poly, crs=crs, origin=origin)
 
 
+WGS84 = ProjCRS.from_epsg(4326)
+
+
+def _prefix_crs(text: str) -> ProjCRS:
+    """The CRS of an ``EPSG:xxxx;`` prefix (one-line error when PROJ does not know it)."""
+    try:
+        return ProjCRS.from_user_input(text)
+    except Exception as err:  # pyproj.exceptions.CRSError
+        raise ROIError(
+            f"ROI CRS {text!r} is not one PROJ knows ({err}); write e.g. EPSG:32633;POLYGON(...)"
+        ) from err
+
+
 def load_roi(spec: str | os.PathLike[str]) -> ROI:
     """Read an ROI from a vector file, a WKT string or a lon/lat bbox.
 
@@ -158,8 +171,7 @@ def load_roi(spec: str | os.PathLike[str]) -> ROI:
             geom = shapely.wkt.loads(wkt_text)
         except Exception as err:  # shapely raises GEOSException subclasses
             raise ROIError(f"ROI WKT could not be parsed ({err})") from err
-        crs = ProjCRS.from_user_input(prefixed.group(1)) if prefixed else ProjCRS.from_epsg(4326)
-        return _finish(geom, crs, "wkt")
+        return _finish(geom, _prefix_crs(prefixed.group(1)) if prefixed else WGS84, "wkt")
     path = Path(text)
     if not path.exists():
         raise FileNotFoundError(

@@ -10,6 +10,7 @@ centres lie inside the polygon, or the chip's embedding. Outputs, in a new folde
   ``chip_id``, ``source``, ``similarity`` and ``rank``, when the folder has chip embeddings.
 """
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,6 +68,14 @@ def _geometry(query: str) -> BaseGeometry | None:
         return None
 
 
+def _outward(win: Window) -> Window:
+    """The smallest whole-pixel window that covers a fractional one."""
+    col0, row0 = math.floor(win.col_off), math.floor(win.row_off)
+    col1 = math.ceil(win.col_off + win.width)
+    row1 = math.ceil(win.row_off + win.height)
+    return Window(col0, row0, col1 - col0, row1 - row0)
+
+
 def _query_vector(manifest: EmbeddingSet, folder: Path, query: str, crs: str | None) -> np.ndarray:
     """(D,) float32 vector of the query."""
     geom = _geometry(query)
@@ -82,7 +91,10 @@ def _query_vector(manifest: EmbeddingSet, folder: Path, query: str, crs: str | N
             f"--query {query!r} is neither WKT (POINT(x y), POLYGON(...)) nor a chip id of "
             f"{folder} (ids look like NAME:ROW:COL)"
         )
-    query_crs = CRS.from_user_input(crs or manifest.rasters[0].crs)
+    try:
+        query_crs = CRS.from_user_input(crs or manifest.rasters[0].crs)
+    except Exception as err:  # pyproj.exceptions.CRSError
+        raise EmbedError(f"--crs {crs!r} is not a CRS PROJ knows ({err}); e.g. EPSG:4326") from err
     for entry in manifest.rasters:
         if entry.patches is None:
             continue
@@ -99,8 +111,7 @@ def _query_vector(manifest: EmbeddingSet, folder: Path, query: str, crs: str | N
                 if np.isnan(vec).any():
                     raise EmbedError(f"--query {query} falls on nodata in {entry.patches}")
                 return vec
-            win = rasterio.windows.from_bounds(*local.bounds, transform=ds.transform)
-            win = win.round_offsets("floor").round_lengths("ceil")
+            win = _outward(rasterio.windows.from_bounds(*local.bounds, transform=ds.transform))
             win = win.intersection(Window(0, 0, ds.width, ds.height))
             tokens = _read_tokens(ds, win)  # (D, h, w)
             inside = rasterio.features.geometry_mask(

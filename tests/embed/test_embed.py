@@ -17,31 +17,10 @@ import torch
 
 from geopera.embed.run import embed
 from geopera.models.loading import build_vit
-from tests.conftest import CliResult
+from tests.conftest import TINY_VIT, CliResult
 from tests.pretrain.conftest import geopera_exe, run_cli
 
-TINY = {"depth": 2, "embed_dim": 32, "num_heads": 2}
 SCENE = "c_change_detection/oscd_bercy/T1_S2L1C_13bands_10m.tif"
-
-
-@pytest.fixture(scope="module")
-def backbone(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny ViT/16 backbone that knows its bands (B04, B03, B02), as a run would write it."""
-    folder = tmp_path_factory.mktemp("run")
-    torch.manual_seed(0)
-    vit = build_vit("vit_small_patch16_224", 3, 64, TINY)
-    torch.save(vit.state_dict(), folder / "backbone.pth")
-    card = {
-        "format_version": 1,
-        "model": "vit_small_patch16_224",
-        "model_kwargs": TINY,
-        "in_chans": 3,
-        "bands": ["B04", "B03", "B02"],
-        "token_size": 16,
-        "img_size": 64,
-    }
-    (folder / "backbone.json").write_text(json.dumps(card))
-    return folder
 
 
 @pytest.mark.slow
@@ -129,7 +108,7 @@ def test_tokens_equal_a_direct_timm_forward(
     lo, hi = torch.tensor(norm.p2).view(1, 3, 1, 1), torch.tensor(norm.p98).view(1, 3, 1, 1)
     x = ((x - lo) / (hi - lo)).clamp(0, 1)
     x = (x - torch.tensor(norm.mean).view(1, 3, 1, 1)) / torch.tensor(norm.std).view(1, 3, 1, 1)
-    vit = build_vit("vit_small_patch16_224", 3, 64, TINY)
+    vit = build_vit("vit_small_patch16_224", 3, 64, TINY_VIT)
     vit.load_state_dict(torch.load(backbone / "backbone.pth", weights_only=True))
     with torch.no_grad():
         direct = vit.eval().forward_features(x)[0, 1:].reshape(4, 4, 32)  # (h, w, D)

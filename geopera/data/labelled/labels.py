@@ -158,6 +158,16 @@ def _class_values(values: pd.Series, field: str, path: str | os.PathLike[str]) -
     )
 
 
+def _read_vector(path: str | os.PathLike[str]) -> Any:
+    """A vector file as a GeoDataFrame; one line when it cannot be read."""
+    import geopandas as gpd
+
+    try:
+        return gpd.read_file(path)
+    except Exception as err:  # pyogrio raises DataSourceError and friends
+        raise LabelError(f"{path} could not be read as vector data ({err})") from err
+
+
 def read_label_vector(
     path: str | os.PathLike[str], grid: Grid, class_field: str | None
 ) -> np.ndarray:
@@ -175,11 +185,9 @@ def read_label_vector(
         LabelError: If the image has no georeference, the file has no CRS, or the field is
             missing.
     """
-    import geopandas as gpd
-
     if grid.crs is None:
         raise LabelError(f"vector labels {path} need georeferenced images")
-    frame = gpd.read_file(path)
+    frame = _read_vector(path)
     if frame.crs is None:
         raise LabelError(f"{path} has no CRS; save it with one (e.g. EPSG:4326)")
     frame = frame[frame.geometry.notna() & ~frame.geometry.is_empty].to_crs(grid.crs)
@@ -275,7 +283,10 @@ def read_boxes(
         if coords == "map":
             xyxy = _map_to_pixel(xyxy, grid)
     elif suffix == ".xml":
-        root = ET.parse(path).getroot()
+        try:
+            root = ET.parse(path).getroot()
+        except ET.ParseError as err:
+            raise LabelError(f"{path} is not a Pascal VOC XML file ({err})") from err
         rows, names = [], []
         for obj in root.iter("object"):
             box = obj.find("bndbox")
@@ -285,11 +296,12 @@ def read_boxes(
             names.append(obj.findtext("name", "object"))
         xyxy = np.asarray(rows, dtype=np.float64).reshape(-1, 4)
     elif suffix in VECTOR_SUFFIXES:
-        import geopandas as gpd
-
         if grid.crs is None:
             raise LabelError(f"vector boxes {path} need a georeferenced image")
-        frame = gpd.read_file(path).to_crs(grid.crs)
+        frame = _read_vector(path)
+        if frame.crs is None:
+            raise LabelError(f"{path} has no CRS; save it with one (e.g. EPSG:4326)")
+        frame = frame.to_crs(grid.crs)
         xyxy = _map_to_pixel(frame.geometry.bounds.to_numpy(np.float64), grid)
         names = [str(v) for v in frame[class_field]] if class_field else ["object"] * len(frame)
     else:

@@ -217,7 +217,12 @@ def load_stac(spec: StacSpec, roi: "ROI | None" = None) -> tuple[list[RasterItem
         if not _overlaps(item, roi_wgs84):
             continue
         seen += 1
-        got, bad = raster_items(item, spec.assets, sign)
+        try:
+            got, bad = raster_items(item, spec.assets, sign)
+        except Exception as err:  # a malformed item is a problem row; the others are read
+            reason = f"item {item.id} is not usable ({error_line(err)[:300]}); skipped"
+            problems.append(Problem(item.get_self_href() or item.id, reason))
+            continue
         found.extend(got)
         problems.extend(bad)
         if not got and not bad:

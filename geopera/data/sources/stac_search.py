@@ -6,14 +6,14 @@ This module fetches documents and walks or searches them into ``pystac.Item`` ob
 
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, urljoin, urlsplit
 
 import shapely
 
-from geopera.core.errors import ArchiveError, error_line
+from geopera.core.errors import ArchiveError, GeoperaError, error_line
 from geopera.data.sources.model import RASTER_EXTENSIONS, Problem
 from geopera.data.sources.trust import check_redirect, limits
 
@@ -268,15 +268,20 @@ def _walk(
     import pystac
 
     walked.add(catalog.get_self_href() or catalog.id)
-    root = catalog.get_root()
+    try:
+        root = catalog.get_root()
+    except Exception as err:  # a root link to something that is not a catalog
+        reason = f"root link of {catalog.id} unusable ({error_line(err)[:300]}); ignored"
+        problems.append(Problem(catalog.get_self_href() or catalog.id, reason))
+        root = None
     for rel in ("item", "child"):
         for link in catalog.get_links(rel):
             href = link.get_absolute_href() or str(link.target)
-            if rel == "child" and (href in walked or depth + 1 > MAX_DEPTH):
+            if href in walked or depth + 1 > MAX_DEPTH:  # an "item" link may name a catalog too
                 why = "leads back to a catalog already walked (a cycle)"
                 if href not in walked:
                     why = f"is more than {MAX_DEPTH} catalogs deep"
-                problems.append(Problem(href, f"child link of {catalog.id} {why}; skipped"))
+                problems.append(Problem(href, f"{rel} link of {catalog.id} {why}; skipped"))
                 continue
             try:
                 link.resolve_stac_object(root=root)
@@ -291,6 +296,19 @@ def _walk(
                 yield from _walk(target, problems, walked, depth + 1)
 
 
+def _parsed[T](href: str, build: Callable[[], T]) -> T:
+    """Build a pystac object from a document; a malformed one is one line naming it."""
+    try:
+        return build()
+    except GeoperaError:
+        raise
+    except Exception as err:  # pystac raises KeyError, TypeError... on documents it cannot use
+        raise ArchiveError(
+            f"{href} is not a valid STAC document ({error_line(err)[:200]}); check it against "
+            "the STAC specification"
+        ) from err
+
+
 def static_items(href: str, problems: list[Problem]) -> Iterable["pystac.Item"]:
     """Items of a static catalog / collection / item / ItemCollection (walked recursively)."""
     import pystac
@@ -302,18 +320,21 @@ def static_items(href: str, problems: list[Problem]) -> Iterable["pystac.Item"]:
     kind = doc["type"]
     if kind == "FeatureCollection":
         io.memo.pop(href, None)
-        collection = pystac.ItemCollection.from_dict(doc, preserve_dict=False)
+        collection = _parsed(
+            href, lambda: pystac.ItemCollection.from_dict(doc, preserve_dict=False)
+        )
         for item in collection.items:
             if item.get_self_href() is None:
                 item.set_self_href(href)  # relative asset hrefs resolve against the file
             yield item
         return
     if kind == "Feature":
-        yield pystac.Item.from_file(href, stac_io=io)
+        yield _parsed(href, lambda: pystac.Item.from_file(href, stac_io=io))
         return
     cls = pystac.Collection if kind == "Collection" else pystac.Catalog
     cap = limits().max_items or MAX_STATIC_ITEMS
-    for n, item in enumerate(_walk(cls.from_file(href, stac_io=io), problems, set())):
+    top = _parsed(href, lambda: cls.from_file(href, stac_io=io))
+    for n, item in enumerate(_walk(top, problems, set())):
         if n == cap:
             reason = f"more than {cap} items: the first {cap} were read (--max-items)"
             problems.append(Problem(href, reason))

@@ -89,15 +89,22 @@ def test_an_expired_signature_is_signed_again_and_the_read_goes_on(
 
 
 @pytest.mark.usefixtures("fresh_tokens")
-def test_the_mosaic_reads_the_items_vrts_signed_again(served: FakeStorage, tmp_path: Path) -> None:
-    dataset = _dataset(served, tmp_path)
+def test_the_mosaic_reads_the_items_vrts_signed_again(
+    served: FakeStorage, tmp_path: Path
+) -> None:
+    roi = load_roi(ROI)
+    archive = discover([str(_recipe(served, tmp_path))], roi=roi)
+    dataset = PatchDataset(prepare_sources(archive.select("rgb", None, roi=roi), roi, 32), 32)
     _expire_all_so_far(served)
     sample = dataset[(0, *OFF_GRID, 0)]
     assert served.refused > 0
     assert dataset.sources[0].reader.fast_reads == 0  # read through the mosaic
-    served.refuse = None
-    again = _dataset(served, tmp_path)[(0, *OFF_GRID, 0)]  # never refused: the same pixels
-    np.testing.assert_array_equal(sample["image"].numpy(), again["image"].numpy())
+    # the same items (their VRTs now hold the fresh signatures), read by a new dataset: the same
+    # mosaic, in the same item order
+    again = PatchDataset(prepare_sources(archive.select("rgb", None, roi=roi), roi, 32), 32)
+    refused = served.refused
+    np.testing.assert_array_equal(sample["image"].numpy(), again[(0, *OFF_GRID, 0)]["image"])
+    assert served.refused == refused  # the VRTs on disk hold signatures that are still valid
     assert not dataset.bad_files.known()
 
 
