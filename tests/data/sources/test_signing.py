@@ -89,9 +89,7 @@ def test_an_expired_signature_is_signed_again_and_the_read_goes_on(
 
 
 @pytest.mark.usefixtures("fresh_tokens")
-def test_the_mosaic_reads_the_items_vrts_signed_again(
-    served: FakeStorage, tmp_path: Path
-) -> None:
+def test_the_mosaic_reads_the_items_vrts_signed_again(served: FakeStorage, tmp_path: Path) -> None:
     roi = load_roi(ROI)
     archive = discover([str(_recipe(served, tmp_path))], roi=roi)
     dataset = PatchDataset(prepare_sources(archive.select("rgb", None, roi=roi), roi, 32), 32)
