@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from geopera.cli.options import add_document_permissions
+from geopera.cli.options import add_band_mapping, add_document_permissions
 
 
 def register(commands: Any) -> None:
@@ -43,6 +43,7 @@ def register(commands: Any) -> None:
     p.add_argument("--resume", action="store_true", help="continue an interrupted run")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_band_mapping(p)
     add_document_permissions(p)
     p.set_defaults(func=_embed)
     sub = p.add_subparsers(dest="embed_command", metavar="similar")
@@ -91,6 +92,7 @@ def _embed(args: argparse.Namespace) -> int:
 
     from geopera.core.signals import stop_on_signals
     from geopera.embed.run import embed
+    from geopera.models.bandplan import parse_mapping
 
     inputs = _inputs(args)
     kwargs: dict[str, Any] = {
@@ -105,6 +107,7 @@ def _embed(args: argparse.Namespace) -> int:
         "overwrite": args.overwrite,
         "skip_outside_roi": args.archive is not None,
         "nodata": args.nodata,
+        "band_map": parse_mapping(args.bands),
     }
     kept = (
         f"the chip rows done so far are kept in .{args.out.name}.partial beside {args.out}; "

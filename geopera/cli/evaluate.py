@@ -4,6 +4,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from geopera.cli.options import add_band_mapping, add_min_per_class
+
 
 def register(commands: Any) -> None:
     """Add the ``evaluate`` command.
@@ -16,7 +18,7 @@ def register(commands: Any) -> None:
         help="judge backbones side by side: kNN, linear and dense probes with error bars",
         description="Frozen features of every backbone on labelled data; kNN (k=20 weighted, "
         "k=5 majority), linear and dense probes on spatially disjoint splits over several "
-        "seeds, 95 %% bootstrap intervals, and label-free health (effective rank, std, mean "
+        "seeds, 95 % bootstrap intervals, and label-free health (effective rank, std, mean "
         "cosine). Writes results.json/.md/.csv/.png into a new --out folder.",
     )
     p.add_argument("protocols", nargs="+", metavar="PROTOCOL", help="knn, linear, dense, or all")
@@ -36,6 +38,8 @@ def register(commands: Any) -> None:
     p.add_argument("--labels", help="label raster or polygons for raster --data")
     p.add_argument("--class-field", help="integer class attribute of polygon labels")
     p.add_argument("--chip-size", type=int, default=64, help="chip size for rasters + labels")
+    add_band_mapping(p)
+    add_min_per_class(p)
     p.add_argument("--out", type=Path, required=True, help="new output folder")
     p.add_argument("--seeds", type=int, default=3, help="number of spatial splits")
     p.add_argument("--cache", type=Path, help="feature cache folder (default: ~/.cache/geopera)")
@@ -55,6 +59,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from geopera.data.labelled.sets import load_labelled
     from geopera.evaluate.features import default_cache
     from geopera.evaluate.run import evaluate
+    from geopera.models.bandplan import parse_mapping
 
     device = torch.device(
         ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
@@ -64,12 +69,15 @@ def _evaluate(args: argparse.Namespace) -> int:
     with stop_on_signals(
         f"evaluating into {args.out}", "nothing was written under --out; cached features are kept"
     ):
-        data = load_labelled(args.data, args.labels, args.class_field, args.chip_size)
+        data = load_labelled(
+            args.data, args.labels, args.class_field, args.chip_size, args.min_per_class
+        )
         kwargs: dict[str, Any] = {
             "seeds": args.seeds,
             "cache": cache,
             "device": device,
             "batch_size": args.batch_size,
+            "mapping": parse_mapping(args.bands),
         }
         if args.no_progress:
             result = evaluate(args.protocols, args.weights, data, args.out, **kwargs)

@@ -4,6 +4,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from geopera.cli.options import add_band_mapping, add_min_per_class
+
 HELP = {
     "segmentation": "per-pixel classes from a label raster, polygons or label chips",
     "detection": "boxes from a CSV table, Pascal VOC file or polygons",
@@ -32,6 +34,14 @@ def _common(p: argparse.ArgumentParser) -> None:
         "--fast-dev-run", action="store_true", help="one batch of each stage (smoke test)"
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_band_mapping(p)
+    p.add_argument(
+        "--extra-bands",
+        choices=["ignore", "adapt"],
+        help="data bands the backbone has no input for: ignore them (default), or adapt the "
+        "patch embedding with new inputs started from the nearest-wavelength one",
+    )
+    add_min_per_class(p, default=None)
 
 
 def register(commands: Any) -> None:
@@ -78,6 +88,7 @@ def _finetune(args: argparse.Namespace) -> int:
     from geopera.core.signals import stop_on_signals
     from geopera.finetune.config import FinetuneConfig
     from geopera.finetune.run import finetune
+    from geopera.models.bandplan import parse_mapping
 
     config = load_config(args.config, FinetuneConfig) if args.config else FinetuneConfig()
     d = config.data
@@ -91,6 +102,12 @@ def _finetune(args: argparse.Namespace) -> int:
         config.model.weights = args.weights
     if args.freeze_backbone:
         config.model.freeze_backbone = True
+    if args.bands:
+        config.model.band_map = parse_mapping(args.bands) or {}
+    if args.extra_bands is not None:
+        config.model.extra_bands = args.extra_bands
+    if args.min_per_class is not None:
+        config.data.min_per_class = args.min_per_class
     if args.max_steps is not None:
         config.trainer.max_steps = args.max_steps
     if args.fast_dev_run:

@@ -3,18 +3,23 @@
 Every user error (bad paths, bad ROI, unknown bands, existing outputs, a full disk) ends with a
 one-line message on stderr and exit code 2, never a traceback. A command stopped by SIGINT or
 SIGTERM says in one line what was stopped and what was kept, and exits with 128 + the signal.
+Notes (what the user should know, such as the bands a backbone did not find) are one line each.
 """
 
 import argparse
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TextIO
 
 import rasterio.errors
 
 from geopera import __version__
 from geopera.cli import archive, data, embed, evaluate, finetune, predict, pretrain, publish
 from geopera.cli.options import apply_document_permissions
-from geopera.core.errors import GeoperaError
+from geopera.core.errors import GeoperaError, GeoperaNote
 from geopera.core.outputs import disk_full_reason
 from geopera.core.signals import Interrupted
 
@@ -46,6 +51,40 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: The package's folder: warnings raised from files under it are geopera's own.
+_PACKAGE = str(Path(__file__).resolve().parents[1])
+
+
+@contextmanager
+def notes_as_lines(command: str) -> Iterator[None]:
+    """Print geopera's notes and own warnings as ``geopera CMD: note: ...`` (no source line).
+
+    Deprecation warnings, and warnings from other libraries, keep Python's format.
+    """
+    shown = warnings.showwarning
+
+    def show(
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        file: TextIO | None = None,
+        line: str | None = None,
+    ) -> None:
+        ours = str(Path(filename).resolve()).startswith(_PACKAGE)
+        if issubclass(category, GeoperaNote) or (
+            ours and not issubclass(category, DeprecationWarning | PendingDeprecationWarning)
+        ):
+            print(f"geopera {command}: note: {' '.join(str(message).split())}", file=sys.stderr)
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("default", GeoperaNote)
+        warnings.showwarning = show
+        yield
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI.
 
@@ -59,7 +98,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     apply_document_permissions(args)
     try:
-        code: int = args.func(args)
+        with notes_as_lines(args.command):
+            code: int = args.func(args)
     except Interrupted as stop:
         print(f"geopera {args.command}: {stop}", file=sys.stderr)
         return stop.exit_code

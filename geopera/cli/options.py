@@ -55,3 +55,30 @@ def apply_document_permissions(args: argparse.Namespace) -> None:
         bool(getattr(args, "allow_local_assets", False)),
         getattr(args, "max_items", None),
     )
+
+
+def add_band_mapping(parser: Any) -> None:
+    """Add ``--bands SLOT=BAND ...``: which data band feeds which backbone input, by hand."""
+    parser.add_argument(
+        "--bands",
+        nargs="+",
+        metavar="SLOT=BAND",
+        help="map bands by hand: a backbone band or common name, then a band of the data "
+        "(e.g. --bands red=B04 green=B03 blue=B02); default: matched by what they measure",
+    )
+
+
+def add_min_per_class(parser: Any, default: int | None = 2) -> None:
+    """Add ``--min-per-class N``: classes with fewer images or chips are left out.
+
+    Args:
+        parser: The command's parser.
+        default: The option's default (None: the config's, which is 2).
+    """
+    parser.add_argument(
+        "--min-per-class",
+        type=positive_int,
+        default=default,
+        metavar="N",
+        help="leave out classes with fewer than N images/chips, and say which (default 2)",
+    )

@@ -4,6 +4,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from geopera.cli.options import add_band_mapping
+
 
 def register(commands: Any) -> None:
     """Add the ``predict`` command.
@@ -31,6 +33,7 @@ def register(commands: Any) -> None:
     p.add_argument("--nms-iou", type=float, default=0.5, help="detection: cross-tile NMS IoU")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1...")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    add_band_mapping(p)
     p.set_defaults(func=_predict)
 
 
@@ -44,6 +47,7 @@ def _predict(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from geopera.finetune.checkpoint import load_finetuned
+    from geopera.models.bandplan import parse_mapping
     from geopera.predict.run import predict_dense, predict_detection
     from geopera.predict.tiled import PredictError
 
@@ -64,6 +68,7 @@ def _run(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             device=args.device,
             overwrite=args.overwrite,
+            band_map=parse_mapping(args.bands),
         )
         print(f"wrote {summary.objects} boxes to {summary.output}")
         return 0
@@ -80,6 +85,7 @@ def _run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         device=args.device,
         overwrite=args.overwrite,
+        band_map=parse_mapping(args.bands),
     )
     extra = f" and {summary.probabilities}" if summary.probabilities else ""
     print(f"wrote {summary.output}{extra} ({summary.pixels} pixels predicted, COG)")

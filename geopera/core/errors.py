@@ -41,6 +41,17 @@ class ArchiveGoneError(GeoperaError):
     """Every source of the archive became unreadable during a run."""
 
 
+class GeoperaNote(UserWarning):
+    """Something the user should know that is not an error (printed as one ``note:`` line)."""
+
+
+def note(text: str) -> None:
+    """Tell the user something (the CLI prints ``geopera CMD: note: TEXT``)."""
+    import warnings
+
+    warnings.warn(text, GeoperaNote, stacklevel=2)
+
+
 def error_line(err: BaseException) -> str:
     """An exception and its causes in one line (GDAL's real reason is often the cause)."""
     parts: list[str] = []

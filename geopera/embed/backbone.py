@@ -10,7 +10,7 @@ Inputs are normalised as in fine-tuning: per-band 2nd/98th percentiles scale raw
 """
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -20,13 +20,13 @@ from rasterio.windows import Window
 from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor
 
-from geopera.core.errors import BandSelectionError
+from geopera.core.errors import BandSelectionError, note
+from geopera.core.identity import BandIdentity
 from geopera.core.normalisation import BandStats
-from geopera.data.labelled.scenes import image_band_names
+from geopera.models.bandplan import plan_for, raster_bands
 from geopera.models.loading import (
     BackboneSource,
     build_frozen_vit,
-    plan_bands,
     resolve_weights,
 )
 from geopera.transforms.normalise import scale_unit
@@ -135,8 +135,12 @@ class EmbedderInfo:
         model: timm architecture.
         bands: 1-based band indices read from the raster.
         band_names: Their names.
-        band_rule: ``by-name`` or ``as-is``.
+        band_rule: How they were matched to the backbone's inputs (see
+            :mod:`geopera.models.bandplan`).
         ssl_method: Pretraining method, when known.
+        channels: Per model input, the backbone input it starts from (None: all, in order).
+        band_identities: What each model input measures (None where unknown).
+        notes: What the user should know about the plan (told once the embedder is built).
     """
 
     weights: str
@@ -145,14 +149,20 @@ class EmbedderInfo:
     band_names: list[str]
     band_rule: str
     ssl_method: str | None
+    channels: list[int] | None = None
+    band_identities: list[BandIdentity | None] | None = None
+    notes: list[str] = field(default_factory=list)
 
 
-def plan_raster(source: BackboneSource, path: str) -> EmbedderInfo:
+def plan_raster(
+    source: BackboneSource, path: str, mapping: dict[str, str] | None = None
+) -> EmbedderInfo:
     """The bands of one raster that the backbone reads (the band rule, no adaptation).
 
     Args:
         source: The resolved ``--weights``.
-        path: The raster (its band names decide the bands read).
+        path: The raster (its band names and identities decide the bands read).
+        mapping: ``--bands`` pairs (backbone band or common name -> raster band), or None.
 
     Returns:
         The description of the embedder for this raster.
@@ -160,22 +170,25 @@ def plan_raster(source: BackboneSource, path: str) -> EmbedderInfo:
     Raises:
         BandSelectionError: If the raster lacks the bands the weights were trained on.
     """
-    names = image_band_names(path)
-    plan = plan_bands(source, names) if source.state_dict is not None else None
-    if plan is not None and plan.rule == "adapted":
+    data = raster_bands(path)
+    plan = plan_for(source, data, mapping, tell=False)
+    if plan.rule == "adapted":
         needed = source.bands or f"{source.in_chans} bands"
         raise BandSelectionError(
-            f"{path} has bands {names}; the weights ({source.origin}) were trained on {needed}: "
-            "give a raster with those bands (named in its band descriptions) to embed it"
+            f"{path} has bands {data.names} of unknown kind; the weights ({source.origin}) were "
+            f"trained on {needed}: name the raster's bands in its band descriptions, or map "
+            "them with --bands SLOT=BAND"
         )
-    indices = plan.indices if plan is not None else list(range(len(names)))
     return EmbedderInfo(
         weights=source.origin,
         model=source.model,
-        bands=[i + 1 for i in indices],
-        band_names=[names[i] for i in indices],
-        band_rule=plan.rule if plan is not None else "as-is",
+        bands=[i + 1 for i in plan.indices],
+        band_names=plan.names,
+        band_rule=plan.rule,
         ssl_method=source.ssl_method,
+        channels=plan.channels,
+        band_identities=plan.identities if any(plan.identities) else None,
+        notes=plan.notes,
     )
 
 
@@ -200,7 +213,9 @@ def load_embedder(
     """
     source = resolve_weights(weights, DEFAULT_MODEL)
     info = plan_raster(source, path)
-    vit = build_frozen_vit(source, len(info.bands), chip_size)
+    vit = build_frozen_vit(source, len(info.bands), chip_size, info.channels)
+    for text in info.notes:
+        note(text)
     return Embedder(vit, raster_normalisation(path, info.bands, nodata), device), info
 
 
@@ -216,4 +231,6 @@ def chip_counts(rows: int, cols: int, tokens_per_chip: int) -> tuple[int, int]:
 
 def describe(info: EmbedderInfo, norm: BandStats) -> dict[str, Any]:
     """Plain metadata of an embedder."""
-    return {**info.__dict__, "normalisation": norm.__dict__}
+    identities = [i.to_dict() if i else None for i in info.band_identities or []]
+    fields = {k: v for k, v in info.__dict__.items() if k != "notes"}
+    return {**fields, "band_identities": identities or None, "normalisation": norm.__dict__}

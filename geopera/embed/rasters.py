@@ -12,7 +12,7 @@ import torch
 from rasterio.windows import Window
 from timm.models.vision_transformer import VisionTransformer
 
-from geopera.core.errors import ROIError
+from geopera.core.errors import ROIError, note
 from geopera.data.labelled.labels import Grid
 from geopera.data.labelled.windows import roi_window
 from geopera.data.roi import load_roi
@@ -83,11 +83,13 @@ def prepare_rasters(
     device: torch.device,
     skip_outside_roi: bool,
     nodata: float | None,
+    band_map: dict[str, str] | None = None,
 ) -> list[EmbedRaster]:
     """Check every input before anything is written."""
     region = load_roi(roi) if roi else None
     source = resolve_weights(weights, DEFAULT_MODEL)
-    vits: dict[int, VisionTransformer] = {}  # one backbone per band count, shared by rasters
+    # one backbone per band plan (count and inputs), shared by rasters
+    vits: dict[tuple[int, tuple[int, ...] | None], VisionTransformer] = {}
     rasters = []
     for name, path in zip(_names(paths), paths, strict=True):
         if not Path(path).is_file() and not path.startswith("/vsi"):
@@ -99,13 +101,16 @@ def prepare_rasters(
             if skip_outside_roi:
                 continue
             raise
-        info = plan_raster(source, path)
+        info = plan_raster(source, path, band_map)
         n = len(info.bands)
-        if n not in vits:
-            vits[n] = build_frozen_vit(source, n, chip_size)
+        key = (n, tuple(info.channels) if info.channels is not None else None)
+        if key not in vits:
+            vits[key] = build_frozen_vit(source, n, chip_size, info.channels)
+        for text in info.notes:  # once the plan is usable
+            note(text)
         with rasterio.open(path) as ds:
             value = ds.nodata if ds.nodata is not None else nodata  # the file's own comes first
-        embedder = Embedder(vits[n], raster_normalisation(path, info.bands, value), device)
+        embedder = Embedder(vits[key], raster_normalisation(path, info.bands, value), device)
         p = embedder.token_size
         rows, cols = token_grid(grid.height, grid.width, p)
         if rows == 0 or cols == 0:

@@ -81,6 +81,7 @@ class _Settings:
     chip_size: int
     dtype: str
     nodata: float | None
+    band_map: dict[str, str] | None = None
 
     def check(self, batch_size: int) -> None:
         """Refuse inconsistent settings before anything is read."""
@@ -136,6 +137,7 @@ def embed(
     skip_outside_roi: bool = False,
     nodata: float | None = None,
     pipeline: bool | None = None,
+    band_map: dict[str, str] | None = None,
 ) -> EmbedSummary:
     """Embed rasters (see the module docstring for the outputs).
 
@@ -156,6 +158,7 @@ def embed(
         nodata: Nodata value of the inputs when their files do not set one.
         pipeline: Reader and writer threads beside the model (None: where they pay, see
             :func:`geopera.core.pipeline.overlap_pays`).
+        band_map: ``--bands`` pairs (backbone band or common name -> raster band), or None.
 
     Returns:
         The folder and its manifest.
@@ -163,13 +166,15 @@ def embed(
     Raises:
         EmbedError: On inconsistent settings; FileExistsError for an existing ``out``.
     """
-    settings = _Settings([str(p) for p in inputs], weights, roi, level, chip_size, dtype, nodata)
+    settings = _Settings(
+        [str(p) for p in inputs], weights, roi, level, chip_size, dtype, nodata, band_map
+    )
     settings.check(batch_size)
     dev = resolve_device(device)
     out.parent.mkdir(parents=True, exist_ok=True)
     with hold(out.parent / f".{out.name}.lock", f"the output {out}"):  # one process per --out
         rasters = prepare_rasters(
-            settings.inputs, weights, roi, chip_size, dev, skip_outside_roi, nodata
+            settings.inputs, weights, roi, chip_size, dev, skip_outside_roi, nodata, band_map
         )
         threads = overlap_pays(dev) if pipeline is None else pipeline
         work = _work_folder(out, settings, resume, overwrite)
@@ -288,6 +293,7 @@ def _write_outputs(
         band_rule=info.band_rule,
         ssl_method=info.ssl_method,
         normalisation=raster.embedder.norm,
+        band_identities=info.band_identities,
         nodata=raster.nodata,
     )
 

@@ -28,14 +28,8 @@ from geopera.core.errors import BandSelectionError
 from geopera.core.normalisation import BandStats
 from geopera.core.outputs import save_torch_atomic
 from geopera.data.labelled.sets import LabelledSet
-from geopera.models.loading import (
-    BackboneSource,
-    BandPlan,
-    build_vit,
-    load_into,
-    plan_bands,
-    resolve_weights,
-)
+from geopera.models.bandplan import BandPlan, Bands, plan_for, tell_notes
+from geopera.models.loading import BackboneSource, build_vit, load_into, resolve_weights
 from geopera.transforms.normalise import scale_unit
 
 #: Architecture of a timm-name or missing ``--weights`` (random initialisation).
@@ -101,6 +95,7 @@ def extract(
     device: torch.device | None = None,
     batch_size: int = 64,
     progress: Callable[[int, int], None] | None = None,
+    mapping: dict[str, str] | None = None,
 ) -> Features:
     """The frozen features of ``weights`` on every image of ``data``.
 
@@ -111,6 +106,7 @@ def extract(
         device: Where the forward passes run (default CPU).
         batch_size: Images per forward pass.
         progress: Called with (images done, total).
+        mapping: ``--bands`` pairs (backbone band or common name -> data band), or None.
 
     Returns:
         The features (CPU, float32).
@@ -120,7 +116,7 @@ def extract(
         ValueError: If the images are smaller than one token.
     """
     source = resolve_weights(weights, DEFAULT_MODEL)
-    plan = _plan(weights, source, data)
+    plan = _plan(weights, source, data, mapping)
     vit, size = _random_vit(source, len(plan.indices), data)
     dense = data.masks is not None
     meta: dict[str, Any] = {
@@ -131,13 +127,13 @@ def extract(
     }
     file = None
     if cache is not None:
-        parts = [FEATURE_VERSION, _weights_hash(source), plan.indices, size, dense]
+        parts = [FEATURE_VERSION, _weights_hash(source), plan.indices, plan.channels, size, dense]
         key = hashlib.sha256(json.dumps([*parts, data.fingerprint()]).encode()).hexdigest()
         file = cache / f"{key[:32]}.pt"
     if file is not None and file.is_file():
         stored = torch.load(file, map_location="cpu", weights_only=True)
         return Features(stored["pooled"], stored.get("tokens"), cached=True, **meta)
-    load_into(vit, source, len(plan.indices))
+    load_into(vit, source, len(plan.indices), plan.channels)
     vit = vit.to(device or torch.device("cpu")).eval().requires_grad_(False)
     top = (data.images.shape[-1] - size) // 2
     images = data.images[:, plan.indices, top : top + size, top : top + size]  # (N, C', s, s)
@@ -152,15 +148,19 @@ def extract(
     return features
 
 
-def _plan(weights: str, source: BackboneSource, data: LabelledSet) -> BandPlan:
-    """The bands the backbone reads; evaluation never adapts weights to other bands."""
-    plan = plan_bands(source, data.band_names)
+def _plan(
+    weights: str, source: BackboneSource, data: LabelledSet, mapping: dict[str, str] | None
+) -> BandPlan:
+    """The bands the backbone reads; evaluation never adapts weights to bands of unknown kind."""
+    plan = plan_for(source, Bands(data.band_names, data.band_identities()), mapping, tell=False)
     if plan.rule == "adapted":
         needed = source.bands or f"{source.in_chans} bands"
         raise BandSelectionError(
             f"{weights}: the weights were trained on {needed}; {data.origin} has bands "
-            f"{data.band_names}: give images with those bands (named in their band descriptions)"
+            f"{data.band_names} of unknown kind: give images with those bands (named in their "
+            "band descriptions), or map them with --bands SLOT=BAND"
         )
+    tell_notes(plan)
     return plan
 
 

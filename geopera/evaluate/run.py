@@ -71,6 +71,7 @@ def evaluate(
     device: torch.device | None = None,
     batch_size: int = 64,
     progress: Callable[[str, int, int], None] | None = None,
+    mapping: dict[str, str] | None = None,
 ) -> Evaluation:
     """Judge backbones on a labelled set (see the module docstring).
 
@@ -84,6 +85,7 @@ def evaluate(
         device: Where the forward passes run.
         batch_size: Images per forward pass.
         progress: Called with (weights, images done, total) while extracting.
+        mapping: ``--bands`` pairs (backbone band or common name -> data band), or None.
 
     Returns:
         The output folder and the results.
@@ -95,9 +97,7 @@ def evaluate(
     features: dict[str, Features] = {}
     for w in weights:
         hook = (lambda d, t, w=w: progress(w, d, t)) if progress is not None else None
-        features[w] = extract(
-            w, data, cache=cache, device=device, batch_size=batch_size, progress=hook
-        )
+        features[w] = extract(w, data, cache, device, batch_size, progress=hook, mapping=mapping)
     result_rows = [
         result
         for w, f in features.items()

@@ -29,6 +29,7 @@ class FinetuneData:
     val_fraction: float = 0.2
     test_fraction: float = 0.2
     min_box_fraction: float = 0.5
+    min_per_class: int = 2
     batch_size: int = 8
     num_workers: int = 0
     seed: int = 0
@@ -45,6 +46,8 @@ class FinetuneModel:
     decoder_channels: int = 128
     fusion: str = "diff"
     freeze_backbone: bool = False
+    band_map: dict[str, str] = field(default_factory=dict)
+    extra_bands: str = "ignore"
 
 
 @dataclass

@@ -28,11 +28,18 @@ from geopera import __version__
 from geopera.core.checkpoints import AtomicCheckpointIO
 from geopera.core.config import dump_config
 from geopera.core.contracts import FinetunedSpec
-from geopera.core.errors import GeoperaError
+from geopera.core.errors import GeoperaError, note
 from geopera.core.normalisation import BandStats
 from geopera.core.outputs import require_new_folder, staged_folder, write_json
 from geopera.core.quiet import quiet_lightning
-from geopera.data.labelled.chips import ChipDataset, ClassMap, chip_statistics, collate, make_chips
+from geopera.data.labelled.chips import (
+    ChipDataset,
+    ClassMap,
+    chip_statistics,
+    collate,
+    drop_rare_classes,
+    make_chips,
+)
 from geopera.data.labelled.labels import IGNORE
 from geopera.data.labelled.scenes import (
     Chip,
@@ -47,13 +54,8 @@ from geopera.finetune.checkpoint import TASKS, build_task
 from geopera.finetune.config import FinetuneConfig
 from geopera.finetune.detection import DetectionTask
 from geopera.models.adapters import DECODERS, FUSIONS
-from geopera.models.loading import (
-    BackboneSource,
-    BandPlan,
-    load_into,
-    plan_bands,
-    resolve_weights,
-)
+from geopera.models.bandplan import BandPlan, Bands, plan_for, raster_bands
+from geopera.models.loading import BackboneSource, load_into, resolve_weights
 from geopera.viz.overlays import display_bands, plot_detection, plot_segmentation
 
 
@@ -154,6 +156,7 @@ def _spec(
         weights=source.origin,
         ssl_method=source.ssl_method,
         band_rule=plan.rule,
+        band_identities=plan.identities if any(plan.identities) else None,
         optim=dataclasses.replace(o, max_steps=t.max_steps),
         class_weights=class_weights,
         geopera_version=__version__,
@@ -212,10 +215,12 @@ def finetune(
     paths = [s.image for s in scenes] + [s.after for s in scenes if s.after]
     data_indices, data_names = select_bands(paths, d.bands)
     source = _backbone(config)
-    plan = plan_bands(source, data_names)
+    every = raster_bands(paths[0])
+    data = Bands(data_names, [every.identity(i) for i in data_indices])
+    plan = plan_for(source, data, config.model.band_map or None, extra=config.model.extra_bands)
     bands = [data_indices[i] for i in plan.indices]
-    classes = _classes(kind, scenes)
     chips = make_chips(scenes, d.chip_size, d.block_chips, d.val_fraction, d.test_fraction, d.seed)
+    classes = _classes(kind, scenes, chips, d.min_per_class)
     by_split = {s: [c for c in chips if c.split == s] for s in ("train", "val", "test")}
     datasets = {
         s: ChipDataset(scenes, cs, bands, classes, d.min_box_fraction) for s, cs in by_split.items()
@@ -232,7 +237,7 @@ def finetune(
         raise FinetuneError(
             f"data.chip_size {d.chip_size} is not a multiple of the ViT token size {token}"
         )
-    load_into(task.vit, source, len(bands))
+    load_into(task.vit, source, len(bands), plan.channels)
     with staged_folder(out) as work:
         metrics = _train(task, config, datasets, work, progress)
         metrics.update(
@@ -242,6 +247,7 @@ def finetune(
             classes=classes.values,
             bands=plan.names,
             band_rule=plan.rule,
+            band_plan=plan.describe(),
             weights=source.origin,
             ssl_method=source.ssl_method,
         )
@@ -277,13 +283,21 @@ def _backbone(config: FinetuneConfig) -> BackboneSource:
     return source
 
 
-def _classes(kind: str, scenes: list[Scene]) -> ClassMap:
-    """The class values (change: 0/1); segmentation needs two at least."""
+def _classes(kind: str, scenes: list[Scene], chips: list[Chip], min_per_class: int) -> ClassMap:
+    """The class values (change: 0/1); segmentation needs two at least, each in enough chips."""
     classes = ClassMap([0, 1]) if kind == "change" else ClassMap.from_scenes(scenes)
+    if kind == "segmentation":
+        classes, rare = drop_rare_classes(classes, scenes, chips, min_per_class)
+        if rare and len(classes.values) >= 2:
+            note(
+                f"class(es) {rare} are in fewer than {min_per_class} chips: left out (their "
+                "pixels are unlabelled; --min-per-class)"
+            )
     if kind == "segmentation" and len(classes.values) < 2:
         raise FinetuneError(
-            f"the labels hold a single class {classes.values}; segmentation needs at least two "
-            "(without --class-field, polygons are class 1 and the rest class 0)"
+            f"the labels hold {len(classes.values)} class(es) {classes.values} in at least "
+            f"{min_per_class} chips; segmentation needs two (without --class-field, polygons are "
+            "class 1 and the rest class 0; lower --min-per-class to keep rarer classes)"
         )
     return classes
 

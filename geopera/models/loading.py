@@ -13,14 +13,12 @@
 
 Every weights file is read with ``torch.load(weights_only=True)``: weights are data, never code.
 
-**Band rule.** When the backbone knows its band names and every one of them is among the
-data's band names, the data's bands are *selected by name*, in the backbone's order (extra data
-bands are dropped). Otherwise the data's bands are used in file order; if their count differs
-from the backbone's, the patch embedding is adapted as timm's ``adapt_input_conv`` does
-(channels repeated and rescaled) and a warning says so.
+**Bands.** A source carries its inputs' names and identities (``backbone.json`` format 2; for
+older cards the names are resolved through the sensor tables of :mod:`geopera.data.identity`).
+Which data band feeds which input is decided by :mod:`geopera.models.bandplan`, the one band
+rule of every stage; :func:`fit_state_dict` then fits the patch embedding to the plan.
 """
 
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -33,8 +31,12 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor
 
 from geopera.core.contracts import BackboneCard, PublishedWeights
+from geopera.core.contracts.backbone import read_identities
 from geopera.core.errors import GeoperaError
+from geopera.core.identity import BandIdentity
 from geopera.core.outputs import sha256_file
+from geopera.data.bands import SensorFamily
+from geopera.data.identity import identify
 from geopera.models.vit import build_backbone
 
 
@@ -51,6 +53,7 @@ class BackboneSource:
         model_kwargs: Extra timm arguments (``embed_dim``, ``depth``...).
         in_chans: Input bands the weights were trained on.
         bands: Their names, or None when unknown.
+        identities: What each input measures (None: unknown).
         state_dict: The weights (None: random initialisation).
         origin: Human-readable description of the source.
         ssl_method: Pretraining method, when known.
@@ -60,6 +63,7 @@ class BackboneSource:
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     in_chans: int = 3
     bands: list[str] | None = None
+    identities: list[BandIdentity | None] | None = None
     state_dict: dict[str, Tensor] | None = None
     origin: str = "random initialisation"
     ssl_method: str | None = None
@@ -77,10 +81,34 @@ def _from_backbone_file(weights: Path, meta_file: Path) -> BackboneSource:
         model_kwargs=dict(card.model_kwargs),
         in_chans=card.in_chans,
         bands=list(card.bands) if card.bands else None,
+        identities=card.band_identities or _card_identities(card),
         state_dict=load_state_dict_file(weights),
         origin=str(weights),
         ssl_method=card.ssl_method,
     )
+
+
+def _known(identities: list[BandIdentity | None]) -> list[BandIdentity | None] | None:
+    """The identities when every band has one, else None (a partial guess is no identity)."""
+    return identities if identities and all(identities) else None
+
+
+def _card_identities(card: BackboneCard) -> list[BandIdentity | None] | None:
+    """Identities for a card written before format 2.
+
+    Its band names go through the sensor table of its first source's family (the source name
+    starts with it: ``landsat8_30m``).
+    """
+    if not card.bands:
+        return None
+    family = None
+    for source in card.sources:
+        family = SensorFamily.of(str(source.get("name", "")).split("_")[0])
+        files = source.get("files") or []
+        family = family or (SensorFamily.from_stem(Path(str(files[0])).stem) if files else None)
+        if family is not None:
+            break
+    return _known(identify(card.bands, family))
 
 
 def load_state_dict_file(path: Path) -> dict[str, Tensor]:
@@ -104,11 +132,12 @@ def _from_member(member: Any, origin: str) -> BackboneSource:
         state = load_state_dict_file(Path(url.removeprefix("file://")))
     else:  # the user named a remote member explicitly
         state = member.get_state_dict(progress=True, weights_only=True)
-    bands = meta.get("bands")
+    bands = [str(b) for b in meta["bands"]] if meta.get("bands") else None
     return BackboneSource(
         model=meta["model"],
         in_chans=int(meta["in_chans"]),
-        bands=[str(b) for b in bands] if bands else None,
+        bands=bands,
+        identities=_known(identify(bands)) if bands else None,
         state_dict=state,
         origin=origin,
         ssl_method=meta.get("ssl_method"),
@@ -132,11 +161,13 @@ def _from_published_folder(folder: Path) -> BackboneSource:
     if sha256_file(file) != manifest.sha256:
         raise WeightsError(f"{file}: SHA-256 differs from {manifest_file}; the file is damaged")
     meta = manifest.meta
-    bands = meta.get("bands")
+    bands = [str(b) for b in meta["bands"]] if meta.get("bands") else None
+    stored = meta.get("band_identities")
     return BackboneSource(
         model=str(meta["model"]),
         in_chans=int(meta["in_chans"]),
-        bands=[str(b) for b in bands] if bands else None,
+        bands=bands,
+        identities=read_identities(stored) if stored else _known(identify(bands or [])),
         state_dict=load_state_dict_file(file),
         origin=f"{manifest.enum_name}.{manifest.member} ({folder})",
         ssl_method=meta.get("ssl_method"),
@@ -193,50 +224,6 @@ def resolve_weights(weights: str | Path | None, default_model: str) -> BackboneS
     )
 
 
-@dataclass
-class BandPlan:
-    """How the data's bands feed the backbone.
-
-    Attributes:
-        indices: 0-based data band indices, in backbone order.
-        names: The selected band names (data names, or ``band_<i>`` when unnamed).
-        rule: ``"by-name"``, ``"as-is"`` or ``"adapted"``.
-    """
-
-    indices: list[int]
-    names: list[str]
-    rule: str
-
-
-def plan_bands(source: BackboneSource, data_bands: list[str]) -> BandPlan:
-    """Apply the band rule (module docstring) to the data's band names.
-
-    Args:
-        source: The backbone.
-        data_bands: Band names of the labelled images, in file order.
-
-    Returns:
-        The band plan.
-    """
-    lookup = {b.upper(): i for i, b in enumerate(data_bands)}
-    if source.bands and all(b.upper() in lookup for b in source.bands):
-        indices = [lookup[b.upper()] for b in source.bands]
-        return BandPlan(indices, [data_bands[i] for i in indices], "by-name")
-    indices = list(range(len(data_bands)))
-    if source.state_dict is None:  # random initialisation: built for the data's bands
-        return BandPlan(indices, list(data_bands), "as-is")
-    rule = "as-is" if len(data_bands) == source.in_chans else "adapted"
-    if rule == "adapted" or source.bands:
-        known = f" {source.bands}" if source.bands else ""
-        warnings.warn(
-            f"backbone bands{known} ({source.in_chans}) are not all among the data's bands "
-            f"{data_bands}; using the data's {len(data_bands)} bands in file order"
-            + (", patch embedding adapted (timm adapt_input_conv)" if rule == "adapted" else ""),
-            stacklevel=2,
-        )
-    return BandPlan(indices, list(data_bands), rule)
-
-
 def build_vit(
     model: str, in_chans: int, img_size: int, model_kwargs: dict[str, Any] | None = None
 ) -> VisionTransformer:
@@ -258,21 +245,31 @@ def build_vit(
 
 
 def fit_state_dict(
-    state: dict[str, Tensor], vit: VisionTransformer, in_chans: int
+    state: dict[str, Tensor],
+    vit: VisionTransformer,
+    in_chans: int,
+    channels: list[int] | None = None,
 ) -> dict[str, Tensor]:
-    """Adapt pretrained weights to a model's band count and position grid.
+    """Adapt pretrained weights to a model's inputs and position grid.
 
     Args:
         state: timm ViT state dict (any grid, any band count).
         vit: The target model.
         in_chans: Its number of input bands.
+        channels: Per model input, the weights' input it starts from (a band plan's
+            ``channels``); None: the weights' inputs as they are, or timm's
+            ``adapt_input_conv`` when the counts differ.
 
     Returns:
         A state dict that loads strictly into ``vit`` (classifier keys dropped).
     """
     out = {k: v for k, v in state.items() if not k.startswith("head.")}
     weight = out["patch_embed.proj.weight"]  # (D, C_old, p, p)
-    if weight.shape[1] != in_chans:
+    if channels is not None and channels != list(range(weight.shape[1])):
+        # inputs picked (new ones repeated) from the learned ones: (D, C_new, p, p), scaled so
+        # that the patch embedding's output keeps its magnitude
+        out["patch_embed.proj.weight"] = weight[:, channels] * (weight.shape[1] / len(channels))
+    elif channels is None and weight.shape[1] != in_chans:
         out["patch_embed.proj.weight"] = adapt_input_conv(in_chans, weight)  # (D, C_new, p, p)
     target = vit.pos_embed
     if target is not None and out["pos_embed"].shape != target.shape:
@@ -288,13 +285,19 @@ def fit_state_dict(
     return out
 
 
-def load_into(vit: VisionTransformer, source: BackboneSource, in_chans: int) -> None:
+def load_into(
+    vit: VisionTransformer,
+    source: BackboneSource,
+    in_chans: int,
+    channels: list[int] | None = None,
+) -> None:
     """Load a source's weights (if any) into a freshly built ViT, strictly.
 
     Args:
         vit: Model built with :func:`build_vit` from ``source.model``.
         source: The backbone source.
         in_chans: Number of bands the model takes.
+        channels: The band plan's ``channels`` (see :func:`fit_state_dict`).
 
     Raises:
         WeightsError: If the weights do not match the architecture.
@@ -302,7 +305,8 @@ def load_into(vit: VisionTransformer, source: BackboneSource, in_chans: int) -> 
     if source.state_dict is None:
         return
     try:
-        vit.load_state_dict(fit_state_dict(source.state_dict, vit, in_chans), strict=True)
+        fitted = fit_state_dict(source.state_dict, vit, in_chans, channels)
+        vit.load_state_dict(fitted, strict=True)
     except (RuntimeError, KeyError) as err:
         raise WeightsError(
             f"weights from {source.origin} do not fit {source.model} "
@@ -310,8 +314,16 @@ def load_into(vit: VisionTransformer, source: BackboneSource, in_chans: int) -> 
         ) from err
 
 
-def build_frozen_vit(source: BackboneSource, in_chans: int, chip_size: int) -> VisionTransformer:
+def build_frozen_vit(
+    source: BackboneSource, in_chans: int, chip_size: int, channels: list[int] | None = None
+) -> VisionTransformer:
     """The backbone with its weights, for chips of ``chip_size`` pixels.
+
+    Args:
+        source: The backbone source.
+        in_chans: Number of bands the model takes.
+        chip_size: Chip size in pixels (a multiple of the token size).
+        channels: The band plan's ``channels`` (see :func:`fit_state_dict`).
 
     Raises:
         ValueError: If the chip size is not a multiple of the token size.
@@ -322,5 +334,5 @@ def build_frozen_vit(source: BackboneSource, in_chans: int, chip_size: int) -> V
         raise ValueError(
             f"--chip-size {chip_size} is not a multiple of the backbone's token size {token}"
         )
-    load_into(vit, source, in_chans)
+    load_into(vit, source, in_chans, channels)
     return vit

@@ -153,8 +153,8 @@ def write_boxes(boxes: Boxes, spec: FinetunedSpec, grid: Any, output: Path) -> i
     t = grid.transform
     geoms = []
     for x0, y0, x1, y1 in boxes.xyxy.tolist():
-        ax, ay = t * (x0, y0)
-        bx, by = t * (x1, y1)
+        ax, ay = t @ (x0, y0)
+        bx, by = t @ (x1, y1)
         geoms.append(box(min(ax, bx), min(ay, by), max(ax, bx), max(ay, by)))
     names = [str(spec.classes[int(i) - 1]) for i in boxes.labels.tolist()]
     frame = gpd.GeoDataFrame(

@@ -79,6 +79,7 @@ def predict_dense(
     device: str = "auto",
     overwrite: bool = False,
     pipeline: bool | None = None,
+    band_map: dict[str, str] | None = None,
 ) -> PredictSummary:
     """Segmentation or change map of whole rasters (see the module docstring).
 
@@ -98,6 +99,7 @@ def predict_dense(
         overwrite: Replace existing outputs.
         pipeline: Reader and writer threads beside the model (None: where they pay, see
             :func:`geopera.core.pipeline.overlap_pays`).
+        band_map: ``--bands`` pairs (model band or common name -> raster band), or None.
 
     Returns:
         The summary.
@@ -113,7 +115,7 @@ def predict_dense(
     dev = resolve_device(device)
     task = task.to(dev).eval()
     tile, overlap = _tiling(spec, overlap)
-    grid, opened = open_inputs(inputs, spec)
+    grid, opened = open_inputs(inputs, spec, band_map)
     window, geom = roi_window(grid, load_roi(roi) if roi else None)
     coding = ClassCoding.of(spec.classes)
     threads = overlap_pays(dev) if pipeline is None else pipeline
@@ -187,6 +189,7 @@ def predict_detection(
     batch_size: int = 8,
     device: str = "auto",
     overwrite: bool = False,
+    band_map: dict[str, str] | None = None,
 ) -> PredictSummary:
     """Boxes over a whole raster, in map coordinates (see the module docstring).
 
@@ -203,6 +206,7 @@ def predict_detection(
         batch_size: Tiles per forward pass.
         device: ``"auto"``, ``"cpu"``, ``"cuda"``...
         overwrite: Replace an existing output.
+        band_map: ``--bands`` pairs (model band or common name -> raster band), or None.
 
     Returns:
         The summary.
@@ -216,7 +220,7 @@ def predict_detection(
     scratch_output(output, overwrite)
     task = task.to(resolve_device(device)).eval()
     tiling = _tiling(spec, overlap)
-    grid, opened = open_inputs([image], spec)
+    grid, opened = open_inputs([image], spec, band_map)
     window, geom = roi_window(grid, load_roi(roi) if roi else None)
     try:
         found = detect_tiles(task, opened, window, tiling, batch_size, min_score)

@@ -30,12 +30,12 @@ from rasterio.windows import Window
 from torch import Tensor
 
 from geopera.core.contracts import FinetunedSpec
-from geopera.core.errors import GeoperaError
+from geopera.core.errors import BandSelectionError, GeoperaError, note
 from geopera.core.outputs import remove_stale_partials
 from geopera.core.pipeline import overlap_pays, prefetched
 from geopera.data.labelled.labels import Grid, open_on_grid
-from geopera.data.labelled.scenes import image_band_names
 from geopera.data.labelled.windows import RasterInput, read_strip
+from geopera.models.bandplan import Bands, plan_bands, raster_bands
 
 
 class PredictError(GeoperaError):
@@ -79,39 +79,54 @@ def blend_window(tile: int, overlap: int) -> np.ndarray:
     return np.outer(ramp, ramp)
 
 
-def band_indices(path: str, spec: FinetunedSpec) -> list[int]:
-    """1-based band indices of an input raster for a model, by band name, else by position.
+def band_indices(
+    path: str, spec: FinetunedSpec, mapping: dict[str, str] | None = None
+) -> list[int]:
+    """1-based band indices of an input raster for a model: the band rule of every stage.
+
+    The model's inputs are matched by hand (``--bands``), by identity or by name (see
+    :mod:`geopera.models.bandplan`; every input must be found); when the identities of one
+    side are unknown and the names differ, the training rasters' band positions are used.
 
     Args:
         path: Input raster.
-        spec: The model's spec (``bands`` names, ``data_bands`` training indices).
+        spec: The model's spec (``bands`` names and identities, ``data_bands`` positions).
+        mapping: ``--bands`` pairs (model band or common name -> raster band), or None.
 
     Returns:
         Band indices to read.
 
     Raises:
-        PredictError: If the raster has neither the model's band names nor enough bands.
+        PredictError: If the raster lacks the model's bands.
     """
-    names = image_band_names(path)
-    upper = [n.upper() for n in names]
-    if all(b.upper() in upper for b in spec.bands):
-        return [upper.index(b.upper()) + 1 for b in spec.bands]
+    data = raster_bands(path)
+    model = Bands(spec.bands, spec.band_identities)
+    try:
+        plan = plan_bands(model, data, spec.in_chans, mapping, partial=False)
+    except BandSelectionError as err:
+        raise PredictError(f"{path}: {err}") from err
+    if plan.rule in ("by-hand", "by-identity", "by-name"):
+        for text in plan.notes:
+            note(text)
+        return [i + 1 for i in plan.indices]
     wanted = spec.data_bands or list(range(len(spec.bands)))
-    if max(wanted) < len(names):
+    if max(wanted) < len(data.names):
         return [i + 1 for i in wanted]
     raise PredictError(
-        f"{path} has bands {names}; the model needs {spec.bands} (by name, or at file "
+        f"{path} has bands {data.names}; the model needs {spec.bands} (by name, or at file "
         f"positions {[i + 1 for i in wanted]})"
     )
 
 
-def open_inputs(paths: list[str], spec: FinetunedSpec) -> tuple[Grid, list[RasterInput]]:
+def open_inputs(
+    paths: list[str], spec: FinetunedSpec, mapping: dict[str, str] | None = None
+) -> tuple[Grid, list[RasterInput]]:
     """Open the input(s); later inputs are warped onto the first one's grid when needed."""
     grid = Grid.of(paths[0])
     inputs = []
     for path in paths:
         ds = open_on_grid(path, grid)
-        inputs.append(RasterInput(ds, band_indices(path, spec), ds.nodata))
+        inputs.append(RasterInput(ds, band_indices(path, spec, mapping), ds.nodata))
     return grid, inputs
 
 

@@ -45,6 +45,7 @@ def export_backbone(
         model_kwargs=dict(cfg.model.backbone_kwargs),
         in_chans=in_chans,
         bands=list(dm.band_names),
+        band_identities=dm.band_identities(),
         token_size=task.model.token_size,
         img_size=cfg.views.global_size,
         normalisation={

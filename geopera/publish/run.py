@@ -264,6 +264,7 @@ def _weights_meta(
         "repo": repo,
         "ssl_method": "pera",
         "bands": card.bands,
+        "band_identities": [i.to_dict() if i else None for i in card.band_identities or []] or None,
         "license": license,
         "resolution": resolution[0][0] if len(resolution) == 1 else [r[0] for r in resolution],
         "mean": card.normalisation["mean"],

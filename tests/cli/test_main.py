@@ -1,5 +1,12 @@
+"""The command line's entry points and help."""
+
+import argparse
 import subprocess
 import sys
+
+import pytest
+
+from geopera.cli.main import build_parser
 
 
 def test_python_dash_m_geopera_is_the_cli() -> None:
@@ -13,3 +20,27 @@ def test_python_dash_m_geopera_is_the_cli() -> None:
     bad = subprocess.run([sys.executable, "-m", "geopera", "nope"], capture_output=True, text=True)
     assert bad.returncode == 2
     assert "invalid choice" in bad.stderr
+
+
+def _command_lines(parser: argparse.ArgumentParser, prefix: list[str]) -> list[list[str]]:
+    """Every command and sub-command of a parser, as argument lists."""
+    out = [prefix]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                out.extend(_command_lines(sub, [*prefix, name]))
+    return out
+
+
+def test_every_help_prints_and_reads_well(capsys: pytest.CaptureFixture[str]) -> None:
+    lines = _command_lines(build_parser(), [])
+    assert ["finetune", "segmentation"] in lines  # sub-commands are reached
+    assert ["embed", "similar"] in lines
+    for argv in lines:
+        with pytest.raises(SystemExit) as done:
+            build_parser().parse_args([*argv, "--help"])
+        assert done.value.code == 0, argv
+        text = capsys.readouterr().out
+        assert "usage: geopera" in text, argv
+        assert "%%" not in text, argv  # argparse does not format descriptions
+        assert "%(" not in text, argv

@@ -100,7 +100,7 @@ def test_tokens_equal_a_direct_timm_forward(
     entry = summary.manifest.rasters[0]
     assert entry.band_names == ["B04", "B03", "B02"]
     assert entry.bands == [4, 3, 2]
-    assert entry.band_rule == "by-name"
+    assert entry.band_rule == "by-identity"  # B04, B03, B02: Sentinel-2's red, green, blue
     norm = entry.normalisation
     with rasterio.open(scene) as src:
         raw = src.read([4, 3, 2], window=rasterio.windows.Window(64, 128, 64, 64))
@@ -220,7 +220,7 @@ def test_bad_input_is_one_line_and_writes_nothing(
     (other / "backbone.json").write_text(json.dumps({**card, "bands": ["HH", "HV", "VV"]}))
     proc = cli("embed", "--input", scene, "--out", str(out), "--weights", str(other))
     assert proc.returncode == 2
-    assert "were trained on ['HH', 'HV', 'VV']" in proc.stderr
+    assert "lack the backbone's HH (hh), HV (hv), VV (vv)" in proc.stderr
     assert not out.exists()
     # an existing output folder is refused, and replaced only with --overwrite
     out.mkdir()

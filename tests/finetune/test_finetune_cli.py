@@ -110,8 +110,8 @@ def test_segmentation_from_vector_labels_with_class_field(
     assert any(k.startswith("model.vit.") for k in state)
 
 
-def test_pretrained_run_feeds_finetuning_by_band_name(shared_data: Path, tmp_path: Path) -> None:
-    """A backbone whose bands are B04,B03,B02 selects those bands of the 13-band OSCD rasters."""
+def test_an_old_card_feeds_finetuning_by_band_identity(shared_data: Path, tmp_path: Path) -> None:
+    """A 0.1 card with bands B04, B03, B02 (Sentinel-2 names) selects those of OSCD's 13."""
     from geopera.models.loading import build_vit
 
     vit = build_vit("vit_small_patch16_224", 3, 32, {"depth": 2, "embed_dim": 64, "num_heads": 2})
@@ -146,7 +146,7 @@ def test_pretrained_run_feeds_finetuning_by_band_name(shared_data: Path, tmp_pat
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((tmp_path / "m" / "metrics.json").read_text())
     assert metrics["bands"] == ["B04", "B03", "B02"]
-    assert metrics["band_rule"] == "by-name"
+    assert metrics["band_rule"] == "by-identity"
     assert metrics["ssl_method"] == "pera"
     model = load_finetuned(tmp_path / "m")
     assert torch.equal(model.vit.blocks[0].attn.qkv.weight, vit.blocks[0].attn.qkv.weight)

@@ -1,7 +1,6 @@
 """Backbone loading: every kind of --weights, and the band rule."""
 
 import json
-import warnings
 from pathlib import Path
 
 import pytest
@@ -9,11 +8,9 @@ import torch
 
 from geopera.core.errors import GeoperaError
 from geopera.models.loading import (
-    BackboneSource,
     WeightsError,
     build_vit,
     load_into,
-    plan_bands,
     resolve_weights,
 )
 
@@ -75,38 +72,43 @@ def test_unknown_weights_name_says_what_is_accepted(tmp_path: Path) -> None:
         resolve_weights(tmp_path / "missing.pth", "vit_small_patch16_224")
 
 
-def test_band_rule_selects_by_name_in_backbone_order() -> None:
-    source = BackboneSource(
-        "vit_small_patch16_224", in_chans=3, bands=["B4", "B3", "B2"], state_dict={}
-    )
-    plan = plan_bands(source, ["B1", "B2", "B3", "B4", "B5"])
-    assert plan.rule == "by-name"
-    assert plan.indices == [3, 2, 1]
-    assert plan.names == ["B4", "B3", "B2"]
+def test_an_old_card_gets_identities_from_its_sources_family(tmp_path: Path) -> None:
+    _write_backbone(tmp_path / "run", ["B4", "B3", "B2"])  # format 1: no identities
+    card = json.loads((tmp_path / "run" / "backbone.json").read_text())
+    assert resolve_weights(tmp_path / "run", "x").identities is None  # no family: unknown
+    card["sources"] = [{"name": "landsat8_30m", "files": ["LC08_x.tif"]}]
+    (tmp_path / "run" / "backbone.json").write_text(json.dumps(card))
+    found = resolve_weights(tmp_path / "run", "x").identities
+    assert found is not None
+    assert [i.common for i in found if i] == ["red", "green", "blue"]  # Landsat 8's B4, B3, B2
 
 
-def test_band_rule_adapts_the_patch_embedding_with_a_warning(tmp_path: Path) -> None:
+def test_channels_pick_and_scale_the_learned_inputs(tmp_path: Path) -> None:
+    vit = _write_backbone(tmp_path / "run", ["B4", "B3", "B2"])
+    source = resolve_weights(tmp_path / "run", "x")
+    old = vit.patch_embed.proj.weight.detach()  # (D, 3, p, p)
+    same = build_vit(source.model, 3, 32, source.model_kwargs)
+    load_into(same, source, 3, [0, 1, 2])
+    assert torch.equal(same.patch_embed.proj.weight, old)  # all inputs in order: unchanged
+    swapped = build_vit(source.model, 3, 32, source.model_kwargs)
+    load_into(swapped, source, 3, [2, 1, 0])
+    assert torch.equal(swapped.patch_embed.proj.weight, old[:, [2, 1, 0]])  # same count: unscaled
+    two = build_vit(source.model, 2, 32, source.model_kwargs)
+    load_into(two, source, 2, [0, 2])  # one input left out: the rest scaled by 3 / 2
+    assert torch.allclose(two.patch_embed.proj.weight, old[:, [0, 2]] * 1.5)
+    four = build_vit(source.model, 4, 32, source.model_kwargs)
+    load_into(four, source, 4, [0, 1, 2, 0])  # a new input started from input 0, scaled 3 / 4
+    assert torch.allclose(four.patch_embed.proj.weight[:, 3], old[:, 0] * 0.75)
+
+
+def test_adapt_input_conv_when_the_plan_names_no_inputs(tmp_path: Path) -> None:
     _write_backbone(tmp_path / "run", ["B4", "B3", "B2"])
-    source = resolve_weights(tmp_path / "run", "ignored")
-    with pytest.warns(UserWarning, match="adapt_input_conv"):
-        plan = plan_bands(source, ["1", "2", "3", "4", "5"])
-    assert plan.rule == "adapted"
-    assert plan.indices == [0, 1, 2, 3, 4]
+    source = resolve_weights(tmp_path / "run", "x")
     vit = build_vit(source.model, 5, 32, source.model_kwargs)
     load_into(vit, source, 5)
-    weight = vit.patch_embed.proj.weight
-    assert weight.shape[1] == 5
     old = source.state_dict["patch_embed.proj.weight"]  # type: ignore[index]
     # timm's rule: channels repeated cyclically, rescaled by old / new channel count
-    assert torch.allclose(weight[:, 3], old[:, 0] * 3 / 5)
-
-
-def test_random_initialisation_takes_the_data_bands_silently() -> None:
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        plan = plan_bands(BackboneSource("vit_small_patch16_224"), ["a", "b", "c", "d"])
-    assert plan.rule == "as-is"
-    assert plan.names == ["a", "b", "c", "d"]
+    assert torch.allclose(vit.patch_embed.proj.weight[:, 3], old[:, 0] * 3 / 5)
 
 
 def test_published_folder_loads_as_weights(tmp_path: Path) -> None:

@@ -1,9 +1,16 @@
 """What a pretrained backbone is (``backbone.json``), and a published one (``weights.json``)."""
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from geopera.core.contracts.base import _Versioned
+from geopera.core.identity import BandIdentity
+
+
+def read_identities(raw: list[dict[str, Any] | None]) -> list[BandIdentity | None]:
+    """Band identities from JSON (None where unknown)."""
+    return [BandIdentity.from_dict(d) if d else None for d in raw]
 
 
 @dataclass
@@ -17,6 +24,9 @@ class BackboneCard(_Versioned):
         img_size: Size in pixels that the position embedding was trained for.
         model_kwargs: Extra timm arguments (``embed_dim``, ``depth``...).
         bands: Band names, in input order (None when unknown).
+        band_identities: What each input measures (common name, centre wavelength), in input
+            order; None in cards written before format 2 (readers resolve the names through
+            the sensor tables).
         normalisation: ``mean`` and ``std`` per band (raw units), ``units``, ``per_source``
             percentiles.
         resolution: Pixel size per source name.
@@ -28,8 +38,10 @@ class BackboneCard(_Versioned):
         load_with: A one-line recipe to load it with timm.
     """
 
+    FORMAT: ClassVar[int] = 2
     KIND: ClassVar[str] = "backbone description (backbone.json)"
     FILE: ClassVar[str] = "backbone.json"
+    NESTED: ClassVar[dict[str, Callable[[Any], Any]]] = {"band_identities": read_identities}
     #: The weights beside it.
     WEIGHTS_FILE: ClassVar[str] = "backbone.pth"
 
@@ -39,6 +51,7 @@ class BackboneCard(_Versioned):
     img_size: int
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     bands: list[str] | None = None
+    band_identities: list[BandIdentity | None] | None = None
     normalisation: dict[str, Any] = field(default_factory=dict)
     resolution: dict[str, Any] = field(default_factory=dict)
     ssl_method: str | None = None

@@ -5,7 +5,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from geopera.core.contracts.backbone import read_identities
 from geopera.core.contracts.base import ContractError, _Versioned
+from geopera.core.identity import BandIdentity
 from geopera.core.normalisation import BandStats
 
 
@@ -29,6 +31,8 @@ class EmbeddingRaster:
         ssl_method: The backbone's pretraining method, when known.
         normalisation: The raster's band statistics.
         nodata: The nodata value used.
+        band_identities: What each band read measures, in model order (None: unknown, or a
+            manifest of an earlier release).
     """
 
     name: str
@@ -46,6 +50,7 @@ class EmbeddingRaster:
     ssl_method: str | None
     normalisation: BandStats
     nodata: float | None
+    band_identities: list[BandIdentity | None] | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "EmbeddingRaster":
@@ -61,12 +66,20 @@ class EmbeddingRaster:
             ContractError: On missing or unknown fields.
         """
         names = {f.name for f in dataclasses.fields(cls)}
-        missing, unknown = sorted(names - set(data)), sorted(set(data) - names)
+        required = {f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING}
+        missing, unknown = sorted(required - set(data)), sorted(set(data) - names)
         if missing or unknown:
             raise ContractError(
                 f"embeddings manifest: a raster entry has missing {missing} / unknown {unknown}"
             )
-        return cls(**{**data, "normalisation": BandStats.from_dict(data["normalisation"])})
+        identities = data.get("band_identities")
+        return cls(
+            **{
+                **data,
+                "normalisation": BandStats.from_dict(data["normalisation"]),
+                "band_identities": read_identities(identities) if identities else None,
+            }
+        )
 
 
 @dataclass
@@ -100,3 +113,11 @@ class EmbeddingSet(_Versioned):
     rasters: list[EmbeddingRaster]
     roi: str | None = None
     geopera_version: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-safe dict; a raster without band identities leaves the key out."""
+        out = super().to_dict()
+        for entry in out["rasters"]:
+            if entry.get("band_identities") is None:
+                entry.pop("band_identities", None)
+        return out

@@ -5,7 +5,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from geopera.core.contracts.backbone import read_identities
 from geopera.core.contracts.base import ContractError, _Versioned
+from geopera.core.identity import BandIdentity
 from geopera.core.normalisation import BandStats
 
 
@@ -76,19 +78,24 @@ class FinetunedSpec(_Versioned):
         augment: Whether training used flips and rotations.
         weights: Where the backbone's weights came from.
         ssl_method: Its pretraining method, when known.
-        band_rule: ``by-name``, ``as-is`` or ``adapted`` (see :mod:`geopera.models.loading`).
+        band_rule: ``by-hand``, ``by-identity``, ``by-name``, ``as-is`` or ``adapted`` (see
+            :mod:`geopera.models.bandplan`).
+        band_identities: What each input measures, in model order (None: unknown; specs
+            before format 2).
         optim: The optimiser settings it trained with (the config's ``optim`` and the run's
             ``max_steps``).
         class_weights: Cross-entropy class weights, or None.
         geopera_version: Version that wrote it.
     """
 
+    FORMAT: ClassVar[int] = 2
     KIND: ClassVar[str] = "fine-tuned model spec"
     #: Stored as the ``spec`` hyper-parameter of this file.
     FILE: ClassVar[str] = "model.ckpt"
     NESTED: ClassVar[dict[str, Callable[[Any], Any]]] = {
         "norm": BandStats.from_dict,
         "optim": lambda data: FinetuneOptim.from_dict(data),
+        "band_identities": read_identities,
     }
 
     task: str
@@ -108,6 +115,7 @@ class FinetunedSpec(_Versioned):
     weights: str | None = None
     ssl_method: str | None = None
     band_rule: str = "as-is"
+    band_identities: list[BandIdentity | None] | None = None
     optim: FinetuneOptim = field(default_factory=FinetuneOptim)
     class_weights: list[float] | None = None
     geopera_version: str | None = None

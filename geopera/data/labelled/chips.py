@@ -47,7 +47,7 @@ def _block_key(
     t = scene.grid.transform
     crs = scene.grid.crs.to_string()
     ox, oy = origins.setdefault(crs, (t.c, t.f))  # blocks of a CRS start at its first scene
-    x, y = t * (col + 0.5, row + 0.5)  # chip's top-left pixel centre, map coordinates
+    x, y = t @ (col + 0.5, row + 0.5)  # chip's top-left pixel centre, map coordinates
     bx = math.floor((x - ox) / (abs(t.a) * block_px))
     by = math.floor((oy - y) / (abs(t.e) * block_px))
     return (crs, by, bx)
@@ -192,6 +192,35 @@ class ClassMap:
         idx = np.searchsorted(values, labels).clip(0, len(values) - 1)
         known = (values[idx] == labels) & (labels != IGNORE)
         return np.where(known, idx, -1).astype(np.int64)
+
+
+def drop_rare_classes(
+    classes: ClassMap, scenes: Sequence[Scene], chips: Sequence[Chip], min_per_class: int
+) -> tuple[ClassMap, list[Any]]:
+    """Leave out label values found in fewer than ``min_per_class`` chips (segmentation).
+
+    Their pixels are then unlabelled.
+
+    Args:
+        classes: The class map.
+        scenes: The scenes (with label rasters).
+        chips: Every chip of every split.
+        min_per_class: The fewest chips a class needs.
+
+    Returns:
+        The class map without the rare values, and those values.
+    """
+    counts: dict[Any, int] = dict.fromkeys(classes.values, 0)
+    for chip in chips:
+        labels = scenes[chip.scene].labels
+        if labels is None:
+            continue
+        window = labels[chip.row : chip.row + chip.size, chip.col : chip.col + chip.size]
+        for value in np.unique(window):
+            if int(value) in counts:
+                counts[int(value)] += 1
+    rare = [v for v in classes.values if counts[v] < min_per_class]
+    return ClassMap([v for v in classes.values if v not in rare]), rare
 
 
 class ChipDataset(Dataset[dict[str, Any]]):

