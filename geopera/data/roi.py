@@ -6,6 +6,7 @@ GeoJSON without a CRS is EPSG:4326 (RFC 7946). Invalid geometries are repaired w
 ``shapely.make_valid``; what remains must be polygonal and non-empty.
 """
 
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -117,6 +118,8 @@ def _polygonal(geom: BaseGeometry) -> Polygon | MultiPolygon:
 def _finish(geom: BaseGeometry, crs: ProjCRS, origin: str) -> ROI:
     if geom is None or geom.is_empty:
         raise ROIError(f"ROI {origin} is empty: it holds no geometry; draw a polygon")
+    if not all(math.isfinite(v) for v in geom.bounds):
+        raise ROIError(f"ROI {origin} has coordinates that are not finite numbers")
     if not geom.is_valid:
         geom = shapely.make_valid(geom)
     poly = _polygonal(geom)
@@ -193,5 +196,10 @@ def load_roi(spec: str | os.PathLike[str]) -> ROI:
                 f"ROI file {text} has no CRS; add one (e.g. a .prj file) or use GeoJSON in lon/lat"
             )
     geoms = [g for g in frame.geometry if g is not None and not g.is_empty]
-    fixed = [g if g.is_valid else shapely.make_valid(g) for g in geoms]
-    return _finish(shapely.union_all(fixed) if fixed else None, ProjCRS.from_user_input(crs), text)
+    try:
+        fixed = [g if g.is_valid else shapely.make_valid(g) for g in geoms]
+        return _finish(
+            shapely.union_all(fixed) if fixed else None, ProjCRS.from_user_input(crs), text
+        )
+    except shapely.errors.GEOSException as err:  # e.g. infinite coordinates
+        raise ROIError(f"ROI file {text} holds a geometry GEOS cannot use ({err})") from err

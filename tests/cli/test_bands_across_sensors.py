@@ -134,6 +134,19 @@ def test_evaluate_on_a_naip_tile_uses_its_rgb_and_drops_rare_classes(
     results = json.loads((tmp_path / "ev" / "results.json").read_text())
     assert results["classes"] == ["1", "3", "4"]
     assert {r["band_rule"] for r in results["rows"]} == {"by-identity"}
+    on_s2 = [
+        "evaluate",
+        "knn",
+        "--weights",
+        str(landsat_rgb),
+        "--data",
+        str(shared_data / SLOVENIA),
+    ]
+    on_s2 += ["--labels", str(shared_data / LULC), "--chip-size", "16", "--seeds", "1"]
+    proc = cli(*on_s2, "--no-cache", "--out", str(tmp_path / "s2"), "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads((tmp_path / "s2" / "results.json").read_text())["rows"]
+    assert {r["band_rule"] for r in rows} == {"by-identity"}  # B04, B03, B02 of Sentinel-2
     strict = cli(*base, "--out", str(tmp_path / "ev2"), "--min-per-class", "100")
     assert strict.returncode == 2
     assert "only 1 class(es) have at least 100 images" in strict.stderr

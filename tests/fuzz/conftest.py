@@ -2,10 +2,11 @@
 
 A user-facing error is what the CLI prints as one line, without a traceback
 (:data:`geopera.cli.main.USER_ERRORS`); anything else escaping a parser is a bug. Each property
-runs a bounded, fixed set of examples in the default suite and ten times more, freshly drawn,
+runs a bounded, fixed set of examples in the default suite and five times more, freshly drawn,
 under ``slow``.
 """
 
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -15,10 +16,13 @@ from hypothesis import strategies as st
 
 from geopera.cli.main import USER_ERRORS
 
-#: Examples per property: the default suite's bounded run, and the ``slow`` one.
+#: Examples per property: the default suite's bounded run, and the ``slow`` one
+#: (``GEOPERA_FUZZ_EXAMPLES`` sets it, e.g. 5000 for a long hunt).
 BUDGETS = [
     pytest.param(60, id="bounded"),
-    pytest.param(600, id="more", marks=pytest.mark.slow),
+    pytest.param(
+        int(os.environ.get("GEOPERA_FUZZ_EXAMPLES", "300")), id="more", marks=pytest.mark.slow
+    ),
 ]
 
 

@@ -1,13 +1,13 @@
 """Query points of ``geopera embed similar``: WKT geometries in any CRS, chip ids, nonsense."""
 
-import tempfile
 from pathlib import Path
 
 import pytest
 import rasterio
 from hypothesis import strategies as st
 
-from geopera.embed.similar import similar
+from geopera.core.contracts import EmbeddingSet
+from geopera.embed.similar import _query_vector
 from tests.conftest import EMBEDDED_SCENE as SCENE
 from tests.fuzz.conftest import BUDGETS, fuzz
 
@@ -38,9 +38,10 @@ def test_similar_queries(embedded: Path, budget: int) -> None:
     with rasterio.open(embedded / f"{Path(SCENE).stem}.tif") as ds:
         bounds = tuple(ds.bounds)
 
+    manifest = EmbeddingSet.read(embedded / EmbeddingSet.FILE)
+
     def run(case: tuple[str, str | None]) -> object:
-        query, crs = case
-        with tempfile.TemporaryDirectory() as folder:
-            return similar(embedded, query, Path(folder) / "sim", crs=crs, top=3)
+        query, crs = case  # what `similar` does with --query and --crs before it writes
+        return _query_vector(manifest, embedded, query, crs)
 
     fuzz(_queries(bounds), run, budget)  # type: ignore[arg-type]
