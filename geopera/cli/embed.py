@@ -40,6 +40,15 @@ def register(commands: Any) -> None:
     p.add_argument("--batch-size", type=int, default=8, help="chips per forward pass")
     p.add_argument("--nodata", type=float, help="nodata value of inputs whose files set none")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1...")
+    p.add_argument(
+        "--devices",
+        type=int,
+        default=1,
+        help="processes (one per device) sharing the chip rows; geopera starts them on one node",
+    )
+    p.add_argument(
+        "--num-nodes", type=int, default=1, help="nodes, each started by torchrun or srun"
+    )
     p.add_argument("--resume", action="store_true", help="continue an interrupted run")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -108,13 +117,15 @@ def _embed(args: argparse.Namespace) -> int:
         "skip_outside_roi": args.archive is not None,
         "nodata": args.nodata,
         "band_map": parse_mapping(args.bands),
+        "devices": args.devices,
+        "num_nodes": args.num_nodes,
     }
     kept = (
         f"the chip rows done so far are kept in .{args.out.name}.partial beside {args.out}; "
         "continue with the same arguments and --resume"
     )
     with stop_on_signals(f"embedding into {args.out}", kept):
-        if args.no_progress:
+        if args.no_progress or args.devices * args.num_nodes > 1:  # no bar across processes
             summary = embed(inputs, args.out, **kwargs)
         else:
             with Progress(transient=True) as bar:

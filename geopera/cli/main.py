@@ -8,19 +8,16 @@ Notes (what the user should know, such as the bands a backbone did not find) are
 
 import argparse
 import sys
-import warnings
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from pathlib import Path
-from typing import TextIO
+from collections.abc import Sequence
 
 import rasterio.errors
 
 from geopera import __version__
 from geopera.cli import archive, data, embed, evaluate, finetune, predict, pretrain, publish
 from geopera.cli.options import apply_document_permissions
-from geopera.core.errors import GeoperaError, GeoperaNote
+from geopera.core.errors import GeoperaError
 from geopera.core.outputs import disk_full_reason
+from geopera.core.quiet import notes_as_lines
 from geopera.core.signals import Interrupted
 
 USER_ERRORS = (
@@ -49,40 +46,6 @@ def build_parser() -> argparse.ArgumentParser:
     embed.register(commands)
     evaluate.register(commands)
     return parser
-
-
-#: The package's folder: warnings raised from files under it are geopera's own.
-_PACKAGE = str(Path(__file__).resolve().parents[1])
-
-
-@contextmanager
-def notes_as_lines(command: str) -> Iterator[None]:
-    """Print geopera's notes and own warnings as ``geopera CMD: note: ...`` (no source line).
-
-    Deprecation warnings, and warnings from other libraries, keep Python's format.
-    """
-    shown = warnings.showwarning
-
-    def show(
-        message: Warning | str,
-        category: type[Warning],
-        filename: str,
-        lineno: int,
-        file: TextIO | None = None,
-        line: str | None = None,
-    ) -> None:
-        ours = str(Path(filename).resolve()).startswith(_PACKAGE)
-        if issubclass(category, GeoperaNote) or (
-            ours and not issubclass(category, DeprecationWarning | PendingDeprecationWarning)
-        ):
-            print(f"geopera {command}: note: {' '.join(str(message).split())}", file=sys.stderr)
-        else:
-            shown(message, category, filename, lineno, file, line)
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("default", GeoperaNote)
-        warnings.showwarning = show
-        yield
 
 
 def main(argv: Sequence[str] | None = None) -> int:

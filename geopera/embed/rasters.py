@@ -75,6 +75,10 @@ def raster_datetime(path: str) -> str | None:
     return None
 
 
+#: Seed of a randomly initialised backbone (``--weights`` a timm name, or none).
+RANDOM_INIT_SEED = 0
+
+
 def prepare_rasters(
     paths: list[str],
     weights: str | None,
@@ -105,7 +109,10 @@ def prepare_rasters(
         n = len(info.bands)
         key = (n, tuple(info.channels) if info.channels is not None else None)
         if key not in vits:
-            vits[key] = build_frozen_vit(source, n, chip_size, info.channels)
+            # a random backbone is seeded: the same on every call and on every rank
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(RANDOM_INIT_SEED)
+                vits[key] = build_frozen_vit(source, n, chip_size, info.channels)
         for text in info.notes:  # once the plan is usable
             note(text)
         with rasterio.open(path) as ds:

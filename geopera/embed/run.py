@@ -29,28 +29,34 @@ import dataclasses
 import itertools
 import json
 import os
-import shutil
-import time
+import pickle
+import warnings
 from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import rasterio
 import rasterio.shutil
+import torch
 
 from geopera import __version__
 from geopera.core.contracts import EmbeddingRaster, EmbeddingSet
 from geopera.core.devices import resolve_device
+from geopera.core.errors import GeoperaNote
 from geopera.core.locks import hold
 from geopera.core.outputs import require_new_folder, write_json
 from geopera.core.pipeline import BackgroundWriter, overlap_pays, prefetched
+from geopera.core.quiet import notes_as_lines
+from geopera.core.ranks import RankError, fabric_for, launched_outside, share, together
 from geopera.data.labelled.windows import RasterInput, bounded_gdal_cache
 from geopera.embed.chips import chip_reads, chip_row, column_batches
 from geopera.embed.manifest import EmbedError
-from geopera.embed.rasters import EmbedRaster, prepare_rasters, raster_datetime
-from geopera.embed.writers import save_row, write_chips, write_patches
+from geopera.embed.rasters import EmbedRaster, prepare_rasters
+from geopera.embed.writers import finish_folder, save_row, write_outputs
 
+T = TypeVar("T")
 LEVELS = ("patch", "chip", "both")
 DTYPES = ("float16", "int8")
 
@@ -120,6 +126,20 @@ def _work_folder(out: Path, settings: _Settings, resume: bool, overwrite: bool) 
     return work
 
 
+@dataclass
+class _Job:
+    """One ``embed`` call, as every rank needs it (picklable: spawned ranks receive it)."""
+
+    settings: _Settings
+    out: Path
+    device: str
+    batch_size: int
+    resume: bool
+    overwrite: bool
+    skip_outside_roi: bool
+    pipeline: bool | None
+
+
 @bounded_gdal_cache
 def embed(
     inputs: list[str],
@@ -138,6 +158,8 @@ def embed(
     nodata: float | None = None,
     pipeline: bool | None = None,
     band_map: dict[str, str] | None = None,
+    devices: int = 1,
+    num_nodes: int = 1,
 ) -> EmbedSummary:
     """Embed rasters (see the module docstring for the outputs).
 
@@ -153,41 +175,133 @@ def embed(
         device: ``auto``, ``cpu``, ``cuda``...
         resume: Continue the interrupted run of the same arguments.
         overwrite: Replace an existing output folder (only once the new one is complete).
-        progress: Called with (chips done, chips in all) as work advances.
+        progress: Called with (chips done, chips in all) as work advances (one process only).
         skip_outside_roi: Leave out inputs the ROI misses (archives) instead of failing.
         nodata: Nodata value of the inputs when their files do not set one.
         pipeline: Reader and writer threads beside the model (None: where they pay, see
             :func:`geopera.core.pipeline.overlap_pays`).
         band_map: ``--bands`` pairs (backbone band or common name -> raster band), or None.
+        devices: Processes (devices) per node; above 1, chip rows are shared among them
+            (:mod:`geopera.core.ranks`).
+        num_nodes: Nodes (started by torchrun or SLURM, one process per device).
 
     Returns:
         The folder and its manifest.
 
     Raises:
-        EmbedError: On inconsistent settings; FileExistsError for an existing ``out``.
+        EmbedError: On inconsistent settings, or when a rank failed (named);
+            FileExistsError for an existing ``out``.
     """
     settings = _Settings(
         [str(p) for p in inputs], weights, roi, level, chip_size, dtype, nodata, band_map
     )
     settings.check(batch_size)
-    dev = resolve_device(device)
+    job = _Job(settings, out, device, batch_size, resume, overwrite, skip_outside_roi, pipeline)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with hold(out.parent / f".{out.name}.lock", f"the output {out}"):  # one process per --out
-        rasters = prepare_rasters(
-            settings.inputs, weights, roi, chip_size, dev, skip_outside_roi, nodata, band_map
+    lock = out.parent / f".{out.name}.lock"
+    if devices * num_nodes == 1 and not launched_outside():
+        with hold(lock, f"the output {out}"):  # one process per --out
+            return _run(job, None, progress)
+    if int(os.environ.get("RANK", "0")) != 0:  # a rank torchrun started: rank 0 holds the lock
+        return _ranks(job, devices, num_nodes)
+    with hold(lock, f"the output {out}"):
+        return _ranks(job, devices, num_nodes)
+
+
+def _ranks(job: _Job, devices: int, num_nodes: int) -> EmbedSummary:
+    """Run the job on ``devices`` x ``num_nodes`` ranks; a failed rank is one line."""
+    fabric = fabric_for(resolve_device(job.device), devices, num_nodes)
+    # the job travels as bytes: Fabric walks the arguments, and refuses frozen dataclasses
+    result = fabric.launch(_rank_main, pickle.dumps(job))
+    if isinstance(result, str):
+        raise EmbedError(result)
+    return EmbedSummary(job.out, EmbeddingSet.read(job.out / EmbeddingSet.FILE), int(result))
+
+
+def _rank_main(fabric: Any, job: bytes) -> int | str:
+    """One rank's run: the chip rows it took from an interrupted run, or the failure's line.
+
+    (Spawned ranks hand back plain values: Fabric copies them to the launching process.)
+    """
+    with notes_as_lines("embed"):
+        if fabric.global_rank != 0:  # notes once, from rank 0
+            warnings.simplefilter("ignore", GeoperaNote)
+        try:
+            return _run(pickle.loads(job), fabric, None).resumed_rows  # our own job, above
+        except RankError as err:
+            return str(err)
+
+
+def _run(
+    job: _Job, fabric: Any | None, progress: Callable[[int, int], None] | None
+) -> EmbedSummary:
+    """Embed this rank's share of the chip rows; rank 0 then writes the outputs.
+
+    Args:
+        job: The call.
+        fabric: The launched Fabric, or None for one process.
+        progress: Called with (chips done, chips in all).
+
+    Returns:
+        The summary (on every rank; only rank 0 wrote the outputs).
+    """
+    rank, world = (fabric.global_rank, fabric.world_size) if fabric is not None else (0, 1)
+
+    def step(work: Callable[[], T]) -> T:  # every rank, stopped together when one fails
+        return together(fabric, work) if fabric is not None else work()
+
+    s = job.settings
+    dev = fabric.device if fabric is not None else resolve_device(job.device)
+    rasters = step(lambda: _checked_rasters(job, dev, world))
+    work = job.out.parent / f".{job.out.name}.partial"
+    step(lambda: _work_folder(job.out, s, job.resume, job.overwrite) if rank == 0 else work)
+    mine = share([(i, r) for i, x in enumerate(rasters) for r in x.chip_rows], rank, world)
+    threads = overlap_pays(dev) if job.pipeline is None else job.pipeline
+    counter = _Counter(sum(len(r.chip_rows) * len(r.chip_cols) for r in rasters), progress)
+    sizes = (s.chip_size, job.batch_size)
+    row_files = step(
+        lambda: [
+            _embed_rows(
+                x, work / "rows" / x.name, sizes, threads, counter, {r for i, r in mine if i == n}
+            )
+            for n, x in enumerate(rasters)
+        ]
+    )
+    manifest = step(lambda: _merge(rasters, row_files, s, work, job.out) if rank == 0 else None)
+    return EmbedSummary(job.out, manifest, counter.resumed_rows)  # type: ignore[arg-type]
+
+
+def _checked_rasters(job: _Job, device: torch.device, world: int) -> list[EmbedRaster]:
+    """Every input checked, on every rank; more ranks than chip rows is an error."""
+    s = job.settings
+    rasters = prepare_rasters(
+        s.inputs, s.weights, s.roi, s.chip_size, device, job.skip_outside_roi, s.nodata, s.band_map
+    )
+    rows = sum(len(r.chip_rows) for r in rasters)
+    if world > rows:
+        raise EmbedError(
+            f"{world} processes for {rows} chip rows: give at most {rows} --devices x --num-nodes"
         )
-        threads = overlap_pays(dev) if pipeline is None else pipeline
-        work = _work_folder(out, settings, resume, overwrite)
-        counter = _Counter(sum(len(r.chip_rows) * len(r.chip_cols) for r in rasters), progress)
-        entries = []
-        for raster in rasters:
-            folder = work / "rows" / raster.name
-            row_files = _embed_rows(raster, folder, (chip_size, batch_size), threads, counter)
-            entries.append(_write_outputs(raster, row_files, settings, work))
-        manifest = _manifest(rasters[0], entries, settings)
-        manifest.write(work / EmbeddingSet.FILE)
-        _finish(work, out)
-    return EmbedSummary(out, manifest, counter.resumed_rows)
+    return rasters
+
+
+def _merge(
+    rasters: list[EmbedRaster],
+    row_files: list[dict[int, Path]],
+    settings: _Settings,
+    work: Path,
+    out: Path,
+) -> EmbeddingSet:
+    """Rank 0: every rank's chip rows into the COGs and GeoParquets, then ``out`` in place."""
+    sizes = (settings.level, settings.chip_size, settings.dtype)
+    entries = [
+        write_outputs(raster, files, sizes, work)
+        for raster, files in zip(rasters, row_files, strict=True)
+    ]
+    manifest = _manifest(rasters[0], entries, settings)
+    manifest.write(work / EmbeddingSet.FILE)
+    finish_folder(work, out)
+    return manifest
 
 
 def _manifest(
@@ -229,6 +343,7 @@ def _embed_rows(
     sizes: tuple[int, int],
     threads: bool,
     counter: _Counter,
+    mine: set[int] | None = None,
 ) -> dict[int, Path]:
     """Embed the chip rows not done yet; each row is saved to its file as soon as it is done.
 
@@ -238,13 +353,16 @@ def _embed_rows(
         sizes: Chip size in pixels, and chips per forward pass.
         threads: A reader thread ahead of the model and a writer thread behind it.
         counter: Counts the chips done.
+        mine: The rows this rank embeds (None: every row).
 
     Returns:
-        The file of every chip row of the raster, by row index.
+        The file of every chip row of the raster, by row index (other ranks write theirs).
     """
     folder.mkdir(parents=True, exist_ok=True)
     row_files = {i: folder / f"r{i:06d}.npz" for i in raster.chip_rows}
-    todo = [i for i, path in row_files.items() if not path.is_file()]
+    todo = [
+        i for i, path in row_files.items() if not path.is_file() and (mine is None or i in mine)
+    ]
     counter.resumed_rows += len(row_files) - len(todo)
     counter.advance((len(row_files) - len(todo)) * len(raster.chip_cols))
     chip_size, batch_size = sizes
@@ -259,63 +377,3 @@ def _embed_rows(
                 row = chip_row(raster, batches, i, chip_size, counter.advance)
                 writer.submit(save_row, row_files[i], row)
     return row_files
-
-
-def _write_outputs(
-    raster: EmbedRaster, row_files: dict[int, Path], settings: _Settings, work: Path
-) -> EmbeddingRaster:
-    """Assemble a raster's chip rows into its COG and GeoParquet, as the level asks."""
-    patches = f"{raster.name}.tif" if settings.level in ("patch", "both") else None
-    chips = f"{raster.name}.parquet" if settings.level in ("chip", "both") else None
-    if patches is not None:
-        tags = {
-            "geopera_weights": raster.info.weights,
-            "geopera_token_size": str(raster.embedder.token_size),
-            "geopera_source": raster.path,
-        }
-        write_patches(raster, row_files, settings.chip_size, settings.dtype, work / patches, tags)
-    written = None
-    if chips is not None:
-        written = write_chips(raster, row_files, settings.chip_size, work / chips)
-    info = raster.info
-    return EmbeddingRaster(
-        name=raster.name,
-        source=raster.path,
-        crs=str(raster.grid.crs),
-        token_rows=raster.rows,
-        token_cols=raster.cols,
-        patches=patches,
-        chips=chips,
-        chips_written=written,
-        datetime=raster_datetime(raster.path),
-        bands=list(info.bands),
-        band_names=list(info.band_names),
-        band_rule=info.band_rule,
-        ssl_method=info.ssl_method,
-        normalisation=raster.embedder.norm,
-        band_identities=info.band_identities,
-        nodata=raster.nodata,
-    )
-
-
-def _finish(work: Path, out: Path) -> None:
-    """Clear the work folder's scratch and move it onto ``out``."""
-    for leftover in work.glob(".*"):  # scratch files of a killed earlier attempt
-        if leftover.is_file():
-            leftover.unlink()
-    shutil.rmtree(work / "rows")
-    (work / "settings.json").unlink()
-    _replace(work, out)
-
-
-def _replace(work: Path, out: Path) -> None:
-    """Move the finished work folder onto ``out`` (an old ``out`` goes only after)."""
-    old = None
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        old = out.with_name(f".{out.name}.old-{int(time.time())}")
-        os.replace(out, old)
-    elif out.exists():
-        out.rmdir()
-    os.replace(work, out)
-    if old is not None:
-        shutil.rmtree(old) if old.is_dir() else old.unlink()

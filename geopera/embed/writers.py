@@ -2,6 +2,8 @@
 
 import math
 import os
+import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,7 @@ from rasterio.enums import Resampling
 from rasterio.windows import Window
 from shapely.geometry import box
 
+from geopera.core.contracts import EmbeddingRaster
 from geopera.core.outputs import atomic_file
 from geopera.embed.rasters import EmbedRaster, raster_datetime
 
@@ -157,3 +160,74 @@ def write_chips(raster: EmbedRaster, row_files: dict[int, Path], chip_size: int,
     with atomic_file(out) as tmp:
         frame.to_parquet(tmp)
     return len(records)
+
+
+def write_outputs(
+    raster: EmbedRaster, row_files: dict[int, Path], sizes: tuple[str, int, str], work: Path
+) -> EmbeddingRaster:
+    """Assemble a raster's chip rows into its COG and GeoParquet, as the level asks.
+
+    Args:
+        raster: The raster.
+        row_files: Its chip rows' files, by row index (whichever rank wrote them).
+        sizes: The level, the chip size in pixels, and the patch COG's dtype.
+        work: The folder the outputs go to.
+
+    Returns:
+        The raster's entry of ``embeddings.json``.
+    """
+    level, chip_size, dtype = sizes
+    patches = f"{raster.name}.tif" if level in ("patch", "both") else None
+    chips = f"{raster.name}.parquet" if level in ("chip", "both") else None
+    if patches is not None:
+        tags = {
+            "geopera_weights": raster.info.weights,
+            "geopera_token_size": str(raster.embedder.token_size),
+            "geopera_source": raster.path,
+        }
+        write_patches(raster, row_files, chip_size, dtype, work / patches, tags)
+    written = None
+    if chips is not None:
+        written = write_chips(raster, row_files, chip_size, work / chips)
+    info = raster.info
+    return EmbeddingRaster(
+        name=raster.name,
+        source=raster.path,
+        crs=str(raster.grid.crs),
+        token_rows=raster.rows,
+        token_cols=raster.cols,
+        patches=patches,
+        chips=chips,
+        chips_written=written,
+        datetime=raster_datetime(raster.path),
+        bands=list(info.bands),
+        band_names=list(info.band_names),
+        band_rule=info.band_rule,
+        ssl_method=info.ssl_method,
+        normalisation=raster.embedder.norm,
+        band_identities=info.band_identities,
+        nodata=raster.nodata,
+    )
+
+
+def finish_folder(work: Path, out: Path) -> None:
+    """Clear the work folder's scratch and move it onto ``out``."""
+    for leftover in work.glob(".*"):  # scratch files of a killed earlier attempt
+        if leftover.is_file():
+            leftover.unlink()
+    shutil.rmtree(work / "rows")
+    (work / "settings.json").unlink()
+    _replace(work, out)
+
+
+def _replace(work: Path, out: Path) -> None:
+    """Move the finished work folder onto ``out`` (an old ``out`` goes only after)."""
+    old = None
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        old = out.with_name(f".{out.name}.old-{int(time.time())}")
+        os.replace(out, old)
+    elif out.exists():
+        out.rmdir()
+    os.replace(work, out)
+    if old is not None:
+        shutil.rmtree(old) if old.is_dir() else old.unlink()

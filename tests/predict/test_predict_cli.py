@@ -9,28 +9,19 @@ import pytest
 import rasterio
 import rasterio.features
 
+from geopera.cli.main import main
 from tests.finetune.conftest import TINY_VIT, local_config, run_cli
 
 
 @pytest.fixture(scope="module")
 def models(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Tiny models from two optimiser steps of each task."""
+    """Tiny models from two optimiser steps of each task (in this process: no start-up)."""
     folder = tmp_path_factory.mktemp("models")
     out = {}
     for task, name in (("change", "oscd_bercy.yaml"), ("detection", "neon_trees.yaml")):
         config = local_config(name, shared_data, folder)
-        result = run_cli(
-            "finetune",
-            task,
-            "--config",
-            str(config),
-            "--max-steps",
-            "2",
-            "--out",
-            str(folder / task),
-            *TINY_VIT,
-        )
-        assert result.returncode == 0, result.stderr[-3000:]
+        argv = ["finetune", task, "--config", str(config), "--max-steps", "2"]
+        assert main([*argv, "--out", str(folder / task), *TINY_VIT]) == 0
         out[task] = folder / task / "model.ckpt"
     return out
 
