@@ -12,8 +12,11 @@ import geopandas as gpd
 import numpy as np
 import pytest
 import rasterio
+import torch
 
 from geopera.core.ranks import share
+from geopera.embed.manifest import EmbedError
+from geopera.embed.run import _checked_rasters, _Job, _Settings
 from tests.conftest import EMBEDDED_SCENE, CliResult
 
 CliRunner = Callable[..., CliResult]
@@ -43,19 +46,14 @@ def test_two_processes_write_what_one_writes(
     assert not (tmp_path / ".two.lock").exists()
 
 
-@pytest.mark.slow
-def test_more_processes_than_chip_rows_is_one_line(
-    backbone: Path, shared_data: Path, tmp_path: Path, cli: CliRunner
-) -> None:
-    scene = shared_data / EMBEDDED_SCENE
-    proc = cli(
-        "embed", "--weights", str(backbone), "--input", str(scene), "--chip-size", "224",
-        "--out", str(tmp_path / "e"), "--devices", "3", "--device", "cpu",
-    )  # fmt: skip
-    assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines()[-1].startswith("geopera embed: error: rank 0 of 3")
-    assert "3 processes for 2 chip rows" in proc.stderr
-    assert not (tmp_path / "e").exists()
+def test_more_processes_than_chip_rows_is_refused(backbone: Path, shared_data: Path) -> None:
+    """Checked on every rank before any work (a failed rank's line ends every rank)."""
+    scene = str(shared_data / EMBEDDED_SCENE)
+    settings = _Settings([scene], str(backbone), None, "both", 224, "float16", None)
+    job = _Job(settings, Path("unused"), "cpu", 8, False, False, False, False)
+    assert len(_checked_rasters(job, torch.device("cpu"), 2)) == 1  # 2 chip rows of 224 px
+    with pytest.raises(EmbedError, match="3 processes for 2 chip rows"):
+        _checked_rasters(job, torch.device("cpu"), 3)
 
 
 def test_shares_are_balanced_and_cover_everything() -> None:
