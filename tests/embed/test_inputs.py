@@ -8,7 +8,8 @@ import pytest
 import rasterio
 
 from geopera.cli.main import main
-from geopera.embed.run import embed, raster_datetime
+from geopera.embed.rasters import raster_datetime
+from geopera.embed.run import embed
 from tests.fakes.archive import write_raster
 
 
