@@ -40,6 +40,12 @@ def register(commands: Any) -> None:
     p.add_argument("--chip-size", type=int, default=64, help="chip size for rasters + labels")
     add_band_mapping(p)
     add_min_per_class(p)
+    p.add_argument(
+        "--devices",
+        type=int,
+        default=1,
+        help="processes (one per device) sharing the feature extraction, on this node",
+    )
     p.add_argument("--out", type=Path, required=True, help="new output folder")
     p.add_argument("--seeds", type=int, default=3, help="number of spatial splits")
     p.add_argument("--cache", type=Path, help="feature cache folder (default: ~/.cache/geopera)")
@@ -78,8 +84,9 @@ def _evaluate(args: argparse.Namespace) -> int:
             "device": device,
             "batch_size": args.batch_size,
             "mapping": parse_mapping(args.bands),
+            "devices": args.devices,
         }
-        if args.no_progress:
+        if args.no_progress or args.devices > 1:  # no bar across processes
             result = evaluate(args.protocols, args.weights, data, args.out, **kwargs)
         else:
             with Progress(transient=True) as bar:

@@ -34,6 +34,15 @@ def register(commands: Any) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1...")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     add_band_mapping(p)
+    p.add_argument(
+        "--devices",
+        type=int,
+        default=1,
+        help="processes (one per device) sharing the raster's column bands (dense tasks)",
+    )
+    p.add_argument(
+        "--num-nodes", type=int, default=1, help="nodes, each started by torchrun or srun"
+    )
     p.set_defaults(func=_predict)
 
 
@@ -57,6 +66,8 @@ def _run(args: argparse.Namespace) -> int:
             f"{args.model} is a {task.spec.task} model; run `geopera predict {task.spec.task}`"
         )
     if args.task == "detection":
+        if args.devices * args.num_nodes > 1:
+            raise PredictError("detection runs on one device; --devices is for dense tasks")
         summary = predict_detection(
             task,
             args.input,
@@ -75,8 +86,9 @@ def _run(args: argparse.Namespace) -> int:
     if (args.task == "change") != (args.after is not None):
         raise PredictError("--after is required for change detection, and only for it")
     inputs = [args.input] + ([args.after] if args.after else [])
+    several = args.devices * args.num_nodes > 1  # each rank loads the model from its file
     summary = predict_dense(
-        task,
+        args.model if several else task,
         inputs,
         args.output,
         roi=args.roi,
@@ -86,6 +98,8 @@ def _run(args: argparse.Namespace) -> int:
         device=args.device,
         overwrite=args.overwrite,
         band_map=parse_mapping(args.bands),
+        devices=args.devices,
+        num_nodes=args.num_nodes,
     )
     extra = f" and {summary.probabilities}" if summary.probabilities else ""
     print(f"wrote {summary.output}{extra} ({summary.pixels} pixels predicted, COG)")

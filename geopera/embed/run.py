@@ -30,6 +30,7 @@ import itertools
 import json
 import os
 import pickle
+import time
 import warnings
 from collections.abc import Callable
 from contextlib import closing
@@ -69,11 +70,13 @@ class EmbedSummary:
         out: The output folder.
         manifest: Its ``embeddings.json``.
         resumed_rows: Chip rows taken from an interrupted run.
+        merge_seconds: Time rank 0 took to put the chip rows together into the outputs.
     """
 
     out: Path
     manifest: EmbeddingSet
     resumed_rows: int = 0
+    merge_seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -215,11 +218,12 @@ def _ranks(job: _Job, devices: int, num_nodes: int) -> EmbedSummary:
     result = fabric.launch(_rank_main, pickle.dumps(job))
     if isinstance(result, str):
         raise EmbedError(result)
-    return EmbedSummary(job.out, EmbeddingSet.read(job.out / EmbeddingSet.FILE), int(result))
+    resumed, merge = result
+    return EmbedSummary(job.out, EmbeddingSet.read(job.out / EmbeddingSet.FILE), resumed, merge)
 
 
-def _rank_main(fabric: Any, job: bytes) -> int | str:
-    """One rank's run: the chip rows it took from an interrupted run, or the failure's line.
+def _rank_main(fabric: Any, job: bytes) -> tuple[int, float] | str:
+    """One rank's run: rows taken from an interrupted run and merge time, or the failure's line.
 
     (Spawned ranks hand back plain values: Fabric copies them to the launching process.)
     """
@@ -227,7 +231,8 @@ def _rank_main(fabric: Any, job: bytes) -> int | str:
         if fabric.global_rank != 0:  # notes once, from rank 0
             warnings.simplefilter("ignore", GeoperaNote)
         try:
-            return _run(pickle.loads(job), fabric, None).resumed_rows  # our own job, above
+            done = _run(pickle.loads(job), fabric, None)  # our own job, pickled above
+            return done.resumed_rows, done.merge_seconds
         except RankError as err:
             return str(err)
 
@@ -267,8 +272,10 @@ def _run(
             for n, x in enumerate(rasters)
         ]
     )
+    started = time.perf_counter()
     manifest = step(lambda: _merge(rasters, row_files, s, work, job.out) if rank == 0 else None)
-    return EmbedSummary(job.out, manifest, counter.resumed_rows)  # type: ignore[arg-type]
+    merge = time.perf_counter() - started
+    return EmbedSummary(job.out, manifest, counter.resumed_rows, merge)  # type: ignore[arg-type]
 
 
 def _checked_rasters(job: _Job, device: torch.device, world: int) -> list[EmbedRaster]:

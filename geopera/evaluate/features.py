@@ -14,6 +14,8 @@ changed file never reuses stale features. Cache files hold tensors only and are 
 
 import hashlib
 import json
+import pickle
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +29,7 @@ from geopera.core.cache import cache_dir
 from geopera.core.errors import BandSelectionError
 from geopera.core.normalisation import BandStats
 from geopera.core.outputs import save_torch_atomic
+from geopera.core.ranks import RankError, fabric_for, launched_outside, share, together
 from geopera.data.labelled.sets import LabelledSet
 from geopera.models.bandplan import BandPlan, Bands, plan_for, tell_notes
 from geopera.models.loading import BackboneSource, build_vit, load_into, resolve_weights
@@ -96,6 +99,7 @@ def extract(
     batch_size: int = 64,
     progress: Callable[[int, int], None] | None = None,
     mapping: dict[str, str] | None = None,
+    devices: int = 1,
 ) -> Features:
     """The frozen features of ``weights`` on every image of ``data``.
 
@@ -107,9 +111,10 @@ def extract(
         batch_size: Images per forward pass.
         progress: Called with (images done, total).
         mapping: ``--bands`` pairs (backbone band or common name -> data band), or None.
+        devices: Processes sharing the forward passes, batch by batch (one node).
 
     Returns:
-        The features (CPU, float32).
+        The features (CPU, float32; the same for any number of processes).
 
     Raises:
         BandSelectionError: If pretrained weights need bands the data lacks.
@@ -137,7 +142,11 @@ def extract(
     vit = vit.to(device or torch.device("cpu")).eval().requires_grad_(False)
     top = (data.images.shape[-1] - size) // 2
     images = data.images[:, plan.indices, top : top + size, top : top + size]  # (N, C', s, s)
-    pooled, tokens = _forward(vit, images, _statistics(images), batch_size, dense, progress)
+    stats = _statistics(images)
+    if devices > 1:
+        pooled, tokens = _forward_ranks(vit, images, stats, (batch_size, devices), dense)
+    else:
+        pooled, tokens = _forward(vit, images, stats, batch_size, dense, progress)
     features = Features(pooled, tokens, **meta)
     if file is not None:
         file.parent.mkdir(parents=True, exist_ok=True)
@@ -222,3 +231,60 @@ def _forward(
             if progress is not None:
                 progress(min(start + batch_size, n), n)
     return torch.cat(pooled), torch.cat(tokens) if dense else None
+
+
+def _forward_ranks(
+    vit: VisionTransformer,
+    images: Tensor,
+    stats: BandStats,
+    sizes: tuple[int, int],
+    dense: bool,
+) -> tuple[Tensor, Tensor | None]:
+    """:func:`_forward` with the batches dealt over processes (each batch as one process has it).
+
+    Args:
+        vit: The backbone (its device is the ranks' kind of device).
+        images: (N, C, s, s) raw.
+        stats: Their band statistics.
+        sizes: Images per batch, and processes.
+        dense: Keep the patch tokens too.
+
+    Returns:
+        The features, as :func:`_forward` returns them.
+
+    Raises:
+        RankError: If a rank failed (named), or the command was started by torchrun.
+    """
+    if launched_outside():
+        raise RankError("geopera evaluate runs on one node: use --devices N, not torchrun")
+    batch_size, devices = sizes
+    starts = list(range(0, images.shape[0], batch_size))
+    with tempfile.TemporaryDirectory() as name:
+        folder = Path(name)
+        fabric = fabric_for(next(vit.parameters()).device, devices, 1)
+        job = pickle.dumps((vit.cpu(), images, stats, batch_size, dense, starts, folder))
+        failure = fabric.launch(_forward_share, job)
+        if failure is not None:
+            raise RankError(failure)
+        parts = [torch.load(folder / f"b{s:08d}.pt", weights_only=True) for s in starts]
+    pooled = torch.cat([p["pooled"] for p in parts])  # (N, D)
+    return pooled, torch.cat([p["tokens"] for p in parts]) if dense else None
+
+
+def _forward_share(fabric: Any, job: bytes) -> str | None:
+    """One rank: its batches' features into the job's folder; or the failure's line."""
+    vit, images, stats, batch_size, dense, starts, folder = pickle.loads(job)  # ours, above
+    vit = vit.to(fabric.device)
+
+    def work() -> None:
+        for start in share(starts, fabric.global_rank, fabric.world_size):
+            batch = images[start : start + batch_size]
+            pooled, tokens = _forward(vit, batch, stats, batch_size, dense, None)
+            part = {"pooled": pooled} | ({"tokens": tokens} if tokens is not None else {})
+            save_torch_atomic(part, folder / f"b{start:08d}.pt")
+
+    try:
+        together(fabric, work)
+    except RankError as err:
+        return str(err)
+    return None

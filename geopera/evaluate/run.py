@@ -72,6 +72,7 @@ def evaluate(
     batch_size: int = 64,
     progress: Callable[[str, int, int], None] | None = None,
     mapping: dict[str, str] | None = None,
+    devices: int = 1,
 ) -> Evaluation:
     """Judge backbones on a labelled set (see the module docstring).
 
@@ -86,6 +87,7 @@ def evaluate(
         batch_size: Images per forward pass.
         progress: Called with (weights, images done, total) while extracting.
         mapping: ``--bands`` pairs (backbone band or common name -> data band), or None.
+        devices: Processes sharing the feature extraction (one node); the probes run once.
 
     Returns:
         The output folder and the results.

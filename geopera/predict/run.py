@@ -13,17 +13,27 @@ bounded queues, so memory stays flat in the raster's size). Outputs are written 
 temporary file and renamed into place when complete.
 """
 
+import math
 import os
-from collections.abc import Callable
+import pickle
+import shutil
+import time
+import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
+import numpy as np
 from torch import Tensor
 
 from geopera.core.contracts import FinetunedSpec
 from geopera.core.devices import resolve_device
+from geopera.core.errors import GeoperaNote
 from geopera.core.outputs import full_disk_errors
 from geopera.core.pipeline import BackgroundWriter, overlap_pays
+from geopera.core.quiet import notes_as_lines
+from geopera.core.ranks import RankError, fabric_for, launched_outside, together
 from geopera.data.labelled.windows import RasterInput, bounded_gdal_cache, roi_window
 from geopera.data.roi import load_roi
 from geopera.finetune.base import FinetuneTask
@@ -31,11 +41,14 @@ from geopera.finetune.checkpoint import load_finetuned
 from geopera.predict.dense import ClassCoding, DenseOutputs, to_cog
 from geopera.predict.detection import detect_tiles, merge, write_boxes
 from geopera.predict.tiled import (
+    DenseBlock,
     PredictError,
     dense_blocks,
     open_inputs,
     scratch_output,
 )
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -47,12 +60,14 @@ class PredictSummary:
         probabilities: Probability raster, if written.
         pixels: Pixels with a prediction (dense tasks).
         objects: Boxes written (detection).
+        merge_seconds: Time rank 0 took to write the ranks' blocks (several processes only).
     """
 
     output: Path
     probabilities: Path | None = None
     pixels: int = 0
     objects: int = 0
+    merge_seconds: float = 0.0
 
 
 def _tiling(spec: FinetunedSpec, overlap: int | None) -> tuple[int, int]:
@@ -80,6 +95,8 @@ def predict_dense(
     overwrite: bool = False,
     pipeline: bool | None = None,
     band_map: dict[str, str] | None = None,
+    devices: int = 1,
+    num_nodes: int = 1,
 ) -> PredictSummary:
     """Segmentation or change map of whole rasters (see the module docstring).
 
@@ -100,13 +117,22 @@ def predict_dense(
         pipeline: Reader and writer threads beside the model (None: where they pay, see
             :func:`geopera.core.pipeline.overlap_pays`).
         band_map: ``--bands`` pairs (model band or common name -> raster band), or None.
+        devices: Processes (devices) per node; above 1, the raster's column bands are shared
+            among them and rank 0 writes the outputs (:mod:`geopera.core.ranks`).
+        num_nodes: Nodes (started by torchrun or SLURM).
 
     Returns:
         The summary.
 
     Raises:
-        PredictError: If the inputs do not fit the model.
+        PredictError: If the inputs do not fit the model, or a rank failed (named).
     """
+    if devices * num_nodes > 1 or launched_outside():
+        if isinstance(model, FinetuneTask):
+            raise PredictError("predicting on several devices needs the model's file path")
+        options = (batch_size, band_width, device, overwrite, band_map)
+        job = _DenseJob(str(model), inputs, output, roi, overlap, probabilities, *options)
+        return _dense_ranks(job, devices, num_nodes)
     task = _load(model)
     spec = task.spec
     _check_dense_inputs(spec, inputs)
@@ -228,3 +254,125 @@ def predict_detection(
         _close(opened)
     kept = merge(found, iou, geom, grid.transform)
     return PredictSummary(output, objects=write_boxes(kept, spec, grid, output))
+
+
+@dataclass
+class _DenseJob:
+    """A dense prediction as every rank needs it (pickled to spawned ranks)."""
+
+    model: str
+    inputs: list[str]
+    output: Path
+    roi: str | None
+    overlap: int | None
+    probabilities: Path | None
+    batch_size: int = 8
+    band_width: int = 2048
+    device: str = "auto"
+    overwrite: bool = False
+    band_map: dict[str, str] | None = None
+
+    @property
+    def parts(self) -> Path:
+        """Where the ranks leave their blocks for rank 0."""
+        return self.output.with_name(f".{self.output.name}.parts")
+
+
+def _dense_ranks(job: _DenseJob, devices: int, num_nodes: int) -> PredictSummary:
+    """Run a dense prediction on ``devices`` x ``num_nodes`` ranks; a failed rank is one line."""
+    fabric = fabric_for(resolve_device(job.device), devices, num_nodes)
+    result = fabric.launch(_dense_rank_main, pickle.dumps(job))
+    if isinstance(result, str):
+        shutil.rmtree(job.parts, ignore_errors=True)
+        raise PredictError(result)
+    pixels, merge = result
+    return PredictSummary(job.output, job.probabilities, pixels=pixels, merge_seconds=merge)
+
+
+def _dense_rank_main(fabric: Any, job: bytes) -> tuple[int, float] | str:
+    """One rank: its share of the column bands (rank 0 then writes); or the failure's line."""
+    with notes_as_lines("predict"):
+        if fabric.global_rank != 0:  # notes once, from rank 0
+            warnings.simplefilter("ignore", GeoperaNote)
+        try:
+            return _dense_share(pickle.loads(job), fabric)  # our own job, pickled above
+        except RankError as err:
+            return str(err)
+
+
+def _dense_share(job: _DenseJob, fabric: Any) -> tuple[int, float]:
+    """Predict this rank's column bands into ``job.parts``; rank 0 writes the outputs.
+
+    Returns:
+        The pixels predicted and the seconds writing took (rank 0; 0 elsewhere).
+    """
+    rank, world = fabric.global_rank, fabric.world_size
+
+    def step(work: Callable[[], T]) -> T:  # every rank; stopped together when one fails
+        return together(fabric, work)
+
+    step(lambda: _fresh_parts(job) if rank == 0 else None)
+    task = step(lambda: _load(job.model).to(fabric.device).eval())
+    spec = task.spec
+    step(lambda: _check_dense_inputs(spec, job.inputs))
+    tile, overlap = step(lambda: _tiling(spec, job.overlap))
+    grid, opened = step(lambda: open_inputs(job.inputs, spec, job.band_map))
+    try:
+        window, geom = step(lambda: roi_window(grid, load_roi(job.roi) if job.roi else None))
+        k = len(ClassCoding.of(spec.classes).values)
+        width = min(job.band_width, max(tile, math.ceil(window.width / world)))  # a band each
+        sizes = (tile, overlap, k, job.batch_size, width)
+        blocks = dense_blocks(
+            _chip_model(task), opened, window, geom, grid.transform, *sizes, fabric.device,
+            None, (rank, world),
+        )  # fmt: skip
+        step(lambda: _save_blocks(blocks, job.parts, rank))
+        template = opened[0].dataset
+        started = time.perf_counter()
+        pixels = step(lambda: _assemble(job, spec, template) if rank == 0 else 0)
+        return pixels, time.perf_counter() - started
+    finally:
+        _close(opened)
+
+
+def _fresh_parts(job: _DenseJob) -> None:
+    """Rank 0, first: the outputs may be written; an empty folder for the ranks' blocks."""
+    scratch_output(job.output, job.overwrite)
+    if job.probabilities is not None:
+        scratch_output(job.probabilities, job.overwrite)
+    shutil.rmtree(job.parts, ignore_errors=True)
+    job.parts.mkdir(parents=True)
+
+
+def _save_blocks(blocks: Iterator[DenseBlock], parts: Path, rank: int) -> None:
+    """Every block of this rank as a file (probabilities kept at full precision)."""
+    for n, block in enumerate(blocks):
+        np.savez(
+            parts / f"r{rank:04d}-{n:06d}.npz",
+            origin=np.array([block.row, block.col]),
+            probs=block.probs,
+            valid=block.valid,
+        )
+
+
+def _assemble(job: _DenseJob, spec: FinetunedSpec, template: Any) -> int:
+    """Rank 0: every rank's blocks into the class (and probability) COGs, then clean up."""
+    tmp = scratch_output(job.output, job.overwrite)
+    tmp_probs = scratch_output(job.probabilities, job.overwrite) if job.probabilities else None
+    try:
+        with (
+            full_disk_errors(tmp, tmp_probs),
+            DenseOutputs(tmp, tmp_probs, template, ClassCoding.of(spec.classes)) as outputs,
+        ):
+            for file in sorted(job.parts.glob("*.npz")):
+                with np.load(file) as part:
+                    row, col = (int(v) for v in part["origin"])
+                    outputs.write(DenseBlock(row, col, part["probs"], part["valid"]))
+            outputs.finish(spec)
+        to_cog(tmp, job.output)
+        if tmp_probs is not None and job.probabilities is not None:
+            to_cog(tmp_probs, job.probabilities)
+    finally:
+        _close([], tmp, tmp_probs)
+        shutil.rmtree(job.parts, ignore_errors=True)
+    return outputs.pixels

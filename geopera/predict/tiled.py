@@ -182,6 +182,7 @@ def dense_blocks(
     band_width: int = 2048,
     device: torch.device | str = "cpu",
     pipeline: bool | None = None,
+    share: tuple[int, int] = (0, 1),
 ) -> Iterator[DenseBlock]:
     """Blend tile predictions over a window, yielding final blocks in bounded memory.
 
@@ -199,6 +200,8 @@ def dense_blocks(
         device: Device of the model.
         pipeline: Read strips in a thread ahead of the model (None: where that pays, see
             :func:`geopera.core.pipeline.overlap_pays`).
+        share: ``(rank, ranks)``: this rank's column bands, every ``ranks``-th from ``rank``
+            (each band is blended from every tile that touches it, so bands are independent).
 
     Yields:
         Blocks of final rows, band by band, top to bottom.
@@ -210,7 +213,8 @@ def dense_blocks(
     ys = tile_origins(r0, r1, tile, stride)
     xs_all = tile_origins(c0, c1, tile, stride)
     ahead = overlap_pays(torch.device(device)) if pipeline is None else pipeline
-    for b0, b1 in column_bands(c0, c1, band_width):
+    rank, ranks = share
+    for b0, b1 in column_bands(c0, c1, band_width)[rank::ranks]:
         xs = [x for x in xs_all if x < b1 and x + tile > b0]
         left, right = xs[0], xs[-1] + tile
         width = right - left

@@ -1,6 +1,7 @@
 """`geopera evaluate` as a user runs it: a pretraining run against random init, side by side."""
 
 import csv
+import dataclasses
 import json
 from collections import Counter
 from pathlib import Path
@@ -357,3 +358,23 @@ def test_image_and_label_chips_pair_by_the_wildcard(shared_data: Path) -> None:
     water = data.classes.index("1")
     assert (data.labels[32:48] == water).all()
     assert len(set(data.groups)) == 16  # 2 x 2 blocks of 64 px chips per scene
+
+
+def test_two_processes_extract_the_features_of_one(class_folders: Path, backbone: Path) -> None:
+    """Batches dealt over two processes (gloo on this CPU): the same features, bit for bit."""
+    every = load_labelled(str(class_folders))
+    data = dataclasses.replace(
+        every, images=every.images[:10], labels=every.labels[:10], groups=every.groups[:10]
+    )  # 3 batches of 4: two for rank 0, one for rank 1
+    one = extract(
+        str(backbone), data, batch_size=4, mapping={"red": "B4", "green": "B3", "blue": "B2"}
+    )
+    two = extract(
+        str(backbone),
+        data,
+        batch_size=4,
+        mapping={"red": "B4", "green": "B3", "blue": "B2"},
+        devices=2,
+    )
+    assert one.pooled.shape[0] == len(data.labels)
+    assert torch.equal(one.pooled, two.pooled)

@@ -1,6 +1,7 @@
 """`geopera finetune` through the CLI on the real shared data, every shipped config."""
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,10 @@ import torch
 from geopera.core.config import load_config
 from geopera.finetune.checkpoint import load_finetuned
 from geopera.finetune.config import FinetuneConfig
+from tests.conftest import CliResult
 from tests.finetune.conftest import CONFIGS, TINY_VIT, local_config, run_cli
+
+CliRunner = Callable[..., CliResult]
 
 CASES = {
     "slovenia_lulc.yaml": ("segmentation", TINY_VIT, "miou"),
@@ -171,7 +175,9 @@ def test_an_old_card_feeds_finetuning_by_band_identity(shared_data: Path, tmp_pa
 
 
 @pytest.mark.slow
-def test_errors_are_one_line_and_leave_nothing(shared_data: Path, tmp_path: Path) -> None:
+def test_errors_are_one_line_and_leave_nothing(
+    shared_data: Path, tmp_path: Path, cli: CliRunner
+) -> None:
     config = local_config("oscd_bercy.yaml", shared_data, tmp_path)
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "keep.txt").write_text("mine")
@@ -181,7 +187,7 @@ def test_errors_are_one_line_and_leave_nothing(shared_data: Path, tmp_path: Path
     assert result.returncode == 2
     assert "already exists" in result.stderr
     assert (tmp_path / "taken" / "keep.txt").read_text() == "mine"
-    result = run_cli(
+    result = cli(
         "finetune",
         "change",
         "--config",
@@ -195,7 +201,7 @@ def test_errors_are_one_line_and_leave_nothing(shared_data: Path, tmp_path: Path
     assert "timm model name" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "m").exists()
-    result = run_cli(
+    result = cli(
         "finetune",
         "segmentation",
         "--images",

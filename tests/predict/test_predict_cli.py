@@ -1,6 +1,7 @@
 """`geopera predict` through the CLI: georeferenced outputs on the real shared data."""
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import geopandas as gpd
@@ -10,6 +11,7 @@ import rasterio
 import rasterio.features
 
 from geopera.cli.main import main
+from tests.conftest import CliResult
 from tests.finetune.conftest import TINY_VIT, local_config, run_cli
 
 
@@ -35,7 +37,7 @@ def _same_grid(a: Path, b: Path) -> None:
 
 @pytest.mark.slow
 def test_change_map_is_a_cog_on_the_input_grid(
-    models: dict[str, Path], shared_data: Path, tmp_path: Path
+    models: dict[str, Path], shared_data: Path, tmp_path: Path, cli: Callable[..., CliResult]
 ) -> None:
     oscd = shared_data / "c_change_detection" / "oscd_bercy"
     out = tmp_path / "change.tif"
@@ -49,18 +51,18 @@ def test_change_map_is_a_cog_on_the_input_grid(
         assert ds.crs.to_epsg() == 4326
         assert ds.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
         assert set(np.unique(ds.read(1))) <= {0, 1}
-    again = run_cli(*args)
+    again = cli(*args)
     assert again.returncode == 2
     assert "already exists" in again.stderr
 
 
 @pytest.mark.slow
 def test_change_prediction_respects_the_roi(
-    models: dict[str, Path], shared_data: Path, tmp_path: Path
+    models: dict[str, Path], shared_data: Path, tmp_path: Path, cli: Callable[..., CliResult]
 ) -> None:
     oscd = shared_data / "c_change_detection" / "oscd_bercy"
     out = tmp_path / "roi.tif"
-    result = run_cli(
+    result = cli(
         "predict",
         "change",
         "--model",
@@ -89,11 +91,11 @@ def test_change_prediction_respects_the_roi(
 
 @pytest.mark.slow
 def test_detection_writes_boxes_in_map_coordinates(
-    models: dict[str, Path], shared_data: Path, tmp_path: Path
+    models: dict[str, Path], shared_data: Path, tmp_path: Path, cli: Callable[..., CliResult]
 ) -> None:
     image = shared_data / "d_detection" / "neon_trees_deepforest" / "OSBS_029.tif"
     out = tmp_path / "trees.gpkg"
-    result = run_cli(
+    result = cli(
         "predict",
         "detection",
         "--model",
@@ -121,7 +123,7 @@ def test_detection_writes_boxes_in_map_coordinates(
     # the same with an ROI over the tile's western half: every kept box is centred inside it
     roi = f"EPSG:{boxes.crs.to_epsg()};POLYGON(({left} {bottom}, {(left + right) / 2} {bottom}, {(left + right) / 2} {top}, {left} {top}, {left} {bottom}))"  # noqa: E501
     half = tmp_path / "west.geojson"
-    result = run_cli(
+    result = cli(
         "predict",
         "detection",
         "--model",
@@ -143,10 +145,10 @@ def test_detection_writes_boxes_in_map_coordinates(
 
 @pytest.mark.slow
 def test_wrong_task_is_a_clear_error(
-    models: dict[str, Path], shared_data: Path, tmp_path: Path
+    models: dict[str, Path], shared_data: Path, tmp_path: Path, cli: Callable[..., CliResult]
 ) -> None:
     image = shared_data / "d_detection" / "neon_trees_deepforest" / "OSBS_029.tif"
-    result = run_cli(
+    result = cli(
         "predict",
         "segmentation",
         "--model",
@@ -161,11 +163,13 @@ def test_wrong_task_is_a_clear_error(
 
 
 @pytest.mark.slow
-def test_short_training_finds_atlanta_buildings(shared_data: Path, tmp_path: Path) -> None:
+def test_short_training_finds_atlanta_buildings(
+    shared_data: Path, tmp_path: Path, cli: Callable[..., CliResult]
+) -> None:
     """150 steps from scratch, then the whole tile: buildings come out where the polygons are."""
     folder = shared_data / "b_segmentation" / "spacenet4_atlanta_buildings"
     config = local_config("atlanta_buildings.yaml", shared_data, tmp_path)
-    result = run_cli(
+    result = cli(
         "finetune",
         "segmentation",
         "--config",
@@ -179,11 +183,10 @@ def test_short_training_finds_atlanta_buildings(shared_data: Path, tmp_path: Pat
         "--out",
         str(tmp_path / "m"),
         *TINY_VIT,
-        timeout=900,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     out = tmp_path / "buildings.tif"
-    result = run_cli(
+    result = cli(
         "predict",
         "segmentation",
         "--model",
@@ -215,3 +218,27 @@ def test_short_training_finds_atlanta_buildings(shared_data: Path, tmp_path: Pat
     assert max(covered) >= 0.25, covered
     metrics = json.loads((tmp_path / "m" / "metrics.json").read_text())
     assert metrics["steps"] == 150
+
+
+def test_two_processes_predict_what_one_predicts(
+    models: dict[str, Path], shared_data: Path, tmp_path: Path, cli: Callable[..., CliResult]
+) -> None:
+    """Column bands shared by two processes (gloo on this CPU); rank 0 writes the COGs."""
+    oscd = shared_data / "c_change_detection" / "oscd_bercy"
+    args = ["predict", "change", "--model", str(models["change"])]
+    args += ["--input", str(oscd / "T1_S2L1C_13bands_10m.tif")]
+    args += ["--after", str(oscd / "T2_S2L1C_13bands_10m.tif")]
+    outs = {}
+    for n in (1, 2):
+        outs[n] = tmp_path / f"change{n}.tif", tmp_path / f"probs{n}.tif"
+        proc = cli(*args, "--output", str(outs[n][0]), "--probabilities", str(outs[n][1]),
+                   "--devices", str(n), "--device", "cpu")  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+    for one, two in zip(outs[1], outs[2], strict=True):
+        with rasterio.open(one) as a, rasterio.open(two) as b:
+            np.testing.assert_array_equal(a.read(), b.read())
+            assert a.transform == b.transform
+            assert b.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        p.name for pair in outs.values() for p in pair
+    )  # no scratch or parts left

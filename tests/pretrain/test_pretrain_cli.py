@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,10 @@ import torch
 import yaml
 from PIL import Image
 
+from tests.conftest import CliResult
 from tests.pretrain.conftest import geopera_exe, run_cli
+
+CliRunner = Callable[..., CliResult]
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -172,7 +176,9 @@ def test_bad_input_ends_in_one_line_and_writes_nothing(
 
 
 @pytest.mark.slow
-def test_unreadable_config_and_existing_output(tiny_args: list[str], tmp_path: Path) -> None:
+def test_unreadable_config_and_existing_output(
+    tiny_args: list[str], tmp_path: Path, cli: CliRunner
+) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("data: [unclosed")
     proc = run_cli(*tiny_args, "--config", str(bad), "--out", str(tmp_path / "r1"))
@@ -181,7 +187,7 @@ def test_unreadable_config_and_existing_output(tiny_args: list[str], tmp_path: P
     existing = tmp_path / "existing"
     existing.mkdir()
     (existing / "notes.txt").write_text("mine")
-    proc = run_cli(*tiny_args, "--out", str(existing))
+    proc = cli(*tiny_args, "--out", str(existing))
     assert proc.returncode == 2
     assert "already exists and is not empty" in proc.stderr
     assert [p.name for p in existing.iterdir()] == ["notes.txt"]

@@ -3,11 +3,15 @@
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import CliResult
 from tests.pretrain.conftest import LANDSAT_ROI, SMALL, run_cli
+
+CliRunner = Callable[..., CliResult]
 
 # the real ViT-S/16 architecture (publishable), small heads and crops
 SMALL_RUN = [*SMALL, "--batch-size", "2", "--max-steps", "2"]
@@ -88,7 +92,7 @@ print(tuple(model.forward_features(x).shape))
 
 @pytest.mark.slow
 def test_publish_refuses_and_writes_nothing(
-    vit_small_run: Path, tmp_path: Path, fake_archive: Path
+    vit_small_run: Path, tmp_path: Path, fake_archive: Path, cli: CliRunner
 ) -> None:
     out = tmp_path / "p"
     proc = run_cli("publish", str(vit_small_run), "--name", "9bad", "--out", str(out))
@@ -101,12 +105,12 @@ def test_publish_refuses_and_writes_nothing(
     meta["model_kwargs"] = {"embed_dim": 32}
     (tiny / "backbone.json").write_text(json.dumps(meta))
     (tiny / "backbone.pth").write_bytes((vit_small_run / "backbone.pth").read_bytes())
-    proc = run_cli("publish", str(tiny), "--name", "x", "--out", str(out))
+    proc = cli("publish", str(tiny), "--name", "x", "--out", str(out))
     assert proc.returncode == 2
     assert "has no torchgeo.models builder" in proc.stderr
     assert not out.exists()
     status = json.loads((vit_small_run / "run.json").read_text())
     (tiny / "run.json").write_text(json.dumps({**status, "status": "interrupted"}))
-    proc = run_cli("publish", str(tiny), "--name", "x", "--out", str(out))
+    proc = cli("publish", str(tiny), "--name", "x", "--out", str(out))
     assert "not completed" in proc.stderr
     assert not out.exists()

@@ -72,7 +72,7 @@ def _strings(value: Any, key: str, where: Path) -> tuple[str, ...]:
 
 
 def _known_keys(mapping: dict[str, Any], valid: set[str], what: str, where: Path) -> None:
-    unknown = set(mapping) - valid
+    unknown = {str(key) for key in mapping} - valid  # YAML keys may be null, numbers...
     if unknown:
         raise ArchiveError(
             f"recipe {where}: unknown {what}(s) {', '.join(sorted(unknown))}; valid: "
