@@ -34,6 +34,8 @@ import rasterio
 import torch
 
 from geopera.core.contracts import FinetunedSpec
+from geopera.core.contracts.finetuned import FinetuneOptim
+from geopera.core.normalisation import BandStats
 from geopera.finetune.base import FinetuneTask
 from geopera.finetune.segmentation import SegmentationTask
 from geopera.predict.run import predict_dense
@@ -55,8 +57,10 @@ def make_task(args: argparse.Namespace) -> SegmentationTask:
         decoder_channels=64,
         fusion="diff",
         classes=[1, 2, 3, 4, 5, 6],
-        norm={"p2": [0.0] * 3, "p98": [1000.0] * 3, "mean": [0.5] * 3, "std": [0.25] * 3},
-        optim={"lr": 1e-4, "weight_decay": 0.0},
+        norm=BandStats.from_dict(
+            {"p2": [0.0] * 3, "p98": [1000.0] * 3, "mean": [0.5] * 3, "std": [0.25] * 3}
+        ),
+        optim=FinetuneOptim(lr=1e-4, weight_decay=0.0),
     )
     return SegmentationTask(spec).eval()
 

@@ -17,8 +17,12 @@ from typing import Any, TypeVar
 import torch
 
 from geopera.core.errors import GeoperaError
+from geopera.core.quiet import quiet_lightning
 
 T = TypeVar("T")
+# A spawned rank imports this module (through the function it runs) before Lightning sets up its
+# process group: from here on, Lightning's banner lines stay quiet in every rank.
+quiet_lightning()
 #: The environment variables a multi-process launcher (torchrun, srun) sets.
 LAUNCHED = ("TORCHELASTIC_RUN_ID", "SLURM_NTASKS")
 
@@ -39,8 +43,6 @@ def fabric_for(device: torch.device, devices: int, num_nodes: int) -> Any:
         ValueError: If ``devices`` or ``num_nodes`` is below 1.
     """
     from lightning.fabric import Fabric
-
-    from geopera.core.quiet import quiet_lightning
 
     if devices < 1 or num_nodes < 1:
         raise ValueError(
