@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from geopera.cli.options import add_band_mapping, add_document_permissions
+from geopera.cli.options import add_band_mapping, add_document_permissions, add_ranks
 
 
 def register(commands: Any) -> None:
@@ -40,15 +40,7 @@ def register(commands: Any) -> None:
     p.add_argument("--batch-size", type=int, default=8, help="chips per forward pass")
     p.add_argument("--nodata", type=float, help="nodata value of inputs whose files set none")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1...")
-    p.add_argument(
-        "--devices",
-        type=int,
-        default=1,
-        help="processes (one per device) sharing the chip rows; geopera starts them on one node",
-    )
-    p.add_argument(
-        "--num-nodes", type=int, default=1, help="nodes, each started by torchrun or srun"
-    )
+    add_ranks(p, "the chip rows")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -4,7 +4,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from geopera.cli.options import add_band_mapping, add_min_per_class
+from geopera.cli.options import add_band_mapping, add_min_per_class, add_ranks
 
 
 def register(commands: Any) -> None:
@@ -40,12 +40,7 @@ def register(commands: Any) -> None:
     p.add_argument("--chip-size", type=int, default=64, help="chip size for rasters + labels")
     add_band_mapping(p)
     add_min_per_class(p)
-    p.add_argument(
-        "--devices",
-        type=int,
-        default=1,
-        help="processes (one per device) sharing the feature extraction, on this node",
-    )
+    add_ranks(p, "the feature extraction", nodes=False)
     p.add_argument("--out", type=Path, required=True, help="new output folder")
     p.add_argument("--seeds", type=int, default=3, help="number of spatial splits")
     p.add_argument("--cache", type=Path, help="feature cache folder (default: ~/.cache/geopera)")

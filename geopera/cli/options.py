@@ -82,3 +82,28 @@ def add_min_per_class(parser: Any, default: int | None = 2) -> None:
         metavar="N",
         help="leave out classes with fewer than N images/chips, and say which (default 2)",
     )
+
+
+def add_ranks(parser: Any, shared: str, nodes: bool = True) -> None:
+    """Add ``--devices N`` (and ``--num-nodes M``): processes sharing a command's work.
+
+    Args:
+        parser: The command's parser.
+        shared: What the processes share, for the help text ("the chip rows").
+        nodes: Whether the command runs on several nodes too.
+    """
+    parser.add_argument(
+        "--devices",
+        type=positive_int,
+        default=1,
+        metavar="N",
+        help=f"processes (one per device) sharing {shared}; geopera starts them on one node",
+    )
+    if nodes:
+        parser.add_argument(
+            "--num-nodes",
+            type=positive_int,
+            default=1,
+            metavar="M",
+            help="nodes, each started by torchrun or srun (see docs/scale.md)",
+        )

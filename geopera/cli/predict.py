@@ -4,7 +4,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from geopera.cli.options import add_band_mapping
+from geopera.cli.options import add_band_mapping, add_ranks
 
 
 def register(commands: Any) -> None:
@@ -34,15 +34,7 @@ def register(commands: Any) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1...")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     add_band_mapping(p)
-    p.add_argument(
-        "--devices",
-        type=int,
-        default=1,
-        help="processes (one per device) sharing the raster's column bands (dense tasks)",
-    )
-    p.add_argument(
-        "--num-nodes", type=int, default=1, help="nodes, each started by torchrun or srun"
-    )
+    add_ranks(p, "the raster's column bands (dense tasks)")
     p.set_defaults(func=_predict)
 
 

@@ -117,8 +117,7 @@ def predict_dense(
         pipeline: Reader and writer threads beside the model (None: where they pay, see
             :func:`geopera.core.pipeline.overlap_pays`).
         band_map: ``--bands`` pairs (model band or common name -> raster band), or None.
-        devices: Processes (devices) per node; above 1, the raster's column bands are shared
-            among them and rank 0 writes the outputs (:mod:`geopera.core.ranks`).
+        devices: Processes per node sharing the column bands (:mod:`geopera.core.ranks`).
         num_nodes: Nodes (started by torchrun or SLURM).
 
     Returns:
@@ -128,10 +127,8 @@ def predict_dense(
         PredictError: If the inputs do not fit the model, or a rank failed (named).
     """
     if devices * num_nodes > 1 or launched_outside():
-        if isinstance(model, FinetuneTask):
-            raise PredictError("predicting on several devices needs the model's file path")
         options = (batch_size, band_width, device, overwrite, band_map)
-        job = _DenseJob(str(model), inputs, output, roi, overlap, probabilities, *options)
+        job = _DenseJob(_path(model), inputs, output, roi, overlap, probabilities, *options)
         return _dense_ranks(job, devices, num_nodes)
     task = _load(model)
     spec = task.spec
@@ -276,6 +273,13 @@ class _DenseJob:
     def parts(self) -> Path:
         """Where the ranks leave their blocks for rank 0."""
         return self.output.with_name(f".{self.output.name}.parts")
+
+
+def _path(model: str | os.PathLike[str] | FinetuneTask) -> str:
+    """The model's file: each rank loads its own copy."""
+    if isinstance(model, FinetuneTask):
+        raise PredictError("predicting on several devices needs the model's file path")
+    return str(model)
 
 
 def _dense_ranks(job: _DenseJob, devices: int, num_nodes: int) -> PredictSummary:
