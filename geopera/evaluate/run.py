@@ -99,7 +99,9 @@ def evaluate(
     features: dict[str, Features] = {}
     for w in weights:
         hook = (lambda d, t, w=w: progress(w, d, t)) if progress is not None else None
-        features[w] = extract(w, data, cache, device, batch_size, progress=hook, mapping=mapping)
+        features[w] = extract(
+            w, data, cache, device, batch_size, hook, mapping=mapping, devices=devices
+        )
     result_rows = [
         result
         for w, f in features.items()

@@ -86,6 +86,17 @@ def test_embed_reads_red_green_blue_of_a_sentinel2_scene(
         rasterio.open(tmp_path / "cut" / "S2L1C_rgb.tif") as b,
     ):
         np.testing.assert_array_equal(a.read(), b.read())  # the same tokens as the 3-band cut
+    mapped = tmp_path / "by-hand"
+    by_hand = ["--bands", "red=B04", "green=B03", "blue=B02"]
+    proc = cli("embed", "--input", str(scene), "--out", str(mapped), *args, *by_hand)
+    assert proc.returncode == 0, proc.stderr
+    entry = json.loads((mapped / "embeddings.json").read_text())["rasters"][0]
+    assert entry["band_rule"] == "by-hand"
+    with (
+        rasterio.open(tmp_path / "whole" / f"{scene.stem}.tif") as a,
+        rasterio.open(mapped / f"{scene.stem}.tif") as b,
+    ):
+        np.testing.assert_array_equal(a.read(), b.read())
 
 
 def test_finetune_and_predict_use_the_same_bands(
@@ -102,6 +113,26 @@ def test_finetune_and_predict_use_the_same_bands(
     assert metrics["band_rule"] == "by-identity"
     assert metrics["bands"] == ["B04", "B03", "B02"]
     assert [p["from_input"] for p in metrics["band_plan"]] == [0, 1, 2]
+    # the ten other bands as new inputs, each started from the nearest-wavelength one
+    adapt = cli(
+        "finetune", "segmentation", "--weights", str(landsat_rgb), "--images", str(scene),
+        "--labels", str(labels), "--max-steps", "1", "--set", "data.chip_size=32",
+        "--set", "model.decoder_channels=32", "--out", str(tmp_path / "adapt"), "--no-progress",
+        "--extra-bands", "adapt",
+    )  # fmt: skip
+    assert adapt.returncode == 0, adapt.stderr
+    plan = json.loads((tmp_path / "adapt" / "metrics.json").read_text())["band_plan"]
+    assert len(plan) == 13
+    assert [p["band"] for p in plan[:4]] == ["B04", "B03", "B02", "B01"]
+    assert plan[3]["from_input"] == 2  # coastal (443 nm) starts from blue
+    rare = cli(
+        "finetune", "segmentation", "--weights", str(landsat_rgb), "--images", str(scene),
+        "--labels", str(labels), "--set", "data.chip_size=32", "--min-per-class", "1000",
+        "--out", str(tmp_path / "rare"),
+    )  # fmt: skip
+    assert rare.returncode == 2
+    assert "lower --min-per-class" in rare.stderr
+    assert not (tmp_path / "rare").exists()
     # the model reads B04, B03, B02 of any raster that has them, wherever they are in the file
     shuffled = _cut(scene, tmp_path / "S2L1C_shuffled.tif", ["B02", "B08", "B03", "B04"])
     out = tmp_path / "pred.tif"
@@ -143,7 +174,7 @@ def test_evaluate_on_a_naip_tile_uses_its_rgb_and_drops_rare_classes(
         str(shared_data / SLOVENIA),
     ]
     on_s2 += ["--labels", str(shared_data / LULC), "--chip-size", "16", "--seeds", "1"]
-    proc = cli(*on_s2, "--no-cache", "--out", str(tmp_path / "s2"), "--no-progress")
+    proc = cli(*on_s2, "--no-cache", "--out", str(tmp_path / "s2"), "--devices", "2")
     assert proc.returncode == 0, proc.stderr
     rows = json.loads((tmp_path / "s2" / "results.json").read_text())["rows"]
     assert {r["band_rule"] for r in rows} == {"by-identity"}  # B04, B03, B02 of Sentinel-2
