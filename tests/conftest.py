@@ -2,17 +2,61 @@
 
 import json
 import os
+import socket
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.fakes.archive import make_fake_archive
 from tests.fakes.http import FakeStorage
 from tests.fakes.stac import make_stac_catalog
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+@contextmanager
+def threads_of_one_rank() -> Iterator[None]:
+    """Torch on the threads each of two ranks gets (Lightning gives each ``cores // 2``).
+
+    Float sums split over another number of threads can round differently, so the one-process
+    runs that two-process runs are compared with, bit for bit, use this.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, before // 2))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now (for a rendezvous of test processes)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def torchrun(
+    *args: str, env: dict[str, str] | None = None, timeout: int = 300
+) -> subprocess.CompletedProcess[str]:
+    """``torchrun --nnodes 1 --nproc-per-node 2 ARGS`` (two ranks on this machine, over gloo).
+
+    Args:
+        args: What torchrun runs: ``-m geopera CMD ...`` or a script and its arguments.
+        env: The environment (default: this process's).
+        timeout: Seconds before the test fails.
+    """
+    exe = str(Path(sys.executable).with_name("torchrun"))
+    ranks = ["--nnodes", "1", "--nproc-per-node", "2", "--master-port", str(free_port())]
+    return subprocess.run(
+        [exe, *ranks, *args], capture_output=True, text=True, timeout=timeout, env=env
+    )
 
 
 def shared_data_dir() -> Path:
@@ -129,7 +173,6 @@ def embedded(backbone: Path, shared_data: Path, tmp_path_factory: pytest.TempPat
     from geopera.embed.run import embed
 
     out = tmp_path_factory.mktemp("embedded") / "emb"
-    embed(
-        [str(shared_data / EMBEDDED_SCENE)], out, weights=str(backbone), chip_size=64, level="both"
-    )
+    with threads_of_one_rank():  # the reference of the two-process runs
+        embed([str(shared_data / EMBEDDED_SCENE)], out, weights=str(backbone), chip_size=64)
     return out

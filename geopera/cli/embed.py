@@ -133,6 +133,8 @@ def _embed(args: argparse.Namespace) -> int:
         f"done: {len(m.rasters)} raster(s) embedded into {summary.out}/ "
         f"({m.model}, token {m.token_size} px, chips {m.chip_size} px)"
     )
+    if summary.resumed_rows:
+        print(f"  resumed {summary.resumed_rows} chip rows done by the interrupted run")
     for r in m.rasters:
         parts = [f"{r.patches} ({r.token_cols} x {r.token_rows} tokens)"] if r.patches else []
         if r.chips:

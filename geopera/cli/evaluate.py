@@ -40,7 +40,7 @@ def register(commands: Any) -> None:
     p.add_argument("--chip-size", type=int, default=64, help="chip size for rasters + labels")
     add_band_mapping(p)
     add_min_per_class(p)
-    add_ranks(p, "the feature extraction", nodes=False)
+    add_ranks(p, "the feature extraction")
     p.add_argument("--out", type=Path, required=True, help="new output folder")
     p.add_argument("--seeds", type=int, default=3, help="number of spatial splits")
     p.add_argument("--cache", type=Path, help="feature cache folder (default: ~/.cache/geopera)")
@@ -80,8 +80,9 @@ def _evaluate(args: argparse.Namespace) -> int:
             "batch_size": args.batch_size,
             "mapping": parse_mapping(args.bands),
             "devices": args.devices,
+            "num_nodes": args.num_nodes,
         }
-        if args.no_progress or args.devices > 1:  # no bar across processes
+        if args.no_progress or args.devices * args.num_nodes > 1:  # no bar across processes
             result = evaluate(args.protocols, args.weights, data, args.out, **kwargs)
         else:
             with Progress(transient=True) as bar:
@@ -96,6 +97,8 @@ def _evaluate(args: argparse.Namespace) -> int:
                     args.protocols, args.weights, data, args.out, progress=update, **kwargs
                 )
     r = result.results
+    if not r:  # a rank other than 0 of torchrun or srun: rank 0 reports
+        return 0
     print(
         f"done: {r['n_images']} images, {len(r['classes'])} classes, {r['seeds']} seed(s) -> "
         f"{result.out}/ (results.json, .md, .csv, .png)"

@@ -4,7 +4,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from geopera.cli.options import add_band_mapping, add_ranks
+from geopera.cli.options import add_band_mapping, add_ranks, positive_int
 
 
 def register(commands: Any) -> None:
@@ -29,6 +29,13 @@ def register(commands: Any) -> None:
     p.add_argument("--probabilities", type=Path, help="dense: also write class probabilities")
     p.add_argument("--overlap", type=int, help="tile overlap in pixels (default: chip size / 4)")
     p.add_argument("--batch-size", type=int, default=8, help="tiles per forward pass")
+    p.add_argument(
+        "--band-width",
+        type=positive_int,
+        default=2048,
+        metavar="PX",
+        help="dense: columns predicted at once (memory), and the unit --devices share",
+    )
     p.add_argument("--min-score", type=float, default=0.5, help="detection: lowest score kept")
     p.add_argument("--nms-iou", type=float, default=0.5, help="detection: cross-tile NMS IoU")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1...")
@@ -87,6 +94,7 @@ def _run(args: argparse.Namespace) -> int:
         overlap=args.overlap,
         probabilities=args.probabilities,
         batch_size=args.batch_size,
+        band_width=args.band_width,
         device=args.device,
         overwrite=args.overwrite,
         band_map=parse_mapping(args.bands),

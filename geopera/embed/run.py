@@ -28,10 +28,8 @@ size.
 import dataclasses
 import itertools
 import json
-import os
 import pickle
 import time
-import warnings
 from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass
@@ -45,12 +43,17 @@ import torch
 from geopera import __version__
 from geopera.core.contracts import EmbeddingRaster, EmbeddingSet
 from geopera.core.devices import resolve_device
-from geopera.core.errors import GeoperaNote
 from geopera.core.locks import hold
 from geopera.core.outputs import require_new_folder, write_json
 from geopera.core.pipeline import BackgroundWriter, overlap_pays, prefetched
-from geopera.core.quiet import notes_as_lines
-from geopera.core.ranks import RankError, fabric_for, launched_outside, share, together
+from geopera.core.ranks import (
+    fabric_for,
+    launch,
+    launch_rank,
+    launched_outside,
+    share,
+    together,
+)
 from geopera.data.labelled.windows import RasterInput, bounded_gdal_cache
 from geopera.embed.chips import chip_reads, chip_row, column_batches
 from geopera.embed.manifest import EmbedError
@@ -205,7 +208,7 @@ def embed(
     if devices * num_nodes == 1 and not launched_outside():
         with hold(lock, f"the output {out}"):  # one process per --out
             return _run(job, None, progress)
-    if int(os.environ.get("RANK", "0")) != 0:  # a rank torchrun started: rank 0 holds the lock
+    if launch_rank() != 0:  # a rank torchrun or srun started: rank 0 holds the lock
         return _ranks(job, devices, num_nodes)
     with hold(lock, f"the output {out}"):
         return _ranks(job, devices, num_nodes)
@@ -214,27 +217,17 @@ def embed(
 def _ranks(job: _Job, devices: int, num_nodes: int) -> EmbedSummary:
     """Run the job on ``devices`` x ``num_nodes`` ranks; a failed rank is one line."""
     fabric = fabric_for(resolve_device(job.device), devices, num_nodes)
-    # the job travels as bytes: Fabric walks the arguments, and refuses frozen dataclasses
-    result = fabric.launch(_rank_main, pickle.dumps(job))
+    result = launch(fabric, _rank_main, pickle.dumps(job), "embed")
     if isinstance(result, str):
         raise EmbedError(result)
     resumed, merge = result
     return EmbedSummary(job.out, EmbeddingSet.read(job.out / EmbeddingSet.FILE), resumed, merge)
 
 
-def _rank_main(fabric: Any, job: bytes) -> tuple[int, float] | str:
-    """One rank's run: rows taken from an interrupted run and merge time, or the failure's line.
-
-    (Spawned ranks hand back plain values: Fabric copies them to the launching process.)
-    """
-    with notes_as_lines("embed"):
-        if fabric.global_rank != 0:  # notes once, from rank 0
-            warnings.simplefilter("ignore", GeoperaNote)
-        try:
-            done = _run(pickle.loads(job), fabric, None)  # our own job, pickled above
-            return done.resumed_rows, done.merge_seconds
-        except RankError as err:
-            return str(err)
+def _rank_main(fabric: Any, job: bytes) -> tuple[int, float]:
+    """One rank's run: rows taken from an interrupted run, and merge time (rank 0's)."""
+    done = _run(pickle.loads(job), fabric, None)  # our own job, pickled in _ranks
+    return done.resumed_rows, done.merge_seconds
 
 
 def _run(
@@ -260,6 +253,9 @@ def _run(
     rasters = step(lambda: _checked_rasters(job, dev, world))
     work = job.out.parent / f".{job.out.name}.partial"
     step(lambda: _work_folder(job.out, s, job.resume, job.overwrite) if rank == 0 else work)
+    resumed = step(
+        lambda: sum(len(_row_files(x, work / "rows")) for x in rasters) if job.resume else 0
+    )
     mine = share([(i, r) for i, x in enumerate(rasters) for r in x.chip_rows], rank, world)
     threads = overlap_pays(dev) if job.pipeline is None else job.pipeline
     counter = _Counter(sum(len(r.chip_rows) * len(r.chip_cols) for r in rasters), progress)
@@ -275,7 +271,7 @@ def _run(
     started = time.perf_counter()
     manifest = step(lambda: _merge(rasters, row_files, s, work, job.out) if rank == 0 else None)
     merge = time.perf_counter() - started
-    return EmbedSummary(job.out, manifest, counter.resumed_rows, merge)  # type: ignore[arg-type]
+    return EmbedSummary(job.out, manifest, resumed, merge)  # type: ignore[arg-type]
 
 
 def _checked_rasters(job: _Job, device: torch.device, world: int) -> list[EmbedRaster]:
@@ -330,18 +326,27 @@ def _manifest(
 
 @dataclass
 class _Counter:
-    """Chips done (for the progress callback) and chip rows taken from an interrupted run."""
+    """Chips done, for the progress callback."""
 
     total: int
     progress: Callable[[int, int], None] | None
     done: int = 0
-    resumed_rows: int = 0
 
     def advance(self, chips: int) -> None:
         """Count ``chips`` more as done."""
         self.done += chips
         if self.progress is not None:
             self.progress(self.done, self.total)
+
+
+def _row_file(folder: Path, row: int) -> Path:
+    """Where chip row ``row`` of a raster is saved, in the raster's ``folder`` of rows."""
+    return folder / f"r{row:06d}.npz"
+
+
+def _row_files(raster: EmbedRaster, rows: Path) -> list[Path]:
+    """The chip rows of ``raster`` saved so far under ``rows`` (by an interrupted run)."""
+    return [f for i in raster.chip_rows if (f := _row_file(rows / raster.name, i)).is_file()]
 
 
 def _embed_rows(
@@ -366,11 +371,10 @@ def _embed_rows(
         The file of every chip row of the raster, by row index (other ranks write theirs).
     """
     folder.mkdir(parents=True, exist_ok=True)
-    row_files = {i: folder / f"r{i:06d}.npz" for i in raster.chip_rows}
+    row_files = {i: _row_file(folder, i) for i in raster.chip_rows}
     todo = [
         i for i, path in row_files.items() if not path.is_file() and (mine is None or i in mine)
     ]
-    counter.resumed_rows += len(row_files) - len(todo)
     counter.advance((len(row_files) - len(todo)) * len(raster.chip_cols))
     chip_size, batch_size = sizes
     per_row = len(column_batches(raster, batch_size))

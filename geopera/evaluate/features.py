@@ -14,8 +14,8 @@ changed file never reuses stale features. Cache files hold tensors only and are 
 
 import hashlib
 import json
+import math
 import pickle
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +29,15 @@ from geopera.core.cache import cache_dir
 from geopera.core.errors import BandSelectionError
 from geopera.core.normalisation import BandStats
 from geopera.core.outputs import save_torch_atomic
-from geopera.core.ranks import RankError, fabric_for, launched_outside, share, together
+from geopera.core.ranks import (
+    RankError,
+    fabric_for,
+    launch,
+    launch_rank,
+    launched_outside,
+    share,
+    together,
+)
 from geopera.data.labelled.sets import LabelledSet
 from geopera.models.bandplan import BandPlan, Bands, plan_for, tell_notes
 from geopera.models.loading import BackboneSource, build_vit, load_into, resolve_weights
@@ -100,6 +108,7 @@ def extract(
     progress: Callable[[int, int], None] | None = None,
     mapping: dict[str, str] | None = None,
     devices: int = 1,
+    num_nodes: int = 1,
 ) -> Features:
     """The frozen features of ``weights`` on every image of ``data``.
 
@@ -111,7 +120,8 @@ def extract(
         batch_size: Images per forward pass.
         progress: Called with (images done, total).
         mapping: ``--bands`` pairs (backbone band or common name -> data band), or None.
-        devices: Processes sharing the forward passes, batch by batch (one node).
+        devices: Processes per node sharing the forward passes, batch by batch.
+        num_nodes: Nodes (started by torchrun or srun; see :mod:`geopera.core.ranks`).
 
     Returns:
         The features (CPU, float32; the same for any number of processes).
@@ -135,7 +145,9 @@ def extract(
         parts = [FEATURE_VERSION, _weights_hash(source), plan.indices, plan.channels, size, dense]
         key = hashlib.sha256(json.dumps([*parts, data.fingerprint()]).encode()).hexdigest()
         file = cache / f"{key[:32]}.pt"
-    if file is not None and file.is_file():
+    several = devices * num_nodes > 1 or launched_outside()
+    # ranks must agree on extracting: under torchrun/srun each node may see another cache
+    if file is not None and file.is_file() and not launched_outside():
         stored = torch.load(file, map_location="cpu", weights_only=True)
         return Features(stored["pooled"], stored.get("tokens"), cached=True, **meta)
     load_into(vit, source, len(plan.indices), plan.channels)
@@ -143,12 +155,13 @@ def extract(
     top = (data.images.shape[-1] - size) // 2
     images = data.images[:, plan.indices, top : top + size, top : top + size]  # (N, C', s, s)
     stats = _statistics(images)
-    if devices > 1:
-        pooled, tokens = _forward_ranks(vit, images, stats, (batch_size, devices), dense)
+    if several:
+        sizes = (batch_size, devices, num_nodes)
+        pooled, tokens = _forward_ranks(vit, images, stats, sizes, dense)
     else:
         pooled, tokens = _forward(vit, images, stats, batch_size, dense, progress)
     features = Features(pooled, tokens, **meta)
-    if file is not None:
+    if file is not None and launch_rank() == 0:
         file.parent.mkdir(parents=True, exist_ok=True)
         stored = {"pooled": features.pooled}
         if features.tokens is not None:
@@ -237,54 +250,79 @@ def _forward_ranks(
     vit: VisionTransformer,
     images: Tensor,
     stats: BandStats,
-    sizes: tuple[int, int],
+    sizes: tuple[int, int, int],
     dense: bool,
 ) -> tuple[Tensor, Tensor | None]:
     """:func:`_forward` with the batches dealt over processes (each batch as one process has it).
+
+    geopera starts the processes on one node; under torchrun or srun this process is one of
+    them. Every rank ends with all the features (gathered batch by batch, so no shared folder).
 
     Args:
         vit: The backbone (its device is the ranks' kind of device).
         images: (N, C, s, s) raw.
         stats: Their band statistics.
-        sizes: Images per batch, and processes.
+        sizes: Images per batch, processes per node, and nodes.
         dense: Keep the patch tokens too.
 
     Returns:
         The features, as :func:`_forward` returns them.
 
     Raises:
-        RankError: If a rank failed (named), or the command was started by torchrun.
+        ValueError: If there are more processes than batches.
+        RankError: If a rank failed (named).
     """
-    if launched_outside():
-        raise RankError("geopera evaluate runs on one node: use --devices N, not torchrun")
-    batch_size, devices = sizes
-    starts = list(range(0, images.shape[0], batch_size))
-    with tempfile.TemporaryDirectory() as name:
-        folder = Path(name)
-        fabric = fabric_for(next(vit.parameters()).device, devices, 1)
-        job = pickle.dumps((vit.cpu(), images, stats, batch_size, dense, starts, folder))
-        failure = fabric.launch(_forward_share, job)
-        if failure is not None:
-            raise RankError(failure)
-        parts = [torch.load(folder / f"b{s:08d}.pt", weights_only=True) for s in starts]
-    pooled = torch.cat([p["pooled"] for p in parts])  # (N, D)
-    return pooled, torch.cat([p["tokens"] for p in parts]) if dense else None
+    batch_size, devices, num_nodes = sizes
+    batches = math.ceil(images.shape[0] / batch_size)
+    if devices * num_nodes > batches:
+        raise ValueError(
+            f"{devices * num_nodes} processes for {batches} batches of {batch_size} images: "
+            f"give at most {batches} --devices x --num-nodes, or a smaller --batch-size"
+        )
+    fabric = fabric_for(next(vit.parameters()).device, devices, num_nodes)
+    job = pickle.dumps((vit.cpu(), images, stats, batch_size, dense))
+    result = launch(fabric, _forward_share, job, "evaluate")
+    if isinstance(result, str):
+        raise RankError(result)
+    pooled, tokens = result  # numpy: tensors from spawned ranks would share memory with them
+    return torch.from_numpy(pooled), torch.from_numpy(tokens) if tokens is not None else None
 
 
-def _forward_share(fabric: Any, job: bytes) -> str | None:
-    """One rank: its batches' features into the job's folder; or the failure's line."""
-    vit, images, stats, batch_size, dense, starts, folder = pickle.loads(job)  # ours, above
+def _forward_share(fabric: Any, job: bytes) -> tuple[Any, Any | None]:
+    """One rank: its batches' features, then everyone's (gathered), as numpy arrays."""
+    vit, images, stats, batch_size, dense = pickle.loads(job)  # ours, above
     vit = vit.to(fabric.device)
+    starts = list(range(0, images.shape[0], batch_size))
+    rank, world = fabric.global_rank, fabric.world_size
 
-    def work() -> None:
-        for start in share(starts, fabric.global_rank, fabric.world_size):
-            batch = images[start : start + batch_size]
-            pooled, tokens = _forward(vit, batch, stats, batch_size, dense, None)
-            part = {"pooled": pooled} | ({"tokens": tokens} if tokens is not None else {})
-            save_torch_atomic(part, folder / f"b{start:08d}.pt")
+    def work() -> list[tuple[Tensor, Tensor | None]]:
+        return [
+            _forward(vit, images[s : s + batch_size], stats, batch_size, dense, None)
+            for s in share(starts, rank, world)
+        ]
 
-    try:
-        together(fabric, work)
-    except RankError as err:
-        return str(err)
-    return None
+    mine = together(fabric, work)
+    pooled = _gathered(fabric, [p for p, _ in mine], starts, images.shape[0])
+    tokens = _gathered(fabric, [t for _, t in mine], starts, images.shape[0]) if dense else None
+    return pooled.numpy(), tokens.numpy() if tokens is not None else None
+
+
+def _gathered(fabric: Any, mine: list[Any], starts: list[int], n: int) -> Tensor:
+    """Every rank's batches, in image order: (N, ...) from each rank's (B_i, ...) batches.
+
+    Batches are dealt round-robin (:func:`~geopera.core.ranks.share`), so gathering step ``b``
+    of every rank gives batches ``b * world .. b * world + world - 1``, in order.
+    """
+    world = fabric.world_size
+    batch = starts[1] - starts[0] if len(starts) > 1 else n
+    shape = mine[0].shape[1:]  # every rank has a batch: checked before the launch
+    parts = []
+    for b in range(math.ceil(len(starts) / world)):
+        local = torch.zeros((batch, *shape), dtype=mine[0].dtype)
+        if b < len(mine):
+            local[: mine[b].shape[0]] = mine[b]
+        every = [torch.empty_like(local.to(fabric.device)) for _ in range(world)]
+        torch.distributed.all_gather(every, local.to(fabric.device))  # world x (batch, ...)
+        for r, start in enumerate(starts[b * world : (b + 1) * world]):
+            parts.append(every[r][: min(batch, n - start)].cpu())
+    return torch.cat(parts)

@@ -20,6 +20,7 @@ import torch
 from geopera import __version__
 from geopera.core.errors import GeoperaError
 from geopera.core.outputs import require_new_folder, staged_folder
+from geopera.core.ranks import launch_rank
 from geopera.data.labelled.sets import LabelledSet
 from geopera.evaluate.features import Features, extract
 from geopera.evaluate.protocols import PROTOCOLS, metrics_of, run_row
@@ -34,7 +35,8 @@ class Evaluation:
 
     Attributes:
         out: The output folder.
-        results: The content of ``results.json``.
+        results: The content of ``results.json`` (empty on the ranks other than 0 of a
+            torchrun or srun launch: rank 0 scores and writes).
     """
 
     out: Path
@@ -73,6 +75,7 @@ def evaluate(
     progress: Callable[[str, int, int], None] | None = None,
     mapping: dict[str, str] | None = None,
     devices: int = 1,
+    num_nodes: int = 1,
 ) -> Evaluation:
     """Judge backbones on a labelled set (see the module docstring).
 
@@ -87,7 +90,8 @@ def evaluate(
         batch_size: Images per forward pass.
         progress: Called with (weights, images done, total) while extracting.
         mapping: ``--bands`` pairs (backbone band or common name -> data band), or None.
-        devices: Processes sharing the feature extraction (one node); the probes run once.
+        devices: Processes per node sharing the feature extraction; the probes run once.
+        num_nodes: Nodes (started by torchrun or srun).
 
     Returns:
         The output folder and the results.
@@ -99,9 +103,10 @@ def evaluate(
     features: dict[str, Features] = {}
     for w in weights:
         hook = (lambda d, t, w=w: progress(w, d, t)) if progress is not None else None
-        features[w] = extract(
-            w, data, cache, device, batch_size, hook, mapping=mapping, devices=devices
-        )
+        ranks = {"devices": devices, "num_nodes": num_nodes}
+        features[w] = extract(w, data, cache, device, batch_size, hook, mapping, **ranks)
+    if launch_rank() != 0:  # one of several processes torchrun or srun started
+        return Evaluation(out, {})
     result_rows = [
         result
         for w, f in features.items()

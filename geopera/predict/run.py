@@ -13,12 +13,10 @@ bounded queues, so memory stays flat in the raster's size). Outputs are written 
 temporary file and renamed into place when complete.
 """
 
-import math
 import os
 import pickle
 import shutil
 import time
-import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,11 +27,9 @@ from torch import Tensor
 
 from geopera.core.contracts import FinetunedSpec
 from geopera.core.devices import resolve_device
-from geopera.core.errors import GeoperaNote
 from geopera.core.outputs import full_disk_errors
 from geopera.core.pipeline import BackgroundWriter, overlap_pays
-from geopera.core.quiet import notes_as_lines
-from geopera.core.ranks import RankError, fabric_for, launched_outside, together
+from geopera.core.ranks import fabric_for, launch, launched_outside, together
 from geopera.data.labelled.windows import RasterInput, bounded_gdal_cache, roi_window
 from geopera.data.roi import load_roi
 from geopera.finetune.base import FinetuneTask
@@ -43,6 +39,7 @@ from geopera.predict.detection import detect_tiles, merge, write_boxes
 from geopera.predict.tiled import (
     DenseBlock,
     PredictError,
+    column_bands,
     dense_blocks,
     open_inputs,
     scratch_output,
@@ -285,7 +282,7 @@ def _path(model: str | os.PathLike[str] | FinetuneTask) -> str:
 def _dense_ranks(job: _DenseJob, devices: int, num_nodes: int) -> PredictSummary:
     """Run a dense prediction on ``devices`` x ``num_nodes`` ranks; a failed rank is one line."""
     fabric = fabric_for(resolve_device(job.device), devices, num_nodes)
-    result = fabric.launch(_dense_rank_main, pickle.dumps(job))
+    result = launch(fabric, _dense_share, pickle.dumps(job), "predict")
     if isinstance(result, str):
         shutil.rmtree(job.parts, ignore_errors=True)
         raise PredictError(result)
@@ -293,23 +290,13 @@ def _dense_ranks(job: _DenseJob, devices: int, num_nodes: int) -> PredictSummary
     return PredictSummary(job.output, job.probabilities, pixels=pixels, merge_seconds=merge)
 
 
-def _dense_rank_main(fabric: Any, job: bytes) -> tuple[int, float] | str:
-    """One rank: its share of the column bands (rank 0 then writes); or the failure's line."""
-    with notes_as_lines("predict"):
-        if fabric.global_rank != 0:  # notes once, from rank 0
-            warnings.simplefilter("ignore", GeoperaNote)
-        try:
-            return _dense_share(pickle.loads(job), fabric)  # our own job, pickled above
-        except RankError as err:
-            return str(err)
-
-
-def _dense_share(job: _DenseJob, fabric: Any) -> tuple[int, float]:
+def _dense_share(fabric: Any, pickled: bytes) -> tuple[int, float]:
     """Predict this rank's column bands into ``job.parts``; rank 0 writes the outputs.
 
     Returns:
         The pixels predicted and the seconds writing took (rank 0; 0 elsewhere).
     """
+    job: _DenseJob = pickle.loads(pickled)  # our own job, pickled in _dense_ranks
     rank, world = fabric.global_rank, fabric.world_size
 
     def step(work: Callable[[], T]) -> T:  # every rank; stopped together when one fails
@@ -324,8 +311,8 @@ def _dense_share(job: _DenseJob, fabric: Any) -> tuple[int, float]:
     try:
         window, geom = step(lambda: roi_window(grid, load_roi(job.roi) if job.roi else None))
         k = len(ClassCoding.of(spec.classes).values)
-        width = min(job.band_width, max(tile, math.ceil(window.width / world)))  # a band each
-        sizes = (tile, overlap, k, job.batch_size, width)
+        step(lambda: _check_bands(window, job.band_width, world))
+        sizes = (tile, overlap, k, job.batch_size, job.band_width)
         blocks = dense_blocks(
             _chip_model(task), opened, window, geom, grid.transform, *sizes, fabric.device,
             None, (rank, world),
@@ -337,6 +324,21 @@ def _dense_share(job: _DenseJob, fabric: Any) -> tuple[int, float]:
         return pixels, time.perf_counter() - started
     finally:
         _close(opened)
+
+
+def _check_bands(window: Any, band_width: int, world: int) -> None:
+    """At least one column band per rank; bands depend on ``--band-width`` only.
+
+    The bands (and so each forward pass's batch of tiles) are those of one process, so that
+    the output is the same bit for bit: a batch of other tiles can round differently.
+    """
+    c0 = int(window.col_off)
+    bands = len(column_bands(c0, c0 + int(window.width), band_width))
+    if world > bands:
+        raise PredictError(
+            f"{world} processes for {bands} column band(s) of {band_width} px: give at most "
+            f"{bands} --devices x --num-nodes, or a smaller --band-width"
+        )
 
 
 def _fresh_parts(job: _DenseJob) -> None:

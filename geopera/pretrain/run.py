@@ -31,6 +31,7 @@ from geopera.core.outputs import (
     require_new_folder,
     write_json,
 )
+from geopera.core.ranks import launched_outside
 from geopera.data.bands import rgb_indices
 from geopera.data.sampling.badfiles import BadFiles
 from geopera.data.sampling.datamodule import PretrainDataModule
@@ -179,10 +180,15 @@ def pretrain(
             if not worker:  # stopped before its first checkpoint: nothing to keep
                 print(f"geopera: {resume} has no checkpoint yet: starting it over", file=sys.stderr)
             return _pretrain(config, run, progress, False, None)
+    if launched_outside() and out is None:
+        raise GeoperaError(
+            "under torchrun or srun every rank must write the same run: give --out RUN_DIR "
+            "(on a filesystem every node sees)"
+        )
     dm = _datamodule(config)
     dm.prepare()  # archive, ROI, bands, statistics: fails here, before anything is written
-    if worker:
-        run = RunDir(Path(os.environ[RUN_DIR_ENV]))
+    if worker:  # Lightning's own ranks learn the run from rank 0; torchrun's from --out
+        run = RunDir(Path(os.environ.get(RUN_DIR_ENV) or str(out)))
         return _pretrain(config, run, progress, False, None, dm)
     run = RunDir(new_run_dir(out))
     run.path.mkdir(parents=True, exist_ok=True)

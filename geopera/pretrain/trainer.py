@@ -12,6 +12,7 @@ from lightning.pytorch.strategies import DDPStrategy
 
 from geopera.core.checkpoints import AtomicCheckpointIO
 from geopera.core.quiet import quiet_lightning
+from geopera.core.ranks import launch_rank, launched_outside
 from geopera.pretrain.callbacks import GracefulStop, KnnProbe, Previews, SamplingLog, SkippedSteps
 from geopera.pretrain.config import PretrainConfig
 from geopera.pretrain.health import CollapseAlarm, CollapseLimits
@@ -147,5 +148,7 @@ def build_trainer(
 
 
 def is_worker_rank() -> bool:
-    """Whether this process is a DDP worker (not rank 0) launched by Lightning or torchrun."""
+    """Whether this process is a DDP worker (not rank 0) launched by Lightning, torchrun or srun."""
+    if launched_outside():
+        return launch_rank() != 0
     return int(os.environ.get("LOCAL_RANK", "0")) > 0 or int(os.environ.get("NODE_RANK", "0")) > 0

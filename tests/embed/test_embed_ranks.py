@@ -3,6 +3,7 @@
 The processes talk over gloo on this CPU, as they would over NCCL on GPUs.
 """
 
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -17,7 +18,7 @@ import torch
 from geopera.core.ranks import share
 from geopera.embed.manifest import EmbedError
 from geopera.embed.run import _checked_rasters, _Job, _Settings
-from tests.conftest import EMBEDDED_SCENE, CliResult
+from tests.conftest import EMBEDDED_SCENE, CliResult, free_port, torchrun
 
 CliRunner = Callable[..., CliResult]
 
@@ -46,6 +47,37 @@ def test_two_processes_write_what_one_writes(
     assert not (tmp_path / ".two.lock").exists()
 
 
+def _launched_as(rank: int, port: int) -> dict[str, str]:
+    """The environment torchrun gives rank ``rank`` of 2 (without starting the other)."""
+    return {
+        **os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "GROUP_RANK": "0",
+        "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2", "TORCHELASTIC_RUN_ID": "test",
+        "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "GEOPERA_RANKS_TIMEOUT": "2",
+    }  # fmt: skip
+
+
+def test_a_rank_launched_without_the_others_names_them_and_writes_nothing(
+    backbone: Path, shared_data: Path, tmp_path: Path
+) -> None:
+    """As when srun or a hand-made launch starts fewer processes than --devices asks for."""
+    out = tmp_path / "alone"
+    args = [
+        str(Path(sys.executable).with_name("geopera")), "embed", "--weights", str(backbone),
+        "--input", str(shared_data / EMBEDDED_SCENE), "--chip-size", "64", "--out", str(out),
+        "--devices", "2", "--device", "cpu", "--no-progress",
+    ]  # fmt: skip
+    port = free_port()
+    for rank, message in (
+        (0, "rank 1 of 2 did not start within 2 s"),
+        (1, "rank 1 of 2: nothing answered at 127.0.0.1"),
+    ):
+        proc = subprocess.run(args, env=_launched_as(rank, port), capture_output=True, text=True)
+        assert proc.returncode == 2, proc.stderr[-3000:]
+        assert message in proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+        assert list(tmp_path.iterdir()) == []  # no output, no work folder, no lock
+
+
 def test_more_processes_than_chip_rows_is_refused(backbone: Path, shared_data: Path) -> None:
     """Checked on every rank before any work (a failed rank's line ends every rank)."""
     scene = str(shared_data / EMBEDDED_SCENE)
@@ -69,18 +101,63 @@ def test_under_torchrun_each_rank_runs_the_same_command(
 ) -> None:
     scene = shared_data / EMBEDDED_SCENE
     out = tmp_path / "tr"
-    proc = subprocess.run(
-        [
-            str(Path(sys.executable).with_name("torchrun")), "--nnodes", "1",
-            "--nproc-per-node", "2", "--master-port", "29517", "-m", "geopera", "embed",
-            "--weights", str(backbone), "--input", str(scene), "--chip-size", "64",
-            "--out", str(out), "--devices", "2", "--device", "cpu", "--no-progress",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
+    proc = torchrun(
+        "-m", "geopera", "embed", "--weights", str(backbone), "--input", str(scene),
+        "--chip-size", "64", "--out", str(out), "--devices", "2", "--device", "cpu",
+        "--no-progress",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
+    _same_as_one_process(embedded, out)
+
+
+#: geopera embed, but rank 1 is killed (SIGKILL) as it saves its second chip row.
+KILL_RANK_ONE = """
+import os, signal, sys
+import geopera.embed.run as run
+from geopera.cli.main import main
+
+saved = {"rows": 0}
+real_save = run.save_row
+
+def save_row(path, row):
+    if os.environ["RANK"] == "1":
+        saved["rows"] += 1
+        if saved["rows"] == 2:
+            os.kill(os.getpid(), signal.SIGKILL)
+    real_save(path, row)
+
+run.save_row = save_row
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+def test_resume_after_a_rank_is_killed_redoes_only_the_missing_rows(
+    backbone: Path, embedded: Path, shared_data: Path, tmp_path: Path, cli: CliRunner
+) -> None:
+    scene = shared_data / EMBEDDED_SCENE
+    out = tmp_path / "killed"
+    args = [
+        "embed", "--weights", str(backbone), "--input", str(scene), "--chip-size", "64",
+        "--out", str(out), "--devices", "2", "--device", "cpu", "--no-progress",
+    ]  # fmt: skip
+    script = tmp_path / "kill_rank_one.py"
+    script.write_text(KILL_RANK_ONE)
+    proc = torchrun(str(script), *args)
+    assert proc.returncode != 0  # torchrun stops rank 0 when rank 1 dies
+    assert not out.exists()
+    rows = tmp_path / ".killed.partial" / "rows" / Path(EMBEDDED_SCENE).stem
+    before = {p.name: p.stat().st_mtime_ns for p in rows.glob("*.npz")}
+    odd = {name for name in before if int(name[1:7]) % 2 == 1}
+    assert len(odd) == 1  # rank 1 saved its first row (rows 1, 3, ...) and died at the next
+    resumed = cli(*args, "--resume")  # two processes again, started by geopera this time
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resumed {len(before)} chip rows" in resumed.stdout + resumed.stderr
+    _same_as_one_process(embedded, out)
+
+
+def _same_as_one_process(embedded: Path, out: Path) -> None:
+    """The COG of ``out`` equals the one-process run's (``embedded``), pixel for pixel."""
     stem = Path(EMBEDDED_SCENE).stem
     with rasterio.open(embedded / f"{stem}.tif") as a, rasterio.open(out / f"{stem}.tif") as b:
         np.testing.assert_array_equal(a.read(), b.read())

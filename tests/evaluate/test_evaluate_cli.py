@@ -4,6 +4,7 @@ import csv
 import dataclasses
 import json
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,10 @@ from PIL import Image
 from geopera.cli.main import main
 from geopera.data.labelled.sets import load_labelled
 from geopera.evaluate.features import extract
+from tests.conftest import CliResult, threads_of_one_rank, torchrun
 from tests.pretrain.conftest import LANDSAT_ROI, TINY, run_cli
+
+CliRunner = Callable[..., CliResult]
 
 CHESAPEAKE = ("e_scene_classification", "chesapeake_tiles_derived")
 
@@ -360,21 +364,48 @@ def test_image_and_label_chips_pair_by_the_wildcard(shared_data: Path) -> None:
     assert len(set(data.groups)) == 16  # 2 x 2 blocks of 64 px chips per scene
 
 
-def test_two_processes_extract_the_features_of_one(class_folders: Path, backbone: Path) -> None:
+def test_two_processes_extract_the_features_of_one(shared_data: Path, backbone: Path) -> None:
     """Batches dealt over two processes (gloo on this CPU): the same features, bit for bit."""
-    every = load_labelled(str(class_folders))
+    folder = shared_data / "b_segmentation" / "chesapeake_naip_geobench"
+    every = load_labelled(
+        str(folder / "*_naip_RGBN.tif"), str(folder / "*_landcover.tif"), chip_size=64
+    )
+    assert every.masks is not None  # patch tokens are gathered too
     data = dataclasses.replace(
-        every, images=every.images[:10], labels=every.labels[:10], groups=every.groups[:10]
-    )  # 3 batches of 4: two for rank 0, one for rank 1
-    one = extract(
-        str(backbone), data, batch_size=4, mapping={"red": "B4", "green": "B3", "blue": "B2"}
-    )
-    two = extract(
-        str(backbone),
-        data,
-        batch_size=4,
-        mapping={"red": "B4", "green": "B3", "blue": "B2"},
-        devices=2,
-    )
+        every,
+        images=every.images[:10],
+        labels=every.labels[:10],
+        groups=every.groups[:10],
+        masks=every.masks[:10],
+    )  # 3 batches of 4: two for rank 0, one for rank 1 (of 2 images)
+    mapping = {"red": "1", "green": "2", "blue": "3"}
+    with threads_of_one_rank():  # the threads each of the two ranks has
+        one = extract(str(backbone), data, batch_size=4, mapping=mapping)
+    two = extract(str(backbone), data, batch_size=4, mapping=mapping, devices=2)
     assert one.pooled.shape[0] == len(data.labels)
     assert torch.equal(one.pooled, two.pooled)
+    assert one.tokens is not None
+    assert two.tokens is not None
+    assert one.tokens.shape[0] == len(data.labels)
+    assert torch.equal(one.tokens, two.tokens)
+    with pytest.raises(ValueError, match="4 processes for 3 batches of 4 images"):
+        extract(str(backbone), data, batch_size=4, mapping=mapping, devices=4)
+
+
+@pytest.mark.slow
+def test_under_torchrun_rank_zero_scores_what_one_process_scores(
+    class_folders: Path, backbone: Path, tmp_path: Path, cli: CliRunner
+) -> None:
+    args = [
+        "evaluate", "knn", "--weights", str(backbone), "--data", str(class_folders),
+        "--bands", "red=B4", "--bands", "green=B3", "--bands", "blue=B2", "--seeds", "2",
+        "--batch-size", "16", "--no-cache", "--no-progress",
+    ]  # fmt: skip
+    with threads_of_one_rank():
+        one = cli(*args, "--out", str(tmp_path / "one"))
+    assert one.returncode == 0, one.stderr
+    proc = torchrun("-m", "geopera", *args, "--out", str(tmp_path / "two"), "--devices", "2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("done:") == 1  # rank 0 reports; rank 1 only extracted
+    rows = [json.loads((tmp_path / r / "results.json").read_text())["rows"] for r in ("one", "two")]
+    assert rows[0] == rows[1]

@@ -11,7 +11,7 @@ import rasterio
 import rasterio.features
 
 from geopera.cli.main import main
-from tests.conftest import CliResult
+from tests.conftest import CliResult, threads_of_one_rank
 from tests.finetune.conftest import TINY_VIT, local_config, run_cli
 
 
@@ -228,11 +228,13 @@ def test_two_processes_predict_what_one_predicts(
     args = ["predict", "change", "--model", str(models["change"])]
     args += ["--input", str(oscd / "T1_S2L1C_13bands_10m.tif")]
     args += ["--after", str(oscd / "T2_S2L1C_13bands_10m.tif")]
+    args += ["--band-width", "128", "--device", "cpu"]  # 3 column bands of the 360 px scene
     outs = {}
     for n in (1, 2):
         outs[n] = tmp_path / f"change{n}.tif", tmp_path / f"probs{n}.tif"
-        proc = cli(*args, "--output", str(outs[n][0]), "--probabilities", str(outs[n][1]),
-                   "--devices", str(n), "--device", "cpu")  # fmt: skip
+        with threads_of_one_rank():  # the threads each of the two ranks has
+            proc = cli(*args, "--output", str(outs[n][0]), "--probabilities", str(outs[n][1]),
+                       "--devices", str(n))  # fmt: skip
         assert proc.returncode == 0, proc.stderr
     for one, two in zip(outs[1], outs[2], strict=True):
         with rasterio.open(one) as a, rasterio.open(two) as b:
@@ -242,3 +244,6 @@ def test_two_processes_predict_what_one_predicts(
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         p.name for pair in outs.values() for p in pair
     )  # no scratch or parts left
+    many = cli(*args, "--output", str(tmp_path / "four.tif"), "--devices", "4")
+    assert many.returncode == 2
+    assert "4 processes for 3 column band(s) of 128 px" in many.stderr

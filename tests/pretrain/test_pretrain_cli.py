@@ -16,7 +16,7 @@ import torch
 import yaml
 from PIL import Image
 
-from tests.conftest import CliResult
+from tests.conftest import CliResult, torchrun
 from tests.pretrain.conftest import geopera_exe, run_cli
 
 CliRunner = Callable[..., CliResult]
@@ -152,6 +152,21 @@ def test_ddp_ranks_draw_different_patches(tiny_args: list[str], tmp_path: Path) 
     first, second = ({tuple(b) for b in r["bounds"]} for r in ranks)
     assert first.isdisjoint(second)
     assert json.loads((run / "run.json").read_text())["status"] == "completed"
+
+
+@pytest.mark.slow
+def test_under_torchrun_two_ranks_make_one_run(tiny_args: list[str], tmp_path: Path) -> None:
+    run = tmp_path / "tr"
+    proc = torchrun(
+        "-m", "geopera", *tiny_args, "--max-steps", "2", "--devices", "2", "--accelerator",
+        "cpu", "--out", str(run), "--no-progress",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert [p.name for p in tmp_path.iterdir()] == ["tr"]  # one run folder
+    assert json.loads((run / "run.json").read_text())["status"] == "completed"
+    assert len(list(run.glob("backbone*.pth"))) == 1
+    ranks = [json.loads((run / "sampling" / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert all(r["world_size"] == 2 for r in ranks)
 
 
 @pytest.mark.parametrize(
