@@ -42,6 +42,9 @@ def register(commands: Any) -> None:
     p.add_argument("--max-steps", type=int, help="optimiser steps")
     p.add_argument("--batch-size", type=int, help="patches per step and device")
     p.add_argument("--devices", type=int, help="number of devices (DDP when > 1)")
+    p.add_argument(
+        "--num-nodes", type=int, help="nodes, each started by torchrun or srun (docs/scale.md)"
+    )
     p.add_argument("--accelerator", choices=["cpu", "gpu", "auto"], help="device type")
     p.add_argument("--workers", type=int, help="DataLoader workers")
     p.add_argument(
@@ -90,6 +93,7 @@ def _pretrain(args: argparse.Namespace) -> int:
         ("workers", "data", "num_workers"),
         ("max_steps", "trainer", "max_steps"),
         ("devices", "trainer", "devices"),
+        ("num_nodes", "trainer", "num_nodes"),
         ("accelerator", "trainer", "accelerator"),
     ):
         value = getattr(args, name)

@@ -111,6 +111,7 @@ SAFE_ON_RESUME = frozenset(
         "trainer.max_steps",
         "trainer.accelerator",
         "trainer.devices",
+        "trainer.num_nodes",
         "trainer.log_every",
         "trainer.checkpoint_every",
         "trainer.preview_patches",

@@ -13,7 +13,7 @@ from urllib.parse import parse_qsl, unquote, urljoin, urlsplit
 
 import shapely
 
-from geopera.core.errors import ArchiveError, GeoperaError, error_line
+from geopera.core.errors import ArchiveError, GeoperaError, error_line, note
 from geopera.data.sources.model import RASTER_EXTENSIONS, Problem
 from geopera.data.sources.trust import check_redirect, limits
 
@@ -396,5 +396,10 @@ def search_items(search: StacSearch, roi: "ROI | None") -> list["pystac.Item"]:
             f"the STAC search {search.describe()} returned no items over the ROI (lon/lat "
             f"{b[0]:.4f},{b[1]:.4f},{b[2]:.4f},{b[3]:.4f}); widen the datetime range or the "
             "ROI, relax the query, or check the collection id"
+        )
+    if len(items) >= search_cap(search):  # the server may hold more
+        note(
+            f"the STAC search {search.describe()} stopped at its cap of {len(items)} items; "
+            "more may match: raise it with --max-items N (and the search's max_items)"
         )
     return items

@@ -2,6 +2,7 @@
 
 import json
 import shutil
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import rasterio
 import shapely
 from rasterio.windows import from_bounds
 
-from geopera.core.errors import ArchiveError
+from geopera.core.errors import ArchiveError, GeoperaNote
 from geopera.data.roi import load_roi
 from geopera.data.sampling.patches import PatchDataset
 from geopera.data.sampling.sampler import prepare_sources
@@ -213,6 +214,22 @@ def test_stac_api_search_pages(stac_catalog: Path, tmp_path: Path) -> None:
             load_stac(spec, far)
         with pytest.raises(ArchiveError, match="needs an ROI"):
             discover([f"stac+{storage.url}?collections=landsat-fake"])
+
+
+def test_a_search_cut_at_its_cap_says_so(stac_catalog: Path) -> None:
+    """A continental search cut at the default cap must not look complete."""
+    items = [json.loads(p.read_text()) for p in sorted(stac_catalog.glob("*/*/*.json"))]
+    with FakeStorage(stac_catalog) as storage:
+        storage.items = item_collection(items, storage.url)["features"]
+        capped = parse_search_url(f"stac+{storage.url}/search?collections=landsat-fake&max_items=1")
+        with pytest.warns(GeoperaNote, match="stopped at its cap of 1 items; more may match"):
+            found, _ = load_stac(capped, load_roi(ROI))
+        assert len(found) == 1
+        whole = parse_search_url(f"stac+{storage.url}/search?collections=landsat-fake")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", GeoperaNote)  # two items, under the cap: no note
+            found, _ = load_stac(whole, load_roi(ROI))
+        assert len(found) == 2
 
 
 def test_bad_stac_inputs(served: FakeStorage, stac_catalog: Path, tmp_path: Path) -> None:
