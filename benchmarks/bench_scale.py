@@ -4,6 +4,9 @@ For each task and raster size, in this run: the command with `devices=1` (the ba
 with `devices=2` (two processes over gloo on the CPU, NCCL on GPUs). The table gives both wall
 times, the speed-up (1-process time / 2-process time), and the share of the 2-process run that
 rank 0 spent putting the ranks' pieces together (merge share; the goal is <= 5 % at 8k px).
+One process writes its outputs too: *finish* is the time the one-process run spent writing after
+its last forward pass, and *added* the share of the 2-process run that merging costs beyond it.
+Predict runs both with the same `band_width` (the unit the ranks share).
 
 On a 2-core machine the two processes share the cores that one process already uses (torch
 runs its operators on both), so the speed-up is bounded near 1; what this table shows there is
@@ -45,18 +48,20 @@ def _embed(args: argparse.Namespace, raster: Path, weights: Path, out: Path, n: 
 
 
 def _predict(args: argparse.Namespace, raster: Path, model: Path, out: Path, n: int) -> Any:
-    return predict_dense(str(model), [str(raster)], out, device=args.device, devices=n)
+    return predict_dense(
+        str(model), [str(raster)], out, device=args.device, devices=n, band_width=1024
+    )
 
 
 def _row(task: str, size: int, run: Any, folder: Path) -> dict[str, Any]:
     """Wall times of 1 and 2 processes for one task and size."""
-    times, merge = {}, 0.0
+    times, merges = {}, {}
     for n in (1, 2):
         start = time.perf_counter()
         summary = run(folder / f"{task}-{size}-{n}" / ("out.tif" if task == "predict" else ""), n)
         times[n] = time.perf_counter() - start
-        if n == 2:
-            merge = summary.merge_seconds
+        merges[n] = summary.merge_seconds
+    merge = merges[2]
     return {
         "task": task,
         "size": size,
@@ -65,6 +70,8 @@ def _row(task: str, size: int, run: Any, folder: Path) -> dict[str, Any]:
         "speedup": round(times[1] / times[2], 3),
         "merge_s": round(merge, 2),
         "merge_share": round(merge / times[2], 4),
+        "finish_s": round(merges[1], 2),
+        "added_share": round((merge - merges[1]) / times[2], 4),
     }
 
 
@@ -96,12 +103,15 @@ def main() -> None:
         print(json.dumps(rows, indent=1))
         return
     print(f"torch {torch.__version__}, device {args.device}, tile {args.tile}")
-    print("| task | size | 1 process (s) | 2 processes (s) | speed-up | merge (s) | merge share |")
-    print("|---|---|---|---|---|---|---|")
+    print(
+        "| task | size | 1 process (s) | 2 processes (s) | speed-up | merge (s) | merge share "
+        "| 1-process finish (s) | added share |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(
             f"| {r['task']} | {r['size']} | {r['one_s']} | {r['two_s']} | {r['speedup']} | "
-            f"{r['merge_s']} | {r['merge_share']:.1%} |"
+            f"{r['merge_s']} | {r['merge_share']:.1%} | {r['finish_s']} | {r['added_share']:.1%} |"
         )
 
 

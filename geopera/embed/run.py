@@ -73,7 +73,8 @@ class EmbedSummary:
         out: The output folder.
         manifest: Its ``embeddings.json``.
         resumed_rows: Chip rows taken from an interrupted run.
-        merge_seconds: Time rank 0 took to put the chip rows together into the outputs.
+        merge_seconds: Time spent putting the chip rows together into the outputs (rank 0, or
+            the one process: it writes them the same way).
     """
 
     out: Path

@@ -37,6 +37,37 @@ class ClassCoding:
         return cls(values, *(("uint8", 255) if small else ("int32", -(2**31))))
 
 
+@dataclass
+class EncodedBlock:
+    """A block as it is stored: class values, and probabilities scaled to uint8.
+
+    Attributes:
+        row: Top row in the raster.
+        col: Left column in the raster.
+        classes: (h, w) class values, nodata where nothing was predicted.
+        probs: (K, h, w) probabilities x 254, 255 where nothing was predicted; or None.
+        pixels: Pixels with a prediction.
+    """
+
+    row: int
+    col: int
+    classes: np.ndarray
+    probs: np.ndarray | None
+    pixels: int
+
+
+def encode(block: DenseBlock, coding: ClassCoding, probabilities: bool) -> EncodedBlock:
+    """The stored form of a block (the same whichever process encodes it)."""
+    best = block.probs.argmax(0)  # (K, h, w) -> (h, w); numpy is 8x torch here
+    classes = coding.values[best].astype(coding.dtype)
+    classes[~block.valid] = coding.nodata
+    scaled = None
+    if probabilities:
+        scaled = np.round(block.probs * 254).astype(np.uint8)
+        scaled[:, ~block.valid] = 255
+    return EncodedBlock(block.row, block.col, classes, scaled, int(block.valid.sum()))
+
+
 def _profile(grid_src: Any, count: int, dtype: str, nodata: float) -> dict[str, Any]:
     return {
         "driver": "GTiff",
@@ -93,18 +124,16 @@ class DenseOutputs:
 
     def write(self, block: DenseBlock) -> None:
         """Write one block's classes (and probabilities); count its predicted pixels."""
-        c = self.coding
-        h, w = block.valid.shape
-        best = block.probs.argmax(0)  # (K, h, w) -> (h, w); numpy is 8x torch here
-        classes = c.values[best].astype(c.dtype)
-        classes[~block.valid] = c.nodata
+        self.write_encoded(encode(block, self.coding, self.probs_dst is not None))
+
+    def write_encoded(self, block: EncodedBlock) -> None:
+        """Write one encoded block; count its predicted pixels."""
+        h, w = block.classes.shape
         win = Window(block.col, block.row, w, h)
-        self.dst.write(classes[None], window=win)
-        if self.probs_dst is not None:
-            scaled = np.round(block.probs * 254).astype(np.uint8)
-            scaled[:, ~block.valid] = 255
-            self.probs_dst.write(scaled, window=win)
-        self.pixels += int(block.valid.sum())
+        self.dst.write(block.classes[None], window=win)
+        if self.probs_dst is not None and block.probs is not None:
+            self.probs_dst.write(block.probs, window=win)
+        self.pixels += block.pixels
 
     def finish(self, spec: FinetunedSpec) -> None:
         """Tag the class raster with its model; scale and name the probability bands."""

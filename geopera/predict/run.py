@@ -34,7 +34,7 @@ from geopera.data.labelled.windows import RasterInput, bounded_gdal_cache, roi_w
 from geopera.data.roi import load_roi
 from geopera.finetune.base import FinetuneTask
 from geopera.finetune.checkpoint import load_finetuned
-from geopera.predict.dense import ClassCoding, DenseOutputs, to_cog
+from geopera.predict.dense import ClassCoding, DenseOutputs, EncodedBlock, encode, to_cog
 from geopera.predict.detection import detect_tiles, merge, write_boxes
 from geopera.predict.tiled import (
     DenseBlock,
@@ -57,7 +57,8 @@ class PredictSummary:
         probabilities: Probability raster, if written.
         pixels: Pixels with a prediction (dense tasks).
         objects: Boxes written (detection).
-        merge_seconds: Time rank 0 took to write the ranks' blocks (several processes only).
+        merge_seconds: Time spent writing after the last forward pass: one process finishing
+            the COGs; several, rank 0 writing the ranks' blocks and finishing the COGs.
     """
 
     output: Path
@@ -152,13 +153,15 @@ def predict_dense(
             with BackgroundWriter(enabled=threads) as writer:
                 for block in blocks:
                     writer.submit(outputs.write, block)
+            started = time.perf_counter()  # the last block is written: the COGs remain
             outputs.finish(spec)
         to_cog(tmp, output)
         if tmp_probs is not None and probabilities is not None:
             to_cog(tmp_probs, probabilities)
     finally:
         _close(opened, tmp, tmp_probs)
-    return PredictSummary(output, probabilities, pixels=outputs.pixels)
+    finish = time.perf_counter() - started
+    return PredictSummary(output, probabilities, pixels=outputs.pixels, merge_seconds=finish)
 
 
 def _check_dense_inputs(spec: FinetunedSpec, inputs: list[str]) -> None:
@@ -317,7 +320,7 @@ def _dense_share(fabric: Any, pickled: bytes) -> tuple[int, float]:
             _chip_model(task), opened, window, geom, grid.transform, *sizes, fabric.device,
             None, (rank, world),
         )  # fmt: skip
-        step(lambda: _save_blocks(blocks, job.parts, rank))
+        step(lambda: _save_blocks(blocks, job, ClassCoding.of(spec.classes), rank))
         template = opened[0].dataset
         started = time.perf_counter()
         pixels = step(lambda: _assemble(job, spec, template) if rank == 0 else 0)
@@ -350,15 +353,16 @@ def _fresh_parts(job: _DenseJob) -> None:
     job.parts.mkdir(parents=True)
 
 
-def _save_blocks(blocks: Iterator[DenseBlock], parts: Path, rank: int) -> None:
-    """Every block of this rank as a file (probabilities kept at full precision)."""
+def _save_blocks(
+    blocks: Iterator[DenseBlock], job: _DenseJob, coding: ClassCoding, rank: int
+) -> None:
+    """Every block of this rank, encoded as the outputs store it (uint8 where they do)."""
     for n, block in enumerate(blocks):
-        np.savez(
-            parts / f"r{rank:04d}-{n:06d}.npz",
-            origin=np.array([block.row, block.col]),
-            probs=block.probs,
-            valid=block.valid,
-        )
+        enc = encode(block, coding, job.probabilities is not None)
+        arrays = {"origin": np.array([enc.row, enc.col, enc.pixels]), "classes": enc.classes}
+        if enc.probs is not None:
+            arrays["probs"] = enc.probs
+        np.savez(job.parts / f"r{rank:04d}-{n:06d}.npz", **arrays)  # type: ignore[arg-type]
 
 
 def _assemble(job: _DenseJob, spec: FinetunedSpec, template: Any) -> int:
@@ -372,8 +376,9 @@ def _assemble(job: _DenseJob, spec: FinetunedSpec, template: Any) -> int:
         ):
             for file in sorted(job.parts.glob("*.npz")):
                 with np.load(file) as part:
-                    row, col = (int(v) for v in part["origin"])
-                    outputs.write(DenseBlock(row, col, part["probs"], part["valid"]))
+                    row, col, pixels = (int(v) for v in part["origin"])
+                    probs = part["probs"] if "probs" in part.files else None
+                    outputs.write_encoded(EncodedBlock(row, col, part["classes"], probs, pixels))
             outputs.finish(spec)
         to_cog(tmp, job.output)
         if tmp_probs is not None and job.probabilities is not None:
