@@ -91,6 +91,7 @@ def _embed(args: argparse.Namespace) -> int:
         raise GeoperaError("give --input RASTER... (or --archive PATH...) and --out DIR")
     from rich.progress import Progress
 
+    from geopera.core.ranks import launch_rank
     from geopera.core.signals import stop_on_signals
     from geopera.embed.run import embed
     from geopera.models.bandplan import parse_mapping
@@ -128,6 +129,8 @@ def _embed(args: argparse.Namespace) -> int:
                     progress=lambda d, t: bar.update(task, completed=d, total=t),
                     **kwargs,
                 )
+    if launch_rank() != 0:  # one of several processes torchrun or srun started: rank 0 reports
+        return 0
     m = summary.manifest
     print(
         f"done: {len(m.rasters)} raster(s) embedded into {summary.out}/ "

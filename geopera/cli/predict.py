@@ -54,6 +54,7 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from geopera.core.ranks import launch_rank
     from geopera.finetune.checkpoint import load_finetuned
     from geopera.models.bandplan import parse_mapping
     from geopera.predict.run import predict_dense, predict_detection
@@ -101,6 +102,8 @@ def _run(args: argparse.Namespace) -> int:
         devices=args.devices,
         num_nodes=args.num_nodes,
     )
+    if launch_rank() != 0:  # one of several processes torchrun or srun started: rank 0 reports
+        return 0
     extra = f" and {summary.probabilities}" if summary.probabilities else ""
     print(f"wrote {summary.output}{extra} ({summary.pixels} pixels predicted, COG)")
     return 0

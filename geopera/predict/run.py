@@ -155,9 +155,7 @@ def predict_dense(
                     writer.submit(outputs.write, block)
             started = time.perf_counter()  # the last block is written: the COGs remain
             outputs.finish(spec)
-        to_cog(tmp, output)
-        if tmp_probs is not None and probabilities is not None:
-            to_cog(tmp_probs, probabilities)
+        _to_cogs((tmp, output), (tmp_probs, probabilities))
     finally:
         _close(opened, tmp, tmp_probs)
     finish = time.perf_counter() - started
@@ -189,6 +187,13 @@ def _chip_model(task: FinetuneTask) -> Callable[[Tensor], Tensor]:
         return out
 
     return run
+
+
+def _to_cogs(*pairs: tuple[Path | None, Path | None]) -> None:
+    """Each finished scratch GeoTIFF to its output as a COG (pairs without a path are skipped)."""
+    for tmp, output in pairs:
+        if tmp is not None and output is not None:
+            to_cog(tmp, output)
 
 
 def _close(opened: list[RasterInput], *scratch: Path | None) -> None:
@@ -380,9 +385,7 @@ def _assemble(job: _DenseJob, spec: FinetunedSpec, template: Any) -> int:
                     probs = part["probs"] if "probs" in part.files else None
                     outputs.write_encoded(EncodedBlock(row, col, part["classes"], probs, pixels))
             outputs.finish(spec)
-        to_cog(tmp, job.output)
-        if tmp_probs is not None and job.probabilities is not None:
-            to_cog(tmp_probs, job.probabilities)
+        _to_cogs((tmp, job.output), (tmp_probs, job.probabilities))
     finally:
         _close([], tmp, tmp_probs)
         shutil.rmtree(job.parts, ignore_errors=True)

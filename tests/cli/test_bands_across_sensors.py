@@ -174,7 +174,8 @@ def test_evaluate_on_a_naip_tile_uses_its_rgb_and_drops_rare_classes(
         str(shared_data / SLOVENIA),
     ]
     on_s2 += ["--labels", str(shared_data / LULC), "--chip-size", "16", "--seeds", "1"]
-    proc = cli(*on_s2, "--no-cache", "--out", str(tmp_path / "s2"), "--devices", "2")
+    two = ["--devices", "2", "--batch-size", "16"]  # at least a batch for each process
+    proc = cli(*on_s2, "--no-cache", "--out", str(tmp_path / "s2"), *two)
     assert proc.returncode == 0, proc.stderr
     rows = json.loads((tmp_path / "s2" / "results.json").read_text())["rows"]
     assert {r["band_rule"] for r in rows} == {"by-identity"}  # B04, B03, B02 of Sentinel-2

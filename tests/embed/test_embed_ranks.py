@@ -107,6 +107,7 @@ def test_under_torchrun_each_rank_runs_the_same_command(
         "--no-progress",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("done: ") == 1  # rank 0 reports
     _same_as_one_process(embedded, out)
 
 

@@ -11,7 +11,7 @@ import rasterio
 import rasterio.features
 
 from geopera.cli.main import main
-from tests.conftest import CliResult, threads_of_one_rank
+from tests.conftest import CliResult, threads_of_one_rank, torchrun
 from tests.finetune.conftest import TINY_VIT, local_config, run_cli
 
 
@@ -247,3 +247,22 @@ def test_two_processes_predict_what_one_predicts(
     many = cli(*args, "--output", str(tmp_path / "four.tif"), "--devices", "4")
     assert many.returncode == 2
     assert "4 processes for 3 column band(s) of 128 px" in many.stderr
+
+
+@pytest.mark.slow
+def test_under_torchrun_rank_zero_writes_what_one_process_writes(
+    models: dict[str, Path], shared_data: Path, tmp_path: Path, cli: Callable[..., CliResult]
+) -> None:
+    oscd = shared_data / "c_change_detection" / "oscd_bercy"
+    args = ["predict", "change", "--model", str(models["change"]), "--band-width", "128"]
+    args += ["--input", str(oscd / "T1_S2L1C_13bands_10m.tif"), "--device", "cpu"]
+    args += ["--after", str(oscd / "T2_S2L1C_13bands_10m.tif")]
+    with threads_of_one_rank():
+        one = cli(*args, "--output", str(tmp_path / "one.tif"))
+    assert one.returncode == 0, one.stderr
+    proc = torchrun("-m", "geopera", *args, "--output", str(tmp_path / "two.tif"), "--devices", "2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("wrote ") == 1  # rank 0 reports
+    with rasterio.open(tmp_path / "one.tif") as a, rasterio.open(tmp_path / "two.tif") as b:
+        np.testing.assert_array_equal(a.read(), b.read())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one.tif", "two.tif"]

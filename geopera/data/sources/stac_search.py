@@ -25,8 +25,8 @@ if TYPE_CHECKING:
 
 #: Default cap on the items a STAC API search returns.
 DEFAULT_MAX_ITEMS = 200
-
-
+#: HTTP answers a search retries (with back-off).
+RETRY_STATUS = (429, 500, 502, 503, 504)
 #: The deepest chain of child catalogs a walk follows.
 MAX_DEPTH = 32
 #: The most items a static catalog walk reads (unless ``--max-items`` says otherwise).
@@ -365,12 +365,7 @@ def search_items(search: StacSearch, roi: "ROI | None") -> list["pystac.Item"]:
             f"a STAC API search ({search.api}) needs an ROI: give --roi (it is sent as the "
             "search's intersects geometry)"
         )
-    retry = Retry(
-        total=5,
-        backoff_factor=0.25,
-        status_forcelist=(429, 500, 502, 503, 504),
-        allowed_methods=None,
-    )
+    retry = Retry(total=5, backoff_factor=0.25, status_forcelist=RETRY_STATUS, allowed_methods=None)
     try:
         io = StacApiIO(max_retries=retry, timeout=60)
         _no_scheme_change(io.session)
