@@ -81,7 +81,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"geopera {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        _close_process_group()
     return code
+
+
+def _close_process_group() -> None:
+    """Close the process group a torchrun or srun rank opened, before the process exits.
+
+    A gloo group left open at exit can abort the process ("terminate called without an active
+    exception"), which the launcher then reports as a failed rank. torch is not imported here
+    unless the command did.
+    """
+    dist = sys.modules.get("torch.distributed")
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":  # pragma: no cover

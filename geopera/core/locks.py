@@ -66,17 +66,21 @@ def hold(path: Path, what: str) -> Iterator[None]:
         "host": socket.gethostname(),
         "since": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
-    for _ in range(2):
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileExistsError:
-            _refuse_live_owner(path, what, me)
-            continue
-        with os.fdopen(fd, "w") as fh:
-            json.dump(me, fh)
-        break
-    else:  # pragma: no cover - another process won the race twice
-        raise RunLockedError(f"{what} is being taken by another process; try again")
+    # written whole beside it, then linked into place: nobody ever reads a lock half-written
+    draft = path.with_name(f".{path.name}.{os.getpid()}.draft")
+    draft.write_text(json.dumps(me))
+    try:
+        for _ in range(2):
+            try:
+                os.link(draft, path)  # fails if the lock exists, atomically
+            except FileExistsError:
+                _refuse_live_owner(path, what, me)
+                continue
+            break
+        else:  # pragma: no cover - another process won the race twice
+            raise RunLockedError(f"{what} is being taken by another process; try again")
+    finally:
+        draft.unlink(missing_ok=True)
     try:
         yield
     finally:
