@@ -13,8 +13,10 @@ spatial blocks never split), their red, green and blue bands written with the de
 ``B4, B3, B2`` so that the band rule selects them by name.
 
 One command: ``python benchmarks/bench_quality.py [--budget-min 30] [--points 3]
-[--arms pera mae] [--seeds 5] [--work DIR]``. Prints a table (score and 95 % interval per
-backbone and budget, effective rank) and writes it to ``WORK/table.md``.
+[--arms pera mae] [--seeds 5] [--work DIR]``. Prints a table (the headline score and 95 %
+interval per backbone and budget, effective rank), writes it to ``WORK/table.md``, then judges
+the same backbones on the shared suite (``geopera evaluate --suite shared``) and prints its
+table (backbones and baselines x sets).
 """
 
 import argparse
@@ -286,14 +288,13 @@ def main() -> None:
         r = next(
             r
             for r in results["rows"]
-            if r["weights"] == weights
-            and r["protocol"] == protocol
-            and r["metric"] in ("accuracy", "mIoU")
+            if r["weights"] == weights and r["protocol"] == protocol and r["headline"]
         )
         return f"{r['value']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]"
 
+    metric = results["headline"]["classification"]  # balanced accuracy on imbalanced classes
     lines = [
-        "| backbone | minutes | steps | kNN-20 accuracy | kNN-5 accuracy | linear accuracy "
+        f"| backbone | minutes | steps | kNN-20 {metric} | kNN-5 {metric} | linear {metric} "
         "| dense mIoU | effective rank |",
         "|---|---|---|---|---|---|---|---|",
     ]
@@ -306,11 +307,24 @@ def main() -> None:
         )
     table = "\n".join(lines)
     (args.work / "table.md").write_text(table + "\n")
+    suite = _suite(args, [e["weights"] for e in entries])
     print(
         f"{results['n_images']} held-out images, {len(results['classes'])} classes, "
         f"{args.seeds} spatial splits; evaluation in {out}"
     )
     print(table)
+    print(suite)
+
+
+def _suite(args: argparse.Namespace, weights: list[str]) -> str:
+    """The same backbones on the shared suite (``geopera evaluate --suite shared``): its table."""
+    out = args.work / f"suite_{time.strftime('%Y%m%d_%H%M%S')}"
+    geopera(
+        "evaluate", "knn", "linear", "dense", "--weights", *weights, "--suite",
+        f"shared:{shared_data()}", "--out", str(out), "--seeds", str(args.seeds),
+        "--no-progress", "--no-cache",
+    )  # fmt: skip
+    return (out / "suite.md").read_text()
 
 
 if __name__ == "__main__":

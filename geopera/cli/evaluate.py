@@ -29,11 +29,16 @@ def register(commands: Any) -> None:
         help="backbones: run dir, .pth, publish folder, Enum.MEMBER, or a timm name "
         "(random initialisation)",
     )
-    p.add_argument(
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument(
         "--data",
-        required=True,
         help="class folders (DATA/<class>/<image>), a folder with labels.csv, "
         "rasters (with --labels), or torchgeo:NAME:ROOT",
+    )
+    source.add_argument(
+        "--suite",
+        metavar="NAME[:ROOT]",
+        help="every set of a suite (shared: the project's real test data), one table",
     )
     p.add_argument("--labels", help="label raster or polygons for raster --data")
     p.add_argument("--class-field", help="integer class attribute of polygon labels")
@@ -70,9 +75,6 @@ def _evaluate(args: argparse.Namespace) -> int:
     with stop_on_signals(
         f"evaluating into {args.out}", "nothing was written under --out; cached features are kept"
     ):
-        data = load_labelled(
-            args.data, args.labels, args.class_field, args.chip_size, args.min_per_class
-        )
         kwargs: dict[str, Any] = {
             "seeds": args.seeds,
             "cache": cache,
@@ -82,6 +84,11 @@ def _evaluate(args: argparse.Namespace) -> int:
             "devices": args.devices,
             "num_nodes": args.num_nodes,
         }
+        if args.suite is not None:
+            return _suite(args, kwargs)
+        data = load_labelled(
+            args.data, args.labels, args.class_field, args.chip_size, args.min_per_class
+        )
         if args.no_progress or args.devices * args.num_nodes > 1:  # no bar across processes
             result = evaluate(args.protocols, args.weights, data, args.out, **kwargs)
         else:
@@ -101,12 +108,14 @@ def _evaluate(args: argparse.Namespace) -> int:
         return 0
     print(
         f"done: {r['n_images']} images, {len(r['classes'])} classes, {r['seeds']} seed(s) -> "
-        f"{result.out}/ (results.json, .md, .csv, .png)"
+        f"{result.out}/ (results.json, .md, .csv, .png, confusion.png)"
     )
+    for line in (d["sentence"] for d in r["differences"]):
+        print(f"  {line}")
     for row in r["rows"]:
-        if row["metric"] in ("accuracy", "mIoU"):
+        if row["headline"]:
             print(
-                f"  {row['weights']:<40.40} {row['protocol']:<7} {row['metric']:<9} "
+                f"  {row['weights']:<40.40} {row['protocol']:<7} {row['metric']:<17} "
                 f"{row['value']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}]"
             )
     for h in r["health"]:
@@ -114,4 +123,36 @@ def _evaluate(args: argparse.Namespace) -> int:
             f"  {h['weights']:<40.40} health  rank {h['rank']:.1f}  std {h['std']:.3f}  "
             f"mean cosine {h['mean_cosine']:.3f}"
         )
+    return 0
+
+
+def _suite(args: argparse.Namespace, kwargs: dict[str, Any]) -> int:
+    """``--suite``: every set evaluated into its folder under ``--out``, then one table."""
+    from geopera.core.errors import GeoperaError
+    from geopera.core.ranks import launched_outside
+    from geopera.data.labelled.sets import LabelledSet
+    from geopera.evaluate.run import evaluate
+    from geopera.evaluate.suites import run_suite
+
+    if launched_outside():
+        raise GeoperaError("--suite runs in one launch: use --devices N, not torchrun or srun")
+    if args.labels or args.class_field:
+        raise GeoperaError("--labels and --class-field go with --data: a suite names its own")
+
+    def one(data: LabelledSet, folder: Path) -> dict[str, Any]:
+        protocols = [p for p in args.protocols if p != "dense" or data.masks is not None]
+        if not protocols:
+            raise ValueError("the dense protocol needs per-pixel labels; this set has classes")
+        return evaluate(protocols, args.weights, data, folder, **kwargs).results
+
+    result = run_suite(args.suite, args.out, one, args.min_per_class)
+    print(f"done: {args.out}/ (suite.md, suite.json, suite.csv; a folder per set)")
+    for c in result.cells:
+        if c["headline"]:
+            print(
+                f"  {c['set']:<22.22} {c['weights']:<30.30} {c['protocol']:<7} "
+                f"{c['metric']:<17} {c['value']:.3f} [{c['ci_low']:.3f}, {c['ci_high']:.3f}]"
+            )
+    for name, why in result.skipped.items():
+        print(f"  {name}: skipped: {why}")
     return 0

@@ -8,7 +8,6 @@ import torch
 from geopera.data.labelled.sets import LabelledSet
 from geopera.evaluate.features import Features
 from geopera.metrics.probes import KNN_TEMPERATURE, dense_probe, knn_predict, linear_probe
-from geopera.metrics.scores import Score, accuracy, balanced_accuracy, confusion, mean_iou
 
 #: Command-line protocol -> the rows it reports.
 PROTOCOLS = {"knn": ("knn20", "knn5"), "linear": ("linear",), "dense": ("dense",)}
@@ -29,13 +28,6 @@ class Outcome:
     predicted: np.ndarray
     n_train: int
     n_test: int
-
-
-def metrics_of(row: str, n_classes: int) -> dict[str, Score]:
-    """The metrics of a row: accuracy and balanced accuracy, or mIoU for dense rows."""
-    if row == "dense":
-        return {"mIoU": lambda t, p: mean_iou(confusion(t.ravel(), p.ravel(), n_classes))}
-    return {"accuracy": accuracy, "balanced_accuracy": balanced_accuracy}
 
 
 def run_row(

@@ -9,7 +9,7 @@ percentile bootstrap over test samples. Outputs are written into a staged folder
 
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,10 +23,22 @@ from geopera.core.outputs import require_new_folder, staged_folder
 from geopera.core.ranks import launch_rank
 from geopera.data.labelled.sets import LabelledSet
 from geopera.evaluate.features import Features, extract
-from geopera.evaluate.protocols import PROTOCOLS, metrics_of, run_row
+from geopera.evaluate.protocols import PROTOCOLS, run_row
 from geopera.evaluate.report import write
+from geopera.evaluate.scoring import (
+    ClassDetail,
+    Difference,
+    Headline,
+    ScoredRow,
+    chance_rows,
+    class_detail,
+    differences,
+    headline_of,
+    majority_outcomes,
+    metrics_of,
+    score_rows,
+)
 from geopera.metrics.health import health
-from geopera.metrics.scores import bootstrap_interval
 
 
 @dataclass
@@ -107,13 +119,7 @@ def evaluate(
         features[w] = extract(w, data, cache, device, batch_size, hook, mapping, **ranks)
     if launch_rank() != 0:  # one of several processes torchrun or srun started
         return Evaluation(out, {})
-    result_rows = [
-        result
-        for w, f in features.items()
-        for row in rows
-        for result in _score_row(w, f, row, data, splits)
-    ]
-    results = _results(data, seeds, features, result_rows)
+    results = _results(data, seeds, features, _scores(features, rows, data, splits))
     try:
         with staged_folder(out) as work:
             write(results, work)
@@ -147,34 +153,43 @@ def _warn_unseen_classes(data: LabelledSet, splits: list[np.ndarray]) -> None:
             )
 
 
-def _score_row(
-    weights: str, features: Features, row: str, data: LabelledSet, splits: list[np.ndarray]
-) -> list[dict[str, Any]]:
-    """One protocol row of one backbone over every seed: each metric with its interval."""
-    outcomes = [run_row(row, features, data, split, seed) for seed, split in enumerate(splits)]
-    pairs = [(o.truth, o.predicted) for o in outcomes]
-    scored = []
-    for metric, score in metrics_of(row, len(data.classes)).items():
-        value, low, high = bootstrap_interval(pairs, score)
-        scored.append(
-            {
-                "weights": weights,
-                "protocol": row,
-                "metric": metric,
-                "value": value,
-                "ci_low": low,
-                "ci_high": high,
-                "n_train": int(np.mean([o.n_train for o in outcomes])),
-                "n_test": int(np.mean([o.n_test for o in outcomes])),
-                "band_rule": features.band_rule,
-                "per_seed": [float(score(o.truth, o.predicted)) for o in outcomes],
-            }
-        )
-    return scored
+@dataclass
+class _Scores:
+    """Everything scored: rows (baselines included), per-class detail, paired differences."""
+
+    headline: Headline
+    rows: list[ScoredRow]
+    details: list[ClassDetail]
+    differences: list[Difference]
+
+
+def _scores(
+    features: dict[str, Features], rows: list[str], data: LabelledSet, splits: list[np.ndarray]
+) -> _Scores:
+    """Every backbone's rows, the baselines' and the differences between backbones."""
+    k, headline = len(data.classes), headline_of(data)
+    outcomes = {
+        (w, row): [run_row(row, f, data, split, seed) for seed, split in enumerate(splits)]
+        for w, f in features.items()
+        for row in rows
+    }
+    scored = [
+        r
+        for (w, row), outs in outcomes.items()
+        for r in score_rows(w, row, outs, metrics_of(row, k, headline), features[w].band_rule)
+    ]
+    for kind in dict.fromkeys("pixel" if row == "dense" else "image" for row in rows):
+        row = "dense" if kind == "pixel" else "image"  # the majority is the same for every probe
+        majority = majority_outcomes(row, data, splits)
+        scored += score_rows("majority", kind, majority, metrics_of(row, k, headline))
+    if any(row != "dense" for row in rows):
+        scored += chance_rows(data, splits, headline)
+    details = [class_detail(w, row, outs, k) for (w, row), outs in outcomes.items()]
+    return _Scores(headline, scored, details, differences(outcomes, rows, headline, k))
 
 
 def _results(
-    data: LabelledSet, seeds: int, features: dict[str, Features], rows: list[dict[str, Any]]
+    data: LabelledSet, seeds: int, features: dict[str, Features], scores: _Scores
 ) -> dict[str, Any]:
     """What results.json holds: the set, the backbones, every row and the feature health."""
     return {
@@ -194,6 +209,10 @@ def _results(
             }
             for w, f in features.items()
         },
-        "rows": rows,
+        "headline": {"classification": scores.headline.classification, "dense": "mIoU"},
+        "imbalance": scores.headline.imbalance,
+        "rows": [asdict(r) for r in scores.rows],
+        "classes_detail": [asdict(d) for d in scores.details],
+        "differences": [asdict(d) | {"sentence": d.sentence()} for d in scores.differences],
         "health": [{"weights": w, **health(f.pooled).__dict__} for w, f in features.items()],
     }

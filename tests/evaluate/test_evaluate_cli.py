@@ -6,6 +6,7 @@ import json
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -14,7 +15,7 @@ import torch
 from PIL import Image
 
 from geopera.cli.main import main
-from geopera.data.labelled.sets import load_labelled
+from geopera.data.labelled.sets import LabelledSet, load_labelled
 from geopera.evaluate.features import extract
 from tests.conftest import CliResult, threads_of_one_rank, torchrun
 from tests.pretrain.conftest import LANDSAT_ROI, TINY, run_cli
@@ -71,6 +72,43 @@ def _knn5_by_hand(features: np.ndarray, labels: np.ndarray, split: np.ndarray) -
     return float((guess == labels[test]).mean())
 
 
+def _check_baselines_and_comparisons(results: dict[str, Any], data: LabelledSet) -> None:
+    """Baselines, headline, per-class detail and paired differences, each checked by hand."""
+    labels, k = data.labels.numpy(), len(data.classes)
+    counts = np.bincount(labels, minlength=k)
+    imbalanced = counts[counts > 0].max() / counts[counts > 0].min() > 1.5
+    headline = "balanced_accuracy" if imbalanced else "accuracy"
+    assert results["headline"]["classification"] == headline
+    rows = results["rows"]
+    assert all(
+        r["headline"] == (r["metric"] == headline) for r in rows if r["protocol"] != "chance"
+    )
+    splits = [data.splits(s) for s in range(results["seeds"])]
+    by_hand = []
+    for split in splits:  # always the commonest class of the fit images
+        common = np.bincount(labels[split != "test"], minlength=k).argmax()
+        by_hand.append(float((labels[split == "test"] == common).mean()))
+    majority = {r["metric"]: r for r in rows if r["weights"] == "majority"}
+    assert majority["accuracy"]["value"] == pytest.approx(np.mean(by_hand))
+    chance = {r["metric"]: r for r in rows if r["weights"] == "chance"}
+    assert chance["balanced_accuracy"]["value"] == pytest.approx(1 / k)
+    assert chance["accuracy"]["value"] == pytest.approx(1 / k)
+    for d in results["classes_detail"]:  # every test image of every seed, once
+        assert np.asarray(d["confusion"]).sum() == sum(int((s == "test").sum()) for s in splits)
+    pairs = {(d["a"], d["b"], d["protocol"]): d for d in results["differences"]}
+    assert len(pairs) == 2  # one pair of backbones, two kNN rows
+    for (a, b, protocol), d in pairs.items():
+        seeds = [
+            next(r["per_seed"] for r in rows if r["weights"] == w and r["protocol"] == protocol
+                 and r["metric"] == d["metric"])
+            for w in (a, b)
+        ]  # fmt: skip
+        assert d["difference"] == pytest.approx(np.mean(seeds[0]) - np.mean(seeds[1]))
+        assert d["ci_low"] <= d["difference"] <= d["ci_high"]
+        verdict = "above" if d["ci_low"] > 0 else "below" if d["ci_high"] < 0 else "inside"
+        assert verdict in d["sentence"]
+
+
 def test_knn_of_a_run_against_random_init(
     run_dir: Path, class_folders: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -91,15 +129,18 @@ def test_knn_of_a_run_against_random_init(
         "--no-progress",
     ]
     assert main(argv) == 0
-    assert f"-> {out}/" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert f"-> {out}/" in printed
     assert sorted(p.name for p in out.iterdir()) == [
+        "confusion.png",
         "results.csv",
         "results.json",
         "results.md",
         "results.png",
     ]
     results = json.loads((out / "results.json").read_text())
-    rows = results["rows"]
+    every = results["rows"]
+    rows = [r for r in every if r["weights"] not in ("majority", "chance")]
     assert {(r["weights"], r["protocol"]) for r in rows} == {
         (w, p) for w in ("vit_small_patch16_224", str(run_dir)) for p in ("knn20", "knn5")
     }
@@ -123,15 +164,26 @@ def test_knn_of_a_run_against_random_init(
     assert [h["weights"] for h in results["health"]] == ["vit_small_patch16_224", str(run_dir)]
     assert all(1.0 <= h["rank"] <= 32 for h in results["health"][1:])  # embed_dim 32
     with open(out / "results.csv", newline="") as fh:
-        assert len(list(csv.DictReader(fh))) == len(rows)
+        assert len(list(csv.DictReader(fh))) == len(every)
     assert "| knn20 | accuracy |" in (out / "results.md").read_text()
     with Image.open(out / "results.png") as image:
         assert image.format == "PNG"
+    _check_baselines_and_comparisons(json.loads((out / "results.json").read_text()), data)
+    first = (out / "results.md").read_text().splitlines()[2]  # the title, a blank line, then
+    assert first == results["differences"][0]["sentence"]  # the comparisons come first
+    assert first in printed
     # never overwrites: a second call into the same --out fails and leaves the files alone
     before = (out / "results.json").read_bytes()
     assert main(argv) == 2
     assert "already exists" in capsys.readouterr().err
     assert (out / "results.json").read_bytes() == before
+
+
+def _test_masks(scenes: Path, labels: Path, seeds: int) -> list[np.ndarray]:
+    """The test chips' masks of every seed's split (what the dense confusion counts)."""
+    data = load_labelled(str(scenes), str(labels), chip_size=16)
+    assert data.masks is not None
+    return [data.masks[data.splits(s) == "test"].numpy() for s in range(seeds)]
 
 
 def test_linear_and_dense_on_rasters_with_a_label_raster(shared_data: Path, tmp_path: Path) -> None:
@@ -166,10 +218,19 @@ def test_linear_and_dense_on_rasters_with_a_label_raster(shared_data: Path, tmp_
         == 0
     )
     results = json.loads((out / "results.json").read_text())
-    assert {r["protocol"] for r in results["rows"]} == {"linear", "dense"}
+    assert {r["protocol"] for r in results["rows"]} == {"linear", "dense", "image", "pixel"}
     dense = next(r for r in results["rows"] if r["protocol"] == "dense")
     assert dense["metric"] == "mIoU"
+    assert dense["headline"]
     assert 0.0 <= dense["value"] <= 1.0
+    detail = next(d for d in results["classes_detail"] if d["protocol"] == "dense")
+    assert len(detail["iou"]) == len(results["classes"])  # per-class IoU of the dense probe
+    pixels = np.asarray(detail["confusion"]).sum()
+    assert pixels == sum(int((m >= 0).sum()) for m in _test_masks(scenes, labels, seeds=2))
+    majority = [r for r in results["rows"] if r["weights"] == "majority"]
+    pixel = next(r for r in majority if r["protocol"] == "pixel")  # the commonest fit pixel class
+    assert pixel["metric"] == "mIoU"
+    assert pixel["value"] < dense["value"]
     # the five dates share one grid: chips of one place share a split (no leak across dates)
     data = load_labelled(str(scenes), str(labels), chip_size=16)
     split = data.splits(0)

@@ -13,7 +13,11 @@ from geopera.metrics.scores import (
     balanced_accuracy,
     bootstrap_interval,
     confusion,
+    macro_f1,
     mean_iou,
+    paired_interval,
+    per_class_iou,
+    per_class_recall,
 )
 
 
@@ -106,3 +110,33 @@ def test_bootstrap_interval_brackets_the_value() -> None:
     assert 0.06 < high - low < 0.17
     perfect = bootstrap_interval([(truth, truth), (truth, truth)], accuracy, n_boot=50)
     assert perfect == (1.0, 1.0, 1.0)
+
+
+def test_macro_f1_recall_and_iou_per_class_by_hand() -> None:
+    truth = np.array([0, 0, 0, 0, 1, 2])
+    guess = np.array([0, 0, 0, 1, 1, 1])
+    # class 0: P 3/3, R 3/4 -> 6/7; class 1: P 1/3, R 1 -> 1/2; class 2: never right -> 0
+    assert macro_f1(truth, guess) == pytest.approx((6 / 7 + 1 / 2 + 0) / 3)
+    recall = per_class_recall(truth, guess, 4)
+    assert recall[:3] == [0.75, 1.0, 0.0]
+    assert math.isnan(recall[3])  # absent from the truth
+    iou = per_class_iou(confusion(truth, guess, 3))
+    assert iou == pytest.approx([3 / 4, 1 / 3, 0.0])
+
+
+def test_paired_interval_sees_a_small_steady_gain_that_separate_intervals_miss() -> None:
+    """A is right wherever B is, plus on 3 % more samples: the paired interval excludes 0."""
+    rng = np.random.default_rng(1)
+    truth = rng.integers(0, 2, 400)
+    b = np.where(rng.random(400) < 0.7, truth, 1 - truth)
+    a = b.copy()
+    fixed = np.flatnonzero(b != truth)[:12]  # 12 of 400 samples: +0.03
+    a[fixed] = truth[fixed]
+    diff, low, high = paired_interval([(truth, a, b)], accuracy, n_boot=500)
+    assert diff == pytest.approx(0.03)
+    assert 0 < low <= diff <= high
+    _, a_low, _ = bootstrap_interval([(truth, a)], accuracy, n_boot=500)
+    _, _, b_high = bootstrap_interval([(truth, b)], accuracy, n_boot=500)
+    assert a_low < b_high  # alone, the two intervals overlap
+    same = paired_interval([(truth, a, a)], accuracy, n_boot=50)
+    assert same == (0.0, 0.0, 0.0)
