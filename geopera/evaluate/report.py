@@ -88,7 +88,9 @@ def plot(results: dict[str, Any], path: Path) -> None:
         ax.bar(xs, [r["value"] for r in got], width * 0.9, yerr=errors, capsize=3, label=label)
     _baseline_lines(ax, results, protocols)
     metric = {r["protocol"]: r["metric"] for r in rows}
-    ax.set_xticks(range(len(protocols)), [f"{p}\n({metric[p]})" for p in protocols])
+    short = {"balanced_accuracy": "bal. acc.", "accuracy": "acc.", "macro_f1": "macro-F1"}
+    ticks = [f"{p}\n({short.get(metric[p], metric[p])})" for p in protocols]
+    ax.set_xticks(range(len(protocols)), ticks, fontsize=8)
     ax.set_ylim(0, 1)
     ax.set_ylabel("headline score (95 % interval)")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
