@@ -16,7 +16,7 @@ from typing import Any
 from geopera.core.config import load_config, shipped_config, to_plain
 from geopera.data.sampling.datamodule import SamplingSettings
 from geopera.models.pera import PerASettings
-from geopera.pretrain.schedules import ScheduleSettings
+from geopera.pretrain.schedules import LR_SCALINGS, ScheduleSettings
 from geopera.transforms.views import ViewsConfig
 
 #: The config ``geopera pretrain`` uses without ``--config`` (relative to ``configs/``).
@@ -45,15 +45,32 @@ class DataSection(SamplingSettings):
 class OptimSection(ScheduleSettings):
     """AdamW and the schedules (in optimiser steps).
 
+    ``lr`` is the peak rate for 256 images per step: the run uses ``lr x batch x devices x
+    nodes / 256`` (``lr_scaling: linear``, the DINO rule) or ``lr`` itself (``none``).
+
     Attributes:
+        lr_scaling: ``linear`` or ``none``.
         clip_grad: Gradient-norm clipping.
         betas: AdamW betas.
         eps: AdamW epsilon.
     """
 
+    lr_scaling: str = "linear"
     clip_grad: float = 3.0
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 2e-5
+
+    def __post_init__(self) -> None:
+        if not self.lr > 0:
+            raise ValueError(
+                f"optim.lr must be above 0, got {self.lr} (the peak rate for 256 images per step)"
+            )
+        if self.min_lr < 0:
+            raise ValueError(f"optim.min_lr must be at least 0, got {self.min_lr}")
+        if self.lr_scaling not in LR_SCALINGS:
+            raise ValueError(
+                f"optim.lr_scaling must be one of {', '.join(LR_SCALINGS)}, got {self.lr_scaling!r}"
+            )
 
 
 @dataclass

@@ -95,10 +95,15 @@ class CollapseAlarm(L.Callback):
         run: The run directory.
         limits: Where collapse starts.
         patience: Failed checks in a row before the alarm.
+        cause: A likely cause known before the run (a learning rate far above the rule), named
+            first in the alarm.
     """
 
-    def __init__(self, run: RunDir, limits: CollapseLimits, patience: int) -> None:
+    def __init__(
+        self, run: RunDir, limits: CollapseLimits, patience: int, cause: str | None = None
+    ) -> None:
         self.run = run
+        self.cause = cause
         self.limits = limits
         self.patience = patience
         self.failed = 0
@@ -136,7 +141,8 @@ class CollapseAlarm(L.Callback):
         self.raised = True
         message = (
             f"COLLAPSE ALARM at step {record.step}: {'; '.join(found)} for {self.failed} checks "
-            "in a row. The representation is collapsing: lower the learning rate, raise the "
+            f"in a row. {self.cause + ' ' if self.cause else ''}"
+            "The representation is collapsing: lower the learning rate, raise the "
             "teacher temperature warm-up, check the centring and the data (constant patches?), "
             "and judge the backbone with `geopera evaluate`."
         )

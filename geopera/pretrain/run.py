@@ -5,6 +5,7 @@ fails before anything is written; then create the run directory, train, and expo
 backbone. ``run.json`` says ``completed`` only once ``backbone.pth`` is written.
 """
 
+import dataclasses
 import os
 import sys
 import time
@@ -38,6 +39,7 @@ from geopera.data.sampling.datamodule import PretrainDataModule
 from geopera.data.sampling.sampler import source_weights
 from geopera.pretrain.config import PretrainConfig, load_pretrain_config
 from geopera.pretrain.export import export_backbone
+from geopera.pretrain.rate import run_learning_rate, tell_rate
 from geopera.pretrain.rundir import LOCK_FILE, RunDir
 from geopera.pretrain.task import PerATask
 from geopera.pretrain.trainer import build_callbacks, build_trainer, is_worker_rank
@@ -230,11 +232,17 @@ def _pretrain(
     probe = _probe(config, dm)
     norm = dm.normalisation()
     resume_step = (_last_step(run) or 0) if resumed else 0
+    rate = run_learning_rate(config, run, resumed)
     if not is_worker_rank():
         _record_start(
             run, config, dm, norm, Resume(resume_step, changes or {}) if resumed else None
         )
+        tell_rate(run, rate, resumed)
     dm.bad_files = BadFiles(run.problems)
+    # the task trains with the absolute rate: checkpoints record what the optimiser used
+    config = dataclasses.replace(
+        config, optim=dataclasses.replace(config.optim, lr=rate.effective, lr_scaling="none")
+    )
     task = build_task(config, dm, norm)
     hooks = build_callbacks(config, run, task.hparams["rgb"], probe, progress, resume_step)
     trainer = build_trainer(config, run, hooks.callbacks, progress)

@@ -33,6 +33,42 @@ def linear(step: int, total: int, start: float, end: float) -> float:
     return start + (end - start) * step / total
 
 
+#: ``optim.lr`` is the rate for this many images per step (the DINO rule scales it linearly).
+REFERENCE_BATCH = 256
+#: How ``optim.lr`` becomes the run's rate: ``linear`` (x global batch / 256) or ``none``.
+LR_SCALINGS = ("linear", "none")
+#: The paper's rate for 256 images; a run far above it (x :data:`FAR_ABOVE`) is named as the
+#: likely cause when the collapse alarm rings.
+PAPER_LR = 1e-3
+FAR_ABOVE = 4.0
+
+
+def scaled_lr(lr: float, scaling: str, global_batch: int) -> float:
+    """The run's peak learning rate: ``lr x global_batch / 256`` (``linear``) or ``lr``.
+
+    Args:
+        lr: ``optim.lr``.
+        scaling: ``optim.lr_scaling``.
+        global_batch: Images per optimiser step over every device and node.
+
+    Returns:
+        The peak rate the optimiser uses.
+    """
+    return lr * global_batch / REFERENCE_BATCH if scaling == "linear" else lr
+
+
+def lr_far_above_rule(lr: float, global_batch: int) -> str | None:
+    """A sentence when the run's rate is far above the paper's for its batch, else None."""
+    rule = PAPER_LR * global_batch / REFERENCE_BATCH
+    if lr <= FAR_ABOVE * rule:
+        return None
+    return (
+        f"Likely cause: the learning rate {lr:.2g} is {lr / rule:.0f}x what the paper's rule "
+        f"gives for {global_batch} images per step ({PAPER_LR:g} x {global_batch} / "
+        f"{REFERENCE_BATCH} = {rule:.2g}); lower optim.lr."
+    )
+
+
 @dataclass(frozen=True)
 class ScheduleSettings:
     """Schedule settings a user chooses (the pretraining config's ``optim`` section extends them).

@@ -18,6 +18,7 @@ from geopera.pretrain.config import PretrainConfig
 from geopera.pretrain.health import CollapseAlarm, CollapseLimits
 from geopera.pretrain.metrics import MetricsCSV, StepProgressBar
 from geopera.pretrain.rundir import RunDir
+from geopera.pretrain.schedules import lr_far_above_rule
 
 
 def precision(config: PretrainConfig, accelerator: str) -> str:
@@ -104,7 +105,9 @@ def _collapse_alarm(config: PretrainConfig, run: RunDir) -> CollapseAlarm:
         rank_fraction=t.collapse_rank_fraction,
         after_step=config.optim.teacher_temp_warmup_steps,
     )
-    return CollapseAlarm(run, limits, t.collapse_patience)
+    global_batch = config.data.batch_size * t.devices * t.num_nodes
+    cause = lr_far_above_rule(config.optim.lr, global_batch)  # the run's own (absolute) rate
+    return CollapseAlarm(run, limits, t.collapse_patience, cause)
 
 
 def build_trainer(

@@ -10,6 +10,7 @@ import pytest
 from geopera.pretrain.health import CollapseAlarm, CollapseLimits, collapse_reasons
 from geopera.pretrain.metrics import MetricsCSV, StepMetrics, TeacherHealth
 from geopera.pretrain.rundir import RunDir
+from geopera.pretrain.schedules import lr_far_above_rule
 
 LIMITS = CollapseLimits.of(prototypes=4096, min_std=1e-4, entropy_fraction=0.02)
 
@@ -63,7 +64,8 @@ def test_the_alarm_rings_once_and_the_row_shows_it_in_any_callback_order(
     tmp_path: Path, alarm_first: bool
 ) -> None:
     run = RunDir(tmp_path)
-    alarm = CollapseAlarm(run, LIMITS, patience=2)
+    cause = lr_far_above_rule(5e-4, 16)  # named first when the alarm rings
+    alarm = CollapseAlarm(run, LIMITS, patience=2, cause=cause)
     writer = MetricsCSV(tmp_path / "metrics.csv", alarm=alarm)
     order = [alarm, writer] if alarm_first else [writer, alarm]
     task = SimpleNamespace(skips=SimpleNamespace(total=0), step_metrics=None)
@@ -76,8 +78,9 @@ def test_the_alarm_rings_once_and_the_row_shows_it_in_any_callback_order(
             for callback in order:
                 callback.on_train_batch_end(trainer, task, None, None, step)  # type: ignore[arg-type]
 
-    with pytest.warns(UserWarning, match="COLLAPSE ALARM at step 1"):
+    with pytest.warns(UserWarning, match="COLLAPSE ALARM at step 1") as rung:
         steps()
+    assert f"in a row. {cause} The representation is collapsing" in str(rung[0].message)
     with open(tmp_path / "metrics.csv", newline="") as fh:
         flags = [row["collapse_alarm"] for row in csv.DictReader(fh)]
     assert flags == ["0", "1", "1"]  # rung at the second failed check, in either order

@@ -94,8 +94,9 @@ def test_shipped_configs_state_what_they_change() -> None:
         1024,
     )
     assert (cpu.views.global_size, cpu.views.local_size, cpu.views.n_local) == (96, 48, 4)
+    assert cpu.optim.lr * cpu.data.batch_size / 256 == pytest.approx(1e-4)  # as measured
     assert (cpu.optim.lr, cpu.optim.warmup_steps, cpu.optim.teacher_temp_warmup_steps) == (
-        1e-4,  # batch 16: see docs/benchmarks.md, quality
+        1.6e-3,  # per 256 images (lr_scaling linear): 1e-4 at batch 16, see docs/benchmarks.md
         20,
         30,
     )

@@ -22,6 +22,7 @@ from geopera.core.contracts.finetuned import FinetunedSpec, FinetuneOptim
 from geopera.core.contracts.run import (
     RUN_STATES,
     CollapseRecord,
+    LearningRate,
     ProbeRecord,
     Resume,
     RunStatus,
@@ -37,6 +38,7 @@ __all__ = [
     "EmbeddingSet",
     "FinetuneOptim",
     "FinetunedSpec",
+    "LearningRate",
     "ProbeRecord",
     "PublishedWeights",
     "Resume",

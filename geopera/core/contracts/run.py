@@ -47,6 +47,23 @@ class ProbeRecord:
     knn_accuracy: list[tuple[int, float]]
 
 
+@dataclass(frozen=True)
+class LearningRate:
+    """The run's peak learning rate, fixed when it started (a resume keeps it).
+
+    Attributes:
+        effective: The peak rate the optimiser uses.
+        lr: ``optim.lr`` as configured.
+        scaling: ``optim.lr_scaling`` (``linear``: ``lr x global_batch / 256``).
+        global_batch: Images per optimiser step over every device and node at the start.
+    """
+
+    effective: float
+    lr: float
+    scaling: str
+    global_batch: int
+
+
 @dataclass
 class RunStatus(_Versioned):
     """``run.json``: a run's state, length, times, resumes and health records.
@@ -68,6 +85,7 @@ class RunStatus(_Versioned):
         collapse_alarm: The collapse alarm, if it rang.
         skipped_steps: Skipped steps, if any.
         probe: The kNN probe, if one was given.
+        learning_rate: The peak learning rate and how it was derived (runs since 2026-12).
     """
 
     KIND: ClassVar[str] = "run status (run.json)"
@@ -76,6 +94,7 @@ class RunStatus(_Versioned):
         "resumes": lambda rows: [Resume(**r) for r in rows],
         "collapse_alarm": lambda d: CollapseRecord(**d),
         "skipped_steps": lambda d: SkippedRecord(**d),
+        "learning_rate": lambda d: LearningRate(**d),
         "probe": lambda d: ProbeRecord(
             d["classes"], d["samples"], [(int(s), float(a)) for s, a in d["knn_accuracy"]]
         ),
@@ -95,6 +114,7 @@ class RunStatus(_Versioned):
     collapse_alarm: CollapseRecord | None = None
     skipped_steps: SkippedRecord | None = None
     probe: ProbeRecord | None = None
+    learning_rate: LearningRate | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form, without the fields that hold nothing (no resume, no alarm...)."""
