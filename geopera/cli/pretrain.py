@@ -54,6 +54,12 @@ def register(commands: Any) -> None:
     p.add_argument("--out", type=Path, help="new run directory (default: runs/pera-<time>)")
     p.add_argument("--resume", type=Path, help="continue an interrupted run directory")
     p.add_argument(
+        "--init",
+        metavar="WEIGHTS",
+        help="start from these weights (run dir, .pth, publish folder, Enum.MEMBER): continued "
+        "pretraining; fresh heads (optim.freeze_backbone_steps lets them warm up first)",
+    )
+    p.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key"
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -65,6 +71,10 @@ def _pretrain(args: argparse.Namespace) -> int:
     if args.resume is not None:
         if args.out is not None:
             raise GeoperaError("--resume continues a run in place; leave out --out")
+        if args.init is not None:
+            raise GeoperaError(
+                "--resume continues a run from its checkpoint; --init only starts a new run"
+            )
         if not args.resume.is_dir():
             raise FileNotFoundError(f"run directory {args.resume} does not exist")
     # heavy imports (torch, Lightning, TorchGeo) only once the arguments make sense
@@ -92,6 +102,7 @@ def _pretrain(args: argparse.Namespace) -> int:
         ("batch_size", "data", "batch_size"),
         ("workers", "data", "num_workers"),
         ("max_steps", "trainer", "max_steps"),
+        ("init", "trainer", "init"),
         ("devices", "trainer", "devices"),
         ("num_nodes", "trainer", "num_nodes"),
         ("accelerator", "trainer", "accelerator"),

@@ -50,12 +50,15 @@ class OptimSection(ScheduleSettings):
 
     Attributes:
         lr_scaling: ``linear`` or ``none``.
+        freeze_backbone_steps: Steps during which only the heads learn (the backbones keep
+            their ``--init`` weights while the fresh heads warm up).
         clip_grad: Gradient-norm clipping.
         betas: AdamW betas.
         eps: AdamW epsilon.
     """
 
     lr_scaling: str = "linear"
+    freeze_backbone_steps: int = 0
     clip_grad: float = 3.0
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 2e-5
@@ -67,6 +70,10 @@ class OptimSection(ScheduleSettings):
             )
         if self.min_lr < 0:
             raise ValueError(f"optim.min_lr must be at least 0, got {self.min_lr}")
+        if self.freeze_backbone_steps < 0:
+            raise ValueError(
+                f"optim.freeze_backbone_steps must be at least 0, got {self.freeze_backbone_steps}"
+            )
         if self.lr_scaling not in LR_SCALINGS:
             raise ValueError(
                 f"optim.lr_scaling must be one of {', '.join(LR_SCALINGS)}, got {self.lr_scaling!r}"
@@ -75,9 +82,10 @@ class OptimSection(ScheduleSettings):
 
 @dataclass
 class TrainerSection:
-    """Run length, devices, logging and checkpoints."""
+    """Run length, devices, logging and checkpoints; ``init``: the weights a run starts from."""
 
     max_steps: int = 100
+    init: str | None = None
     accelerator: str = "auto"
     devices: int = 1
     num_nodes: int = 1

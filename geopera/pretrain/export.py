@@ -59,6 +59,7 @@ def export_backbone(
         },
         resolution={s["name"]: s["res"] for s in inventory["sources"]},
         ssl_method="pera",
+        init=cfg.trainer.init,
         roi=inventory["roi"],
         sources=[
             {k: s[k] for k in ("name", "crs", "res", "bands", "dtype", "selected_bands", "files")}

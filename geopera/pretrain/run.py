@@ -39,6 +39,7 @@ from geopera.data.sampling.datamodule import PretrainDataModule
 from geopera.data.sampling.sampler import source_weights
 from geopera.pretrain.config import PretrainConfig, load_pretrain_config
 from geopera.pretrain.export import export_backbone
+from geopera.pretrain.init import data_channels, init_source, load_init, with_init_architecture
 from geopera.pretrain.rate import run_learning_rate, tell_rate
 from geopera.pretrain.rundir import LOCK_FILE, RunDir
 from geopera.pretrain.task import PerATask
@@ -116,7 +117,9 @@ def _datamodule(config: PretrainConfig) -> PretrainDataModule:
     )
 
 
-def build_task(config: PretrainConfig, dm: PretrainDataModule, norm: Normalisation) -> PerATask:
+def build_task(
+    config: PretrainConfig, dm: PretrainDataModule, norm: Normalisation, fresh: bool = True
+) -> PerATask:
     """The pretraining task for a prepared data module, with seeded initial weights.
 
     With ``trainer.compile`` its transformer blocks are compiled (:meth:`PerA.compile_blocks`).
@@ -125,6 +128,8 @@ def build_task(config: PretrainConfig, dm: PretrainDataModule, norm: Normalisati
         config: The config.
         dm: The prepared data module (bands, sources).
         norm: Its normalisation (see :meth:`PretrainDataModule.normalisation`).
+        fresh: A new run: student and teacher start from ``trainer.init`` when it is set (a
+            resume restores them from its checkpoint).
 
     Returns:
         The task.
@@ -140,6 +145,9 @@ def build_task(config: PretrainConfig, dm: PretrainDataModule, norm: Normalisati
         list(norm.mean),
         list(norm.std),
     )
+    if fresh and config.trainer.init is not None:
+        source = init_source(config.trainer.init, config.model.backbone)
+        load_init(task.model, source, data_channels(source, dm.band_names, dm.band_identities()))
     if config.trainer.compile:
         task.model.compile_blocks()
     return task
@@ -182,6 +190,7 @@ def pretrain(
             if not worker:  # stopped before its first checkpoint: nothing to keep
                 print(f"geopera: {resume} has no checkpoint yet: starting it over", file=sys.stderr)
             return _pretrain(config, run, progress, False, None)
+    config = with_init_architecture(config)  # --init: its backbone's architecture
     if launched_outside() and out is None:
         raise GeoperaError(
             "under torchrun or srun every rank must write the same run: give --out RUN_DIR "
@@ -243,7 +252,7 @@ def _pretrain(
     config = dataclasses.replace(
         config, optim=dataclasses.replace(config.optim, lr=rate.effective, lr_scaling="none")
     )
-    task = build_task(config, dm, norm)
+    task = build_task(config, dm, norm, fresh=not resumed)
     hooks = build_callbacks(config, run, task.hparams["rgb"], probe, progress, resume_step)
     trainer = build_trainer(config, run, hooks.callbacks, progress)
     dm.resume_batches = resume_step

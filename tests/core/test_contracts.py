@@ -68,7 +68,7 @@ def test_spec_of_release_0_1_rebuilds_a_model(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"format_version": 99}, r"format_version 99; this geopera reads formats 0 to 2"),
+        ({"format_version": 99}, r"format_version 99; this geopera reads formats 0 to 3"),
         ({"format_version": "1"}, r"format_version '1'"),
         ({"format_version": 1, "surprise": 1}, r"unknown surprise"),
         ({"format_version": 1, "model": None, "in_chans": None}, None),

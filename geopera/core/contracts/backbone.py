@@ -36,9 +36,10 @@ class BackboneCard(_Versioned):
         steps: Optimiser steps of pretraining.
         geopera_version: Version that wrote it.
         load_with: A one-line recipe to load it with timm.
+        init: The weights pretraining started from (``--init``), or None for random ones.
     """
 
-    FORMAT: ClassVar[int] = 2
+    FORMAT: ClassVar[int] = 3
     KIND: ClassVar[str] = "backbone description (backbone.json)"
     FILE: ClassVar[str] = "backbone.json"
     NESTED: ClassVar[dict[str, Callable[[Any], Any]]] = {"band_identities": read_identities}
@@ -60,6 +61,7 @@ class BackboneCard(_Versioned):
     steps: int | None = None
     geopera_version: str | None = None
     load_with: str | None = None
+    init: str | None = None
 
     @classmethod
     def _upgrade(cls, data: dict[str, Any], version: int) -> dict[str, Any]:
