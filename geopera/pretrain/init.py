@@ -77,8 +77,11 @@ def with_init_architecture(config: PretrainConfig) -> PretrainConfig:
 
 def data_channels(
     source: BackboneSource, names: list[str], identities: list[BandIdentity | None] | None
-) -> list[int]:
+) -> list[int] | None:
     """Per archive band, in archive order, the weights' input it starts from.
+
+    None: the weights' inputs as they are, or adapted by timm's ``adapt_input_conv`` when the
+    band counts differ and the bands are of unknown kind (the plan's note says which).
 
     Raises:
         BandSelectionError: If some archive band gets no input (the weights cannot be mapped).
@@ -90,12 +93,19 @@ def data_channels(
             f"--init {source.origin}: the weights' bands {source.bands} cannot be mapped onto "
             f"the archive's bands {names}; choose --bands the weights know"
         )
-    channels = plan.channels if plan.channels is not None else list(range(len(plan.indices)))
-    return [channels[plan.indices.index(j)] for j in range(len(names))]
+    if plan.channels is not None:  # picked (and repeated) inputs, per backbone slot
+        by_slot = plan.channels
+    elif len(plan.indices) == source.in_chans:  # slot s starts from the weights' input s
+        by_slot = list(range(source.in_chans))
+    else:  # band counts differ, bands of unknown kind: timm's adapted convolution
+        return None
+    return [by_slot[plan.indices.index(j)] for j in range(len(names))]
 
 
-def load_init(model: PerA, source: BackboneSource, channels: list[int]) -> None:
+def load_init(
+    model: PerA, source: BackboneSource, in_chans: int, channels: list[int] | None
+) -> None:
     """Load the weights into the student backbone, and the teacher as its copy."""
     student, teacher = model.student_backbone, model.teacher_backbone
-    load_into(student, source, len(channels), channels)
+    load_into(student, source, in_chans, channels)
     teacher.load_state_dict(student.state_dict())

@@ -147,7 +147,8 @@ def build_task(
     )
     if fresh and config.trainer.init is not None:
         source = init_source(config.trainer.init, config.model.backbone)
-        load_init(task.model, source, data_channels(source, dm.band_names, dm.band_identities()))
+        channels = data_channels(source, dm.band_names, dm.band_identities())
+        load_init(task.model, source, len(dm.band_names), channels)
     if config.trainer.compile:
         task.model.compile_blocks()
     return task

@@ -8,8 +8,15 @@ import pytest
 import timm
 import torch
 
-from geopera.models.loading import WeightsError, build_vit, fit_state_dict, load_state_dict_file
-from geopera.pretrain.init import init_source
+from geopera.core.errors import GeoperaNote
+from geopera.models.loading import (
+    WeightsError,
+    build_vit,
+    fit_state_dict,
+    load_into,
+    load_state_dict_file,
+)
+from geopera.pretrain.init import data_channels, init_source
 from tests.conftest import TINY_VIT, CliResult
 
 CliRunner = Callable[..., CliResult]
@@ -89,3 +96,15 @@ def test_a_timm_name_starts_from_its_weights_in_the_local_cache_only(
     assert source.state_dict is not None
     assert "local cache" in source.origin
     assert all(torch.equal(source.state_dict[k], weights[k]) for k in source.state_dict)
+
+
+def test_archive_bands_map_onto_the_weights_by_the_band_rule(backbone: Path) -> None:
+    """Per archive band, the weights' input it starts from (None: timm adapts the inputs)."""
+    source = init_source(str(backbone), "vit_small_patch16_224")  # B04, B03, B02
+    assert data_channels(source, ["B02", "B03", "B04"], None) == [2, 1, 0]  # by name, reordered
+    assert data_channels(source, ["B04", "B03", "B02"], None) == [0, 1, 2]
+    with pytest.warns(GeoperaNote, match="4 bands into a backbone of 3"):
+        assert data_channels(source, ["1", "2", "3", "4"], None) is None
+    vit = build_vit("vit_small_patch16_224", 4, 32, TINY_VIT)
+    load_into(vit, source, 4, None)  # four inputs from three: timm's adapt_input_conv
+    assert vit.patch_embed.proj.weight.shape[1] == 4
