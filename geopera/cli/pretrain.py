@@ -67,16 +67,21 @@ def register(commands: Any) -> None:
     p.set_defaults(func=_pretrain)
 
 
+def _check_resume(args: argparse.Namespace) -> None:
+    """``--resume`` continues a run in place, from its checkpoint: no --out, no --init."""
+    if args.out is not None:
+        raise GeoperaError("--resume continues a run in place; leave out --out")
+    if args.init is not None:
+        raise GeoperaError(
+            "--resume continues a run from its checkpoint; --init only starts a new run"
+        )
+    if not args.resume.is_dir():
+        raise FileNotFoundError(f"run directory {args.resume} does not exist")
+
+
 def _pretrain(args: argparse.Namespace) -> int:
     if args.resume is not None:
-        if args.out is not None:
-            raise GeoperaError("--resume continues a run in place; leave out --out")
-        if args.init is not None:
-            raise GeoperaError(
-                "--resume continues a run from its checkpoint; --init only starts a new run"
-            )
-        if not args.resume.is_dir():
-            raise FileNotFoundError(f"run directory {args.resume} does not exist")
+        _check_resume(args)
     # heavy imports (torch, Lightning, TorchGeo) only once the arguments make sense
     from geopera.archive.sample_archive import DEFAULT_DIR, build_sample_archive, is_complete
     from geopera.core.config import apply_override, set_key

@@ -10,6 +10,7 @@ from geopera.core.outputs import (
     save_torch_atomic,
 )
 from geopera.data.sampling.datamodule import PretrainDataModule
+from geopera.data.sampling.sampler import source_weights
 from geopera.pretrain.rundir import RunDir
 from geopera.pretrain.task import PerATask, non_finite
 
@@ -74,3 +75,21 @@ def export_backbone(
         ),
     )
     card.write(run.path / BackboneCard.FILE)
+
+
+def trained_normalisation(task: PerATask, dm: PretrainDataModule) -> Normalisation:
+    """The normalisation the backbone trained with: the task's buffers, not fresh statistics.
+
+    A resumed run restores them from its checkpoint, so its backbone card describes what the
+    weights saw even when the statistics would now be computed differently.
+    """
+    weights = source_weights(dm.sources, dm.weights)
+    views = task.views
+    return Normalisation.of_arrays(
+        [s.source.name for s in dm.sources],
+        task.p2.cpu().double().numpy(),  # (S, C)
+        task.p98.cpu().double().numpy(),
+        views.mean.flatten().cpu().double().numpy(),  # (1, C, 1, 1) -> (C,)
+        views.std.flatten().cpu().double().numpy(),
+        weights,
+    )

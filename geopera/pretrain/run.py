@@ -36,9 +36,8 @@ from geopera.core.ranks import launched_outside
 from geopera.data.bands import rgb_indices
 from geopera.data.sampling.badfiles import BadFiles
 from geopera.data.sampling.datamodule import PretrainDataModule
-from geopera.data.sampling.sampler import source_weights
 from geopera.pretrain.config import PretrainConfig, load_pretrain_config
-from geopera.pretrain.export import export_backbone
+from geopera.pretrain.export import export_backbone, trained_normalisation
 from geopera.pretrain.init import data_channels, init_source, load_init, with_init_architecture
 from geopera.pretrain.rate import run_learning_rate, tell_rate
 from geopera.pretrain.rundir import LOCK_FILE, RunDir
@@ -199,14 +198,18 @@ def pretrain(
         )
     dm = _datamodule(config)
     dm.prepare()  # archive, ROI, bands, statistics: fails here, before anything is written
-    if worker:  # Lightning's own ranks learn the run from rank 0; torchrun's from --out
-        run = RunDir(Path(os.environ.get(RUN_DIR_ENV) or str(out)))
+    if worker:  # torchrun's and srun's ranks name the run (--out); Lightning's learn it from rank 0
+        outside = launched_outside() and out is not None
+        run = RunDir(Path(str(out)) if outside else Path(os.environ[RUN_DIR_ENV]))
         return _pretrain(config, run, progress, False, None, dm)
     run = RunDir(new_run_dir(out))
     run.path.mkdir(parents=True, exist_ok=True)
-    os.environ[RUN_DIR_ENV] = str(run.path.resolve())
-    with run.lock():
-        return _pretrain(config, run, progress, False, None, dm)
+    os.environ[RUN_DIR_ENV] = str(run.path.resolve())  # for the ranks Lightning starts
+    try:
+        with run.lock():
+            return _pretrain(config, run, progress, False, None, dm)
+    finally:  # a caller that runs again in this process must not inherit this run
+        os.environ.pop(RUN_DIR_ENV, None)
 
 
 def _last_step(run: RunDir) -> int | None:
@@ -272,27 +275,9 @@ def _pretrain(
         raise GeoperaError(
             f"training stopped at step {steps} of {config.trainer.max_steps}; see {run.path}"
         )
-    export_backbone(run, task, dm, _trained_normalisation(task, dm), steps)
+    export_backbone(run, task, dm, trained_normalisation(task, dm), steps)
     run.update_status(status="completed", steps=steps, finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
     return PretrainResult(run.path, "completed", steps)
-
-
-def _trained_normalisation(task: PerATask, dm: PretrainDataModule) -> Normalisation:
-    """The normalisation the backbone trained with: the task's buffers, not fresh statistics.
-
-    A resumed run restores them from its checkpoint, so its backbone card describes what the
-    weights saw even when the statistics would now be computed differently.
-    """
-    weights = source_weights(dm.sources, dm.weights)
-    views = task.views
-    return Normalisation.of_arrays(
-        [s.source.name for s in dm.sources],
-        task.p2.cpu().double().numpy(),  # (S, C)
-        task.p98.cpu().double().numpy(),
-        views.mean.flatten().cpu().double().numpy(),  # (1, C, 1, 1) -> (C,)
-        views.std.flatten().cpu().double().numpy(),
-        weights,
-    )
 
 
 def _probe(config: PretrainConfig, dm: PretrainDataModule) -> Any:
