@@ -10,6 +10,7 @@ compared on the same test samples with a paired bootstrap (:func:`paired_interva
 """
 
 import itertools
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -186,9 +187,10 @@ def class_detail(weights: str, row: str, outcomes: list[Outcome], n_classes: int
     """Per-class recall and the confusion matrix (and IoU for dense rows) of one row."""
     matrices = [confusion(o.truth.ravel(), o.predicted.ravel(), n_classes) for o in outcomes]
     total = np.sum(matrices, axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"):
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a class absent from every test split
         recalls = [np.diag(m) / m.sum(1) for m in matrices]  # NaN where a class is absent
-    recall = [float(v) for v in np.nanmean(np.where(np.isfinite(recalls), recalls, np.nan), 0)]
+        recall = [float(v) for v in np.nanmean(np.where(np.isfinite(recalls), recalls, np.nan), 0)]
     iou = per_class_iou(total) if row == "dense" else None
     return ClassDetail(weights, row, recall, total.tolist(), iou)
 

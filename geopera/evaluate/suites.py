@@ -8,6 +8,7 @@ interval. ``shared`` is the suite of the project's real test data (``../shared/d
 """
 
 import csv
+import dataclasses
 import json
 import os
 from collections.abc import Callable, Sequence
@@ -31,6 +32,7 @@ class SuiteSet:
         labels: ``--labels``, relative to the root, or None.
         chip_size: ``--chip-size``.
         what: One line for the reader.
+        band_names: What the files' bands are, where they do not say (common names).
     """
 
     name: str
@@ -38,6 +40,7 @@ class SuiteSet:
     labels: str | None = None
     chip_size: int = 64
     what: str = ""
+    band_names: tuple[str, ...] | None = None
 
 
 #: The suites, by name.
@@ -47,6 +50,7 @@ SUITES: dict[str, tuple[SuiteSet, ...]] = {
             "chesapeake-tiles",
             "e_scene_classification/chesapeake_tiles_derived",
             what="53 NAIP RGBN 64 px tiles, majority land-cover class (1 m)",
+            band_names=("red", "green", "blue", "nir"),  # the tiles' bands carry no names
         ),
         SuiteSet(
             "chesapeake-landcover",
@@ -129,6 +133,8 @@ def run_suite(
             labels = str(root / s.labels) if s.labels else None
             try:
                 data = load_labelled(str(root / s.data), labels, None, s.chip_size, min_per_class)
+                if s.band_names is not None:
+                    data = dataclasses.replace(data, band_names=list(s.band_names))
                 results = evaluate_set(data, work / s.name)
             except (BandSelectionError, EvaluationDataError, ValueError) as err:
                 result.skipped[s.name] = " ".join(str(err).split())
