@@ -64,20 +64,25 @@ class OptimSection(ScheduleSettings):
     eps: float = 2e-5
 
     def __post_init__(self) -> None:
-        if not self.lr > 0:
+        if not _number(self.lr) or not self.lr > 0:
             raise ValueError(
-                f"optim.lr must be above 0, got {self.lr} (the peak rate for 256 images per step)"
+                f"optim.lr must be a number above 0, got {self.lr!r} (the peak rate for 256 "
+                "images per step)"
             )
-        if self.min_lr < 0:
-            raise ValueError(f"optim.min_lr must be at least 0, got {self.min_lr}")
-        if self.freeze_backbone_steps < 0:
-            raise ValueError(
-                f"optim.freeze_backbone_steps must be at least 0, got {self.freeze_backbone_steps}"
-            )
+        if not _number(self.min_lr) or self.min_lr < 0:
+            raise ValueError(f"optim.min_lr must be a number of at least 0, got {self.min_lr!r}")
+        steps = self.freeze_backbone_steps
+        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 0:
+            raise ValueError(f"optim.freeze_backbone_steps must be an integer >= 0, got {steps!r}")
         if self.lr_scaling not in LR_SCALINGS:
             raise ValueError(
                 f"optim.lr_scaling must be one of {', '.join(LR_SCALINGS)}, got {self.lr_scaling!r}"
             )
+
+
+def _number(value: object) -> bool:
+    """A real number (YAML gives ints and floats; not a bool, a string or null)."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 @dataclass

@@ -65,8 +65,9 @@ def test_a_run_from_before_the_rule_resumes_with_its_absolute_rate(
 @pytest.mark.parametrize(
     ("value", "message"),
     [
-        ("optim.lr=0", "optim.lr must be above 0, got 0"),
-        ("optim.lr=-1e-3", "optim.lr must be above 0, got -0.001"),
+        ("optim.lr=0", "optim.lr must be a number above 0, got 0"),
+        ("optim.lr=-1e-3", "optim.lr must be a number above 0, got -0.001"),
+        ("optim.lr=null", "optim.lr must be a number above 0, got None"),
         ("optim.lr_scaling=sqrt", "optim.lr_scaling must be one of linear, none, got 'sqrt'"),
     ],
 )
