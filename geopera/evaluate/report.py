@@ -11,6 +11,8 @@ import numpy as np
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from geopera.evaluate.scoring import BASELINES
+
 #: Columns of a result row, in order.
 ROW_FIELDS = (
     "weights", "protocol", "metric", "value", "ci_low", "ci_high", "n_train", "n_test", "band_rule",
@@ -22,8 +24,6 @@ BASELINE_NOTE = (
     "pixels); `chance` is the expected score of a uniform random guess among the classes."
 )
 HEALTH_FIELDS = ("weights", "rank", "std", "mean_cosine")
-#: Rows that are baselines, not backbones.
-BASELINES = ("majority", "chance")
 
 
 def _fmt(value: Any) -> str:

@@ -19,7 +19,7 @@ from typing import Any
 from geopera.core.errors import BandSelectionError, GeoperaError
 from geopera.core.outputs import require_new_folder, staged_folder
 from geopera.data.labelled.sets import EvaluationDataError, LabelledSet, load_labelled
-from geopera.evaluate.report import BASELINES
+from geopera.evaluate.scoring import BASELINES
 
 
 @dataclass(frozen=True)
