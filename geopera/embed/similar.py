@@ -111,7 +111,10 @@ def _query_vector(manifest: EmbeddingSet, folder: Path, query: str, crs: str | N
                 if np.isnan(vec).any():
                     raise EmbedError(f"--query {query} falls on nodata in {entry.patches}")
                 return vec
-            win = _outward(rasterio.windows.from_bounds(*local.bounds, transform=ds.transform))
+            # the polygon's part on the raster (its corners may lie at infinity after reprojection)
+            r, b = ds.bounds, local.bounds
+            clipped = (max(b[0], r.left), max(b[1], r.bottom), min(b[2], r.right), min(b[3], r.top))
+            win = _outward(rasterio.windows.from_bounds(*clipped, transform=ds.transform))
             win = win.intersection(Window(0, 0, ds.width, ds.height))
             tokens = _read_tokens(ds, win)  # (D, h, w)
             inside = rasterio.features.geometry_mask(
