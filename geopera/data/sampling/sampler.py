@@ -79,12 +79,14 @@ def prepare_sources(
         if inside.is_empty or inside.area == 0:
             continue
         rx, ry = source.res
+        # torchgeo's RandomPatchSampler keeps patch centres half a patch diagonal inside the ROI
         radius = math.hypot(patch_size * rx / 2, patch_size * ry / 2)
         if shapely.buffer(inside, -radius).is_empty:
             minx, miny, maxx, maxy = inside.bounds
             too_small.append(
-                f"{source.name} (ROI part {maxx - minx:.0f} x {maxy - miny:.0f} CRS units, "
-                f"patch {patch_size * rx:.0f} x {patch_size * ry:.0f})"
+                f"{source.name} (ROI part {maxx - minx:.0f} x {maxy - miny:.0f} CRS units; a "
+                f"patch of {patch_size * rx:.0f} x {patch_size * ry:.0f} needs room for its "
+                f"diagonal, {2 * radius:.0f}, both ways)"
             )
             continue
         reader = SourceReader(source, bands, cache=cache)
@@ -93,8 +95,9 @@ def prepare_sources(
         return prepared
     if too_small:
         raise ROIError(
-            f"ROI {roi.origin} is smaller than one {patch_size}-px patch in every source it "
-            f"covers: {'; '.join(too_small)}. Enlarge the ROI or use a smaller patch size."
+            f"ROI {roi.origin} is too small for a {patch_size}-px patch in every source it "
+            f"covers: {'; '.join(too_small)}. Enlarge the ROI or use a smaller patch size "
+            "(data.patch_size)."
         )
     raise outside_error(roi, [(s.name, s.bounds_wgs84) for s, _ in chosen])
 

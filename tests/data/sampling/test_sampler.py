@@ -148,8 +148,19 @@ def test_roi_errors(fake_archive: Path) -> None:
     with pytest.raises(ROIError, match=r"intersects no source.*landsat8_30m: lon"):
         prepare_sources(chosen, load_roi("10,45,11,46"), 16)
     tiny = "EPSG:32621;POLYGON((701000 -2791300, 701100 -2791300, 701100 -2791200, 701000 -2791200, 701000 -2791300))"  # noqa: E501
-    with pytest.raises(ROIError, match="smaller than one 16-px patch"):
+    with pytest.raises(ROIError, match="too small for a 16-px patch"):
         prepare_sources(chosen, load_roi(tiny), 16)
+
+
+def test_roi_wider_than_a_patch_but_not_its_diagonal(fake_archive: Path) -> None:
+    """A 12-px-wide ROI is wider than a 10 px patch, but torchgeo's sampler needs 14 px."""
+    archive = discover([fake_archive / "landsat"])
+    chosen = archive.select(None)
+    square = "EPSG:32621;" + shapely.box(701000, -2791400, 701000 + 12 * 30, -2791040).wkt
+    with pytest.raises(ROIError, match=r"360 x 360 CRS units; a patch of 300 x 300 needs room "
+                       r"for its diagonal, 424, both ways\).*data.patch_size"):  # fmt: skip
+        prepare_sources(chosen, load_roi(square), 10)
+    assert prepare_sources(chosen, load_roi(square), 8)  # 8 px: diagonal 339 < 360
 
 
 def test_gridded_locations_cover_roi(fake_archive: Path) -> None:
