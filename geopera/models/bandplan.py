@@ -251,6 +251,7 @@ def adapt_extra(plan: BandPlan, backbone: Bands, data: Bands) -> BandPlan:
         slots.append(min(centres)[1] if centres else 0)
     if not extra:
         return plan
+    labels = ", ".join(data.label(i) for i in extra)
     return BandPlan(
         indices=plan.indices + extra,
         names=plan.names + [data.names[i] for i in extra],
@@ -258,7 +259,7 @@ def adapt_extra(plan: BandPlan, backbone: Bands, data: Bands) -> BandPlan:
         channels=slots,
         identities=plan.identities + [data.identity(i) for i in extra],
         notes=[n for n in plan.notes if not n.startswith("data bands the backbone")]
-        + [f"new inputs for {', '.join(data.label(i) for i in extra)} (--extra-bands adapt)"],
+        + [f"new inputs for {labels}, each from the weights of the nearest band"],
     )
 
 

@@ -125,4 +125,5 @@ def test_extra_bands_start_from_the_nearest_wavelength_input() -> None:
     # B01 (443 nm) starts from blue (input 2); B05 (704 nm) from red (input 0)
     assert plan.channels[3] == 2
     assert plan.channels[4] == 0
-    assert "--extra-bands adapt" in plan.notes[-1]
+    assert plan.notes[-1].startswith("new inputs for B01 (coastal), B05 (rededge)")
+    assert plan.notes[-1].endswith("each from the weights of the nearest band")
