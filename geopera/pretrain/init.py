@@ -64,11 +64,10 @@ def cached_timm_weights(name: str) -> dict[str, Tensor] | None:
     return None
 
 
-def with_init_architecture(config: PretrainConfig) -> PretrainConfig:
+def with_init_architecture(config: PretrainConfig, source: BackboneSource | None) -> PretrainConfig:
     """The config with the ``--init`` backbone's architecture (model name and arguments)."""
-    if config.trainer.init is None:
+    if source is None:
         return config
-    source = init_source(config.trainer.init, config.model.backbone)
     model = dataclasses.replace(
         config.model, backbone=source.model, backbone_kwargs=dict(source.model_kwargs or {})
     )

@@ -36,6 +36,7 @@ from geopera.core.ranks import launched_outside
 from geopera.data.bands import rgb_indices
 from geopera.data.sampling.badfiles import BadFiles
 from geopera.data.sampling.datamodule import PretrainDataModule
+from geopera.models.loading import BackboneSource
 from geopera.pretrain.config import PretrainConfig, load_pretrain_config
 from geopera.pretrain.export import export_backbone, trained_normalisation
 from geopera.pretrain.init import data_channels, init_source, load_init, with_init_architecture
@@ -117,7 +118,11 @@ def _datamodule(config: PretrainConfig) -> PretrainDataModule:
 
 
 def build_task(
-    config: PretrainConfig, dm: PretrainDataModule, norm: Normalisation, fresh: bool = True
+    config: PretrainConfig,
+    dm: PretrainDataModule,
+    norm: Normalisation,
+    fresh: bool = True,
+    init: BackboneSource | None = None,
 ) -> PerATask:
     """The pretraining task for a prepared data module, with seeded initial weights.
 
@@ -129,6 +134,7 @@ def build_task(
         norm: Its normalisation (see :meth:`PretrainDataModule.normalisation`).
         fresh: A new run: student and teacher start from ``trainer.init`` when it is set (a
             resume restores them from its checkpoint).
+        init: ``trainer.init``'s weights when the caller has read them (None: read here).
 
     Returns:
         The task.
@@ -145,7 +151,7 @@ def build_task(
         list(norm.std),
     )
     if fresh and config.trainer.init is not None:
-        source = init_source(config.trainer.init, config.model.backbone)
+        source = init or init_source(config.trainer.init, config.model.backbone)
         channels = data_channels(source, dm.band_names, dm.band_identities())
         load_init(task.model, source, len(dm.band_names), channels)
     if config.trainer.compile:
@@ -190,7 +196,8 @@ def pretrain(
             if not worker:  # stopped before its first checkpoint: nothing to keep
                 print(f"geopera: {resume} has no checkpoint yet: starting it over", file=sys.stderr)
             return _pretrain(config, run, progress, False, None)
-    config = with_init_architecture(config)  # --init: its backbone's architecture
+    init = init_source(config.trainer.init, config.model.backbone) if config.trainer.init else None
+    config = with_init_architecture(config, init)  # --init (read once): its architecture
     if launched_outside() and out is None:
         raise GeoperaError(
             "under torchrun or srun every rank must write the same run: give --out RUN_DIR "
@@ -201,13 +208,13 @@ def pretrain(
     if worker:  # torchrun's and srun's ranks name the run (--out); Lightning's learn it from rank 0
         outside = launched_outside() and out is not None
         run = RunDir(Path(str(out)) if outside else Path(os.environ[RUN_DIR_ENV]))
-        return _pretrain(config, run, progress, False, None, dm)
+        return _pretrain(config, run, progress, False, None, dm, init)
     run = RunDir(new_run_dir(out))
     run.path.mkdir(parents=True, exist_ok=True)
     os.environ[RUN_DIR_ENV] = str(run.path.resolve())  # for the ranks Lightning starts
     try:
         with run.lock():
-            return _pretrain(config, run, progress, False, None, dm)
+            return _pretrain(config, run, progress, False, None, dm, init)
     finally:  # a caller that runs again in this process must not inherit this run
         os.environ.pop(RUN_DIR_ENV, None)
 
@@ -237,8 +244,9 @@ def _pretrain(
     resumed: bool,
     changes: dict[str, list[Any]] | None,
     dm: PretrainDataModule | None = None,
+    init: BackboneSource | None = None,
 ) -> PretrainResult:
-    """The body of :func:`pretrain`, once the run directory is chosen (and locked)."""
+    """The body of :func:`pretrain` once the run is locked (``dm``, ``init``: made if None)."""
     if dm is None:
         dm = _datamodule(config)
         dm.prepare()
@@ -256,7 +264,7 @@ def _pretrain(
     config = dataclasses.replace(
         config, optim=dataclasses.replace(config.optim, lr=rate.effective, lr_scaling="none")
     )
-    task = build_task(config, dm, norm, fresh=not resumed)
+    task = build_task(config, dm, norm, fresh=not resumed, init=init)
     hooks = build_callbacks(config, run, task.hparams["rgb"], probe, progress, resume_step)
     trainer = build_trainer(config, run, hooks.callbacks, progress)
     dm.resume_batches = resume_step
