@@ -5,76 +5,53 @@ on the sample archive (Landsat 8, rows 224077/224078, inside ``datasets/sample/a
 for ``--budget-min`` minutes of this machine, with a checkpoint at every ``budget / points``;
 TorchGeo's ``MAE`` task trained for the same wall time on the same patches (same data module,
 normalisation and batch size; TorchGeo's augmentation, crops resized to 224 px); and the same
-architecture with random weights. Each backbone is judged by ``geopera evaluate knn linear
-dense`` on labelled images the pretraining never saw: the four Chesapeake NAIP scenes of
-``../shared/data/b_segmentation/chesapeake_naip_geobench`` (256 px at 1 m with a land-cover
-mask: another sensor, place and resolution), cut into 32 px chips (class: the majority label;
-spatial blocks never split), their red, green and blue bands written with the descriptions
-``B4, B3, B2`` so that the band rule selects them by name.
+architecture with random weights. Each backbone is judged by ``geopera evaluate knn linear`` on
+the held-out probes of ``probes.py`` (Chesapeake NAIP at 1 m, Slovenia Sentinel-2 at 10 m:
+other sensors, places and resolutions than the pretraining).
 
-One command: ``python benchmarks/bench_quality.py [--budget-min 30] [--points 3]
-[--arms pera mae] [--seeds 5] [--work DIR]``. Prints a table (the headline score and 95 %
-interval per backbone and budget, effective rank), writes it to ``WORK/table.md``, then judges
-the same backbones on the shared suite (``geopera evaluate --suite shared``) and prints its
-table (backbones and baselines x sets).
+The continued-pretraining arm (``continue``) starts from the curve's first checkpoint and
+continues it with ``geopera pretrain --init`` on the 13-band Slovenia scenes for
+``--continue-min`` minutes; it is compared on the Slovenia probe with that starting backbone and
+with a run from scratch on Slovenia for the same total wall time (the start's minutes plus the
+continuation's).
+
+One command: ``python benchmarks/bench_quality.py [--budget-min 25] [--points 5]
+[--arms pera mae continue] [--continue-min 5] [--seeds 5] [--suite] [--work DIR]``. Prints the
+tables (headline score and 95 % interval per backbone, budget and probe; effective rank) and
+writes them to ``WORK/table.md``; ``--suite`` adds ``geopera evaluate --suite shared``'s table.
+Runs already in ``WORK`` are reused.
 """
 
 import argparse
 import csv
+import dataclasses
 import json
 import math
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-MODEL = "vit_small_patch16_224"
-SAMPLE = REPO / "datasets" / "sample"
-ROI = SAMPLE / "area.geojson"
-CONFIG = REPO / "configs" / "pretrain" / "pera_vit_tiny_cpu.yaml"
+from probes import (
+    MODEL,
+    REPO,
+    ROI,
+    SAMPLE,
+    SLOVENIA,
+    Probe,
+    evaluate,
+    gain,
+    geopera,
+    held_out_probes,
+    score_cell,
+    shared_data,
+    slovenia,
+)
+
+#: The Slovenia scenes' 13 Sentinel-2 bands (the continued arm's "other bands").
+S2_BANDS = ["B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11",
+            "B12"]  # fmt: skip
 #: MAE steps per Lightning epoch (TorchGeo's MAE schedules its lr per epoch).
 EPOCH_STEPS = 50
-
-
-def shared_data() -> Path:
-    env = os.environ.get("GEOPERA_SHARED_DATA")
-    return Path(env) if env else REPO.parent / "shared" / "data"
-
-
-def geopera(*args: str) -> str:
-    exe = str(Path(sys.executable).with_name("geopera"))
-    result = subprocess.run([exe, *args], cwd=REPO, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        raise SystemExit(f"geopera {' '.join(args)} failed:\n{result.stderr[-4000:]}")
-    return result.stdout
-
-
-def eval_scenes(work: Path) -> Path:
-    """The four Chesapeake NAIP scenes as RGB GeoTIFFs named like Landsat 8's bands, + labels."""
-    import shutil
-
-    import rasterio
-
-    out = work / "chesapeake_scenes"
-    if out.is_dir():
-        return out
-    source = shared_data() / "b_segmentation" / "chesapeake_naip_geobench"
-    tmp = work / ".chesapeake_scenes"
-    tmp.mkdir(parents=True, exist_ok=True)
-    for image in sorted(source.glob("*_naip_RGBN.tif")):
-        key = image.name.removesuffix("_naip_RGBN.tif")
-        with rasterio.open(image) as ds:
-            rgb = ds.read([1, 2, 3])  # NAIP: red, green, blue, near infrared
-            profile = ds.profile | {"count": 3}
-        with rasterio.open(tmp / f"{key}_rgb.tif", "w", **profile) as dst:
-            dst.write(rgb)
-            dst.descriptions = ("B4", "B3", "B2")
-        shutil.copy(source / f"{key}_landcover.tif", tmp / f"{key}_labels.tif")
-    tmp.rename(out)
-    return out
 
 
 def steps_per_second(work: Path) -> float:
@@ -105,8 +82,8 @@ def pera(work: Path, budget_s: float, points: int) -> list[dict[str, Any]]:
 
     from geopera.core.outputs import save_torch_atomic
 
-    steps = max(points, int(budget_s * steps_per_second(work)))
-    every = math.ceil(steps / points)
+    every = max(1, int(budget_s * steps_per_second(work)) // points)
+    steps = every * points  # the last checkpoint is the end of the run
     run = work / "pera"
     if not (run / "backbone.pth").is_file():
         start = time.time()
@@ -144,6 +121,11 @@ def pera(work: Path, budget_s: float, points: int) -> list[dict[str, Any]]:
                 "minutes": (ckpt.stat().st_mtime - start) / 60,
             }
         )
+    if card["steps"] not in [f["step"] for f in found]:  # a run whose end was no checkpoint
+        minutes = ((run / "backbone.pth").stat().st_mtime - start) / 60
+        found.append(
+            {"arm": "pera", "weights": str(run), "step": card["steps"], "minutes": minutes}
+        )
     return found
 
 
@@ -158,16 +140,16 @@ def mae(work: Path, budget_s: float, points: int) -> list[dict[str, Any]]:
     from geopera.transforms.normalise import scale_unit
 
     done = sorted(work.glob("mae_point*/backbone.json"))
-    if len(done) >= points:
+    if done:  # trained before (training may have ended before the last point)
         return [json.loads((p.parent / "bench.json").read_text()) for p in done]
     L.seed_everything(0, verbose=False)
     dm = PretrainDataModule(
         [str(SAMPLE)], str(ROI), bands="rgb", patch_size=128, batch_size=16, num_workers=0, seed=0
     )
     norm = dm.normalisation()
-    p2, p98 = torch.tensor(norm["p2"][0]), torch.tensor(norm["p98"][0])
-    mean = torch.tensor(norm["mean"]).view(1, -1, 1, 1)
-    std = torch.tensor(norm["std"]).view(1, -1, 1, 1)
+    p2, p98 = torch.tensor(norm.p2[0]), torch.tensor(norm.p98[0])
+    mean = torch.tensor(norm.mean).view(1, -1, 1, 1)
+    std = torch.tensor(norm.std).view(1, -1, 1, 1)
 
     stream = iter(())
 
@@ -216,6 +198,7 @@ def mae(work: Path, budget_s: float, points: int) -> list[dict[str, Any]]:
                     "model_kwargs": {},
                     "in_chans": 3,
                     "bands": dm.band_names,
+                    "band_identities": identities,  # so that other sensors map onto them
                     "img_size": 224,
                     "token_size": 16,
                     "ssl_method": "mae",
@@ -227,6 +210,8 @@ def mae(work: Path, budget_s: float, points: int) -> list[dict[str, Any]]:
                     trainer.should_stop = True
 
     dm.setup()
+    known = dm.band_identities()
+    identities = [dataclasses.asdict(i) if i else None for i in known] if known else None
     task = MAE(model=MODEL, in_channels=3, size=224, warmup_epochs=1)
     # the cosine runs over the epochs the budget is expected to hold (PerA's measured speed)
     epochs = max(2, math.ceil(budget_s * steps_per_second(work) / EPOCH_STEPS))
@@ -244,76 +229,170 @@ def mae(work: Path, budget_s: float, points: int) -> list[dict[str, Any]]:
     return found
 
 
+def slovenia_roi() -> str:
+    """The Slovenia scenes' footprint as an ROI (WKT in their UTM zone)."""
+    import rasterio
+    import shapely
+
+    with rasterio.open(slovenia_scenes()[0]) as ds:
+        return f"{ds.crs.to_string()};{shapely.box(*ds.bounds).wkt}"
+
+
+def slovenia_scenes() -> list[str]:
+    """The five Sentinel-2 dates of the Slovenia scene."""
+    return sorted(str(p) for p in (shared_data() / SLOVENIA).parent.glob(Path(SLOVENIA).name))
+
+
+def slovenia_run(work: Path, name: str, steps: int, init: str | None) -> dict[str, Any]:
+    """The recipe on the 13-band Slovenia scenes, timed.
+
+    The scenes are 100 px wide: 64 px patches (torchgeo's sampler needs room for a patch's
+    diagonal) and 64/32 px crops, at the resolution of the data; otherwise the shipped recipe.
+    """
+    run = work / name
+    if not (run / "bench.json").is_file():
+        sets = ["data.patch_size=64", "views.global_size=64", "views.local_size=32",
+                f"trainer.checkpoint_every={steps}"]  # fmt: skip
+        if init:  # the fresh heads learn alone for the first tenth
+            sets.append(f"optim.freeze_backbone_steps={steps // 10}")
+        start = time.time()
+        geopera(
+            "pretrain", "--archive", *slovenia_scenes(), "--roi", slovenia_roi(),
+            "--bands", *S2_BANDS, "--max-steps", str(steps), "--out", str(run),
+            *(["--init", init] if init else []), *[a for s in sets for a in ("--set", s)],
+            "--no-progress",
+        )  # fmt: skip
+        minutes = (time.time() - start) / 60
+        entry = {"arm": name, "weights": str(run), "step": steps, "minutes": minutes}
+        (run / "bench.json").write_text(json.dumps(entry))
+    found: dict[str, Any] = json.loads((run / "bench.json").read_text())
+    return found
+
+
+def continued(work: Path, start: dict[str, Any], minutes: float) -> list[dict[str, Any]]:
+    """Continue ``start`` (a sample-archive backbone) on Slovenia; and scratch at equal time.
+
+    Returns the starting backbone, the continued one (its minutes and steps: the start's plus
+    its own) and the one trained from scratch on Slovenia for the continued one's total time.
+    """
+    more = slovenia_run(
+        work, "continued", max(10, int(minutes * 60 * steps_per_second(work))), start["weights"]
+    )
+    total = start["minutes"] + more["minutes"]
+    per_minute = more["step"] / more["minutes"]  # on Slovenia, start-up included
+    scratch = slovenia_run(work, "scratch", max(10, int(total * per_minute)), None)
+    both = {"minutes": total, "step": start["step"] + more["step"]}
+    return [
+        start | {"arm": "start (sample archive)"},
+        more | both | {"arm": "continued on Slovenia"},
+        scratch | {"arm": "scratch on Slovenia"},
+    ]
+
+
+def table(entries: list[dict[str, Any]], probes: list[Probe], results: dict[str, Any]) -> str:
+    """One row per backbone: kNN-20, kNN-5 and linear per probe (headline metric), rank."""
+    head = ["backbone", "minutes", "steps"]
+    for probe in probes:
+        head += [f"{probe.name} kNN-20", f"{probe.name} kNN-5", f"{probe.name} linear"]
+    head.append(f"{probes[0].name} rank")
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for e in entries:
+        w = e["weights"]
+        cells = [e["arm"], f"{e['minutes']:.1f}", str(e["step"])]
+        for probe in probes:
+            cells += [score_cell(results[probe.name], w, p) for p in ("knn20", "knn5", "linear")]
+        health = results[probes[0].name]["health"]
+        cells.append(f"{next(h['rank'] for h in health if h['weights'] == w):.1f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def gains(pairs: list[tuple[str, str, str]], probes: list[Probe], results: dict[str, Any]) -> str:
+    """Paired differences (``label``, better, than) per probe and protocol, 95 % intervals."""
+    head = ["comparison"]
+    for probe in probes:
+        head += [f"{probe.name} kNN-20", f"{probe.name} kNN-5", f"{probe.name} linear"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for label, better, than in pairs:
+        cells = [label]
+        for probe in probes:
+            res = results[probe.name]
+            cells += [gain(res, better, than, p) for p in ("knn20", "knn5", "linear")]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def judge(
+    work: Path,
+    entries: list[dict[str, Any]],
+    probes: list[Probe],
+    seeds: int,
+    pairs: list[tuple[str, str, str]],
+) -> str:
+    """Evaluate the backbones (kNN and linear) on the probes: their table, then the pairs'."""
+    weights = [e["weights"] for e in entries]
+    results = {p.name: evaluate(p, weights, work, ["knn", "linear"], seeds) for p in probes}
+    return table(entries, probes, results) + "\n\n" + gains(pairs, probes, results)
+
+
+def curve_pairs(curve: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
+    """Every backbone against random init; PerA against MAE at the nearest wall time."""
+    random = curve[0]["weights"]
+    pairs = [
+        (f"{e['arm']} {e['minutes']:.1f} min - random", e["weights"], random) for e in curve[1:]
+    ]
+    maes = [e for e in curve if e["arm"] == "mae"]
+    for e in (e for e in curve if e["arm"] == "pera" and maes):
+        m = min(maes, key=lambda m: abs(m["minutes"] - e["minutes"]))
+        label = f"pera {e['minutes']:.1f} min - mae {m['minutes']:.1f} min"
+        pairs.append((label, e["weights"], m["weights"]))
+    return pairs
+
+
+def continue_pairs(arm: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
+    """Continued against its start, against scratch at equal time, and each against random."""
+    random, start, more, scratch = (e["weights"] for e in arm)
+    return [
+        ("continued - start", more, start),
+        ("continued - scratch", more, scratch),
+        ("continued - random", more, random),
+        ("start - random", start, random),
+        ("scratch - random", scratch, random),
+    ]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--budget-min", type=float, default=30.0)
-    p.add_argument("--points", type=int, default=3)
-    p.add_argument("--arms", nargs="+", default=["pera", "mae"], choices=["pera", "mae"])
+    p.add_argument("--budget-min", type=float, default=25.0)
+    p.add_argument("--points", type=int, default=5)
+    p.add_argument("--arms", nargs="+", default=["pera", "mae", "continue"],
+                   choices=["pera", "mae", "continue"])  # fmt: skip
+    p.add_argument("--continue-min", type=float, default=5.0, help="minutes on Slovenia")
     p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--suite", action="store_true", help="also run evaluate --suite shared")
     p.add_argument("--work", type=Path, default=REPO / "bench_work" / "quality")
     args = p.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     if not (SAMPLE / "MANIFEST.json").is_file():
         geopera("data", "sample", "--out", str(SAMPLE))
-    scenes = eval_scenes(args.work)
     budget = args.budget_min * 60
-    entries = [{"arm": "random", "weights": MODEL, "step": 0, "minutes": 0.0}]
-    for arm in args.arms:
-        entries += (pera if arm == "pera" else mae)(args.work, budget, args.points)
-    out = args.work / f"eval_{time.strftime('%Y%m%d_%H%M%S')}"
-    geopera(
-        "evaluate",
-        "knn",
-        "linear",
-        "dense",
-        "--weights",
-        *[e["weights"] for e in entries],
-        "--data",
-        str(scenes / "*_rgb.tif"),
-        "--labels",
-        str(scenes / "*_labels.tif"),
-        "--chip-size",
-        "32",
-        "--out",
-        str(out),
-        "--seeds",
-        str(args.seeds),
-        "--no-progress",
-        "--no-cache",
-    )
-    results = json.loads((out / "results.json").read_text())
-    rank = {h["weights"]: h["rank"] for h in results["health"]}
-
-    def cell(weights: str, protocol: str) -> str:
-        r = next(
-            r
-            for r in results["rows"]
-            if r["weights"] == weights and r["protocol"] == protocol and r["headline"]
-        )
-        return f"{r['value']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]"
-
-    metric = results["headline"]["classification"]  # balanced accuracy on imbalanced classes
-    lines = [
-        f"| backbone | minutes | steps | kNN-20 {metric} | kNN-5 {metric} | linear {metric} "
-        "| dense mIoU | effective rank |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for e in entries:
-        w = e["weights"]
-        lines.append(
-            f"| {e['arm']} | {e['minutes']:.1f} | {e['step']} | {cell(w, 'knn20')} | "
-            f"{cell(w, 'knn5')} | {cell(w, 'linear')} | {cell(w, 'dense')} | "
-            f"{rank[w]:.1f} |"
-        )
-    table = "\n".join(lines)
-    (args.work / "table.md").write_text(table + "\n")
-    suite = _suite(args, [e["weights"] for e in entries])
-    print(
-        f"{results['n_images']} held-out images, {len(results['classes'])} classes, "
-        f"{args.seeds} spatial splits; evaluation in {out}"
-    )
-    print(table)
-    print(suite)
+    random = {"arm": "random", "weights": MODEL, "step": 0, "minutes": 0.0}
+    points = pera(args.work, budget, args.points) if {"pera", "continue"} & set(args.arms) else []
+    arm = []  # trained first: the MAE arm is the longest, and may be cut short (it is reused)
+    if "continue" in args.arms:
+        arm = [random, *continued(args.work, points[0], args.continue_min)]
+    curve = [random, *(points if "pera" in args.arms else [])]
+    if "mae" in args.arms:
+        curve += mae(args.work, budget, args.points)
+    text = judge(args.work, curve, held_out_probes(args.work), args.seeds, curve_pairs(curve))
+    if arm:
+        text += "\n\nContinued pretraining:\n\n"
+        text += judge(args.work, arm, [slovenia()], args.seeds, continue_pairs(arm))
+    if args.suite:
+        text += "\n\n" + _suite(args, [e["weights"] for e in curve])
+    (args.work / "table.md").write_text(text + "\n")
+    print(f"{args.seeds} spatial splits per probe; work in {args.work}")
+    print(text)
 
 
 def _suite(args: argparse.Namespace, weights: list[str]) -> str:

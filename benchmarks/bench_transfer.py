@@ -109,9 +109,9 @@ def pretrain_mae(out: Path, steps: int, batch: int) -> None:
         seed=0,
     )
     norm = dm.normalisation()
-    p2, p98 = torch.tensor(norm["p2"][0]), torch.tensor(norm["p98"][0])
-    mean = torch.tensor(norm["mean"]).view(1, -1, 1, 1)
-    std = torch.tensor(norm["std"]).view(1, -1, 1, 1)
+    p2, p98 = torch.tensor(norm.p2[0]), torch.tensor(norm.p98[0])
+    mean = torch.tensor(norm.mean).view(1, -1, 1, 1)
+    std = torch.tensor(norm.std).view(1, -1, 1, 1)
 
     class Batches(torch.utils.data.IterableDataset[dict[str, torch.Tensor]]):
         """The pretraining patches, normalised as geopera does, ``steps`` batches."""
