@@ -88,12 +88,13 @@ def test_shipped_configs_state_what_they_change() -> None:
         load_pretrain_config(folder / name)  # every key is known
     cpu = load_pretrain_config(folder / "pera_vit_tiny_cpu.yaml")
     assert load_pretrain_config() == cpu
+    # 1024 prototypes and 2 local crop pairs: the screen of docs/benchmarks.md, "Quality"
     assert (cpu.model.prototypes, cpu.model.drop_path_rate, cpu.model.head_hidden_dim) == (
-        4096,
+        1024,
         0.1,
         1024,
     )
-    assert (cpu.views.global_size, cpu.views.local_size, cpu.views.n_local) == (96, 48, 4)
+    assert (cpu.views.global_size, cpu.views.local_size, cpu.views.n_local) == (96, 48, 2)
     assert cpu.optim.lr * cpu.data.batch_size / 256 == pytest.approx(1e-4)  # as measured
     assert (cpu.optim.lr, cpu.optim.warmup_steps, cpu.optim.teacher_temp_warmup_steps) == (
         1.6e-3,  # per 256 images (lr_scaling linear): 1e-4 at batch 16, see docs/benchmarks.md
