@@ -20,6 +20,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,15 +57,23 @@ def geopera(*args: str) -> str:
     return result.stdout
 
 
+def built(folder: Path, build: Callable[[Path], None]) -> Path:
+    """``folder``, made once by ``build`` in a temporary folder renamed into place."""
+    if not folder.is_dir():
+        tmp = folder.with_name(f".{folder.name}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        build(tmp)
+        tmp.rename(folder)
+    return folder
+
+
 def chesapeake(work: Path) -> Probe:
     """The Chesapeake NAIP scenes as RGB GeoTIFFs named like Landsat 8's bands, + labels."""
     import rasterio
 
-    out = work / "chesapeake_scenes"
-    if not out.is_dir():
+    def build(tmp: Path) -> None:
         source = shared_data() / "b_segmentation" / "chesapeake_naip_geobench"
-        tmp = work / ".chesapeake_scenes"
-        tmp.mkdir(parents=True, exist_ok=True)
         for image in sorted(source.glob("*_naip_RGBN.tif")):
             key = image.name.removesuffix("_naip_RGBN.tif")
             with rasterio.open(image) as ds:
@@ -74,7 +83,8 @@ def chesapeake(work: Path) -> Probe:
                 dst.write(rgb)
                 dst.descriptions = ("B4", "B3", "B2")
             shutil.copy(source / f"{key}_landcover.tif", tmp / f"{key}_labels.tif")
-        tmp.rename(out)
+
+    out = built(work / "chesapeake_scenes", build)
     return Probe("chesapeake", str(out / "*_rgb.tif"), str(out / "*_labels.tif"), 32)
 
 
@@ -91,11 +101,8 @@ def neon_trees(work: Path) -> Probe:
     import numpy as np
     import rasterio
 
-    out = work / "neon_trees"
-    if not out.is_dir():
+    def build(tmp: Path) -> None:
         source = shared_data() / "d_detection" / "neon_trees_deepforest"
-        tmp = work / ".neon_trees"
-        tmp.mkdir(parents=True, exist_ok=True)
         with rasterio.open(source / "OSBS_029.tif") as ds:
             rgb, profile = ds.read(), ds.profile
         with rasterio.open(tmp / "OSBS_029_rgb.tif", "w", **profile) as dst:
@@ -109,7 +116,8 @@ def neon_trees(work: Path) -> Probe:
         mask = profile | {"count": 1, "dtype": "uint8", "nodata": 0}
         with rasterio.open(tmp / "OSBS_029_labels.tif", "w", **mask) as dst:
             dst.write(labels[None])
-        tmp.rename(out)
+
+    out = built(work / "neon_trees", build)
     return Probe("neon-trees", str(out / "*_rgb.tif"), str(out / "*_labels.tif"), 32)
 
 
