@@ -36,7 +36,6 @@ from probes import (
     REPO,
     ROI,
     SAMPLE,
-    SLOVENIA,
     Probe,
     evaluate,
     gain,
@@ -240,7 +239,8 @@ def slovenia_roi() -> str:
 
 def slovenia_scenes() -> list[str]:
     """The five Sentinel-2 dates of the Slovenia scene."""
-    return sorted(str(p) for p in (shared_data() / SLOVENIA).parent.glob(Path(SLOVENIA).name))
+    pattern = Path(slovenia().data)
+    return sorted(str(p) for p in pattern.parent.glob(pattern.name))
 
 
 def slovenia_run(work: Path, name: str, steps: int, init: str | None) -> dict[str, Any]:

@@ -29,7 +29,6 @@ REPO = Path(__file__).resolve().parents[1]
 MODEL = "vit_small_patch16_224"
 SAMPLE = REPO / "datasets" / "sample"
 ROI = SAMPLE / "area.geojson"
-SLOVENIA = "a_pretrain/sentinel2_eolearn_slovenia/S2L1C_reference_scene*.tif"
 
 
 @dataclass(frozen=True)
@@ -89,9 +88,12 @@ def chesapeake(work: Path) -> Probe:
 
 
 def slovenia() -> Probe:
-    """The Slovenia Sentinel-2 dates with their land-use raster (as ``evaluate --suite``)."""
-    labels = shared_data() / "b_segmentation" / "eolearn_slovenia_lulc" / "LULC.tif"
-    return Probe("slovenia", str(shared_data() / SLOVENIA), str(labels), 16)
+    """The Slovenia Sentinel-2 dates with their land use: the shared suite's ``slovenia-lulc``."""
+    from geopera.evaluate.suites import SUITES
+
+    found = next(s for s in SUITES["shared"] if s.name == "slovenia-lulc")
+    labels = str(shared_data() / found.labels) if found.labels else ""
+    return Probe("slovenia", str(shared_data() / found.data), labels, found.chip_size)
 
 
 def neon_trees(work: Path) -> Probe:

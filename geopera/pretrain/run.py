@@ -151,7 +151,9 @@ def build_task(
         list(norm.std),
     )
     if fresh and config.trainer.init is not None:
-        source = init or init_source(config.trainer.init, config.model.backbone)
+        source = (
+            init if init is not None else init_source(config.trainer.init, config.model.backbone)
+        )
         channels = data_channels(source, dm.band_names, dm.band_identities())
         load_init(task.model, source, len(dm.band_names), channels)
     if config.trainer.compile:
