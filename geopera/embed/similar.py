@@ -62,10 +62,14 @@ def _read_tokens(ds: rasterio.DatasetReader, window: Window) -> np.ndarray:
 
 
 def _geometry(query: str) -> BaseGeometry | None:
+    """The query's WKT geometry, or None where it is not WKT (then it may be a chip id)."""
     try:
-        return shapely.from_wkt(query)
+        geom = shapely.from_wkt(query)
     except shapely.errors.GEOSException:
         return None
+    if not np.isfinite(shapely.get_coordinates(geom)).all():
+        raise EmbedError(f"--query {query} has a coordinate that is not a finite number")
+    return geom
 
 
 def _outward(win: Window) -> Window:

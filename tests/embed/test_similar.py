@@ -3,9 +3,11 @@
 from pathlib import Path
 
 import numpy as np
+import pytest
 import rasterio
 
 from geopera.core.contracts import EmbeddingSet
+from geopera.embed.manifest import EmbedError
 from geopera.embed.similar import _query_vector, similar
 from tests.conftest import EMBEDDED_SCENE
 
@@ -30,3 +32,11 @@ def test_a_polygon_query_is_the_mean_of_the_tokens_inside(embedded: Path, tmp_pa
     with rasterio.open(summary.maps[0]) as sim:
         values = sim.read(1)
     assert np.nanmax(values) <= 1.0 + 1e-3
+
+
+def test_a_query_at_infinity_is_a_user_error(embedded: Path) -> None:
+    """Found by the fuzz suite: PROJ made the ring's corners NaN and GEOS raised its own error."""
+    manifest = EmbeddingSet.read(embedded / EmbeddingSet.FILE)
+    for query in ("POLYGON((-inf 0, -inf 0, -inf 0, -inf 0))", "POINT(nan 1)"):
+        with pytest.raises(EmbedError, match="not a finite number"):
+            _query_vector(manifest, embedded, query, "EPSG:3857")
