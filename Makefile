@@ -23,12 +23,18 @@ lint: env
 docs: env
 	$(VENV)/mkdocs build --strict --quiet --site-dir site
 
+# The tests run in parallel (pytest-xdist), one worker per core (PYTEST_WORKERS=0: in this
+# process), each worker and the processes it starts on one thread: torch's own threads would fight
+# the other worker for the same cores (docs/benchmarks.md, "The test suite").
+PYTEST_WORKERS ?= auto
+PYTEST := OMP_NUM_THREADS=1 $(VENV)/python -m pytest -q -n $(PYTEST_WORKERS) --dist worksteal
+
 test: sample lint docs
-	$(VENV)/python -m pytest -q $(PYTEST_ARGS)
+	$(PYTEST) $(PYTEST_ARGS)
 
 # Local loop: everything but the tests marked slow (CI runs them all through `make test`).
 test-fast: sample
-	$(VENV)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
+	$(PYTEST) -m "not slow" $(PYTEST_ARGS)
 
 # The device check's wheels and data in .gpu/ (git-ignored); see docs/benchmarks.md, "GPU check".
 gpu-wheels: env
