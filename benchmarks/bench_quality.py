@@ -6,8 +6,10 @@ for ``--budget-min`` minutes of this machine, with a checkpoint at every ``budge
 TorchGeo's ``MAE`` task trained for the same wall time on the same patches (same data module,
 normalisation and batch size; TorchGeo's augmentation, crops resized to 224 px); and the same
 architecture with random weights. Each backbone is judged by ``geopera evaluate knn linear`` on
-the held-out probes of ``probes.py`` (Chesapeake NAIP at 1 m, Slovenia Sentinel-2 at 10 m:
-other sensors, places and resolutions than the pretraining).
+the held-out probes of ``probes.py`` (Chesapeake NAIP at 1 m, NEON RGB at 0.1 m in Florida
+and Yellowstone, Slovenia Sentinel-2 at 10 m: other sensors, places and resolutions than the
+pretraining; the Yellowstone images are fetched from PyPI, in the ``deepforest`` wheel, the
+first time).
 
 The continued-pretraining arm (``continue``) starts from the curve's first checkpoint and
 continues it with ``geopera pretrain --init`` on the 13-band Slovenia scenes for

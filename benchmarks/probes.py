@@ -12,6 +12,12 @@ A probe is a labelled raster set that ``geopera evaluate --data --labels`` cuts 
   every backbone measured so far, so only its linear probe tells backbones apart.
 - ``neon-trees``: the NEON tile OSBS_029 (400 px of RGB at 0.1 m, Florida) with its 61 tree
   boxes of the DeepForest data drawn as a label raster (tree crown / ground); 32 px chips.
+- ``neon-yell``: two NEON crops of Yellowstone (0.1 m RGB, 2299 x 2472 and 1249 x 1035 px) with
+  their 853 DeepForest tree boxes, drawn the same way; 32 px chips (6715). The images come in
+  the ``deepforest`` wheel on PyPI (MIT; NEON data CC0), which the first run fetches with
+  ``pip download`` into the work folder. The crops' place inside their 1 km NEON tile is not
+  recorded: they are georeferenced at the tile's corner (named in the file, UTM 12N), which only
+  cuts the chips and the spatial blocks.
 """
 
 import json
@@ -20,6 +26,9 @@ import shutil
 import subprocess
 import sys
 import time
+import warnings
+import xml.etree.ElementTree as ET
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +37,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 MODEL = "vit_small_patch16_224"
 SAMPLE = REPO / "datasets" / "sample"
+#: The release whose wheel holds the Yellowstone crops of ``neon-yell``.
+DEEPFOREST = "deepforest==2.1.0"
 ROI = SAMPLE / "area.geojson"
 
 
@@ -123,9 +134,62 @@ def neon_trees(work: Path) -> Probe:
     return Probe("neon-trees", str(out / "*_rgb.tif"), str(out / "*_labels.tif"), 32)
 
 
+def _deepforest_wheel(work: Path) -> Path:
+    """The ``deepforest`` wheel in ``work/wheels``, fetched from PyPI the first time."""
+    folder = work / "wheels"
+    found = sorted(folder.glob("deepforest-*.whl"))
+    if not found:
+        print(f"fetching {DEEPFOREST} from PyPI (the images of the neon-yell probe)", flush=True)
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", DEEPFOREST,
+             "-d", str(folder)],
+            check=True,
+        )  # fmt: skip
+        found = sorted(folder.glob("deepforest-*.whl"))
+    return found[-1]
+
+
+def neon_yell(work: Path) -> Probe:
+    """Two NEON crops of Yellowstone with their tree boxes as label rasters (1 ground, 2 tree)."""
+    import numpy as np
+    import rasterio
+    from rasterio.errors import NotGeoreferencedWarning
+    from rasterio.transform import from_origin
+
+    def build(tmp: Path) -> None:
+        with zipfile.ZipFile(_deepforest_wheel(work)) as wheel:
+            names = [n for n in wheel.namelist() if "/data/2019_YELL_" in n]
+            wheel.extractall(tmp / "wheel", names)
+        for png in sorted((tmp / "wheel").rglob("2019_YELL_*.png")):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", NotGeoreferencedWarning)  # a PNG
+                with rasterio.open(png) as ds:
+                    rgb = ds.read()  # (3, H, W)
+            east, north = (int(v) for v in png.stem.split("_")[2:4])  # the tile's SW corner
+            height, width = rgb.shape[1:]
+            profile = {"driver": "GTiff", "width": width, "height": height, "crs": "EPSG:32612",
+                       "transform": from_origin(east, north + height * 0.1, 0.1, 0.1)}  # fmt: skip
+            with rasterio.open(tmp / f"{png.stem}_rgb.tif", "w", count=3, dtype="uint8",
+                               **profile) as dst:  # fmt: skip
+                dst.write(rgb)
+                dst.descriptions = ("red", "green", "blue")
+            labels = np.ones((height, width), np.uint8)  # ground
+            for box in ET.parse(png.with_suffix(".xml")).getroot().iter("bndbox"):
+                x0, y0, x1, y1 = (int(float(box.findtext(k, "0"))) for k in
+                                  ("xmin", "ymin", "xmax", "ymax"))  # fmt: skip
+                labels[y0:y1, x0:x1] = 2  # tree crown
+            with rasterio.open(tmp / f"{png.stem}_labels.tif", "w", count=1, dtype="uint8",
+                               nodata=0, **profile) as dst:  # fmt: skip
+                dst.write(labels[None])
+        shutil.rmtree(tmp / "wheel")
+
+    out = built(work / "neon_yell", build)
+    return Probe("neon-yell", str(out / "*_rgb.tif"), str(out / "*_labels.tif"), 32)
+
+
 def held_out_probes(work: Path) -> list[Probe]:
     """Every probe the sample archive's pretraining never saw."""
-    return [chesapeake(work), neon_trees(work), slovenia()]
+    return [chesapeake(work), neon_trees(work), neon_yell(work), slovenia()]
 
 
 def evaluate(
