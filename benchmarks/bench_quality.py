@@ -12,13 +12,15 @@ pretraining; the Yellowstone images are fetched from PyPI, in the ``deepforest``
 first time).
 
 The continued-pretraining arm (``continue``) starts from the curve's first checkpoint and
-continues it with ``geopera pretrain --init`` on the 13-band Slovenia scenes for
-``--continue-min`` minutes; it is compared on the Slovenia probe with that starting backbone and
-with a run from scratch on Slovenia for the same total wall time (the start's minutes plus the
-continuation's).
+continues it with ``geopera pretrain --init`` on each archive of ``--continue-on`` (the 13-band
+Slovenia scenes: other bands; the NEON Yellowstone crops: another place and a 300x finer
+resolution) for ``--continue-min`` minutes; it is compared on that archive's probe with the
+starting backbone and with a run from scratch there for the same total wall time (the start's
+minutes plus the continuation's).
 
 One command: ``python benchmarks/bench_quality.py [--budget-min 25] [--points 5]
-[--arms pera mae continue] [--continue-min 5] [--seeds 5] [--suite] [--work DIR]``. Prints the
+[--arms pera mae continue] [--continue-min 5] [--continue-on slovenia neon-yell] [--seeds 5]
+[--suite] [--work DIR]``. Prints the
 tables (headline score and 95 % interval per backbone, budget and probe; effective rank) and
 writes them to ``WORK/table.md``; ``--suite`` adds ``geopera evaluate --suite shared``'s table.
 Runs already in ``WORK`` are reused.
@@ -43,6 +45,7 @@ from probes import (
     gain,
     geopera,
     held_out_probes,
+    neon_yell,
     score_cell,
     shared_data,
     slovenia,
@@ -230,37 +233,66 @@ def mae(work: Path, budget_s: float, points: int) -> list[dict[str, Any]]:
     return found
 
 
-def slovenia_roi() -> str:
-    """The Slovenia scenes' footprint as an ROI (WKT in their UTM zone)."""
-    import rasterio
-    import shapely
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """An archive the continued arm continues on, and the probe of its place.
 
-    with rasterio.open(slovenia_scenes()[0]) as ds:
-        return f"{ds.crs.to_string()};{shapely.box(*ds.bounds).wkt}"
-
-
-def slovenia_scenes() -> list[str]:
-    """The five Sentinel-2 dates of the Slovenia scene."""
-    pattern = Path(slovenia().data)
-    return sorted(str(p) for p in pattern.parent.glob(pattern.name))
-
-
-def slovenia_run(work: Path, name: str, steps: int, init: str | None) -> dict[str, Any]:
-    """The recipe on the 13-band Slovenia scenes, timed.
-
-    The scenes are 100 px wide: 64 px patches (torchgeo's sampler needs room for a patch's
-    diagonal) and 64/32 px crops, at the resolution of the data; otherwise the shipped recipe.
+    Attributes:
+        name: The name in the tables and run folders.
+        probe: The labelled images; the arm pretrains on its images (never on its labels).
+        bands: ``--bands`` of the runs there.
+        sets: Recipe overrides for its images' size.
     """
+
+    name: str
+    probe: Probe
+    bands: list[str]
+    sets: list[str]
+
+    def scenes(self) -> list[str]:
+        """The probe's images: the archive."""
+        pattern = Path(self.probe.data)
+        return sorted(str(p) for p in pattern.parent.glob(pattern.name))
+
+    def roi(self) -> str:
+        """The images' footprints as an ROI (WKT in their CRS)."""
+        import rasterio
+        import shapely
+
+        boxes = []
+        for scene in self.scenes():
+            with rasterio.open(scene) as ds:
+                boxes.append(shapely.box(*ds.bounds))
+                crs = ds.crs.to_string()
+        return f"{crs};{shapely.union_all(boxes).wkt}"
+
+
+def targets(work: Path) -> dict[str, Target]:
+    """The continued arm's archives: other bands (Slovenia), another place and scale (NEON).
+
+    The Slovenia scenes are 100 px wide: 64 px patches (torchgeo's sampler needs room for a
+    patch's diagonal) and 64/32 px crops, at the resolution of the data.
+    """
+    small = ["data.patch_size=64", "views.global_size=64", "views.local_size=32"]
+    return {
+        "slovenia": Target("Slovenia", slovenia(), S2_BANDS, small),
+        "neon-yell": Target("Yellowstone", neon_yell(work), ["red", "green", "blue"], []),
+    }
+
+
+def target_run(
+    work: Path, target: Target, name: str, steps: int, init: str | None
+) -> dict[str, Any]:
+    """The recipe on the target's images, timed (otherwise the shipped recipe)."""
     run = work / name
     if not (run / "bench.json").is_file():
-        sets = ["data.patch_size=64", "views.global_size=64", "views.local_size=32",
-                f"trainer.checkpoint_every={steps}"]  # fmt: skip
+        sets = [*target.sets, f"trainer.checkpoint_every={steps}"]
         if init:  # the fresh heads learn alone for the first tenth
             sets.append(f"optim.freeze_backbone_steps={steps // 10}")
         start = time.time()
         geopera(
-            "pretrain", "--archive", *slovenia_scenes(), "--roi", slovenia_roi(),
-            "--bands", *S2_BANDS, "--max-steps", str(steps), "--out", str(run),
+            "pretrain", "--archive", *target.scenes(), "--roi", target.roi(),
+            "--bands", *target.bands, "--max-steps", str(steps), "--out", str(run),
             *(["--init", init] if init else []), *[a for s in sets for a in ("--set", s)],
             "--no-progress",
         )  # fmt: skip
@@ -271,23 +303,25 @@ def slovenia_run(work: Path, name: str, steps: int, init: str | None) -> dict[st
     return found
 
 
-def continued(work: Path, start: dict[str, Any], minutes: float) -> list[dict[str, Any]]:
-    """Continue ``start`` (a sample-archive backbone) on Slovenia; and scratch at equal time.
+def continued(
+    work: Path, target: Target, start: dict[str, Any], minutes: float
+) -> list[dict[str, Any]]:
+    """Continue ``start`` (a sample-archive backbone) on the target; and scratch at equal time.
 
     Returns the starting backbone, the continued one (its minutes and steps: the start's plus
-    its own) and the one trained from scratch on Slovenia for the continued one's total time.
+    its own) and the one trained from scratch on the target for the continued one's total time.
     """
-    more = slovenia_run(
-        work, "continued", max(10, int(minutes * 60 * steps_per_second(work))), start["weights"]
-    )
+    suffix = "" if target.name == "Slovenia" else f"_{target.probe.name}"  # earlier runs' names
+    steps = max(10, int(minutes * 60 * steps_per_second(work)))
+    more = target_run(work, target, f"continued{suffix}", steps, start["weights"])
     total = start["minutes"] + more["minutes"]
-    per_minute = more["step"] / more["minutes"]  # on Slovenia, start-up included
-    scratch = slovenia_run(work, "scratch", max(10, int(total * per_minute)), None)
+    per_minute = more["step"] / more["minutes"]  # on the target, start-up included
+    scratch = target_run(work, target, f"scratch{suffix}", max(10, int(total * per_minute)), None)
     both = {"minutes": total, "step": start["step"] + more["step"]}
     return [
         start | {"arm": "start (sample archive)"},
-        more | both | {"arm": "continued on Slovenia"},
-        scratch | {"arm": "scratch on Slovenia"},
+        more | both | {"arm": f"continued on {target.name}"},
+        scratch | {"arm": f"scratch on {target.name}"},
     ]
 
 
@@ -369,7 +403,14 @@ def main() -> None:
     p.add_argument("--points", type=int, default=5)
     p.add_argument("--arms", nargs="+", default=["pera", "mae", "continue"],
                    choices=["pera", "mae", "continue"])  # fmt: skip
-    p.add_argument("--continue-min", type=float, default=5.0, help="minutes on Slovenia")
+    p.add_argument("--continue-min", type=float, default=5.0, help="minutes on the target")
+    p.add_argument(
+        "--continue-on",
+        nargs="+",
+        default=["slovenia", "neon-yell"],
+        choices=["slovenia", "neon-yell"],
+        help="the continued arm's archives",
+    )
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--suite", action="store_true", help="also run evaluate --suite shared")
     p.add_argument("--work", type=Path, default=REPO / "bench_work" / "quality")
@@ -380,16 +421,17 @@ def main() -> None:
     budget = args.budget_min * 60
     random = {"arm": "random", "weights": MODEL, "step": 0, "minutes": 0.0}
     points = pera(args.work, budget, args.points) if {"pera", "continue"} & set(args.arms) else []
-    arm = []  # trained first: the MAE arm is the longest, and may be cut short (it is reused)
-    if "continue" in args.arms:
-        arm = [random, *continued(args.work, points[0], args.continue_min)]
+    # trained first: the MAE arm is the longest, and may be cut short (it is reused)
+    on = [targets(args.work)[t] for t in args.continue_on] if "continue" in args.arms else []
+    arms = {t.name: [random, *continued(args.work, t, points[0], args.continue_min)] for t in on}
     curve = [random, *(points if "pera" in args.arms else [])]
     if "mae" in args.arms:
         curve += mae(args.work, budget, args.points)
     text = judge(args.work, curve, held_out_probes(args.work), args.seeds, curve_pairs(curve))
-    if arm:
-        text += "\n\nContinued pretraining:\n\n"
-        text += judge(args.work, arm, [slovenia()], args.seeds, continue_pairs(arm))
+    for target in on:
+        arm = arms[target.name]
+        text += f"\n\nContinued pretraining on {target.name}:\n\n"
+        text += judge(args.work, arm, [target.probe], args.seeds, continue_pairs(arm))
     if args.suite:
         text += "\n\n" + _suite(args, [e["weights"] for e in curve])
     (args.work / "table.md").write_text(text + "\n")

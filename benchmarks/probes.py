@@ -165,7 +165,7 @@ def neon_yell(work: Path) -> Probe:
                 warnings.simplefilter("ignore", NotGeoreferencedWarning)  # a PNG
                 with rasterio.open(png) as ds:
                     rgb = ds.read()  # (3, H, W)
-            east, north = (int(v) for v in png.stem.split("_")[2:4])  # the tile's SW corner
+            east, north = (int(v) for v in png.stem.split("_")[3:5])  # the tile's SW corner
             height, width = rgb.shape[1:]
             profile = {"driver": "GTiff", "width": width, "height": height, "crs": "EPSG:32612",
                        "transform": from_origin(east, north + height * 0.1, 0.1, 0.1)}  # fmt: skip
