@@ -176,7 +176,14 @@ def load_roi(spec: str | os.PathLike[str]) -> ROI:
             raise ROIError(f"ROI WKT could not be parsed ({err})") from err
         return _finish(geom, _prefix_crs(prefixed.group(1)) if prefixed else WGS84, "wkt")
     path = Path(text)
-    if not path.exists():
+    try:
+        found = path.exists()
+    except OSError as err:  # e.g. a name longer than the file system allows
+        raise ROIError(
+            f"ROI {text!r} is neither a bbox 'minx,miny,maxx,maxy', a WKT polygon (optionally "
+            f"prefixed 'EPSG:xxxx;') nor a path this system can look up ({err.strerror})"
+        ) from err
+    if not found:
         raise FileNotFoundError(
             f"ROI file {text} does not exist; give a vector file (GeoJSON, GeoPackage, "
             "Shapefile), a WKT polygon or a bbox 'minx,miny,maxx,maxy' in lon/lat"

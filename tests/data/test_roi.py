@@ -62,3 +62,10 @@ def test_bad_rois(tmp_path: Path) -> None:
         load_roi(junk)
     with pytest.raises(ROIError, match="minx<maxx"):
         load_roi("11,45,10,46")
+
+
+def test_a_text_too_long_for_a_path_is_a_user_error() -> None:
+    """Found by the fuzz suite: an unmatched EPSG prefix made the WKT a path of 400 characters."""
+    text = "EPSG:0000000\x80;POLYGON((" + ", ".join(["1e16 1e16"] * 40) + "))"
+    with pytest.raises(ROIError, match="nor a path this system can look up"):
+        load_roi(text)
