@@ -220,6 +220,7 @@ def test_short_training_finds_atlanta_buildings(
     assert metrics["steps"] == 150
 
 
+@pytest.mark.slow  # two ranks and a one-process reference: 27 s alone, 39 s beside another worker
 def test_two_processes_predict_what_one_predicts(
     models: dict[str, Path], shared_data: Path, tmp_path: Path, cli: Callable[..., CliResult]
 ) -> None:
