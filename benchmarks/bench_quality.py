@@ -311,12 +311,12 @@ def continued(
     Returns the starting backbone, the continued one (its minutes and steps: the start's plus
     its own) and the one trained from scratch on the target for the continued one's total time.
     """
-    suffix = "" if target.name == "Slovenia" else f"_{target.probe.name}"  # earlier runs' names
     steps = max(10, int(minutes * 60 * steps_per_second(work)))
-    more = target_run(work, target, f"continued{suffix}", steps, start["weights"])
+    more = target_run(work, target, f"continued_{target.probe.name}", steps, start["weights"])
     total = start["minutes"] + more["minutes"]
     per_minute = more["step"] / more["minutes"]  # on the target, start-up included
-    scratch = target_run(work, target, f"scratch{suffix}", max(10, int(total * per_minute)), None)
+    scratch_steps = max(10, int(total * per_minute))
+    scratch = target_run(work, target, f"scratch_{target.probe.name}", scratch_steps, None)
     both = {"minutes": total, "step": start["step"] + more["step"]}
     return [
         start | {"arm": "start (sample archive)"},
