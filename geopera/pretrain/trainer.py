@@ -32,6 +32,38 @@ def precision(config: PretrainConfig, accelerator: str) -> str:
     return "32-true"
 
 
+class Checkpoints(ModelCheckpoint):
+    """``step*.ckpt`` every ``checkpoint_every`` steps and ``last.ckpt``, the run's final step.
+
+    Lightning's ``save_last`` copies the last periodic checkpoint: a run of 1602 steps saved
+    every 321 would leave ``last.ckpt`` at step 1284, and ``--resume --max-steps`` would train
+    its last 318 steps again. A run that reaches ``max_steps`` saves its end as ``last.ckpt``.
+
+    Args:
+        run: The run directory.
+        every: ``trainer.checkpoint_every``.
+    """
+
+    def __init__(self, run: RunDir, every: int) -> None:
+        super().__init__(
+            dirpath=run.checkpoints,
+            filename="step{step:06d}",
+            every_n_train_steps=every,
+            save_top_k=-1,
+            save_last=True,
+            auto_insert_metric_name=False,
+        )
+        self.last = run.last_checkpoint
+        self.every = every
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Save the final step as ``last.ckpt`` when the run reached ``max_steps`` off-period."""
+        super().on_train_end(trainer, pl_module)
+        step = trainer.global_step
+        if 0 < trainer.max_steps <= step and step % self.every:
+            trainer.save_checkpoint(self.last)  # every rank: the strategy writes on rank 0
+
+
 @dataclass
 class RunHooks:
     """The callbacks of a run, with the two whose state decides how the run ended.
@@ -70,14 +102,7 @@ def build_callbacks(
     """
     t = config.trainer
     stop, skipped = GracefulStop(run), SkippedSteps(run, t.max_skipped_steps)
-    checkpoints = ModelCheckpoint(
-        dirpath=run.checkpoints,
-        filename="step{step:06d}",
-        every_n_train_steps=t.checkpoint_every,
-        save_top_k=-1,
-        save_last=True,
-        auto_insert_metric_name=False,
-    )
+    checkpoints = Checkpoints(run, t.checkpoint_every)
     callbacks: list[L.Callback] = [
         checkpoints,
         stop,

@@ -105,6 +105,24 @@ def test_run_directory_holds_everything(tiny_args: list[str], tmp_path: Path) ->
     assert model(torch.randn(1, 3, 32, 32)).shape == (1, 32)
 
 
+def test_a_completed_run_extends_from_its_final_step(tiny_args: list[str], tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    every = ["--set", "trainer.checkpoint_every=2"]  # 3 steps: the end is no periodic step
+    proc = run_cli(*tiny_args, "--max-steps", "3", "--out", str(run), *every)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    last = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert last["global_step"] == 3
+    before = losses(run)
+    proc = run_cli("pretrain", "--resume", str(run), "--max-steps", "4", "--no-progress")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    status = json.loads((run / "run.json").read_text())
+    assert [r["step"] for r in status["resumes"]] == [3]  # not step 2, trained again
+    assert status["steps"] == 4
+    after = losses(run)
+    assert sorted(after) == [0, 1, 2, 3]
+    assert {k: after[k] for k in before} == before
+
+
 @pytest.mark.slow
 def test_kill_and_resume_gives_the_same_losses(tiny_args: list[str], tmp_path: Path) -> None:
     steps = "8"
