@@ -7,6 +7,7 @@ Notes (what the user should know, such as the bands a backbone did not find) are
 """
 
 import argparse
+import errno
 import sys
 from collections.abc import Sequence
 
@@ -68,9 +69,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return stop.exit_code
     except Exception as err:
         full = None if isinstance(err, GeoperaError) else disk_full_reason(err)
-        if not isinstance(err, USER_ERRORS) and full is None:
+        too_long = _name_too_long(err)
+        if not isinstance(err, USER_ERRORS) and full is None and too_long is None:
             raise
-        message = " ".join(str(err).split()) or type(err).__name__
+        message = too_long or " ".join(str(err).split()) or type(err).__name__
         if full is not None:  # a library's own words for a full disk
             message = (
                 f"a write failed: {full} ({message}); outputs are written atomically, so nothing "
@@ -84,6 +86,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         _close_process_group()
     return code
+
+
+def _name_too_long(err: BaseException) -> str | None:
+    """What to say when a path given was too long to look up (ENAMETOOLONG), else None.
+
+    Python's ``Path.exists()``/``is_file()`` raise it rather than answer False: a WKT, a list
+    or a long glob given where one path goes, for example.
+    """
+    if not isinstance(err, OSError) or err.errno != errno.ENAMETOOLONG:
+        return None
+    name = str(err.filename) if err.filename is not None else ""
+    shown = name if len(name) <= 80 else f"{name[:60]}...{name[-16:]}"
+    return (
+        f"the path {shown!r} ({len(name.encode())} bytes) is longer than the file system "
+        "allows: check the argument that gave it (a WKT, a list or a pattern where one path "
+        "goes?)"
+    )
 
 
 def _close_process_group() -> None:

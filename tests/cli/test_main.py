@@ -3,10 +3,15 @@
 import argparse
 import subprocess
 import sys
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 from geopera.cli.main import build_parser
+from tests.conftest import CliResult
+
+CliRunner = Callable[..., CliResult]
 
 
 def test_python_dash_m_geopera_is_the_cli() -> None:
@@ -44,3 +49,22 @@ def test_every_help_prints_and_reads_well(capsys: pytest.CaptureFixture[str]) ->
         assert "usage: geopera" in text, argv
         assert "%%" not in text, argv  # argparse does not format descriptions
         assert "%(" not in text, argv
+
+
+def test_a_path_too_long_to_look_up_is_a_one_line_error(cli: CliRunner, tmp_path: Path) -> None:
+    # Python 3.12's Path.is_dir()/is_file() raise ENAMETOOLONG instead of answering False
+    long = "x" * 300
+    out = tmp_path / "out"
+    commands = [
+        ["evaluate", "knn", "--weights", "vit_small_patch16_224", "--data", long,
+         "--labels", "labels.tif", "--chip-size", "32", "--out", str(out)],
+        ["embed", "--weights", "vit_small_patch16_224", "--input", long, "--out", str(out)],
+    ]  # fmt: skip
+    for argv in commands:
+        proc = cli(*argv)
+        assert proc.returncode == 2, (argv, proc.stderr[-2000:])
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1, proc.stderr
+        assert "(300 bytes) is longer than the file system allows" in lines[0]
+        assert "Traceback" not in proc.stderr
+        assert not out.exists()
