@@ -11,16 +11,18 @@ and Yellowstone, Slovenia Sentinel-2 at 10 m: other sensors, places and resoluti
 pretraining; the Yellowstone images are fetched from PyPI, in the ``deepforest`` wheel, the
 first time).
 
-The continued-pretraining arm (``continue``) starts from the curve's first checkpoint and
-continues it with ``geopera pretrain --init`` on each archive of ``--continue-on`` (the 13-band
-Slovenia scenes: other bands; the NEON Yellowstone crops: another place and a 300x finer
-resolution) for ``--continue-min`` minutes; it is compared on that archive's probe with the
-starting backbone and with a run from scratch there for the same total wall time (the start's
-minutes plus the continuation's).
+The continued-pretraining arm (``continue``) starts from the curve's first (or, with
+``--continue-from last``, last) checkpoint and continues it with ``geopera pretrain --init`` on
+each archive of ``--continue-on`` (the 13-band Slovenia scenes: other bands; the NEON
+Yellowstone crops: another place and a 300x finer resolution) for ``--continue-min`` minutes.
+It is compared on that archive's probe with the starting backbone, with a run from scratch
+there for the same total wall time (the start's minutes plus the continuation's), and with a
+run from scratch for the continuation's own steps (equal time on the target: what a user whose
+backbone exists compares).
 
 One command: ``python benchmarks/bench_quality.py [--budget-min 25] [--points 5]
-[--arms pera mae continue] [--continue-min 5] [--continue-on slovenia neon-yell] [--seeds 5]
-[--suite] [--work DIR]``. Prints the
+[--arms pera mae continue] [--continue-min 5] [--continue-on slovenia neon-yell]
+[--continue-from first last] [--seeds 5] [--suite] [--work DIR]``. Prints the
 tables (headline score and 95 % interval per backbone, budget and probe; effective rank) and
 writes them to ``WORK/table.md``; ``--suite`` adds ``geopera evaluate --suite shared``'s table.
 Runs already in ``WORK`` are reused.
@@ -309,19 +311,26 @@ def continued(
     """Continue ``start`` (a sample-archive backbone) on the target; and scratch at equal time.
 
     Returns the starting backbone, the continued one (its minutes and steps: the start's plus
-    its own) and the one trained from scratch on the target for the continued one's total time.
+    its own), the one trained from scratch on the target for the continued one's total time,
+    and the one trained from scratch for the continuation's own steps (the comparison of a user
+    whose backbone exists: the start's minutes are spent already).
     """
+    name = target.probe.name
     steps = max(10, int(minutes * 60 * steps_per_second(work)))
-    more = target_run(work, target, f"continued_{target.probe.name}", steps, start["weights"])
+    more = target_run(
+        work, target, f"continued_{name}_from{start['step']}", steps, start["weights"]
+    )
     total = start["minutes"] + more["minutes"]
     per_minute = more["step"] / more["minutes"]  # on the target, start-up included
     scratch_steps = max(10, int(total * per_minute))
-    scratch = target_run(work, target, f"scratch_{target.probe.name}", scratch_steps, None)
+    scratch = target_run(work, target, f"scratch_{name}_{scratch_steps}steps", scratch_steps, None)
+    short = target_run(work, target, f"scratch_{name}_{more['step']}steps", more["step"], None)
     both = {"minutes": total, "step": start["step"] + more["step"]}
     return [
         start | {"arm": "start (sample archive)"},
         more | both | {"arm": f"continued on {target.name}"},
         scratch | {"arm": f"scratch on {target.name}"},
+        short | {"arm": f"scratch on {target.name}, the continuation's steps"},
     ]
 
 
@@ -387,13 +396,15 @@ def curve_pairs(curve: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
 
 def continue_pairs(arm: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
     """Continued against its start, against scratch at equal time, and each against random."""
-    random, start, more, scratch = (e["weights"] for e in arm)
+    random, start, more, scratch, short = (e["weights"] for e in arm)
     return [
         ("continued - start", more, start),
-        ("continued - scratch", more, scratch),
+        ("continued - scratch (equal total time)", more, scratch),
+        ("continued - scratch (equal time on the target)", more, short),
         ("continued - random", more, random),
         ("start - random", start, random),
         ("scratch - random", scratch, random),
+        ("scratch, the continuation's steps - random", short, random),
     ]
 
 
@@ -411,6 +422,13 @@ def main() -> None:
         choices=["slovenia", "neon-yell"],
         help="the continued arm's archives",
     )
+    p.add_argument(
+        "--continue-from",
+        nargs="+",
+        default=["first"],
+        choices=["first", "last"],
+        help="the curve's checkpoints the continued arm starts from",
+    )
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--suite", action="store_true", help="also run evaluate --suite shared")
     p.add_argument("--work", type=Path, default=REPO / "bench_work" / "quality")
@@ -423,15 +441,22 @@ def main() -> None:
     points = pera(args.work, budget, args.points) if {"pera", "continue"} & set(args.arms) else []
     # trained first: the MAE arm is the longest, and may be cut short (it is reused)
     on = [targets(args.work)[t] for t in args.continue_on] if "continue" in args.arms else []
-    arms = {t.name: [random, *continued(args.work, t, points[0], args.continue_min)] for t in on}
+    starts = {"first": points[0], "last": points[-1]} if on else {}
+    arms = {
+        (t.name, which): [random, *continued(args.work, t, starts[which], args.continue_min)]
+        for t in on
+        for which in args.continue_from
+    }
     curve = [random, *(points if "pera" in args.arms else [])]
     if "mae" in args.arms:
         curve += mae(args.work, budget, args.points)
     text = judge(args.work, curve, held_out_probes(args.work), args.seeds, curve_pairs(curve))
-    for target in on:
-        arm = arms[target.name]
-        text += f"\n\nContinued pretraining on {target.name}:\n\n"
-        text += judge(args.work, arm, [target.probe], args.seeds, continue_pairs(arm))
+    for (name, which), arm in arms.items():
+        start = starts[which]
+        text += f"\n\nContinued pretraining on {name} from the curve's {which} checkpoint "
+        text += f"({start['minutes']:.1f} min, {start['step']} steps):\n\n"
+        probe = next(t.probe for t in on if t.name == name)
+        text += judge(args.work, arm, [probe], args.seeds, continue_pairs(arm))
     if args.suite:
         text += "\n\n" + _suite(args, [e["weights"] for e in curve])
     (args.work / "table.md").write_text(text + "\n")
