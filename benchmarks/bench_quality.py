@@ -442,21 +442,20 @@ def main() -> None:
     # trained first: the MAE arm is the longest, and may be cut short (it is reused)
     on = [targets(args.work)[t] for t in args.continue_on] if "continue" in args.arms else []
     starts = {"first": points[0], "last": points[-1]} if on else {}
-    arms = {
-        (t.name, which): [random, *continued(args.work, t, starts[which], args.continue_min)]
+    arms = [
+        (t, which, [random, *continued(args.work, t, starts[which], args.continue_min)])
         for t in on
         for which in args.continue_from
-    }
+    ]
     curve = [random, *(points if "pera" in args.arms else [])]
     if "mae" in args.arms:
         curve += mae(args.work, budget, args.points)
     text = judge(args.work, curve, held_out_probes(args.work), args.seeds, curve_pairs(curve))
-    for (name, which), arm in arms.items():
+    for target, which, arm in arms:
         start = starts[which]
-        text += f"\n\nContinued pretraining on {name} from the curve's {which} checkpoint "
+        text += f"\n\nContinued pretraining on {target.name} from the curve's {which} checkpoint "
         text += f"({start['minutes']:.1f} min, {start['step']} steps):\n\n"
-        probe = next(t.probe for t in on if t.name == name)
-        text += judge(args.work, arm, [probe], args.seeds, continue_pairs(arm))
+        text += judge(args.work, arm, [target.probe], args.seeds, continue_pairs(arm))
     if args.suite:
         text += "\n\n" + _suite(args, [e["weights"] for e in curve])
     (args.work / "table.md").write_text(text + "\n")
