@@ -16,6 +16,7 @@ import shapely
 from rasterio.transform import from_origin
 from rasterio.warp import transform_geom
 
+from geopera.core.names import inside, safe_name
 from geopera.core.outputs import require_new_folder, staged_folder
 from geopera.data.sampling.patches import PatchDataset
 from geopera.data.sampling.sampler import Location
@@ -53,7 +54,8 @@ def write_chips(
             xmin, ymin, xmax, ymax = (float(v) for v in sample["bounds"])
             image = sample["image"].numpy()  # (C, H, W)
             rx, ry = src.source.res
-            name = f"chip_{n:06d}_{src.source.name}.tif"
+            # the source's name may come from a recipe or a collection id: a safe component
+            name = f"chip_{n:06d}_{safe_name(src.source.name)}.tif"
             profile = {
                 "driver": "GTiff",
                 "width": image.shape[2],
@@ -65,7 +67,7 @@ def write_chips(
                 "nodata": src.source.nodata,
                 "compress": "deflate",
             }
-            with rasterio.open(work / name, "w", **profile) as dst:
+            with rasterio.open(inside(work, work / name), "w", **profile) as dst:
                 dst.write(image.astype(np.dtype(src.source.dtype), copy=False))
                 dst.descriptions = tuple(src.reader.bands)
             box = shapely.box(xmin, ymin, xmax, ymax)

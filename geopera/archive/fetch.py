@@ -22,6 +22,7 @@ from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
 
 from geopera.core.errors import ArchiveError, error_line
+from geopera.core.names import NameBook, inside
 from geopera.core.outputs import full_disk_errors, staged_folder, write_json
 from geopera.data.roi import ROI, outside_error
 from geopera.data.sources.discover import discover
@@ -164,15 +165,17 @@ def fetch_archive(
     problems = [{"path": p.path, "reason": p.reason} for p in archive.problems]
     fetched: list[dict[str, Any]] = []
     with staged_folder(out) as work, full_disk_errors(work):
+        places = _Places(work)
         for n, (source, item, window) in enumerate(jobs):
+            folder, stem = places.claim(source.name, item.scene)
             try:
-                fetched.append(_fetch_item(source, item, window, work))
+                fetched.append(_fetch_item(source, item, window, folder, stem))
             except Exception as err:
                 problems.append(
                     {"path": ", ".join(item.assets or item.paths), "reason": error_line(err)}
                 )
-                for leftover in (work / source.name).glob(f"{item.scene}*"):
-                    leftover.unlink()
+                for leftover in (folder / f"{stem}.tif", folder / f"{stem}.json"):
+                    leftover.unlink(missing_ok=True)
             if progress is not None:
                 progress(n + 1, len(jobs), item.scene)
         if not fetched:
@@ -210,11 +213,41 @@ def _jobs(chosen: Sequence[Source], roi: ROI) -> list[tuple[Source, RasterItem, 
     return jobs
 
 
-def _fetch_item(source: Source, item: RasterItem, window: Window, work: Path) -> dict[str, Any]:
-    """Copy one item's window as a COG with its STAC item; the manifest's row for it."""
-    folder = work / source.name
-    folder.mkdir(exist_ok=True)
-    name = f"{item.scene}.tif"
+class _Places:
+    """Where each fetched item goes: ``SOURCE/STEM.tif`` and ``.json``, both names made safe.
+
+    Source names (a recipe's ``name``, a collection id) and scene names (an item's ``id``) come
+    from documents: each becomes a safe, unique component (:class:`~geopera.core.names.NameBook`)
+    and every path is checked to stay inside the copy before it is written.
+    """
+
+    def __init__(self, work: Path) -> None:
+        self.work = work
+        self.sources = NameBook(taken=("catalog.json", "fetch.json"))
+        self.folders: dict[str, Path] = {}
+        self.scenes: dict[str, NameBook] = {}
+
+    def claim(self, source: str, scene: str) -> tuple[Path, str]:
+        """The folder (created) and file stem of one item of ``source``."""
+        if source not in self.folders:
+            folder = inside(self.work, self.work / self.sources.claim(source), source)
+            folder.mkdir()
+            self.folders[source] = folder
+            self.scenes[source] = NameBook()
+        folder = self.folders[source]
+        stem = self.scenes[source].claim(scene)
+        inside(self.work, folder / f"{stem}.json", scene)
+        return folder, stem
+
+
+def _fetch_item(
+    source: Source, item: RasterItem, window: Window, folder: Path, stem: str
+) -> dict[str, Any]:
+    """Copy one item's window as ``folder/stem.tif`` with its STAC item; the manifest's row.
+
+    The row keeps the item's own id (``scene``) beside the file names it was given.
+    """
+    name = f"{stem}.tif"
     try:
         grid = _copy(item, window, folder / name)
     except Exception as err:
@@ -222,11 +255,12 @@ def _fetch_item(source: Source, item: RasterItem, window: Window, work: Path) ->
             raise
         grid = _copy(item, window, folder / name)  # the signature had expired: signed again, once
     stac = _stac_item(source, item, name, grid)
-    (folder / f"{item.scene}.json").write_text(json.dumps(stac, indent=1))
+    (folder / f"{stem}.json").write_text(json.dumps(stac, indent=1))
     return {
         "source": source.name,
         "scene": item.scene,
-        "file": f"{source.name}/{name}",
+        "file": f"{folder.name}/{name}",
+        "item": f"{folder.name}/{stem}.json",
         "from": [unsigned_path(item, p) for p in item.assets] or item.paths,
         "bands": item.band_names,
         "crs": crs_label(item.crs),
@@ -236,10 +270,7 @@ def _fetch_item(source: Source, item: RasterItem, window: Window, work: Path) ->
 
 def _write_catalog(path: Path, name: str, description: str, fetched: list[dict[str, Any]]) -> None:
     """A static STAC catalog that links every fetched item (pretrain with ``--archive`` on it)."""
-    links = [
-        {"rel": "item", "href": f"./{f['source']}/{f['scene']}.json", "type": "application/json"}
-        for f in fetched
-    ]
+    links = [{"rel": "item", "href": f"./{f['item']}", "type": "application/json"} for f in fetched]
     catalog = {
         "type": "Catalog",
         "stac_version": "1.0.0",

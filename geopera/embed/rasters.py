@@ -13,6 +13,7 @@ from rasterio.windows import Window
 from timm.models.vision_transformer import VisionTransformer
 
 from geopera.core.errors import ROIError, note
+from geopera.core.names import NameBook
 from geopera.data.labelled.labels import Grid
 from geopera.data.labelled.windows import roi_window
 from geopera.data.roi import load_roi
@@ -48,16 +49,9 @@ class EmbedRaster:
 
 
 def _names(paths: list[str]) -> list[str]:
-    """Output names: file stems, made unique."""
-    names: list[str] = []
-    for path in paths:
-        stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(path).stem) or "raster"
-        name, n = stem, 1
-        while name in names:
-            n += 1
-            name = f"{stem}_{n}"
-        names.append(name)
-    return names
+    """Output names: the inputs' file stems (or URL's last part) as safe, unique components."""
+    book = NameBook()
+    return [book.claim(Path(path).stem) for path in paths]
 
 
 def raster_datetime(path: str) -> str | None:

@@ -26,6 +26,7 @@ from rasterio.windows import Window
 from shapely.geometry.base import BaseGeometry
 
 from geopera.core.contracts import EmbeddingSet
+from geopera.core.names import NameBook, inside
 from geopera.core.outputs import atomic_file, staged_folder
 from geopera.data.labelled.windows import bounded_gdal_cache
 from geopera.embed.manifest import EmbedError
@@ -227,11 +228,12 @@ def similar(
     manifest = EmbeddingSet.read(embeddings / EmbeddingSet.FILE)
     vector = _query_vector(manifest, embeddings, query, crs)
     maps: list[Path] = []
+    book = NameBook(taken=("top_chips.geojson",))  # raster names come from embeddings.json
     with staged_folder(out) as work:
         for entry in manifest.rasters:
             if entry.patches is not None:
-                name = f"similarity_{entry.name}.tif"
-                _similarity_map(embeddings / entry.patches, vector, work / name)
+                name = book.claim(f"similarity_{entry.name}", ".tif")
+                _similarity_map(embeddings / entry.patches, vector, inside(work, work / name))
                 maps.append(out / name)
         wrote = _top_chips(manifest, embeddings, vector, top, work / "top_chips.geojson")
     return SimilarSummary(out, maps, out / "top_chips.geojson" if wrote else None)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from geopera.core.errors import BandSelectionError, GeoperaError
+from geopera.core.names import inside
 from geopera.core.outputs import require_new_folder, staged_folder
 from geopera.data.labelled.sets import EvaluationDataError, LabelledSet, load_labelled
 from geopera.evaluate.scoring import BASELINES
@@ -135,7 +136,7 @@ def run_suite(
                 data = load_labelled(str(root / s.data), labels, None, s.chip_size, min_per_class)
                 if s.band_names is not None:
                     data = dataclasses.replace(data, band_names=list(s.band_names))
-                results = evaluate_set(data, work / s.name)
+                results = evaluate_set(data, inside(work, work / s.name))
             except (BandSelectionError, EvaluationDataError, ValueError) as err:
                 result.skipped[s.name] = " ".join(str(err).split())
                 continue

@@ -1,6 +1,7 @@
 """`geopera publish` on a real (tiny) ViT-S/16 run, checked from a fresh Python process."""
 
 import json
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import CliResult
+from tests.fakes.hostile import files_under
 from tests.pretrain.conftest import LANDSAT_ROI, SMALL, run_cli
 
 CliRunner = Callable[..., CliResult]
@@ -114,3 +116,22 @@ def test_publish_refuses_and_writes_nothing(
     proc = cli("publish", str(tiny), "--name", "x", "--out", str(out))
     assert "not completed" in proc.stderr
     assert not out.exists()
+
+
+def test_names_in_a_shared_card_do_not_name_files(
+    vit_small_run: Path, tmp_path: Path, cli: CliRunner
+) -> None:
+    """A backbone.json from someone else names sources and bands as paths: they stay text."""
+    run = tmp_path / "shared-run"
+    shutil.copytree(vit_small_run, run)
+    card = json.loads((run / "backbone.json").read_text())
+    card["bands"] = ["../../escaped", "/tmp/geopera_abs_band", "CON"][: len(card["bands"])]
+    card["sources"] = [{**s, "name": "../../../escaped_source"} for s in card["sources"]]
+    (run / "backbone.json").write_text(json.dumps(card))
+    before = files_under(tmp_path)
+    out = tmp_path / "deep" / "published"
+    proc = cli("publish", str(run), "--name", "shared", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert files_under(tmp_path) - before == files_under(out)
+    assert not list(Path("/tmp").glob("geopera_abs_band*"))
+    assert "../../escaped" in (out / "weights.json").read_text()

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from geopera.core.names import inside
 from geopera.data.sources.trust import Signer, check_hook
 
 #: GDAL path prefixes that mean "over the network".
@@ -257,7 +258,7 @@ class BlockCache:
         self._lock = threading.Lock()
 
     def _path(self, key: str) -> Path:
-        return self.folder / f"{key}.npy"
+        return inside(self.folder, self.folder / f"{key}.npy", key)
 
     def get(self, key: str) -> np.ndarray | None:
         """The cached array of a key, or None (a damaged file counts as a miss)."""

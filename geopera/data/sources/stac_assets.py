@@ -8,7 +8,6 @@ without them is opened once (its header only).
 import hashlib
 import json
 import os
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -17,6 +16,7 @@ from xml.sax.saxutils import escape
 from rasterio.crs import CRS
 
 from geopera.core.cache import cache_dir
+from geopera.core.names import inside, safe_name
 from geopera.core.outputs import write_atomic
 from geopera.data.sources.files import read_meta
 from geopera.data.sources.model import RASTER_EXTENSIONS, Problem
@@ -255,8 +255,9 @@ def vrt_xml(assets: list[Asset]) -> str:
 def write_vrt(xml: str, scene: str) -> str:
     """Write a VRT into the cache (content-addressed: the same item gives the same file)."""
     digest = hashlib.sha256(xml.encode()).hexdigest()[:16]
-    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", scene)[:80]
-    path = cache_dir("stac") / digest / f"{safe}.vrt"  # the file's stem is the item's id
+    root = cache_dir("stac")
+    # the file's stem is the item's id (readable in GDAL's messages), made a safe name
+    path = inside(root, root / digest / f"{safe_name(scene)}.vrt", scene)
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(path, xml)
