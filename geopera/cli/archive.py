@@ -34,23 +34,44 @@ def register(commands: Any) -> None:
     inspect.set_defaults(func=_inspect)
 
     sample = sub.add_parser("sample", help="write N random ROI patches as GeoTIFF chips")
-    sample.add_argument("paths", nargs="+", help=_PATHS_HELP)
-    sample.add_argument("--roi", required=True, help="ROI file, WKT or bbox")
-    sample.add_argument("--size", type=int, required=True, help="patch size in pixels")
-    sample.add_argument("--count", type=int, required=True, help="number of chips")
-    sample.add_argument("--out", type=Path, required=True, help="new output folder")
-    sample.add_argument("--seed", type=int, default=0)
-    sample.add_argument("--bands", nargs="+", help="band names, 1-based indices or 'rgb'")
-    sample.add_argument("--sources", nargs="+", help="restrict to these source names")
-    sample.add_argument(
+    _add_draw_arguments(sample)
+    sample.set_defaults(func=_sample)
+
+    shards = sub.add_parser(
+        "shards",
+        help="draw N patches with the pretraining sampler and write them as streaming shards",
+        description="Draw N patches with the pretraining sampler (ROI, source weights, quality "
+        "control) and write them as zstd-compressed LitData shards with chips.parquet "
+        "(footprints, provenance) and shards.json; pretrain from them with --shards.",
+    )
+    _add_draw_arguments(shards)
+    shards.add_argument(
+        "--workers", type=int, default=2, help="processes reading patches (default 2; 0: none)"
+    )
+    shards.add_argument(
+        "--resume", action="store_true", help="continue a killed run with the same arguments"
+    )
+    shards.set_defaults(func=_shards)
+
+
+def _add_draw_arguments(parser: argparse.ArgumentParser) -> None:
+    """What ``sample`` and ``shards`` share: the archive, the ROI and how patches are drawn."""
+    parser.add_argument("paths", nargs="+", help=_PATHS_HELP)
+    parser.add_argument("--roi", required=True, help="ROI file, WKT or bbox")
+    parser.add_argument("--size", type=int, required=True, help="patch size in pixels")
+    parser.add_argument("--count", type=int, required=True, help="number of chips")
+    parser.add_argument("--out", type=Path, required=True, help="new output folder")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--bands", nargs="+", help="band names, 1-based indices or 'rgb'")
+    parser.add_argument("--sources", nargs="+", help="restrict to these source names")
+    parser.add_argument(
         "--max-nodata", type=float, default=0.1, help="largest nodata fraction of a chip"
     )
-    sample.add_argument("--cache", type=Path, help="folder for tiles fetched from remote archives")
-    sample.add_argument(
+    parser.add_argument("--cache", type=Path, help="folder for tiles fetched from remote archives")
+    parser.add_argument(
         "--cache-gb", type=float, default=20.0, help="size limit of --cache (default 20)"
     )
-    add_document_permissions(sample)
-    sample.set_defaults(func=_sample)
+    add_document_permissions(parser)
 
 
 def _inspect(args: argparse.Namespace) -> int:
@@ -58,8 +79,8 @@ def _inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-def _sample(args: argparse.Namespace) -> int:
-    request = SampleRequest(
+def _request(args: argparse.Namespace) -> SampleRequest:
+    return SampleRequest(
         paths=args.paths,
         roi=args.roi,
         size=args.size,
@@ -72,9 +93,16 @@ def _sample(args: argparse.Namespace) -> int:
         cache=args.cache,
         cache_gb=args.cache_gb,
     )
-    prepared = prepare_sample(request)
+
+
+def _progress() -> Progress:
     columns = (TextColumn("chips"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=Console(stderr=True), transient=False) as progress:
+    return Progress(*columns, console=Console(stderr=True), transient=False)
+
+
+def _sample(args: argparse.Namespace) -> int:
+    prepared = prepare_sample(_request(args))
+    with _progress() as progress:
         task = progress.add_task("chips", total=args.count)
         summary = write_sample(prepared, advance=lambda n: progress.advance(task, n))
     if summary.unreadable:
@@ -86,5 +114,26 @@ def _sample(args: argparse.Namespace) -> int:
     print(
         f"wrote {summary.chips} chips to {args.out} (index: {args.out / 'chips.geojson'}; "
         f"{summary.rejected} patches rejected by quality control)"
+    )
+    return 0
+
+
+def _shards(args: argparse.Namespace) -> int:
+    from geopera.archive.shards import write_shards
+
+    if args.workers < 0:
+        raise ValueError(f"--workers must be >= 0, got {args.workers}")
+    prepared = prepare_sample(_request(args))
+    with _progress() as progress:
+        task = progress.add_task("chips", total=args.count)
+        summary = write_shards(
+            prepared, args.workers, args.resume, advance=lambda n: progress.advance(task, n)
+        )
+    again = f", {summary.resumed_parts} part(s) kept from the killed run" if args.resume else ""
+    print(
+        f"wrote {summary.shards.count} chips ({summary.shards.dtype}, "
+        f"{len(summary.shards.bands)} bands, {args.size} px) to {args.out} as shards{again}; "
+        f"{summary.rejected} patches rejected by quality control; "
+        f"pretrain from them: geopera pretrain --shards {args.out}"
     )
     return 0

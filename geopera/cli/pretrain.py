@@ -33,6 +33,11 @@ def register(commands: Any) -> None:
         help="archive folders/files, STAC catalogs or searches, recipes (default: datasets/sample)",
     )
     p.add_argument(
+        "--shards",
+        help="stream the chips of `geopera archive shards` (a folder, or an s3://, gs:// or "
+        "https:// prefix) instead of sampling an archive; no --roi needed",
+    )
+    p.add_argument(
         "--config", type=Path, help="YAML config (default: configs/pretrain/pera_vit_tiny_cpu.yaml)"
     )
     p.add_argument("--bands", nargs="+", help="band names, 1-based indices or 'rgb'")
@@ -94,7 +99,7 @@ def _pretrain(args: argparse.Namespace) -> int:
         config = load_pretrain_config(args.config) if args.config else copy.deepcopy(own)
     else:
         config = load_pretrain_config(args.config)
-        if args.roi is None and config.data.roi is None:
+        if args.roi is None and config.data.roi is None and not (args.shards or config.data.shards):
             raise GeoperaError("--roi is required (e.g. --roi datasets/sample/area.geojson)")
     for assignment in args.set:
         apply_override(config, assignment)
@@ -102,6 +107,7 @@ def _pretrain(args: argparse.Namespace) -> int:
         ("roi", "data", "roi"),
         ("probe", "data", "probe"),
         ("archive", "data", "archive"),
+        ("shards", "data", "shards"),
         ("bands", "data", "bands"),
         ("cache", "data", "cache"),
         ("batch_size", "data", "batch_size"),
@@ -126,7 +132,7 @@ def _pretrain(args: argparse.Namespace) -> int:
                 "run for the others"
             )
         resume_config(args.resume, config.trainer.max_steps)  # refuses a complete run
-    if not config.data.archive:
+    if not config.data.archive and not config.data.shards:
         if not is_complete(DEFAULT_DIR):
             print(
                 f"no --archive given: building the sample archive in {DEFAULT_DIR} (once)",

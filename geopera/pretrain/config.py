@@ -34,11 +34,14 @@ class DataSection(SamplingSettings):
         archive: Archive paths (empty: the sample archive).
         roi: ROI file, WKT or bbox (``--roi``).
         probe: Labelled points or chips for the kNN probe, or None.
+        shards: A ``geopera archive shards`` folder or ``s3://``, ``gs://``, ``https://``
+            prefix to stream instead of sampling an archive (``--shards``), or None.
     """
 
     archive: list[str] = field(default_factory=list)
     roi: str | None = None
     probe: str | None = None
+    shards: str | None = None
 
 
 @dataclass(frozen=True)

@@ -9,14 +9,17 @@ from geopera.core.normalisation import Normalisation
 from geopera.core.outputs import (
     save_torch_atomic,
 )
-from geopera.data.sampling.datamodule import PretrainDataModule
-from geopera.data.sampling.sampler import source_weights
+from geopera.data.sampling.shards import PretrainData
 from geopera.pretrain.rundir import RunDir
 from geopera.pretrain.task import PerATask, non_finite
 
 
 def export_backbone(
-    run: RunDir, task: PerATask, dm: PretrainDataModule, norm: Normalisation, steps: int
+    run: RunDir,
+    task: PerATask,
+    dm: PretrainData,
+    norm: Normalisation,
+    steps: int,
 ) -> None:
     """Write the teacher backbone (``backbone.pth``) and its card (``backbone.json``).
 
@@ -67,6 +70,7 @@ def export_backbone(
             for s in inventory["sources"]
         ],
         steps=steps,
+        shards=inventory.get("shards"),
         geopera_version=__version__,
         load_with=(
             f"timm.create_model({cfg.model.backbone!r}, in_chans={in_chans}, "
@@ -77,16 +81,16 @@ def export_backbone(
     card.write(run.path / BackboneCard.FILE)
 
 
-def trained_normalisation(task: PerATask, dm: PretrainDataModule) -> Normalisation:
+def trained_normalisation(task: PerATask, dm: PretrainData) -> Normalisation:
     """The normalisation the backbone trained with: the task's buffers, not fresh statistics.
 
     A resumed run restores them from its checkpoint, so its backbone card describes what the
     weights saw even when the statistics would now be computed differently.
     """
-    weights = source_weights(dm.sources, dm.weights)
+    weights = dm.mix_weights()
     views = task.views
     return Normalisation.of_arrays(
-        [s.source.name for s in dm.sources],
+        dm.sampled_sources,
         task.p2.cpu().double().numpy(),  # (S, C)
         task.p98.cpu().double().numpy(),
         views.mean.flatten().cpu().double().numpy(),  # (1, C, 1, 1) -> (C,)

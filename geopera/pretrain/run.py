@@ -33,9 +33,9 @@ from geopera.core.outputs import (
     write_json,
 )
 from geopera.core.ranks import launched_outside
-from geopera.data.bands import rgb_indices
 from geopera.data.sampling.badfiles import BadFiles
 from geopera.data.sampling.datamodule import PretrainDataModule
+from geopera.data.sampling.shards import PretrainData, ShardDataModule
 from geopera.models.loading import BackboneSource
 from geopera.pretrain.config import PretrainConfig, load_pretrain_config
 from geopera.pretrain.export import export_backbone, trained_normalisation
@@ -92,8 +92,10 @@ def new_run_dir(out: Path | None) -> Path:
     return candidate
 
 
-def _datamodule(config: PretrainConfig) -> PretrainDataModule:
+def _datamodule(config: PretrainConfig) -> PretrainData:
     d, t = config.data, config.trainer
+    if d.shards:
+        return ShardDataModule(d.shards, d.batch_size, d.num_workers, d.seed, d.cache, d.probe)
     if not d.archive:
         raise GeoperaError("no archive given: pass --archive PATH (or build the sample archive)")
     if d.roi is None:
@@ -119,7 +121,7 @@ def _datamodule(config: PretrainConfig) -> PretrainDataModule:
 
 def build_task(
     config: PretrainConfig,
-    dm: PretrainDataModule,
+    dm: PretrainData,
     norm: Normalisation,
     fresh: bool = True,
     init: BackboneSource | None = None,
@@ -139,7 +141,7 @@ def build_task(
     Returns:
         The task.
     """
-    rgb = rgb_indices(dm.sources[0].source.family, dm.band_names)
+    rgb = dm.rgb()
     L.seed_everything(config.data.seed, workers=True, verbose=False)  # same initial weights
     task = PerATask(
         to_plain(config),
@@ -245,7 +247,7 @@ def _pretrain(
     progress: bool,
     resumed: bool,
     changes: dict[str, list[Any]] | None,
-    dm: PretrainDataModule | None = None,
+    dm: PretrainData | None = None,
     init: BackboneSource | None = None,
 ) -> PretrainResult:
     """The body of :func:`pretrain` once the run is locked (``dm``, ``init``: made if None)."""
@@ -290,9 +292,9 @@ def _pretrain(
     return PretrainResult(run.path, "completed", steps)
 
 
-def _probe(config: PretrainConfig, dm: PretrainDataModule) -> Any:
-    """The kNN probe set of ``data.probe``, or None."""
-    if not config.data.probe:
+def _probe(config: PretrainConfig, dm: PretrainData) -> Any:
+    """The kNN probe set of ``data.probe``, or None (``--shards`` refuses a probe up front)."""
+    if not config.data.probe or not isinstance(dm, PretrainDataModule):
         return None
     from geopera.pretrain.probe import load_probe
 
@@ -302,7 +304,7 @@ def _probe(config: PretrainConfig, dm: PretrainDataModule) -> Any:
 def _record_start(
     run: RunDir,
     config: PretrainConfig,
-    dm: PretrainDataModule,
+    dm: PretrainData,
     norm: Normalisation,
     resume: Resume | None,
 ) -> None:
@@ -327,9 +329,7 @@ def _record_start(
     )
 
 
-def _fit(
-    trainer: L.Trainer, task: PerATask, dm: PretrainDataModule, run: RunDir, resumed: bool
-) -> None:
+def _fit(trainer: L.Trainer, task: PerATask, dm: PretrainData, run: RunDir, resumed: bool) -> None:
     """Train; a crash records ``failed`` and says what is kept and how to continue."""
     try:
         trainer.fit(

@@ -48,7 +48,7 @@ def _item(item_id: str, src: Any, href: str) -> dict[str, Any]:
         "id": item_id,
         "geometry": transform_geom(
             src.crs, "EPSG:4326", {"type": "Polygon", "coordinates": [ring]}
-        ),  # noqa: E501
+        ),
         "bbox": list(transform_bounds(src.crs, "EPSG:4326", *src.bounds)),
         "properties": {
             "datetime": "2020-05-18T10:00:00Z",

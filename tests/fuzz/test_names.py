@@ -67,11 +67,12 @@ def test_no_item_id_leaves_the_output_folder(
     @given(IDS)
     def check(ids: list[str]) -> None:
         n = next(counter)
-        write_catalog(root / f"c{n}", ids, root / "scene.tif")
+        name = f"{tmp_path.name}-c{n}"  # the served folder is shared by both budgets
+        write_catalog(root / name, ids, root / "scene.tif")
         work = tmp_path / f"w{n}"
         out = work / "deep" / "out"
         with FakeStorage(root) as storage:
-            code = main(["data", "fetch", f"{storage.url}/c{n}/catalog.json", "--roi", roi,
+            code = main(["data", "fetch", f"{storage.url}/{name}/catalog.json", "--roi", roi,
                          "--out", str(out)])  # fmt: skip
         assert code == 0
         assert files_under(work) == files_under(out)

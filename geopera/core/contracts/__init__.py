@@ -8,6 +8,8 @@
   of ``model.ckpt`` by ``geopera finetune``, read by ``predict`` and ``evaluate``.
 * :class:`PublishedWeights` (``weights.json``): the data manifest of a ``geopera publish`` folder.
 * :class:`EmbeddingSet` (``embeddings.json``): what a ``geopera embed`` folder holds.
+* :class:`ShardSet` (``shards.json``): what a ``geopera archive shards`` folder holds, read by
+  ``pretrain --shards``.
 
 Each carries ``format_version`` and its file name (``FILE``). Files without a version come from
 geopera 0.1 (format 0) and are upgraded on reading; a version newer than this geopera knows is
@@ -28,6 +30,7 @@ from geopera.core.contracts.run import (
     RunStatus,
     SkippedRecord,
 )
+from geopera.core.contracts.shards import ShardSet, ShardSource
 
 __all__ = [
     "RUN_STATES",
@@ -43,5 +46,7 @@ __all__ = [
     "PublishedWeights",
     "Resume",
     "RunStatus",
+    "ShardSet",
+    "ShardSource",
     "SkippedRecord",
 ]

@@ -37,6 +37,8 @@ class BackboneCard(_Versioned):
         geopera_version: Version that wrote it.
         load_with: A one-line recipe to load it with timm.
         init: The weights pretraining started from (``--init``), or None for random ones.
+        shards: The shard set it trained on (``location`` and the ``sha256`` of its
+            ``shards.json``), or None when patches were sampled from an archive.
     """
 
     FORMAT: ClassVar[int] = 3
@@ -62,6 +64,7 @@ class BackboneCard(_Versioned):
     geopera_version: str | None = None
     load_with: str | None = None
     init: str | None = None
+    shards: dict[str, str] | None = None
 
     @classmethod
     def _upgrade(cls, data: dict[str, Any], version: int) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader
 
 from geopera.core.identity import BandIdentity
 from geopera.core.normalisation import Normalisation
+from geopera.data.bands import rgb_indices
 from geopera.data.identity import identify
 from geopera.data.roi import ROI, load_roi
 from geopera.data.sampling.badfiles import BadFiles
@@ -182,6 +183,21 @@ class PretrainDataModule(L.LightningDataModule):
         """Band names of the first source (all sources have the same count)."""
         self.prepare()
         return list(self.sources[0].reader.bands)
+
+    @property
+    def sampled_sources(self) -> list[str]:
+        """The chosen sources' names, in sampling order."""
+        self.prepare()
+        return [s.source.name for s in self.sources]
+
+    def mix_weights(self) -> list[float]:
+        """The sources' sampling weights (how often each is drawn)."""
+        self.prepare()
+        return [float(w) for w in source_weights(self.sources, self.weights)]
+
+    def rgb(self) -> list[int] | None:
+        """Indices of the red, green and blue bands of the first source, or None."""
+        return rgb_indices(self.sources[0].source.family, self.band_names)
 
     def band_identities(self) -> list[BandIdentity | None] | None:
         """What each input band measures, from the first source that identifies them all.

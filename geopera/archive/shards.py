@@ -1,0 +1,299 @@
+"""``geopera archive shards``: patches drawn once by the pretraining sampler, written as shards.
+
+A GPU step consumes patches faster than windowed reads of compressed rasters can decode them
+(docs/benchmarks.md, "Loader"). The chips are drawn here once, with the sampler, quality control
+and bad-file handling of pretraining, and stored for streaming:
+
+* ``data/``: LitData chunks (``litdata.StreamingDataset`` reads them from disk or object
+  storage); each item holds ``image`` (C, H, W) in the stored dtype and its chip number, the
+  chunks compressed with zstd;
+* ``chips.parquet``: a GeoParquet of the chip footprints (WGS84) with their provenance: source,
+  scene, date, CRS and bounds in that CRS;
+* ``shards.json``: the typed record (:class:`~geopera.core.contracts.ShardSet`).
+
+The chips are written in parts of :data:`PART` chips, each complete when its row table exists;
+a killed run continues with ``--resume`` from its hidden work folder, redrawing the same stream
+(the sampler is seeded) and skipping the complete parts, so no chip is written twice.
+"""
+
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from geopera.archive.run import PreparedSample
+from geopera.core.contracts import ShardSet, ShardSource
+from geopera.core.errors import GeoperaError
+from geopera.core.normalisation import BandStats
+from geopera.core.outputs import atomic_file, full_disk_errors
+from geopera.data.identity import identify
+from geopera.data.sources.model import bounds_to_wgs84, crs_label
+
+#: Chips per part: the unit a killed run loses at most.
+PART = 256
+#: Chunk size of the LitData shards.
+CHUNK_BYTES = "64MB"
+#: Chips read back per source for its band statistics.
+STATS_CHIPS = 64
+
+
+@dataclass(frozen=True)
+class ShardSummary:
+    """What ``archive shards`` wrote.
+
+    Attributes:
+        out: The shard folder.
+        shards: Its record.
+        resumed_parts: Parts a resumed run found complete.
+        rejected: Patches rejected by quality control before the chips were accepted.
+    """
+
+    out: Path
+    shards: ShardSet
+    resumed_parts: int
+    rejected: int
+
+
+def work_folder(out: Path) -> Path:
+    """The hidden sibling where a shard folder is assembled (and a killed run continues)."""
+    return out.parent / f".{out.name}.partial"
+
+
+def write_shards(
+    prepared: PreparedSample,
+    workers: int = 0,
+    resume: bool = False,
+    advance: Callable[[int], None] | None = None,
+) -> ShardSummary:
+    """Read the prepared patches and write them as shards (see the module docstring).
+
+    Args:
+        prepared: The archive, sampler and dataset from :func:`~geopera.archive.run.prepare_sample`.
+        workers: DataLoader worker processes reading the patches (0: this process).
+        resume: Continue the hidden work folder of a killed run.
+        advance: Called with the number of chips just written (or found complete).
+
+    Returns:
+        What was written.
+
+    Raises:
+        GeoperaError: If a work folder exists without ``--resume``, or none with it.
+    """
+    request = prepared.request
+    work = _open_work(request.out, resume)
+    locations = list(islice(prepared.locations, request.count))
+    done = 0
+    with full_disk_errors(work):
+        for first in range(0, len(locations), PART):
+            part = work / "parts" / f"part-{first // PART:05d}"
+            if part.with_suffix(".parquet").is_file():
+                done += 1
+            else:
+                _write_part(prepared, locations[first : first + PART], first, part, workers)
+            if advance is not None:
+                advance(min(PART, len(locations) - first))
+        table = _merge(work, len(locations))
+        shards = _record(prepared, table, work)
+        shards.write(work / ShardSet.FILE)
+    work.rename(request.out)
+    return ShardSummary(request.out, shards, done, int(table["rejected"].sum()))
+
+
+def _open_work(out: Path, resume: bool) -> Path:
+    """The work folder: new, or a killed run's with ``--resume``."""
+    work = work_folder(out)
+    if resume and not work.is_dir():
+        raise GeoperaError(
+            f"--resume: there is no interrupted shard run for {out} (no {work.name} beside it); "
+            "run without --resume"
+        )
+    if not resume and work.exists():
+        raise GeoperaError(
+            f"an interrupted shard run for {out} is at {work}: continue it with --resume "
+            "(the same arguments), or remove that folder"
+        )
+    (work / "parts").mkdir(parents=True, exist_ok=True)
+    return work
+
+
+class _Chips:
+    """The patches of one part, by position (a map-style dataset for the DataLoader)."""
+
+    def __init__(self, dataset: Any, locations: list[Any]) -> None:
+        self.dataset = dataset
+        self.locations = locations
+
+    def __len__(self) -> int:
+        return len(self.locations)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return dict(self.dataset[self.locations[i]])
+
+
+def _read(prepared: PreparedSample, locations: list[Any], workers: int) -> Iterator[dict[str, Any]]:
+    """The part's samples in order, read by ``workers`` processes."""
+    from torch.utils.data import DataLoader
+
+    loader: DataLoader[dict[str, Any]] = DataLoader(
+        _Chips(prepared.dataset, locations),  # type: ignore[arg-type]
+        batch_size=None,
+        num_workers=workers,
+        prefetch_factor=8 if workers else None,
+    )
+    yield from loader
+
+
+def _write_part(
+    prepared: PreparedSample, locations: list[Any], first: int, part: Path, workers: int
+) -> None:
+    """One part: its LitData chunks in ``part/`` and its rows in ``part.parquet`` (last)."""
+    from litdata.streaming.writer import BinaryWriter
+
+    shutil.rmtree(part, ignore_errors=True)  # what a killed run left of this part
+    writer = BinaryWriter(str(part), chunk_bytes=CHUNK_BYTES, compression="zstd")
+    rows: list[dict[str, Any]] = []
+    dtype = np.dtype(prepared.dataset.dtype)
+    sources = prepared.dataset.sources
+    for n, sample in enumerate(_read(prepared, locations, workers)):
+        chip = first + n
+        image = sample["image"].numpy().astype(dtype, copy=False)  # (C, H, W)
+        writer[n] = {"chip": chip, "image": image}
+        rows.append(_provenance(sources[int(sample["source"])], sample, chip))
+    writer.done()
+    writer.merge()
+    import pandas as pd
+
+    with atomic_file(part.with_suffix(".parquet")) as tmp:
+        pd.DataFrame(rows).to_parquet(tmp)
+
+
+def _provenance(sampling: Any, sample: dict[str, Any], chip: int) -> dict[str, Any]:
+    """A chip's row: source, scene and date of the item under it, CRS, bounds, footprint."""
+    source = sampling.source
+    bounds = [float(v) for v in sample["bounds"]]
+    x, y = (bounds[0] + bounds[2]) / 2, (bounds[1] + bounds[3]) / 2
+    under = [
+        i
+        for i in source.items
+        if i.bounds[0] <= x <= i.bounds[2] and i.bounds[1] <= y <= i.bounds[3]
+    ]
+    item = under[0] if under else source.first
+    wgs84 = bounds_to_wgs84(source.crs, (bounds[0], bounds[1], bounds[2], bounds[3]))
+    return {
+        "chip": chip,
+        "source": source.name,
+        "scene": item.scene,
+        "date": item.acquired,
+        "crs": crs_label(source.crs),
+        "minx": bounds[0],
+        "miny": bounds[1],
+        "maxx": bounds[2],
+        "maxy": bounds[3],
+        "lon_min": wgs84[0] if wgs84 else None,
+        "lat_min": wgs84[1] if wgs84 else None,
+        "lon_max": wgs84[2] if wgs84 else None,
+        "lat_max": wgs84[3] if wgs84 else None,
+        "rejected": int(sample["rejected"]),
+    }
+
+
+def _merge(work: Path, count: int) -> Any:
+    """Join the parts: one LitData dataset in ``data/`` and ``chips.parquet`` (GeoParquet)."""
+    import geopandas as gpd
+    import pandas as pd
+    import shapely
+
+    parts = sorted(p for p in (work / "parts").iterdir() if p.is_dir())
+    data = work / "data"
+    shutil.rmtree(data, ignore_errors=True)
+    if len(parts) == 1:
+        shutil.copytree(parts[0], data)
+    else:
+        from litdata.processing.functions import merge_datasets
+
+        merge_datasets([str(p) for p in parts], str(data))
+    frame = pd.concat(
+        [pd.read_parquet(p.with_suffix(".parquet")) for p in parts], ignore_index=True
+    )
+    if len(frame) != count:
+        raise GeoperaError(f"the parts hold {len(frame)} chips instead of {count}; run again")
+    boxes = shapely.box(frame["lon_min"], frame["lat_min"], frame["lon_max"], frame["lat_max"])
+    table = gpd.GeoDataFrame(
+        frame.drop(columns=["lon_min", "lat_min", "lon_max", "lat_max"]),
+        geometry=boxes,
+        crs="EPSG:4326",
+    )
+    with atomic_file(work / "chips.parquet") as tmp:
+        table.to_parquet(tmp)
+    shutil.rmtree(work / "parts")
+    return table
+
+
+def _record(prepared: PreparedSample, table: Any, work: Path) -> ShardSet:
+    """``shards.json``: what the chips are, with each source's statistics from its chips."""
+    import litdata
+
+    request = prepared.request
+    first = prepared.dataset.sources[0]
+    item = first.source.first
+    identities = identify(first.reader.bands, item.family, Path(item.paths[0]).stem, item.aliases)
+    stats = _source_stats(work / "data", table, prepared)
+    return ShardSet(
+        count=len(table),
+        size=request.size,
+        dtype=str(np.dtype(prepared.dataset.dtype)),
+        bands=list(first.reader.bands),
+        identities=[i.to_dict() if i else None for i in identities],
+        sources=[
+            ShardSource(
+                name=s.source.name,
+                chips=int((table["source"] == s.source.name).sum()),
+                stats=stats[s.source.name],
+                crs=crs_label(s.source.crs),
+                res=[float(r) for r in s.source.res],
+            )
+            for s in prepared.dataset.sources
+            if s.source.name in stats
+        ],
+        roi={"origin": str(request.roi), "wkt_wgs84": _roi_wkt(request.roi)},
+        archive=[str(p) for p in request.paths],
+        seed=request.seed,
+        max_nodata=request.max_nodata,
+        library=f"litdata {litdata.__version__}",
+    )
+
+
+def _roi_wkt(roi: str) -> str:
+    from geopera.data.roi import load_roi
+
+    return load_roi(roi).wkt_wgs84
+
+
+def _source_stats(
+    data: Path, table: Any, prepared: PreparedSample
+) -> dict[str, dict[str, list[float]]]:
+    """Each source's ``BandStats`` from up to :data:`STATS_CHIPS` of its written chips."""
+    from litdata import StreamingDataset
+
+    dataset = StreamingDataset(str(data))
+    out: dict[str, dict[str, list[float]]] = {}
+    for sampling in prepared.dataset.sources:
+        name = sampling.source.name
+        chips = table.index[table["source"] == name][:STATS_CHIPS]
+        if len(chips) == 0:
+            continue
+        nodata = sampling.source.nodata
+        stack = np.stack([dataset[int(i)]["image"] for i in chips])  # (N, C, H, W)
+        bands = []
+        for c in range(stack.shape[1]):
+            values = stack[:, c].ravel()
+            valid = (
+                np.isfinite(values) if nodata is None else (values != nodata) & np.isfinite(values)
+            )
+            bands.append(values[valid])
+        out[name] = BandStats.of_bands(bands).to_dict()
+    return out
