@@ -14,22 +14,31 @@ from geopera.archive.inspect import inspect_report, print_report
 from geopera.core.errors import ArchiveError
 from geopera.data.roi import load_roi
 from geopera.data.sources.discover import discover
+from geopera.data.sources.index import Progress
 from geopera.data.sources.model import Archive
 
 
-def inspect(paths: Sequence[str], roi: str | None, as_json: bool) -> None:
+def inspect(
+    paths: Sequence[str],
+    roi: str | None,
+    as_json: bool,
+    reindex: bool = False,
+    progress: Progress | None = None,
+) -> None:
     """Print an archive's sources (with their ROI overlap) and its problem files.
 
     Args:
         paths: What ``--archive`` takes: folders, files, URLs, STAC documents, recipes.
         roi: Optional ROI file, WKT or bbox.
         as_json: Print the report as JSON instead of tables.
+        reindex: Read every file's header again instead of reusing the archive index.
+        progress: Called with ``(read, to_read)`` while headers are read.
 
     Raises:
         ArchiveError: If no usable source was found (after the report is printed).
     """
     region = load_roi(roi) if roi else None
-    archive = discover(paths, roi=region)
+    archive = discover(paths, roi=region, reindex=reindex, progress=progress)
     report = inspect_report(archive, region)
     if as_json:
         print(json.dumps(report, indent=1))
@@ -58,6 +67,7 @@ class SampleRequest:
         max_nodata: Largest nodata fraction of a chip.
         cache: Folder for tiles fetched from remote archives, or None.
         cache_gb: Size limit of ``cache``.
+        reindex: Read every file's header again instead of reusing the archive index.
     """
 
     paths: Sequence[str]
@@ -71,6 +81,7 @@ class SampleRequest:
     max_nodata: float = 0.1
     cache: Path | None = None
     cache_gb: float = 20.0
+    reindex: bool = False
 
 
 @dataclass(frozen=True)
@@ -147,7 +158,7 @@ def prepare_sample(request: SampleRequest) -> PreparedSample:
 
     _check(request)
     roi = load_roi(request.roi)
-    archive = discover(request.paths, roi=roi)
+    archive = discover(request.paths, roi=roi, reindex=request.reindex)
     if not archive.sources:
         raise ArchiveError(f"no usable raster source under {' '.join(request.paths)}")
     chosen = archive.select(request.bands, request.sources, roi=roi)

@@ -16,6 +16,8 @@ _PATHS_HELP = (
     "(path or URL); stac+https://API?collections=...; a recipe (.yaml)"
 )
 
+_REINDEX_HELP = "read every file's header again instead of reusing the archive's index"
+
 
 def register(commands: Any) -> None:
     """Add the ``archive`` command group.
@@ -30,6 +32,7 @@ def register(commands: Any) -> None:
     inspect.add_argument("paths", nargs="+", help=_PATHS_HELP)
     inspect.add_argument("--roi", help="ROI file, WKT or bbox: adds each source's overlap")
     inspect.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    inspect.add_argument("--reindex", action="store_true", help=_REINDEX_HELP)
     add_document_permissions(inspect)
     inspect.set_defaults(func=_inspect)
 
@@ -71,11 +74,20 @@ def _add_draw_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--cache-gb", type=float, default=20.0, help="size limit of --cache (default 20)"
     )
+    parser.add_argument("--reindex", action="store_true", help=_REINDEX_HELP)
     add_document_permissions(parser)
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    inspect(args.paths, args.roi, args.json)
+    with _progress("headers") as progress:
+        task = progress.add_task("headers", total=None)
+        inspect(
+            args.paths,
+            args.roi,
+            args.json,
+            args.reindex,
+            lambda done, total: progress.update(task, completed=done, total=total),
+        )
     return 0
 
 
@@ -92,12 +104,13 @@ def _request(args: argparse.Namespace) -> SampleRequest:
         max_nodata=args.max_nodata,
         cache=args.cache,
         cache_gb=args.cache_gb,
+        reindex=args.reindex,
     )
 
 
-def _progress() -> Progress:
-    columns = (TextColumn("chips"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    return Progress(*columns, console=Console(stderr=True), transient=False)
+def _progress(what: str = "chips") -> Progress:
+    columns = (TextColumn(what), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    return Progress(*columns, console=Console(stderr=True), transient=what != "chips")
 
 
 def _sample(args: argparse.Namespace) -> int:

@@ -22,8 +22,11 @@ TEST_ENV = {
 @contextlib.contextmanager
 def s3_server() -> Iterator[str]:
     """Run the server; yields its endpoint URL (``http://127.0.0.1:PORT``)."""
+    import logging
+
     from moto.server import ThreadedMotoServer
 
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no line per request
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()

@@ -178,7 +178,7 @@ class PatchDataset(Dataset[dict[str, Tensor]]):
         return len(reader.excluded) < reader.n_items
 
     def _aligned(self, src: int, box: Bounds) -> Bounds:
-        """A remote patch moved onto its COG's tiles, when it stays inside the ROI."""
+        """A patch moved onto its file's internal tiles, when it stays inside the ROI."""
         moved = self.sources[src].reader.align(box)
         if moved != box and shapely.contains(self.sources[src].roi, shapely.box(*moved)):
             return moved

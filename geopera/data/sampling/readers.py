@@ -88,9 +88,11 @@ class SourceReader:
     File handles are opened lazily in each process (DataLoader workers fork after the reader
     is built) and kept open.
 
-    Items whose data lie over the network (STAC assets, ``/vsicurl/``...) are read in windows
-    moved onto their COG's internal tiles (:meth:`align`), and through ``cache`` when given:
-    whole tiles are fetched once and kept on the local disk.
+    Windows are moved onto the items' internal tiles (:meth:`align`): a patch that straddles a
+    tile edge decodes two to four compressed tiles for one tile's pixels, on a local disk as
+    over the network. Items whose data lie over the network (STAC assets, ``/vsicurl/``...) are
+    also read through ``cache`` when given: whole tiles are fetched once and kept on the local
+    disk.
 
     Args:
         source: The source.
@@ -153,7 +155,7 @@ class SourceReader:
         return self._tiles[index]
 
     def align(self, box: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
-        """Move a patch of a remote item onto the fewest internal tiles (local: unchanged).
+        """Move a patch onto the fewest internal tiles of its item (striped files: unchanged).
 
         Args:
             box: ``(xmin, ymin, xmax, ymax)`` on the item's pixel grid.
@@ -162,7 +164,7 @@ class SourceReader:
             The moved box (same size, shifted by less than its size), or ``box``.
         """
         i = self.fast_item(*box)
-        if i is None or not self._remote[i]:
+        if i is None:
             return box
         try:
             tile_rows, tile_cols = self.tile_shape(i)

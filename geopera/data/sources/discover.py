@@ -18,6 +18,7 @@ from geopera.data.sources.files import (
     name_sources,
     read_meta,
 )
+from geopera.data.sources.index import Progress, read_indexed
 from geopera.data.sources.model import Archive, FileMeta, Problem, RasterItem
 from geopera.data.sources.recipes import is_recipe, load_recipe
 from geopera.data.sources.remote import configure_remote, gdal_path
@@ -51,7 +52,30 @@ def _expand(
     return rasters, items, problems
 
 
-def discover(paths: Iterable[str | os.PathLike[str]], roi: "ROI | None" = None) -> Archive:
+def _read_headers(
+    files: list[str], rasters: list[str], reindex: bool, progress: Progress | None
+) -> list[FileMeta | Problem]:
+    """Each file's metadata: through the index of the folder it was found in, else read."""
+    by_folder: dict[str, list[str]] = defaultdict(list)
+    folders = [
+        os.path.join(r, "") for r in rasters if not r.startswith("/vsi") and os.path.isdir(r)
+    ]
+    for f in files:
+        home = next((d for d in folders if f.startswith(d)), None)
+        by_folder[home or ""].append(f)
+    found: dict[str, FileMeta | Problem] = {f: read_meta(f) for f in by_folder.pop("", [])}
+    for folder, inside_it in by_folder.items():
+        metas = read_indexed(folder, inside_it, reindex=reindex, progress=progress)
+        found.update(zip(inside_it, metas, strict=True))
+    return [found[f] for f in files]
+
+
+def discover(
+    paths: Iterable[str | os.PathLike[str]],
+    roi: "ROI | None" = None,
+    reindex: bool = False,
+    progress: Progress | None = None,
+) -> Archive:
     """Discover the sources of a raster archive.
 
     Args:
@@ -60,6 +84,9 @@ def discover(paths: Iterable[str | os.PathLike[str]], roi: "ROI | None" = None) 
             API searches (``stac+https://...``); recipe files (``.yaml``).
         roi: Optional ROI: a STAC search's ``intersects``; static catalogs' items outside it
             are left out.
+        reindex: Read every file of an archive folder again instead of reusing its index
+            (:mod:`geopera.data.sources.index`).
+        progress: Called with ``(read, to_read)`` while file headers are read.
 
     Returns:
         The archive's sources and problems.
@@ -76,8 +103,7 @@ def discover(paths: Iterable[str | os.PathLike[str]], roi: "ROI | None" = None) 
     problems.extend(found)
     configure_remote(files + [a for it in stac_items for a in it.assets])
     metas: list[FileMeta] = []
-    for f in files:
-        meta = read_meta(f)
+    for meta in _read_headers(files, rasters, reindex, progress):
         if isinstance(meta, Problem):
             problems.append(meta)
         else:

@@ -128,6 +128,7 @@ def read_meta(path: str) -> FileMeta | Problem:
                 bounds=(src.bounds.left, src.bounds.bottom, src.bounds.right, src.bounds.top),
                 nodata=src.nodata,
                 descriptions=tuple(src.descriptions),
+                block=(int(src.block_shapes[0][0]), int(src.block_shapes[0][1])),
             )
     except rasterio.errors.RasterioIOError as err:
         msg = str(err).splitlines()[0] if str(err) else type(err).__name__

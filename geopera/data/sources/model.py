@@ -61,6 +61,8 @@ class FileMeta:
     bounds: Bounds
     nodata: float | None
     descriptions: tuple[str | None, ...]
+    #: Internal tile (block) size as (rows, cols), or None when not known.
+    block: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)

