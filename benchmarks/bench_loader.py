@@ -145,10 +145,13 @@ def _roi_wkt() -> str:
 
 def shard_rate(location: str, workers: int, passes: int = 2) -> float:
     """Chips/s of the pretraining loader over shards; the last of ``passes`` epochs is timed."""
+    from geopera.data.sampling.datamodule import SamplingSettings
     from geopera.data.sampling.shards import ShardDataModule
 
     cache = tempfile.mkdtemp(prefix="bench-shard-cache-")
-    dm = ShardDataModule(location, 32, workers, 0, cache)
+    dm = ShardDataModule(
+        location, SamplingSettings(batch_size=32, num_workers=workers, cache=cache)
+    )
     rate = 0.0
     for _ in range(passes):
         loader = dm.train_dataloader()

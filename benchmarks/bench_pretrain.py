@@ -4,6 +4,9 @@
   workers, quality control, views on the device, PerA step), images/s from its metrics.csv;
 * ``step_only``: the same task and Trainer fed one in-memory batch over and over (no reads).
 
+With ``--shards DIR`` both read from a ``geopera archive shards`` folder instead of the sample
+archive (``pretrain --shards``).
+
 Both skip the first ``--warmup`` steps and take the median images/s of the rest; the two are
 measured alternately ``--repeats`` times and the median of the paired ratios is reported with
 its range, beside the end-to-end run's ``data_wait`` (median over its logged steps: the share of
@@ -11,7 +14,7 @@ wall time the loop waited for the next batch). Goal: the data pipeline never lim
 end-to-end >= 90 % of step-only, data_wait <= 5 %.
 
 Usage: ``python benchmarks/bench_pretrain.py [--steps N] [--workers W] [--repeats R]
-[--config FILE] [--json]``
+[--config FILE] [--shards DIR] [--json]``
 """
 
 import argparse
@@ -107,12 +110,14 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3, help="alternated pairs of runs")
+    parser.add_argument("--shards", type=Path, help="an `archive shards` folder to read instead")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     build_sample_archive(DEFAULT_DIR, log=lambda _: None)
     config = load_pretrain_config(args.config)
     config.data.archive = [str(DEFAULT_DIR)]
     config.data.roi = str(DEFAULT_DIR / "area.geojson")
+    config.data.shards = str(args.shards) if args.shards else None
     config.data.num_workers = args.workers
     config.trainer.max_steps = args.steps
     config.trainer.log_every = 1
@@ -134,6 +139,7 @@ def main() -> None:
         "min_ratio": min(ratios),
         "max_ratio": max(ratios),
         "config": args.config.name,
+        "data": str(args.shards) if args.shards else "sample archive",
         "workers": args.workers,
         "steps": args.steps,
     }

@@ -37,8 +37,10 @@ from geopera.data.sources.model import bounds_to_wgs84, crs_label
 PART = 256
 #: Chunk size of the LitData shards.
 CHUNK_BYTES = "64MB"
-#: Chips read back per source for its band statistics.
-STATS_CHIPS = 64
+#: Parts whose chips give the band statistics (the stream is random: the first are a sample).
+STATS_PARTS = 16
+#: Pixels of each chip that the statistics keep (at seeded random positions).
+STATS_PIXELS = 256
 
 
 @dataclass(frozen=True)
@@ -96,8 +98,9 @@ def write_shards(
                 _write_part(prepared, locations[first : first + PART], first, part, workers)
             if advance is not None:
                 advance(min(PART, len(locations) - first))
+        stats = _source_stats(work, prepared)
         table = _merge(work, len(locations))
-        shards = _record(prepared, table, work)
+        shards = _record(prepared, table, stats)
         shards.write(work / ShardSet.FILE)
     work.rename(request.out)
     return ShardSummary(request.out, shards, done, int(table["rejected"].sum()))
@@ -154,19 +157,34 @@ def _write_part(
     from litdata.streaming.writer import BinaryWriter
 
     shutil.rmtree(part, ignore_errors=True)  # what a killed run left of this part
-    writer = BinaryWriter(str(part), chunk_bytes=CHUNK_BYTES, compression="zstd")
+    writer = BinaryWriter(
+        str(part), chunk_bytes=CHUNK_BYTES, compression="zstd", compression_level="chunk"
+    )
     rows: list[dict[str, Any]] = []
+    pixels: dict[str, list[np.ndarray]] = {}
     dtype = np.dtype(prepared.dataset.dtype)
     sources = prepared.dataset.sources
+    keep_pixels = first // PART < STATS_PARTS
     for n, sample in enumerate(_read(prepared, locations, workers)):
         chip = first + n
         image = sample["image"].numpy().astype(dtype, copy=False)  # (C, H, W)
         writer[n] = {"chip": chip, "image": image}
-        rows.append(_provenance(sources[int(sample["source"])], sample, chip))
+        sampling = sources[int(sample["source"])]
+        rows.append(_provenance(sampling, sample, chip))
+        if keep_pixels:
+            flat = image.reshape(image.shape[0], -1)  # (C, H, W) -> (C, H*W)
+            at = np.random.default_rng(chip).integers(0, flat.shape[1], STATS_PIXELS)
+            pixels.setdefault(sampling.source.name, []).append(flat[:, at])  # (C, STATS_PIXELS)
     writer.done()
     writer.merge()
     import pandas as pd
 
+    if pixels:
+        with atomic_file(part.with_suffix(".npz")) as tmp, open(tmp, "wb") as fh:
+            # arr_0: the source names; arr_1...: their kept pixels, (C, N) each
+            np.savez(
+                fh, np.array(list(pixels)), *(np.concatenate(v, axis=1) for v in pixels.values())
+            )
     with atomic_file(part.with_suffix(".parquet")) as tmp:
         pd.DataFrame(rows).to_parquet(tmp)
 
@@ -233,7 +251,9 @@ def _merge(work: Path, count: int) -> Any:
     return table
 
 
-def _record(prepared: PreparedSample, table: Any, work: Path) -> ShardSet:
+def _record(
+    prepared: PreparedSample, table: Any, stats: dict[str, dict[str, list[float]]]
+) -> ShardSet:
     """``shards.json``: what the chips are, with each source's statistics from its chips."""
     import litdata
 
@@ -241,7 +261,6 @@ def _record(prepared: PreparedSample, table: Any, work: Path) -> ShardSet:
     first = prepared.dataset.sources[0]
     item = first.source.first
     identities = identify(first.reader.bands, item.family, Path(item.paths[0]).stem, item.aliases)
-    stats = _source_stats(work / "data", table, prepared)
     return ShardSet(
         count=len(table),
         size=request.size,
@@ -273,27 +292,22 @@ def _roi_wkt(roi: str) -> str:
     return load_roi(roi).wkt_wgs84
 
 
-def _source_stats(
-    data: Path, table: Any, prepared: PreparedSample
-) -> dict[str, dict[str, list[float]]]:
-    """Each source's ``BandStats`` from up to :data:`STATS_CHIPS` of its written chips."""
-    from litdata import StreamingDataset
-
-    dataset = StreamingDataset(str(data))
+def _source_stats(work: Path, prepared: PreparedSample) -> dict[str, dict[str, list[float]]]:
+    """Each source's ``BandStats`` from the pixels the first parts kept of their chips."""
+    kept: dict[str, list[np.ndarray]] = {}
+    for path in sorted((work / "parts").glob("*.npz")):
+        with np.load(path) as stored:
+            for i, name in enumerate(stored["arr_0"]):
+                kept.setdefault(str(name), []).append(stored[f"arr_{i + 1}"])  # (C, N)
     out: dict[str, dict[str, list[float]]] = {}
     for sampling in prepared.dataset.sources:
         name = sampling.source.name
-        chips = table.index[table["source"] == name][:STATS_CHIPS]
-        if len(chips) == 0:
+        if name not in kept:
             continue
+        values = np.concatenate(kept[name], axis=1)  # (C, N)
         nodata = sampling.source.nodata
-        stack = np.stack([dataset[int(i)]["image"] for i in chips])  # (N, C, H, W)
-        bands = []
-        for c in range(stack.shape[1]):
-            values = stack[:, c].ravel()
-            valid = (
-                np.isfinite(values) if nodata is None else (values != nodata) & np.isfinite(values)
-            )
-            bands.append(values[valid])
-        out[name] = BandStats.of_bands(bands).to_dict()
+        valid = np.isfinite(values) if nodata is None else (values != nodata) & np.isfinite(values)
+        out[name] = BandStats.of_bands(
+            [band[ok] for band, ok in zip(values, valid, strict=True)]
+        ).to_dict()
     return out

@@ -84,9 +84,19 @@ def _check_resume(args: argparse.Namespace) -> None:
         raise FileNotFoundError(f"run directory {args.resume} does not exist")
 
 
+def _check_shards(args: argparse.Namespace) -> None:
+    """``--shards`` replaces ``--archive`` and ``--roi``: naming both is a mistake."""
+    if args.shards and (args.archive or args.roi):
+        raise GeoperaError(
+            "--shards streams chips drawn by `archive shards` inside their own ROI: give "
+            "--shards alone, or --archive and --roi to sample an archive"
+        )
+
+
 def _pretrain(args: argparse.Namespace) -> int:
     if args.resume is not None:
         _check_resume(args)
+    _check_shards(args)
     # heavy imports (torch, Lightning, TorchGeo) only once the arguments make sense
     from geopera.archive.sample_archive import DEFAULT_DIR, build_sample_archive, is_complete
     from geopera.core.config import apply_override, set_key

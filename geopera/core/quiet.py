@@ -19,7 +19,11 @@ from geopera.core.errors import GeoperaNote
 #: Lightning's loggers, whose INFO lines are silenced.
 LIGHTNING_LOGGERS = ("lightning.pytorch", "lightning.fabric", "lightning")
 #: Warnings raised inside Lightning that a user cannot act on.
-INTERNAL_WARNINGS = (r".*isinstance\(treespec, LeafSpec\).*",)
+INTERNAL_WARNINGS = (
+    r".*isinstance\(treespec, LeafSpec\).*",
+    # LitData's stream has a length and splits itself over workers, which Lightning cannot see
+    r".*`IterableDataset` has `__len__` defined.*",
+)
 
 
 def quiet_lightning() -> None:

@@ -95,7 +95,7 @@ def new_run_dir(out: Path | None) -> Path:
 def _datamodule(config: PretrainConfig) -> PretrainData:
     d, t = config.data, config.trainer
     if d.shards:
-        return ShardDataModule(d.shards, d.batch_size, d.num_workers, d.seed, d.cache, d.probe)
+        return ShardDataModule(d.shards, d, d.probe)
     if not d.archive:
         raise GeoperaError("no archive given: pass --archive PATH (or build the sample archive)")
     if d.roi is None:

@@ -46,7 +46,7 @@ def test_shards_of_a_sentinel2_scene(
     identities = record["identities"]
     assert identities[3]["common"] == "red"
     assert abs(identities[3]["center_um"] - 0.665) < 0.01
-    stream = StreamingDataset(str(out / "data"))
+    stream = StreamingDataset(f"local:{out / 'data'}", cache_dir=str(tmp_path / "cache"))
     assert len(stream) == 64
     item = stream[5]
     assert item["image"].dtype == np.uint16
@@ -92,9 +92,10 @@ def test_a_killed_run_resumes_without_duplicates(
     assert "2 part(s) kept" in resumed.stdout
     left, right = gpd.read_parquet(whole / "chips.parquet"), gpd.read_parquet(out / "chips.parquet")
     assert left.equals(right)
-    assert sorted(int(StreamingDataset(str(out / "data"))[i]["chip"]) for i in range(40)) == list(
-        range(40)
-    )
+    assert sorted(
+        int(StreamingDataset(f"local:{out / 'data'}", cache_dir=str(tmp_path / "c2"))[i]["chip"])
+        for i in range(40)
+    ) == list(range(40))
     nothing = cli(*_args(shared_data, tmp_path / "never", 8, "--resume"))
     assert nothing.returncode == 2
     assert "no interrupted shard run" in nothing.stderr

@@ -27,10 +27,12 @@ def test_pretrain_from_shards_names_them_in_the_card(
     shard_set: Path, tmp_path: Path, cli: Callable[..., CliResult]
 ) -> None:
     run = tmp_path / "run"
+    before = {p: p.stat().st_mtime_ns for p in shard_set.rglob("*")}
     result = cli(
         "pretrain", "--shards", str(shard_set), *TINY, "--max-steps", "4", "--out", str(run)
     )
     assert result.returncode == 0, result.stderr
+    assert {p: p.stat().st_mtime_ns for p in shard_set.rglob("*")} == before  # read, not changed
     card = json.loads((run / "backbone.json").read_text())
     assert card["shards"]["location"] == str(shard_set.resolve())
     assert len(card["shards"]["sha256"]) == 64
@@ -88,3 +90,9 @@ def test_pretrain_from_shards_in_object_storage(
     assert missing.returncode == 2
     assert "no-such-bucket" in missing.stderr
     assert "Traceback" not in missing.stderr
+
+
+def test_shards_with_an_archive_is_one_line(shard_set: Path, cli: Callable[..., CliResult]) -> None:
+    result = cli("pretrain", "--shards", str(shard_set), "--roi", "0,0,1,1", *TINY)
+    assert result.returncode == 2
+    assert "give --shards alone" in result.stderr

@@ -11,6 +11,7 @@ every checkpoint and restores it, so a resumed run continues the stream where it
 """
 
 import hashlib
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -20,15 +21,27 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from geopera.core.cache import cache_dir
 from geopera.core.contracts import ShardSet
 from geopera.core.errors import GeoperaError
 from geopera.core.identity import BandIdentity
 from geopera.core.normalisation import Normalisation
 from geopera.data.sampling.badfiles import BadFiles
-from geopera.data.sampling.datamodule import PretrainDataModule
+from geopera.data.sampling.datamodule import PretrainDataModule, SamplingSettings
 
-#: Where a remote shard set's chunks are cached, unless ``cache`` names a folder.
-CACHE_LIMIT = "50GB"
+
+class _CacheAdvice(logging.Filter):
+    """Drops LitData's advice to cache at least 25 GB, which is sized for many workers.
+
+    A rank keeps about ``workers x 2`` chunks of 64 MB decompressed at once, so the default
+    ``data.cache_gb`` of 20 leaves room to spare; the advice would be printed by every run.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "max_cache_size` is less than" not in record.getMessage()
+
+
+logging.getLogger("litdata.streaming.dataset").addFilter(_CacheAdvice())
 
 
 def _is_remote(location: str) -> bool:
@@ -105,10 +118,8 @@ class ShardDataModule(L.LightningDataModule):
 
     Args:
         location: The shard folder, or an ``s3://``, ``gs://`` or ``https://`` prefix.
-        batch_size: Chips per batch (per rank).
-        num_workers: DataLoader workers.
-        seed: Shuffle seed.
-        cache: Local cache folder for a remote shard set.
+        settings: Batch size, workers and seed; ``cache`` and ``cache_gb``: where and how much
+            of a remote shard set is kept on the local disk (the other fields are for archives).
         probe: The run's kNN probe, which shards cannot feed (its chips are read from rasters).
 
     Raises:
@@ -116,24 +127,17 @@ class ShardDataModule(L.LightningDataModule):
         GeoperaError: If a probe is asked for.
     """
 
-    def __init__(
-        self,
-        location: str,
-        batch_size: int,
-        num_workers: int,
-        seed: int,
-        cache: str | None,
-        probe: str | None = None,
-    ) -> None:
+    def __init__(self, location: str, settings: SamplingSettings, probe: str | None = None) -> None:
         super().__init__()
         if probe:
             raise GeoperaError("--probe needs --archive: the probe's chips are read from rasters")
         local = not _is_remote(str(location))
         self.location = str(Path(location).resolve()) if local else str(location).rstrip("/")
-        self.batch_size = batch_size
-        self.num_workers = num_workers
-        self.seed = seed
-        self.cache = cache
+        self.batch_size = settings.batch_size
+        self.num_workers = settings.num_workers
+        self.seed = settings.seed
+        self.cache = settings.cache
+        self.cache_bytes = int(settings.cache_gb * 1e9)
         if not _is_remote(self.location) and not Path(self.location).is_dir():
             raise FileNotFoundError(
                 f"--shards {location} does not exist: give the --out folder of "
@@ -146,6 +150,13 @@ class ShardDataModule(L.LightningDataModule):
 
     def prepare(self) -> None:
         """Nothing to discover: ``shards.json`` was read when the module was made."""
+
+    def setup(self, stage: str | None = None) -> None:
+        """Nothing to set up: LitData splits the chips over ranks when the loader starts.
+
+        Args:
+            stage: Lightning stage (unused).
+        """
 
     @property
     def band_names(self) -> list[str]:
@@ -190,17 +201,32 @@ class ShardDataModule(L.LightningDataModule):
             table[["minx", "miny", "maxx", "maxy"]].to_numpy(),
         )
         stream = StreamingDataset(
-            f"{self.location}/{self.stats.data}",
+            self._data_url(),
             shuffle=True,
             seed=self.seed,
             drop_last=True,
-            cache_dir=self.cache,
-            max_cache_size=CACHE_LIMIT,
+            cache_dir=self.cache or str(self._default_cache()),
+            max_cache_size=self.cache_bytes,
             transform=to_sample,
         )
         return StreamingDataLoader(
             stream, batch_size=self.batch_size, num_workers=self.num_workers, drop_last=True
         )
+
+    def _data_url(self) -> str:
+        """The chunks' location for LitData; a local folder is read like a remote one.
+
+        Each chunk is one zstd file that LitData decompresses into its cache before reading;
+        given a plain local folder it would decompress in place and delete the compressed
+        chunk, changing the shard set. ``local:`` makes it copy the chunk into the cache first.
+        """
+        data = f"{self.location}/{self.stats.data}"
+        return data if _is_remote(self.location) else f"local:{data}"
+
+    def _default_cache(self) -> Path:
+        """The cache of this shard set when ``data.cache`` names none (one per location)."""
+        key = hashlib.sha256(self.location.encode()).hexdigest()[:16]
+        return cache_dir("shards") / key
 
     def describe(self) -> dict[str, Any]:
         """What is streamed: the shard set, its ROI and sources (as the backbone card lists)."""

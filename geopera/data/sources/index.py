@@ -112,7 +112,7 @@ def _load(path: Path) -> dict[str, dict[str, Any]]:
         frame = gpd.read_parquet(path)
     except Exception:
         return {}
-    return {row["path"]: row for row in frame.drop(columns="geometry").to_dict("records")}
+    return {row["path"]: row for row in frame.to_wkb().to_dict("records")}
 
 
 def _read_many(paths: list[str], progress: Progress | None) -> list[FileMeta | Problem]:
@@ -166,14 +166,10 @@ def read_indexed(
     crs_of: dict[str, CRS] = {}
     metas = [fresh[f] if f in fresh else _meta(stored[f], crs_of) for f in files]
     if stale or set(stored) != set(files):
-        rows = [
-            _row(f, stamps[f], fresh[f]) if f in fresh else {**stored[f], "geometry": None}
-            for f in files
-        ]
-        for row, meta in zip(rows, metas, strict=True):
-            if row["geometry"] is None and isinstance(meta, FileMeta):
-                wgs84 = bounds_to_wgs84(meta.crs, meta.bounds)
-                row["geometry"] = shapely.box(*wgs84) if wgs84 else None
+        rows = [_row(f, stamps[f], fresh[f]) if f in fresh else stored[f] for f in files]
+        for row in rows:  # stored footprints come back as WKB: kept as they are
+            if isinstance(row["geometry"], bytes):
+                row["geometry"] = shapely.from_wkb(row["geometry"])
         where.parent.mkdir(parents=True, exist_ok=True)
         with atomic_file(where) as tmp:
             gpd.GeoDataFrame(rows, geometry="geometry", crs="EPSG:4326").to_parquet(tmp)
