@@ -16,6 +16,7 @@ a killed run continues with ``--resume`` from its hidden work folder, redrawing 
 (the sampler is seeded) and skipping the complete parts, so no chip is written twice.
 """
 
+import json
 import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -25,11 +26,12 @@ from typing import Any
 
 import numpy as np
 
-from geopera.archive.run import PreparedSample
+from geopera.archive.run import PreparedSample, SampleRequest
 from geopera.core.contracts import ShardSet, ShardSource
 from geopera.core.errors import GeoperaError
+from geopera.core.locks import hold
 from geopera.core.normalisation import BandStats
-from geopera.core.outputs import atomic_file, full_disk_errors
+from geopera.core.outputs import atomic_file, full_disk_errors, write_json
 from geopera.data.identity import identify
 from geopera.data.sources.model import bounds_to_wgs84, crs_label
 
@@ -86,7 +88,16 @@ def write_shards(
         GeoperaError: If a work folder exists without ``--resume``, or none with it.
     """
     request = prepared.request
-    work = _open_work(request.out, resume)
+    with hold(request.out.parent / f".{request.out.name}.lock", f"the output {request.out}"):
+        work = _open_work(request.out, resume, _settings(request))
+        return _write_all(prepared, work, workers, advance)
+
+
+def _write_all(
+    prepared: PreparedSample, work: Path, workers: int, advance: Callable[[int], None] | None
+) -> ShardSummary:
+    """The parts not yet complete, then the merged shards, renamed onto ``--out``."""
+    request = prepared.request
     locations = list(islice(prepared.locations, request.count))
     done = 0
     with full_disk_errors(work):
@@ -106,8 +117,17 @@ def write_shards(
     return ShardSummary(request.out, shards, done, int(table["rejected"].sum()))
 
 
-def _open_work(out: Path, resume: bool) -> Path:
-    """The work folder: new, or a killed run's with ``--resume``."""
+def _settings(request: SampleRequest) -> dict[str, Any]:
+    """What decides the chips, as JSON values: a resumed run must draw with the same."""
+    keys = ("paths", "roi", "size", "count", "seed", "bands", "sources", "max_nodata")
+    values: dict[str, Any] = json.loads(
+        json.dumps({k: getattr(request, k) for k in keys}, default=str)
+    )
+    return values
+
+
+def _open_work(out: Path, resume: bool, settings: dict[str, Any]) -> Path:
+    """The work folder: new, or a killed run's with ``--resume`` (drawn with the same settings)."""
     work = work_folder(out)
     if resume and not work.is_dir():
         raise GeoperaError(
@@ -119,7 +139,18 @@ def _open_work(out: Path, resume: bool) -> Path:
             f"an interrupted shard run for {out} is at {work}: continue it with --resume "
             "(the same arguments), or remove that folder"
         )
+    recorded = work / "settings.json"
+    if resume and recorded.is_file():
+        before = json.loads(recorded.read_text())
+        changed = {k: (before.get(k), v) for k, v in settings.items() if before.get(k) != v}
+        if changed:
+            listed = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
+            raise GeoperaError(
+                f"--resume draws the killed run's chips again and needs its arguments; these "
+                f"differ: {listed}"
+            )
     (work / "parts").mkdir(parents=True, exist_ok=True)
+    write_json(recorded, settings)
     return work
 
 

@@ -87,6 +87,9 @@ def test_a_killed_run_resumes_without_duplicates(
     assert refused.returncode == 2
     assert "--resume" in refused.stderr
     monkeypatch.setattr(shard_writer, "_write_part", write_part)
+    other = cli(*_args(shared_data, out, 40, "--resume", "--seed", "1"))
+    assert other.returncode == 2
+    assert "seed: 0 -> 1" in other.stderr
     resumed = cli(*_args(shared_data, out, 40, "--resume"))
     assert resumed.returncode == 0, resumed.stderr
     assert "2 part(s) kept" in resumed.stdout
