@@ -9,7 +9,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from geopera.archive.run import SampleRequest, inspect, prepare_sample, write_sample
-from geopera.cli.options import add_document_permissions
+from geopera.archive.shards import write_shards
+from geopera.cli.options import add_document_permissions, add_ranks
 
 _PATHS_HELP = (
     "folders, raster files, GDAL paths or URLs; STAC catalog/collection/item/ItemCollection "
@@ -54,6 +55,7 @@ def register(commands: Any) -> None:
     shards.add_argument(
         "--resume", action="store_true", help="continue a killed run with the same arguments"
     )
+    add_ranks(shards, "the parts of the shard set")
     shards.set_defaults(func=_shards)
 
 
@@ -132,16 +134,22 @@ def _sample(args: argparse.Namespace) -> int:
 
 
 def _shards(args: argparse.Namespace) -> int:
-    from geopera.archive.shards import write_shards
-
     if args.workers < 0:
         raise ValueError(f"--workers must be >= 0, got {args.workers}")
-    prepared = prepare_sample(_request(args))
-    with _progress() as progress:
-        task = progress.add_task("chips", total=args.count)
-        summary = write_shards(
-            prepared, args.workers, args.resume, advance=lambda n: progress.advance(task, n)
-        )
+    ranks = {"devices": args.devices, "num_nodes": args.num_nodes}
+    if args.devices * args.num_nodes > 1:  # no bar across processes
+        summary = write_shards(_request(args), args.workers, args.resume, **ranks)
+    else:
+        with _progress() as progress:
+            task = progress.add_task("chips", total=args.count)
+            summary = write_shards(
+                _request(args),
+                args.workers,
+                args.resume,
+                advance=lambda n: progress.advance(task, n),
+            )
+    if summary is None:  # a rank other than 0 under torchrun or srun: rank 0 reports
+        return 0
     again = f", {summary.resumed_parts} part(s) kept from the killed run" if args.resume else ""
     print(
         f"wrote {summary.shards.count} chips ({summary.shards.dtype}, "

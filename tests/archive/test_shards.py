@@ -10,7 +10,7 @@ import pytest
 import rasterio
 from litdata import StreamingDataset
 
-from geopera.archive import shards as shard_writer
+from geopera.archive import shard_parts as shard_writer
 from geopera.cli.main import main
 from geopera.data.roi import load_roi
 from tests.conftest import CliResult
@@ -102,3 +102,30 @@ def test_a_killed_run_resumes_without_duplicates(
     nothing = cli(*_args(shared_data, tmp_path / "never", 8, "--resume"))
     assert nothing.returncode == 2
     assert "no interrupted shard run" in nothing.stderr
+
+
+@pytest.mark.slow
+def test_processes_write_what_one_writes(
+    shared_data: Path, tmp_path: Path, cli: Callable[..., CliResult]
+) -> None:
+    """3 parts shared by 2 processes (gloo on this CPU): the shard set of one process."""
+    from tests.conftest import torchrun
+
+    def args(out: Path) -> list[str]:
+        return ["archive", "shards", str(shared_data / SCENE), "--roi", ROI, "--count", "600",
+                "--size", "32", "--workers", "0", "--out", str(out)]  # fmt: skip
+
+    one, two, three = tmp_path / "one", tmp_path / "two", tmp_path / "three"
+    assert cli(*args(one)).returncode == 0
+    result = cli(*args(two), "--devices", "2")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("wrote 600 chips") == 1
+    launched = torchrun("-m", "geopera", *args(three), "--devices", "2")
+    assert launched.returncode == 0, launched.stderr[-3000:]
+    assert launched.stdout.count("wrote 600 chips") == 1  # rank 0 reports
+    first = gpd.read_parquet(one / "chips.parquet")
+    for out in (two, three):
+        assert gpd.read_parquet(out / "chips.parquet").equals(first)
+        record = json.loads((out / "shards.json").read_text())
+        assert record == json.loads((one / "shards.json").read_text())
+        assert not (tmp_path / f".{out.name}.partial").exists()
