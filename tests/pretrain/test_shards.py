@@ -96,3 +96,16 @@ def test_shards_with_an_archive_is_one_line(shard_set: Path, cli: Callable[..., 
     result = cli("pretrain", "--shards", str(shard_set), "--roi", "0,0,1,1", *TINY)
     assert result.returncode == 2
     assert "give --shards alone" in result.stderr
+
+
+@pytest.mark.slow
+def test_two_processes_pretrain_from_shards(shard_set: Path, tmp_path: Path) -> None:
+    """DDP over gloo: LitData gives each rank its own chips; the run completes as one."""
+    from tests.pretrain.conftest import run_cli
+
+    run = tmp_path / "ddp"
+    args = ["pretrain", "--shards", str(shard_set), *TINY, "--max-steps", "3", "--devices", "2"]
+    proc = run_cli(*args, "--accelerator", "cpu", "--out", str(run))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((run / "run.json").read_text())["status"] == "completed"
+    assert json.loads((run / "backbone.json").read_text())["shards"]["sha256"]
