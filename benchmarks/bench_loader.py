@@ -13,6 +13,8 @@ large archive sees: random patches rarely hit a tile twice), measured in one run
   ``ShardDataModule``'s loader from the local disk and from a local S3 server (moto, on
   127.0.0.1; measured after a first pass fills the local cache), with 1 and 2 workers; per core
   is the rate divided by the workers;
+* ``raw_stacked_unaligned_gdal_2_threads``: the unaligned stacked reads with GDAL decoding the
+  blocks of a read in 2 threads (``GDAL_NUM_THREADS``): a rate of the process, not per core;
 * ``index``: the archive index of ``--index-files`` tiny GeoTIFFs: a first build with 1 and 2
   processes, and its reuse (extrapolated to 100k files).
 
@@ -95,8 +97,18 @@ def build(work: Path, size: int, scenes: int) -> dict[str, list[Any]]:
     return layouts
 
 
-def raw_rate(scenes: list[list[str]], size: int, n: int, aligned: bool) -> float:
-    """Patches/s of rasterio windows at random offsets, optionally moved onto the tiles."""
+def raw_rate(
+    scenes: list[list[str]], size: int, n: int, aligned: bool, gdal_threads: int = 1
+) -> float:
+    """Patches/s of rasterio windows at random offsets, optionally moved onto the tiles.
+
+    ``gdal_threads`` above 1 lets GDAL decode the blocks of one read in parallel threads.
+    """
+    with rasterio.Env(GDAL_NUM_THREADS=str(gdal_threads)):
+        return _raw_reads(scenes, size, n, aligned)
+
+
+def _raw_reads(scenes: list[list[str]], size: int, n: int, aligned: bool) -> float:
     rng = np.random.default_rng(0)
     handles = [[rasterio.open(p) for p in files] for files in scenes]
     tile = handles[0][0].block_shapes[0][0]
@@ -226,6 +238,11 @@ def main() -> None:
             for aligned in (False, True):
                 key = f"raw_{layout}_{'aligned' if aligned else 'unaligned'}"
                 result[key] = raw_rate(scenes, args.size, args.patches, aligned)
+        # GDAL's threaded decoding: patches/s of the whole process (2 threads), not per core
+        stacked = layouts["stacked"]
+        result["raw_stacked_unaligned_gdal_2_threads"] = raw_rate(
+            stacked, args.size, args.patches, False, gdal_threads=2
+        )
         for aligned in (False, True):
             key = f"geopera_stacked_{'aligned' if aligned else 'unaligned'}"
             result[key] = geopera_rate(work / "stacked", args.patches, aligned)
