@@ -265,15 +265,11 @@ def _write_part_chunks(
 def _provenance(sampling: Any, sample: dict[str, Any], chip: int) -> dict[str, Any]:
     """A chip's row: source, scene and date of the item under it, CRS, bounds, footprint."""
     source = sampling.source
-    bounds = [float(v) for v in sample["bounds"]]
-    x, y = (bounds[0] + bounds[2]) / 2, (bounds[1] + bounds[3]) / 2
-    under = [
-        i
-        for i in source.items
-        if i.bounds[0] <= x <= i.bounds[2] and i.bounds[1] <= y <= i.bounds[3]
-    ]
-    item = under[0] if under else source.first
-    wgs84 = bounds_to_wgs84(source.crs, (bounds[0], bounds[1], bounds[2], bounds[3]))
+    box = tuple(float(v) for v in sample["bounds"])
+    bounds = (box[0], box[1], box[2], box[3])
+    under = sampling.reader.items_at(bounds)  # the reader's vectorised lookup, not a scan
+    item = source.items[under[0]] if under else source.first
+    wgs84 = bounds_to_wgs84(source.crs, bounds)
     return {
         "chip": chip,
         "source": source.name,

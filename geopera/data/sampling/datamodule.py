@@ -197,6 +197,7 @@ class PretrainDataModule(L.LightningDataModule):
 
     def rgb(self) -> list[int] | None:
         """Indices of the red, green and blue bands of the first source, or None."""
+        self.prepare()
         return rgb_indices(self.sources[0].source.family, self.band_names)
 
     def band_identities(self) -> list[BandIdentity | None] | None:

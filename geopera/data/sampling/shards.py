@@ -81,7 +81,7 @@ def read_shard_set(location: str) -> tuple[ShardSet, str, Any]:
             text = fh.read()
         with fsspec.open(f"{base}/chips.parquet", "rb") as fh:
             table = pd.read_parquet(fh, columns=["chip", "source", "minx", "miny", "maxx", "maxy"])
-    except (FileNotFoundError, OSError) as err:
+    except (FileNotFoundError, OSError, ImportError) as err:  # ImportError: no gcsfs for gs://
         raise FileNotFoundError(
             f"--shards {location}: no readable {ShardSet.FILE} and chips.parquet there ({err}); "
             "give the --out folder of `geopera archive shards` (or its copy in object storage)"
@@ -138,7 +138,7 @@ class ShardDataModule(L.LightningDataModule):
         self.seed = settings.seed
         self.cache = settings.cache
         self.cache_bytes = int(settings.cache_gb * 1e9)
-        if not _is_remote(self.location) and not Path(self.location).is_dir():
+        if local and not Path(self.location).is_dir():
             raise FileNotFoundError(
                 f"--shards {location} does not exist: give the --out folder of "
                 "`geopera archive shards`"

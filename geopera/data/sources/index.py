@@ -53,7 +53,7 @@ def _stamp(path: str) -> tuple[int, int]:
 
 def _row(path: str, stamp: tuple[int, int], meta: FileMeta | Problem) -> dict[str, Any]:
     """One file's row (a problem keeps its reason and nothing else)."""
-    row: dict[str, Any] = {"path": path, "size": stamp[0], "mtime_ns": stamp[1]}
+    row: dict[str, Any] = {"path": os.path.abspath(path), "size": stamp[0], "mtime_ns": stamp[1]}
     if isinstance(meta, Problem):
         return {**row, "problem": meta.reason, "geometry": None}
     wgs84 = bounds_to_wgs84(meta.crs, meta.bounds)
@@ -75,9 +75,8 @@ def _row(path: str, stamp: tuple[int, int], meta: FileMeta | Problem) -> dict[st
     }
 
 
-def _meta(row: dict[str, Any], crs_of: dict[str, CRS]) -> FileMeta | Problem:
-    """The file's metadata (or problem) from its row; CRSs parsed once per distinct text."""
-    path = row["path"]
+def _meta(row: dict[str, Any], path: str, crs_of: dict[str, CRS]) -> FileMeta | Problem:
+    """The metadata (or problem) of ``path`` from its row; CRSs parsed once per distinct text."""
     if isinstance(row["problem"], str):
         return Problem(path, row["problem"])
     wkt = row["crs"]
@@ -156,17 +155,21 @@ def read_indexed(
 
     where = index_path(folder)
     stored = {} if reindex else _load(where)
+    # rows are keyed by absolute path (a run from another folder reuses them); the metadata
+    # keeps the path as the caller gave it
+    keys = {f: os.path.abspath(f) for f in files}
     stamps = {f: _stamp(f) for f in files}
     stale = [
         f
         for f in files
-        if f not in stored or (stored[f]["size"], stored[f]["mtime_ns"]) != stamps[f]
+        if keys[f] not in stored
+        or (stored[keys[f]]["size"], stored[keys[f]]["mtime_ns"]) != stamps[f]
     ]
     fresh = dict(zip(stale, _read_many(stale, progress), strict=True))
     crs_of: dict[str, CRS] = {}
-    metas = [fresh[f] if f in fresh else _meta(stored[f], crs_of) for f in files]
-    if stale or set(stored) != set(files):
-        rows = [_row(f, stamps[f], fresh[f]) if f in fresh else stored[f] for f in files]
+    metas = [fresh[f] if f in fresh else _meta(stored[keys[f]], f, crs_of) for f in files]
+    if stale or set(stored) != set(keys.values()):
+        rows = [_row(f, stamps[f], fresh[f]) if f in fresh else stored[keys[f]] for f in files]
         for row in rows:  # stored footprints come back as WKB: kept as they are
             if isinstance(row["geometry"], bytes):
                 row["geometry"] = shapely.from_wkb(row["geometry"])

@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 
-from geopera.core.names import inside
 from geopera.data.sources.trust import Signer, check_hook
 
 #: GDAL path prefixes that mean "over the network".
@@ -258,7 +257,8 @@ class BlockCache:
         self._lock = threading.Lock()
 
     def _path(self, key: str) -> Path:
-        return inside(self.folder, self.folder / f"{key}.npy", key)
+        # keys are geopera's own hex digests (readers.py), never names from a document
+        return self.folder / f"{key}.npy"
 
     def get(self, key: str) -> np.ndarray | None:
         """The cached array of a key, or None (a damaged file counts as a miss)."""

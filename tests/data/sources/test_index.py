@@ -79,3 +79,19 @@ def test_a_parallel_build_reads_what_one_process_reads(
     assert archive_index.index_path(str(archive)).is_file()
     reused = archive_index.read_indexed(str(archive), files)
     assert reused == built
+
+
+def test_relative_paths_from_another_folder_reuse_the_index(
+    archive: Path, opens: Counter[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    files, _ = find_rasters([str(archive)])
+    built = archive_index.read_indexed(str(archive), files)
+    opens.clear()
+    monkeypatch.chdir(archive.parent)
+    relative = [os.path.relpath(f) for f in files]
+    reused = archive_index.read_indexed(archive.name, relative)
+    assert sum(opens.values()) == 0
+    assert [m.path for m in reused] == relative  # reported as the caller named them
+    assert [m.reason if hasattr(m, "reason") else m.crs for m in reused] == [
+        m.reason if hasattr(m, "reason") else m.crs for m in built
+    ]
