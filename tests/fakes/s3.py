@@ -25,6 +25,7 @@ def s3_server() -> Iterator[str]:
     import logging
 
     from moto.server import ThreadedMotoServer
+    from s3fs import S3FileSystem
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no line per request
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
@@ -33,6 +34,7 @@ def s3_server() -> Iterator[str]:
     endpoint = f"http://{host}:{port}"
     saved = {k: os.environ.get(k) for k in [*TEST_ENV, "AWS_ENDPOINT_URL"]}
     os.environ.update({**TEST_ENV, "AWS_ENDPOINT_URL": endpoint})
+    S3FileSystem.clear_instance_cache()  # s3fs keeps one per arguments: it knows the old port
     try:
         yield endpoint
     finally:

@@ -74,6 +74,8 @@ def test_pretrain_from_shards_in_object_storage(
     shard_set: Path, tmp_path: Path, cli: Callable[..., CliResult]
 ) -> None:
     """The shard folder copied to a local S3 server; the endpoint from ``AWS_ENDPOINT_URL``."""
+    from moto.core.authorization import enable_iam_authentication
+
     from tests.fakes.s3 import s3_server, upload_folder
 
     with s3_server():
@@ -87,9 +89,37 @@ def test_pretrain_from_shards_in_object_storage(
         )
         assert list((tmp_path / "cache").rglob("*.bin"))  # chunks came through the local cache
         missing = cli(*args, "--out", str(tmp_path / "r2"), "--shards", "s3://no-such-bucket/x")
+        with enable_iam_authentication():  # the test credentials are no IAM user's: refused
+            refused = cli(*args, "--out", str(tmp_path / "r3"))
     assert missing.returncode == 2
     assert "no-such-bucket" in missing.stderr
     assert "Traceback" not in missing.stderr
+    assert refused.returncode == 2, refused.stderr
+    assert "access denied" in refused.stderr and "AWS_ACCESS_KEY_ID" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "r3").exists()  # nothing written for a refused stream
+
+
+def test_a_stream_from_object_storage_resumes_where_it_stopped(
+    shard_set: Path, tmp_path: Path, cli: Callable[..., CliResult]
+) -> None:
+    """Stopped after 3 steps and resumed from S3: the weights of a straight local run."""
+    from tests.fakes.s3 import s3_server, upload_folder
+
+    base = ["pretrain", *TINY, "--set", f"data.cache={tmp_path / 'cache'}"]
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    local = cli(*base, "--shards", str(shard_set), "--max-steps", "6", "--out", str(straight))
+    assert local.returncode == 0, local.stderr
+    with s3_server():
+        upload_folder(shard_set, "chips", "s2/v1")
+        first = cli(*base, "--shards", "s3://chips/s2/v1", "--max-steps", "3", "--out", str(split))
+        assert first.returncode == 0, first.stderr
+        resumed = cli("pretrain", "--resume", str(split), "--max-steps", "6", "--no-progress")
+        assert resumed.returncode == 0, resumed.stderr
+    one = torch.load(straight / "backbone.pth", weights_only=True)
+    two = torch.load(split / "backbone.pth", weights_only=True)
+    for key, value in one.items():
+        torch.testing.assert_close(two[key], value, msg=key)
 
 
 def test_shards_with_an_archive_is_one_line(shard_set: Path, cli: Callable[..., CliResult]) -> None:

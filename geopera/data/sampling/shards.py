@@ -70,6 +70,7 @@ def read_shard_set(location: str) -> tuple[ShardSet, str, Any]:
         The record, the SHA-256 of its file, and the chip table (pandas).
 
     Raises:
+        GeoperaError: If the store refuses the credentials.
         FileNotFoundError: If the location holds no ``shards.json``.
     """
     import fsspec
@@ -81,6 +82,11 @@ def read_shard_set(location: str) -> tuple[ShardSet, str, Any]:
             text = fh.read()
         with fsspec.open(f"{base}/chips.parquet", "rb") as fh:
             table = pd.read_parquet(fh, columns=["chip", "source", "minx", "miny", "maxx", "maxy"])
+    except PermissionError as err:
+        raise GeoperaError(
+            f"--shards {location}: access denied ({err}); check the credentials "
+            "(AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE, GOOGLE_APPLICATION_CREDENTIALS)"
+        ) from err
     except (FileNotFoundError, OSError, ImportError) as err:  # ImportError: no gcsfs for gs://
         raise FileNotFoundError(
             f"--shards {location}: no readable {ShardSet.FILE} and chips.parquet there ({err}); "
