@@ -11,10 +11,13 @@ large archive sees: random patches rarely hit a tile twice), measured in one run
   stacked files, with tile alignment off (the reader before it) and on;
 * ``shards``: ``geopera archive shards`` of the stacked archive, streamed by
   ``ShardDataModule``'s loader from the local disk and from a local S3 server (moto, on
-  127.0.0.1; measured after a first pass fills the local cache), with 1 and 2 workers; per core
-  is the rate divided by the workers;
+  127.0.0.1), with 1 and 2 workers; per core is the rate divided by the workers. Each is read
+  twice: ``..._first_pass`` decompresses every chunk into LitData's cache (what each pass costs
+  when the set is larger than the cache), the plain key is the second pass, from that cache;
 * ``raw_stacked_unaligned_gdal_2_threads``: the unaligned stacked reads with GDAL decoding the
   blocks of a read in 2 threads (``GDAL_NUM_THREADS``): a rate of the process, not per core;
+* ``tile_decode_ms``: one whole 512 px tile of the stacked file read and decoded by GDAL and
+  by async-tiff (Rust, GIL-free), each on one thread;
 * ``index``: the archive index of ``--index-files`` tiny GeoTIFFs: a first build with 1 and 2
   processes, and its reuse (extrapolated to 100k files).
 
@@ -131,6 +134,43 @@ def _raw_reads(scenes: list[list[str]], size: int, n: int, aligned: bool) -> flo
     return n / elapsed
 
 
+def tile_decode_ms(path: str, tiles: int = 60) -> dict[str, float]:
+    """Milliseconds to read and decode one whole 512 px tile: GDAL and async-tiff, one thread.
+
+    async-tiff decodes in Rust without the GIL (``decode_sync`` on this thread here, so both
+    use one core); the tiles are the same random ones for both, and the pixels are checked equal.
+    """
+    import asyncio
+
+    from async_tiff import TIFF, DecoderRegistry
+    from obstore.store import LocalStore
+
+    rng = np.random.default_rng(1)
+    with rasterio.open(path) as src:
+        side = src.block_shapes[0][0]
+        grid = src.width // side
+        xy = [(int(rng.integers(grid)), int(rng.integers(grid))) for _ in range(tiles)]
+        start = time.perf_counter()
+        for x, y in xy:
+            gdal = src.read(window=Window(x * side, y * side, side, side))  # (13, 512, 512)
+        gdal_ms = (time.perf_counter() - start) / tiles * 1e3
+
+    async def decode_all() -> np.ndarray:
+        tiff = await TIFF.open(Path(path).name, store=LocalStore(str(Path(path).parent)))
+        registry = DecoderRegistry()
+        for x, y in xy:
+            tile = await tiff.fetch_tile(x, y, 0)
+            array = np.asarray(tile.decode_sync(decoder_registry=registry))  # (512, 512, 13)
+        return array
+
+    start = time.perf_counter()
+    last = asyncio.run(decode_all())
+    rust_ms = (time.perf_counter() - start) / tiles * 1e3
+    if not np.array_equal(np.moveaxis(last, -1, 0), gdal):  # (H, W, C) -> (C, H, W)
+        raise RuntimeError("async-tiff and GDAL decoded different pixels")
+    return {"gdal": gdal_ms, "async_tiff": rust_ms}
+
+
 def geopera_rate(archive: Path, n: int, aligned: bool) -> float:
     """Patches/s of the pretraining reader (0 workers), alignment off or on."""
     from geopera.archive.run import SampleRequest, prepare_sample
@@ -155,8 +195,12 @@ def _roi_wkt() -> str:
     )
 
 
-def shard_rate(location: str, workers: int, passes: int = 2) -> float:
-    """Chips/s of the pretraining loader over shards; the last of ``passes`` epochs is timed."""
+def shard_rates(location: str, workers: int) -> tuple[float, float]:
+    """Chips/s of the pretraining loader over shards: a first pass, then a second one.
+
+    The first pass decompresses every chunk into LitData's cache (what every pass costs when
+    the shard set is larger than ``data.cache_gb``); the second reads the cached chunks.
+    """
     from geopera.data.sampling.datamodule import SamplingSettings
     from geopera.data.sampling.shards import ShardDataModule
 
@@ -164,14 +208,14 @@ def shard_rate(location: str, workers: int, passes: int = 2) -> float:
     dm = ShardDataModule(
         location, SamplingSettings(batch_size=32, num_workers=workers, cache=cache)
     )
-    rate = 0.0
-    for _ in range(passes):
+    rates = []
+    for _ in range(2):
         loader = dm.train_dataloader()
         start, count = time.perf_counter(), 0
         for batch in loader:
             count += batch["image"].shape[0]
-        rate = count / (time.perf_counter() - start)
-    return rate
+        rates.append(count / (time.perf_counter() - start))
+    return rates[0], rates[1]
 
 
 def index_times(work: Path, files: int) -> dict[str, float]:
@@ -210,13 +254,17 @@ def shard_cases(work: Path, archive: Path, count: int) -> dict[str, float]:
     out_dir = work / "shards"
     args = ["archive", "shards", str(archive), "--roi", "EPSG:32631;" + _roi_wkt()]
     assert main([*args, "--count", str(count), "--size", str(PATCH), "--out", str(out_dir)]) == 0
-    rates = {f"shards_disk_{w}w": shard_rate(str(out_dir), w) / w for w in (1, 2)}
+    rates: dict[str, float] = {}
+    for w in (1, 2):
+        first, second = shard_rates(str(out_dir), w)
+        rates |= {f"shards_disk_{w}w": second / w, f"shards_disk_{w}w_first_pass": first / w}
     from tests.fakes.s3 import s3_server, upload_folder
 
     with s3_server():
         upload_folder(out_dir, "bench", "shards")
         for w in (1, 2):
-            rates[f"shards_s3_{w}w"] = shard_rate("s3://bench/shards", w) / w
+            first, second = shard_rates("s3://bench/shards", w)
+            rates |= {f"shards_s3_{w}w": second / w, f"shards_s3_{w}w_first_pass": first / w}
     return rates
 
 
@@ -243,6 +291,7 @@ def main() -> None:
         result["raw_stacked_unaligned_gdal_2_threads"] = raw_rate(
             stacked, args.size, args.patches, False, gdal_threads=2
         )
+        result["tile_decode_ms"] = tile_decode_ms(stacked[0][0])
         for aligned in (False, True):
             key = f"geopera_stacked_{'aligned' if aligned else 'unaligned'}"
             result[key] = geopera_rate(work / "stacked", args.patches, aligned)
@@ -260,6 +309,7 @@ def main() -> None:
 def _table(result: dict[str, Any]) -> str:
     rows = [f"{k:40s} {v:10.1f}" for k, v in result.items() if isinstance(v, float)]
     rows += [f"index {k:34s} {v:10.2f} s" for k, v in result["index"].items()]
+    rows += [f"tile decode {k:28s} {v:10.1f} ms" for k, v in result["tile_decode_ms"].items()]
     return "\n".join(rows)
 
 

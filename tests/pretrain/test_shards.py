@@ -95,7 +95,8 @@ def test_pretrain_from_shards_in_object_storage(
     assert "no-such-bucket" in missing.stderr
     assert "Traceback" not in missing.stderr
     assert refused.returncode == 2, refused.stderr
-    assert "access denied" in refused.stderr and "AWS_ACCESS_KEY_ID" in refused.stderr
+    assert "access denied" in refused.stderr
+    assert "AWS_ACCESS_KEY_ID" in refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "r3").exists()  # nothing written for a refused stream
 

@@ -84,8 +84,8 @@ def read_shard_set(location: str) -> tuple[ShardSet, str, Any]:
             table = pd.read_parquet(fh, columns=["chip", "source", "minx", "miny", "maxx", "maxy"])
     except PermissionError as err:
         raise GeoperaError(
-            f"--shards {location}: access denied ({err}); check the credentials "
-            "(AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE, GOOGLE_APPLICATION_CREDENTIALS)"
+            f"--shards {location}: access denied ({err}); check the credentials (AWS_ACCESS_KEY_ID"
+            "/AWS_SECRET_ACCESS_KEY or AWS_PROFILE; GOOGLE_APPLICATION_CREDENTIALS for gs://)"
         ) from err
     except (FileNotFoundError, OSError, ImportError) as err:  # ImportError: no gcsfs for gs://
         raise FileNotFoundError(

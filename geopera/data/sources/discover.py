@@ -27,7 +27,7 @@ from geopera.data.sources.stac_search import StacSpec, is_stac, parse_search_url
 
 
 def _expand(
-    paths: Sequence[str], roi: "ROI | None"
+    paths: Sequence[str], roi: "ROI | None", reindex: bool
 ) -> tuple[list[str], list[RasterItem], list[Problem]]:
     """Split archive arguments into raster paths and STAC items (recipes, catalogs, searches)."""
     rasters: list[str] = []
@@ -46,7 +46,7 @@ def _expand(
         else:
             rasters.append(gdal_path(p) if "://" in p else p)
         if spec is not None:
-            found, bad = load_stac(spec, roi)
+            found, bad = load_stac(spec, roi, reindex)
             items.extend(found)
             problems.extend(bad)
     return rasters, items, problems
@@ -84,8 +84,8 @@ def discover(
             API searches (``stac+https://...``); recipe files (``.yaml``).
         roi: Optional ROI: a STAC search's ``intersects``; static catalogs' items outside it
             are left out.
-        reindex: Read every file of an archive folder again instead of reusing its index
-            (:mod:`geopera.data.sources.index`).
+        reindex: Read every file of an archive folder, and every STAC asset header, again
+            instead of reusing the archive index (:mod:`geopera.data.sources.index`).
         progress: Called with ``(read, to_read)`` while file headers are read.
 
     Returns:
@@ -98,7 +98,7 @@ def discover(
     names = [str(p) for p in paths]
     if not names:
         raise ArchiveError("no archive path given; name one or more folders or raster files")
-    rasters, stac_items, problems = _expand(names, roi)
+    rasters, stac_items, problems = _expand(names, roi, reindex)
     files, found = find_rasters(rasters) if rasters else ([], [])
     problems.extend(found)
     configure_remote(files + [a for it in stac_items for a in it.assets])

@@ -8,10 +8,15 @@ footprint in WGS84, and the file's size and modification time; a file whose size
 changed, or that is new, is read again, and so are all files with ``reindex``. Problems (an
 empty or corrupt file) are kept too, so an unchanged bad file is not read again either.
 
+A STAC source keeps its documents' facts in the same table: an asset whose item lacks the
+``proj``/``raster`` fields is read once (remotely, header and last block), and its row, keyed by
+the asset's URL as the document gives it (before any signing), is reused while the asset's
+JSON in the document is unchanged (its hash is the row's ``version``).
+
 An index lives in the cache (``$GEOPERA_CACHE/index``, else ``~/.cache/geopera/index``), one
-file per archive folder, named by the folder's absolute path's hash; so an archive on a
-read-only mount is indexed as well. New files are read in parallel processes when there are
-many (:data:`PARALLEL_FROM`).
+file per archive folder or STAC document (or search), named by a hash of its absolute path or
+URL; so an archive on a read-only mount is indexed as well. New files are read in parallel
+processes when there are many (:data:`PARALLEL_FROM`).
 """
 
 import hashlib
@@ -31,7 +36,7 @@ from geopera.data.sources.files import read_meta
 from geopera.data.sources.model import FileMeta, Problem, bounds_to_wgs84
 
 #: Bump when the rows' meaning changes: older indexes are then rebuilt.
-INDEX_VERSION = 1
+INDEX_VERSION = 2
 #: New files at or above which headers are read by several processes.
 PARALLEL_FROM = 256
 #: Files per task handed to a worker process.
@@ -42,18 +47,23 @@ Progress = Callable[[int, int], None]
 
 def index_path(folder: str) -> Path:
     """Where the index of an archive folder is kept."""
-    key = hashlib.sha256(os.path.abspath(folder).encode()).hexdigest()[:20]
-    return cache_dir("index") / f"{key}-v{INDEX_VERSION}.parquet"
+    return _index_file(os.path.abspath(folder))
+
+
+def _index_file(key: str) -> Path:
+    digest = hashlib.sha256(key.encode()).hexdigest()[:20]
+    return cache_dir("index") / f"{digest}-v{INDEX_VERSION}.parquet"
 
 
 def _stamp(path: str) -> tuple[int, int]:
+    """A file's (size, version): its size and modification time."""
     st = os.stat(path)
     return st.st_size, st.st_mtime_ns
 
 
-def _row(path: str, stamp: tuple[int, int], meta: FileMeta | Problem) -> dict[str, Any]:
+def _row(key: str, stamp: tuple[int, int], meta: FileMeta | Problem) -> dict[str, Any]:
     """One file's row (a problem keeps its reason and nothing else)."""
-    row: dict[str, Any] = {"path": os.path.abspath(path), "size": stamp[0], "mtime_ns": stamp[1]}
+    row: dict[str, Any] = {"path": key, "size": stamp[0], "version": stamp[1]}
     if isinstance(meta, Problem):
         return {**row, "problem": meta.reason, "geometry": None}
     wgs84 = bounds_to_wgs84(meta.crs, meta.bounds)
@@ -134,6 +144,59 @@ def _read_many(paths: list[str], progress: Progress | None) -> list[FileMeta | P
     return done
 
 
+class HeaderIndex:
+    """The rows of one index file: reused where their stamp matches, read again elsewhere.
+
+    Args:
+        key: What the index belongs to: an archive folder's absolute path, or ``stac:`` and
+            a STAC document's location.
+        reindex: Ignore the stored rows (every header is read again, the file rewritten).
+    """
+
+    def __init__(self, key: str, reindex: bool = False) -> None:
+        self.where = _index_file(key)
+        self.stored = {} if reindex else _load(self.where)
+        self.rows: dict[str, dict[str, Any]] = {}
+        self._crs_of: dict[str, CRS] = {}
+
+    def known(self, key: str, stamp: tuple[int, int]) -> bool:
+        """Whether a stored row of ``key`` has this stamp (so its header need not be read)."""
+        row = self.stored.get(key)
+        return row is not None and (row["size"], row["version"]) == stamp
+
+    def reuse(self, key: str, path: str) -> FileMeta | Problem:
+        """The stored metadata of ``key``, named ``path``; the row is kept."""
+        self.rows[key] = self.stored[key]
+        return _meta(self.stored[key], path, self._crs_of)
+
+    def record(self, key: str, stamp: tuple[int, int], meta: FileMeta | Problem) -> None:
+        """Keep a freshly read header's row."""
+        self.rows[key] = _row(key, stamp, meta)
+
+    def header(self, key: str, stamp: tuple[int, int], path: str) -> FileMeta | Problem:
+        """The metadata of ``path``: reused, or read (header and last block) and recorded."""
+        if self.known(key, stamp):
+            return self.reuse(key, path)
+        meta = read_meta(path)
+        self.record(key, stamp, meta)
+        return meta
+
+    def save(self) -> None:
+        """Write the rows used this time, if they differ from the stored ones."""
+        import geopandas as gpd
+
+        fresh = [k for k, row in self.rows.items() if row is not self.stored.get(k)]
+        if not fresh and set(self.stored) == set(self.rows):
+            return
+        rows = list(self.rows.values())
+        for row in rows:  # stored footprints come back as WKB: kept as they are
+            if isinstance(row["geometry"], bytes):
+                row["geometry"] = shapely.from_wkb(row["geometry"])
+        self.where.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_file(self.where) as tmp:
+            gpd.GeoDataFrame(rows, geometry="geometry", crs="EPSG:4326").to_parquet(tmp)
+
+
 def read_indexed(
     folder: str,
     files: Sequence[str],
@@ -151,29 +214,19 @@ def read_indexed(
     Returns:
         One entry per file, in order.
     """
-    import geopandas as gpd
-
-    where = index_path(folder)
-    stored = {} if reindex else _load(where)
+    index = HeaderIndex(os.path.abspath(folder), reindex)
     # rows are keyed by absolute path (a run from another folder reuses them); the metadata
     # keeps the path as the caller gave it
     keys = {f: os.path.abspath(f) for f in files}
     stamps = {f: _stamp(f) for f in files}
-    stale = [
-        f
-        for f in files
-        if keys[f] not in stored
-        or (stored[keys[f]]["size"], stored[keys[f]]["mtime_ns"]) != stamps[f]
-    ]
+    stale = [f for f in files if not index.known(keys[f], stamps[f])]
     fresh = dict(zip(stale, _read_many(stale, progress), strict=True))
-    crs_of: dict[str, CRS] = {}
-    metas = [fresh[f] if f in fresh else _meta(stored[keys[f]], f, crs_of) for f in files]
-    if stale or set(stored) != set(keys.values()):
-        rows = [_row(f, stamps[f], fresh[f]) if f in fresh else stored[keys[f]] for f in files]
-        for row in rows:  # stored footprints come back as WKB: kept as they are
-            if isinstance(row["geometry"], bytes):
-                row["geometry"] = shapely.from_wkb(row["geometry"])
-        where.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_file(where) as tmp:
-            gpd.GeoDataFrame(rows, geometry="geometry", crs="EPSG:4326").to_parquet(tmp)
+    metas: list[FileMeta | Problem] = []
+    for f in files:
+        if f in fresh:
+            index.record(keys[f], stamps[f], fresh[f])
+            metas.append(fresh[f])
+        else:
+            metas.append(index.reuse(keys[f], f))
+    index.save()
     return metas

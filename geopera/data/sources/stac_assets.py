@@ -8,7 +8,7 @@ without them is opened once (its header only).
 import hashlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from xml.sax.saxutils import escape
@@ -19,7 +19,7 @@ from geopera.core.cache import cache_dir
 from geopera.core.names import inside, safe_name
 from geopera.core.outputs import write_atomic
 from geopera.data.sources.files import read_meta
-from geopera.data.sources.model import RASTER_EXTENSIONS, Problem
+from geopera.data.sources.model import RASTER_EXTENSIONS, FileMeta, Problem
 from geopera.data.sources.remote import configure_remote, gdal_path
 
 if TYPE_CHECKING:
@@ -167,6 +167,18 @@ def proj_crs(fields: dict[str, Any]) -> CRS | None:
     return None
 
 
+def asset_stamp(asset: dict[str, Any]) -> tuple[int, int]:
+    """An asset's (size, version) for the archive index.
+
+    ``file:size`` (or -1) and a hash of its JSON: a row read from the file is reused while the
+    document is unchanged.
+    """
+    text = json.dumps(asset, sort_keys=True, default=str)
+    return int(asset.get("file:size") or -1), int(
+        hashlib.sha256(text.encode()).hexdigest()[:15], 16
+    )
+
+
 def asset_of(
     item: "pystac.Item",
     key: str,
@@ -174,8 +186,13 @@ def asset_of(
     href: str,
     indexes: list[int],
     bands: list[AssetBand],
+    read_header: Callable[[str], FileMeta | Problem] = read_meta,
 ) -> Asset | Problem:
-    """Grid and dtype from the proj/raster extensions, or from the file when they are missing."""
+    """Grid and dtype from the proj/raster extensions, or from the file when they are missing.
+
+    ``read_header`` reads the file's header (the archive index passes one that reuses a
+    stored row).
+    """
     fields = {**item.properties, **asset}
     path = gdal_path(href)
     try:
@@ -199,7 +216,7 @@ def asset_of(
             str(dtype),
         )
     configure_remote([path])  # GDAL's options in place before its first remote open
-    meta = read_meta(path)  # no proj/raster metadata: read the header (and last block)
+    meta = read_header(path)  # no proj/raster metadata: read the header (and last block)
     if isinstance(meta, Problem):
         return Problem(path, f"asset {key!r} of item {item.id}: {meta.reason}")
     if max(indexes) >= meta.count:

@@ -11,9 +11,10 @@ is kept.
 """
 
 import math
+import os
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin
 
@@ -21,12 +22,15 @@ import shapely
 
 from geopera.core.errors import ArchiveError, error_line
 from geopera.data.bands import SensorFamily
-from geopera.data.sources.model import Problem, RasterItem, Signing
+from geopera.data.sources.files import read_meta
+from geopera.data.sources.index import HeaderIndex
+from geopera.data.sources.model import FileMeta, Problem, RasterItem, Signing
 from geopera.data.sources.remote import gdal_path, load_hook
 from geopera.data.sources.stac_assets import (
     Asset,
     asset_bands,
     asset_of,
+    asset_stamp,
     band_selection,
     is_raster,
     vrt_xml,
@@ -57,6 +61,7 @@ def raster_items(
     item: "pystac.Item",
     keep: Sequence[str] | None = None,
     sign: Signer | None = None,
+    headers: HeaderIndex | None = None,
 ) -> tuple[list[RasterItem], list[Problem]]:
     """The raster items of one STAC item: one per pixel grid of its kept raster assets.
 
@@ -64,11 +69,12 @@ def raster_items(
         item: The STAC item.
         keep: Bands to keep (asset keys, band names or common names); None for all.
         sign: Signs an asset URL before it is read.
+        headers: The archive index of the document: headers read from files are kept there.
 
     Returns:
         Raster items (VRT paths, asset paths in ``assets``) and problems (per asset).
     """
-    by_grid, problems, unsigned = _assets_by_grid(item, keep, sign)
+    by_grid, problems, unsigned = _assets_by_grid(item, keep, sign, headers)
     family = _family(item)
     out = [
         _grid_item(item, assets, family, item.id if len(by_grid) == 1 else None)
@@ -81,7 +87,10 @@ def raster_items(
 
 
 def _assets_by_grid(
-    item: "pystac.Item", keep: Sequence[str] | None, sign: Signer | None
+    item: "pystac.Item",
+    keep: Sequence[str] | None,
+    sign: Signer | None,
+    headers: HeaderIndex | None,
 ) -> tuple[dict[tuple[Any, ...], list[Asset]], list[Problem], dict[str, str]]:
     """The kept raster assets of an item, grouped by pixel grid; a problem row per bad asset.
 
@@ -103,7 +112,8 @@ def _assets_by_grid(
         try:
             check_asset(href, base)
             signed = sign(href) if sign is not None else href
-            found = asset_of(item, key, asset, signed, indexes, [bands[i] for i in indexes])
+            read = _header_reader(headers, href, asset)
+            found = asset_of(item, key, asset, signed, indexes, [bands[i] for i in indexes], read)
         except Exception as err:
             reason = error_line(err)[:300]
             found = Problem(href, f"asset {key!r} of item {item.id}: {reason}; skipped")
@@ -118,6 +128,16 @@ def _assets_by_grid(
         by_grid[found.grid].append(found)
         unsigned[found.path] = href
     return by_grid, problems, unsigned
+
+
+def _header_reader(
+    headers: HeaderIndex | None, href: str, asset: dict[str, Any]
+) -> Callable[[str], FileMeta | Problem]:
+    """How to read an asset's header: through the index (keyed by the unsigned URL), or not."""
+    if headers is None:
+        return read_meta
+    stamp = asset_stamp(asset)
+    return lambda path: headers.header(href, stamp, path)
 
 
 def _grid_item(
@@ -184,13 +204,16 @@ def _overlaps(item: "pystac.Item", roi_wgs84: Any) -> bool:
     return bool(roi_wgs84.intersects(shapely.box(west, south, east, north)))
 
 
-def load_stac(spec: StacSpec, roi: "ROI | None" = None) -> tuple[list[RasterItem], list[Problem]]:
+def load_stac(
+    spec: StacSpec, roi: "ROI | None" = None, reindex: bool = False
+) -> tuple[list[RasterItem], list[Problem]]:
     """Read a STAC archive into raster items.
 
     Args:
         spec: What to read.
         roi: Static catalogs: items whose bbox misses the ROI are left out. API searches: the
             search's ``intersects`` (required).
+        reindex: Read again the asset headers the archive index keeps for this document.
 
     Returns:
         Raster items and problems.
@@ -207,9 +230,10 @@ def load_stac(spec: StacSpec, roi: "ROI | None" = None) -> tuple[list[RasterItem
         where = spec.search.describe()
     elif spec.href is not None:
         items = static_items(spec.href, problems)
-        where = spec.href
+        where = spec.href if "://" in spec.href else os.path.abspath(spec.href)
     else:  # pragma: no cover - StacSpec is built by the parsers above
         raise ValueError("a StacSpec needs href or search")
+    headers = HeaderIndex(f"stac:{where}", reindex)
     roi_wgs84 = shapely.from_wkt(roi.wkt_wgs84) if roi is not None else None
     found: list[RasterItem] = []
     seen = 0
@@ -218,7 +242,7 @@ def load_stac(spec: StacSpec, roi: "ROI | None" = None) -> tuple[list[RasterItem
             continue
         seen += 1
         try:
-            got, bad = raster_items(item, spec.assets, sign)
+            got, bad = raster_items(item, spec.assets, sign, headers)
         except Exception as err:  # a malformed item is a problem row; the others are read
             reason = f"item {item.id} is not usable ({error_line(err)[:300]}); skipped"
             problems.append(Problem(item.get_self_href() or item.id, reason))
@@ -236,4 +260,5 @@ def load_stac(spec: StacSpec, roi: "ROI | None" = None) -> tuple[list[RasterItem
             f"{', '.join(spec.assets)}; name asset keys, band names or common names "
             f"(problems: {'; '.join(p.reason for p in problems[:3])})"
         )
+    headers.save()
     return found, problems

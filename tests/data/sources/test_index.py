@@ -95,3 +95,34 @@ def test_relative_paths_from_another_folder_reuse_the_index(
     assert [m.reason if hasattr(m, "reason") else m.crs for m in reused] == [
         m.reason if hasattr(m, "reason") else m.crs for m in built
     ]
+
+
+def test_a_stac_catalog_keeps_its_asset_headers_in_the_index(
+    shared_data: Path, tmp_path: Path, opens: Counter[str], cli: Callable[..., CliResult]
+) -> None:
+    """Items without ``proj`` fields: their COGs' headers are read once, then reused."""
+    from tests.fakes.stac import LANDSAT, make_stac_catalog
+
+    make_stac_catalog(tmp_path, shared_data, proj=False)
+    catalog = str(tmp_path / "catalog.json")
+
+    def assets_opened() -> set[str]:
+        return {p for p in opens if p.startswith(str(tmp_path)) and p.endswith(".tif")}
+
+    first = cli("archive", "inspect", catalog, "--json")
+    assert first.returncode == 0, first.stderr
+    assert len(assets_opened()) == 7  # 2 Landsat items x 3 band COGs, 1 Sentinel-2 COG
+    opens.clear()
+    second = cli("archive", "inspect", catalog, "--json")
+    assert second.returncode == 0, second.stderr
+    assert assets_opened() == set()
+    assert json.loads(second.stdout) == json.loads(first.stdout)
+    item = tmp_path / "landsat" / LANDSAT[0] / f"{LANDSAT[0]}.json"
+    doc = json.loads(item.read_text())
+    doc["assets"]["B3"]["title"] = "green, re-described"  # the document changed for one asset
+    item.write_text(json.dumps(doc))
+    cli("archive", "inspect", catalog, "--json")
+    assert assets_opened() == {str(tmp_path / "landsat" / LANDSAT[0] / "B3.tif")}
+    opens.clear()
+    assert cli("archive", "inspect", catalog, "--json", "--reindex").returncode == 0
+    assert len(assets_opened()) == 7
