@@ -25,8 +25,14 @@ if ! "$PY" -c "$NEEDED" 2>/dev/null; then
     .gpu/wheels/*.whl || exit 2
   export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
 fi
-if ! "$PY" -c "import pyogrio" 2>/dev/null; then
-  export PYTHONPATH="$PWD/benchmarks/standins${PYTHONPATH:+:$PYTHONPATH}"
-fi
+# Stand-ins (benchmarks/standins) for packages too large to carry, each only where it is missing.
+STANDINS=${GEOPERA_CHECK_STANDINS:-/tmp/geopera-check-standins}
+rm -rf "$STANDINS" && mkdir -p "$STANDINS"
+for module in pyogrio boto3 botocore; do
+  if ! "$PY" -c "import $module" 2>/dev/null; then
+    ln -s "$PWD/benchmarks/standins/$module" "$STANDINS/$module"
+  fi
+done
+export PYTHONPATH="$STANDINS${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 exec "$PY" benchmarks/gpu_check.py "$@"

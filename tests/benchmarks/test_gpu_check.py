@@ -109,6 +109,22 @@ def test_pyogrio_standin_says_what_is_missing() -> None:
     assert "WKT" in out.stderr
 
 
+def test_boto_standins_let_litdata_stream_from_disk_and_refuse_s3() -> None:
+    """Without boto3 and botocore (too large to carry), LitData still imports; S3 says why not."""
+    code = (
+        f"import sys; sys.path.insert(0, {str(REPO / 'benchmarks' / 'standins')!r}); "
+        "import boto3; assert boto3.__version__.endswith('standin'); "
+        "from litdata import StreamingDataLoader, StreamingDataset; "
+        "from litdata.streaming.writer import BinaryWriter; print('imported'); "
+        "boto3.client('s3')"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.strip() == "imported", out.stderr[-2000:]
+    assert out.returncode == 1
+    assert "ImportError: boto3.client: boto3 is not installed" in out.stderr
+    assert "local folder" in out.stderr
+
+
 def test_bundle_pins_cover_what_the_check_imports(tmp_path: Path, shared_data: Path) -> None:
     pinned = {p.split("==")[0].replace("-", "_").lower() for p in gpu_bundle.pins()}
     script = (REPO / "benchmarks" / "gpu_check.sh").read_text()
@@ -170,6 +186,13 @@ def test_cpu_smoke_runs_every_part_and_writes_the_results(
     assert eager["ratio"] > 0
     assert 0 <= eager["data_wait"] <= 1
     assert (work / "pretrain-eager" / "backbone.pth").is_file()
+    shards = report["pretrain"]["shards"]  # the eager run again, streamed from shards
+    assert shards["status"] == "completed"
+    assert shards["chips"] == 64
+    assert shards["end_to_end"] > 0
+    assert 0 <= shards["data_wait"] <= 1
+    card = json.loads((work / "pretrain-shards" / "backbone.json").read_text())
+    assert card["shards"]["location"] == str((work / "shards").resolve())
     quality = report["quality"]
     assert quality["samples"] == 53
     assert [r["k"] for r in quality["rows"]] == [5, 20]

@@ -31,6 +31,7 @@ import shapely
 from rasterio.crs import CRS
 
 from geopera.core.cache import cache_dir
+from geopera.core.errors import error_line, note
 from geopera.core.outputs import atomic_file
 from geopera.data.sources.files import read_meta
 from geopera.data.sources.model import FileMeta, Problem, bounds_to_wgs84
@@ -192,9 +193,13 @@ class HeaderIndex:
         for row in rows:  # stored footprints come back as WKB: kept as they are
             if isinstance(row["geometry"], bytes):
                 row["geometry"] = shapely.from_wkb(row["geometry"])
-        self.where.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_file(self.where) as tmp:
-            gpd.GeoDataFrame(rows, geometry="geometry", crs="EPSG:4326").to_parquet(tmp)
+        try:
+            self.where.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_file(self.where) as tmp:
+                gpd.GeoDataFrame(rows, geometry="geometry", crs="EPSG:4326").to_parquet(tmp)
+        except (OSError, ImportError) as err:  # ImportError: an environment without pyarrow
+            # the index only saves time: the run goes on with the headers it has just read
+            note(f"the archive index was not saved ({error_line(err)}); headers are read again")
 
 
 def read_indexed(

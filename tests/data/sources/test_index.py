@@ -65,6 +65,19 @@ def test_a_second_inspect_reads_no_header(
     assert len(opens) == 3
 
 
+def test_an_index_that_cannot_be_saved_is_a_note(
+    archive: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cli: Callable[..., CliResult]
+) -> None:
+    """A cache that cannot be written (here: a file where its folder goes) costs time only."""
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("")
+    monkeypatch.setenv("GEOPERA_CACHE", str(blocked))
+    result = cli("archive", "inspect", str(archive), "--json")
+    assert result.returncode == 0, result.stderr
+    assert "note: the archive index was not saved" in result.stderr
+    assert len(json.loads(result.stdout)["sources"]) == 2
+
+
 def test_a_parallel_build_reads_what_one_process_reads(
     archive: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
