@@ -1,4 +1,4 @@
-"""Stand-in for boto3 on the device machine, where boto3 and botocore (14 MB) do not fit the transfer.
+"""Stand-in for boto3 on the device machine, where boto3 and botocore (14 MB) do not fit.
 
 LitData imports boto3 at module level for S3, but the GPU check streams shards from the local
 disk only. ``gpu_check.sh`` puts this folder on the path only where the real boto3 is missing;
