@@ -150,12 +150,16 @@ def backbone(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
     vit = build_vit("vit_small_patch16_224", 3, 64, TINY_VIT)
     torch.save(vit.state_dict(), folder / "backbone.pth")
+    from geopera.data.identity import identify
+
+    bands = ["B04", "B03", "B02"]
     card = {
-        "format_version": 1,
+        "format_version": 3,
         "model": "vit_small_patch16_224",
         "model_kwargs": TINY_VIT,
         "in_chans": 3,
-        "bands": ["B04", "B03", "B02"],
+        "bands": bands,
+        "band_identities": [i.to_dict() if i else None for i in identify(bands, "sentinel2")],
         "token_size": 16,
         "img_size": 64,
     }

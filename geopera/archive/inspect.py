@@ -7,6 +7,7 @@ from rich.console import Console
 from rich.table import Table
 
 from geopera.data.roi import ROI
+from geopera.data.sensors import sensor
 from geopera.data.sources.model import Archive, Source
 
 _COLUMNS = ("source", "files", "bands", "dtype", "res", "crs", "lon/lat bounds")
@@ -33,11 +34,15 @@ def inspect_report(archive: Archive, roi: ROI | None) -> dict[str, Any]:
         roi: Optional ROI.
 
     Returns:
-        ``{"sources": [...], "problems": [...]}`` (plus ``"roi"`` when given).
+        ``{"sources": [...], "problems": [...]}`` (plus ``"roi"`` when given). Each source
+        names its sensor (None if not recognised) and what each band measures.
     """
     sources = []
     for s in archive.sources:
         row = s.describe()
+        found = sensor(s.family)
+        row["sensor"] = found.title if found is not None else None
+        row["band_identities"] = [i.to_dict() if i else None for i in s.band_identities()]
         if roi is not None:
             row["roi_overlap"] = _overlap(s, roi)
         sources.append(row)

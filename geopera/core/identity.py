@@ -6,6 +6,7 @@ finds its bands on another. Identities are worked out by :mod:`geopera.data.iden
 matched by :mod:`geopera.models.bandplan`.
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,3 +47,33 @@ class BandIdentity:
     def from_dict(cls, data: dict[str, Any]) -> "BandIdentity":
         """Read :meth:`to_dict`'s output."""
         return cls(data.get("common"), data.get("center_um"), data.get("width_um"))
+
+
+#: Centre wavelengths (µm) that pick one band where several share a colour (PlanetScope's two
+#: greens): the middle of the colour's visible range.
+RGB_CENTRES = {"red": 0.655, "green": 0.56, "blue": 0.485}
+
+
+def rgb_indices(identities: Sequence[BandIdentity | None]) -> list[int] | None:
+    """Indices of the red, green and blue bands by their identities, or None if one is missing.
+
+    Band names never decide (``B4`` is red on Landsat 8 and near infrared on Landsat 7); where
+    several bands share a colour, the one whose centre is nearest the colour's middle is taken.
+
+    Args:
+        identities: One identity (or None) per band, in band order.
+
+    Returns:
+        ``[r, g, b]`` indices, or None.
+    """
+    found: list[int] = []
+    for colour, centre in RGB_CENTRES.items():
+        bands = {
+            i: abs((b.center_um if b.center_um is not None else centre) - centre)
+            for i, b in enumerate(identities)
+            if b is not None and b.common == colour
+        }
+        if not bands:
+            return None
+        found.append(min(bands, key=bands.__getitem__))
+    return found

@@ -347,7 +347,7 @@ def _train(
 def _previews(task: FinetuneTask, ds: ChipDataset, folder: Path, count: int) -> None:
     task.eval()
     device = next(task.parameters()).device
-    rgb = display_bands(task.spec.bands)
+    rgb = display_bands(task.spec.band_identities, len(task.spec.bands))
     names = [str(v) for v in task.spec.classes]
     for i in range(min(count, len(ds))):
         sample = collate([ds[i]])

@@ -26,9 +26,9 @@ from pathlib import Path
 
 from geopera.core.errors import BandSelectionError, note
 from geopera.core.identity import BandIdentity
-from geopera.data.bands import SensorFamily
 from geopera.data.identity import identify
 from geopera.data.labelled.scenes import image_band_names
+from geopera.data.sensors import stem_family
 from geopera.models.loading import BackboneSource
 
 #: Largest centre-wavelength difference (µm) for matching bands without a common name.
@@ -311,7 +311,7 @@ def raster_bands(path: str) -> Bands:
     """The bands of a raster file: names and identities (see :mod:`geopera.data.identity`)."""
     names = image_band_names(path)
     stem = Path(path).stem
-    return Bands(names, identify(names, SensorFamily.from_stem(stem), stem))
+    return Bands(names, identify(names, stem_family(stem), stem))
 
 
 def plan_for(

@@ -13,8 +13,9 @@
 
 Every weights file is read with ``torch.load(weights_only=True)``: weights are data, never code.
 
-**Bands.** A source carries its inputs' names and identities (``backbone.json`` format 2; for
-older cards the names are resolved through the sensor tables of :mod:`geopera.data.identity`).
+**Bands.** A source carries its inputs' names and identities (``backbone.json``; published
+weights and timm members without identities have their names looked up by
+:mod:`geopera.data.identity`).
 Which data band feeds which input is decided by :mod:`geopera.models.bandplan`, the one band
 rule of every stage; :func:`fit_state_dict` then fits the patch embedding to the plan.
 """
@@ -35,7 +36,6 @@ from geopera.core.contracts.backbone import read_identities
 from geopera.core.errors import GeoperaError
 from geopera.core.identity import BandIdentity
 from geopera.core.outputs import sha256_file
-from geopera.data.bands import SensorFamily
 from geopera.data.identity import identify
 from geopera.models.vit import build_backbone
 
@@ -81,7 +81,7 @@ def _from_backbone_file(weights: Path, meta_file: Path) -> BackboneSource:
         model_kwargs=dict(card.model_kwargs),
         in_chans=card.in_chans,
         bands=list(card.bands) if card.bands else None,
-        identities=card.band_identities or _card_identities(card),
+        identities=card.band_identities,
         state_dict=load_state_dict_file(weights),
         origin=str(weights),
         ssl_method=card.ssl_method,
@@ -91,24 +91,6 @@ def _from_backbone_file(weights: Path, meta_file: Path) -> BackboneSource:
 def _known(identities: list[BandIdentity | None]) -> list[BandIdentity | None] | None:
     """The identities when every band has one, else None (a partial guess is no identity)."""
     return identities if identities and all(identities) else None
-
-
-def _card_identities(card: BackboneCard) -> list[BandIdentity | None] | None:
-    """Identities for a card written before format 2.
-
-    Its band names go through the sensor table of its first source's family (the source name
-    starts with it: ``landsat8_30m``).
-    """
-    if not card.bands:
-        return None
-    family = None
-    for source in card.sources:
-        family = SensorFamily.of(str(source.get("name", "")).split("_")[0])
-        files = source.get("files") or []
-        family = family or (SensorFamily.from_stem(Path(str(files[0])).stem) if files else None)
-        if family is not None:
-            break
-    return _known(identify(card.bands, family))
 
 
 def load_state_dict_file(path: Path) -> dict[str, Tensor]:

@@ -1,6 +1,5 @@
 """Overlay figures of fine-tuned predictions on validation chips."""
 
-import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -12,20 +11,22 @@ import numpy as np
 from matplotlib.patches import Rectangle
 from torch import Tensor
 
+from geopera.core.identity import BandIdentity, rgb_indices
 from geopera.viz.previews import to_rgb
 
 
-def display_bands(names: Sequence[str]) -> list[int]:
+def display_bands(identities: Sequence[BandIdentity | None] | None, count: int) -> list[int]:
     """Band indices shown as R, G, B.
 
-    Red/green/blue by name (B4/B3/B2, B04/B03/B02, red/green/blue), else the first three bands,
-    else band 0 as gray.
+    The bands identified as red, green and blue, else the first three bands, else band 0 as
+    gray; never by band name (``B4`` is near infrared on Landsat 5 and 7).
+
+    Args:
+        identities: What each band measures (None where unknown, or None for all).
+        count: How many bands the image has.
     """
-    canon = [re.sub(r"^B0*", "B", n.upper()) for n in names]
-    for triple in (("B4", "B3", "B2"), ("RED", "GREEN", "BLUE"), ("R", "G", "B")):
-        if all(t in canon for t in triple):
-            return [canon.index(t) for t in triple]
-    return [0, 1, 2] if len(names) >= 3 else [0, 0, 0]
+    found = rgb_indices(identities) if identities else None
+    return found or ([0, 1, 2] if count >= 3 else [0, 0, 0])
 
 
 def _class_image(mask: np.ndarray, k: int) -> np.ndarray:

@@ -23,27 +23,30 @@ from geopera.finetune.checkpoint import build_task, load_finetuned
 DATA = Path(__file__).parent / "data"
 
 
-def test_backbone_json_of_release_0_1_loads() -> None:
-    """``backbone_v0.json`` was written by ``geopera pretrain`` 0.1 (no format_version)."""
-    raw = json.loads((DATA / "backbone_v0.json").read_text())
-    assert "format_version" not in raw
-    card = BackboneCard.read(DATA / "backbone_v0.json")
-    assert card.token_size == raw["patch_size"] == 16  # renamed: the ViT's token size
+def test_backbone_json_round_trips() -> None:
+    raw = json.loads((DATA / "backbone.json").read_text())
+    card = BackboneCard.read(DATA / "backbone.json")
+    assert card.token_size == raw["token_size"] == 16
     assert card.img_size == 32
     assert card.bands == ["B4", "B3", "B2"]
     assert card.normalisation["mean"] == raw["normalisation"]["mean"]
-    again = BackboneCard.from_json(card.to_json())
-    assert again == card
+    assert BackboneCard.from_json(card.to_json()) == card
     assert json.loads(card.to_json())["format_version"] == BackboneCard.FORMAT
 
 
-def test_spec_of_release_0_1_rebuilds_a_model(tmp_path: Path) -> None:
-    """``spec_v0.json`` is the ``spec`` hyper-parameter of a 0.1 change-detection model.ckpt."""
-    raw = json.loads((DATA / "spec_v0.json").read_text())
+def test_a_file_without_format_version_is_refused() -> None:
+    raw = json.loads((DATA / "backbone.json").read_text())
+    del raw["format_version"]
+    with pytest.raises(ContractError, match="has no format_version: it was not written by geopera"):
+        BackboneCard.from_dict(raw, "backbone.json")
+
+
+def test_a_change_detection_spec_rebuilds_a_model(tmp_path: Path) -> None:
+    """``spec.json`` is the ``spec`` hyper-parameter of a change-detection ``model.ckpt``."""
+    raw = json.loads((DATA / "spec.json").read_text())
     spec = FinetunedSpec.from_dict(raw)
-    assert spec.decoder_channels == raw["width"] == 64
+    assert spec.decoder_channels == raw["decoder_channels"] == 64
     assert spec.class_weights == raw["class_weights"]
-    # a 0.1 checkpoint: its hyper-parameters hold the old dict, the weights fit the new model
     spec_small = FinetunedSpec.from_dict(
         {**raw, "model_kwargs": {"depth": 1, "embed_dim": 64, "num_heads": 2}}
     )
@@ -60,7 +63,6 @@ def test_spec_of_release_0_1_rebuilds_a_model(tmp_path: Path) -> None:
     with torch.no_grad():
         out = loaded.predict_chips({"image": x, "after": x})
     assert out.shape == (1, 2, 64, 64)
-    # the current format is what a new checkpoint stores
     assert task.hparams["spec"]["format_version"] == FinetunedSpec.FORMAT
     assert FinetunedSpec.from_dict(task.hparams["spec"]) == spec_small
 
@@ -68,7 +70,7 @@ def test_spec_of_release_0_1_rebuilds_a_model(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"format_version": 99}, r"format_version 99; this geopera reads formats 0 to 3"),
+        ({"format_version": 99}, r"format_version 99; this geopera reads formats 1 to 3"),
         ({"format_version": "1"}, r"format_version '1'"),
         ({"format_version": 1, "surprise": 1}, r"unknown surprise"),
         ({"format_version": 1, "model": None, "in_chans": None}, None),
@@ -77,7 +79,7 @@ def test_spec_of_release_0_1_rebuilds_a_model(tmp_path: Path) -> None:
 def test_unknown_versions_and_fields_are_refused(
     change: dict[str, object], message: str | None
 ) -> None:
-    raw = {**BackboneCard.read(DATA / "backbone_v0.json").to_dict(), **change}
+    raw = {**BackboneCard.read(DATA / "backbone.json").to_dict(), **change}
     if message is None:  # drop required fields instead
         raw = {k: v for k, v in raw.items() if v is not None}
         message = r"missing in_chans, model"
@@ -104,8 +106,8 @@ class _Evil:
         return (Path.touch, (Path(self.path),))  # type: ignore[return-value]
 
 
-def test_spec_of_release_0_1_has_typed_norm_and_optim() -> None:
-    raw = json.loads((DATA / "spec_v0.json").read_text())
+def test_spec_has_typed_norm_and_optim() -> None:
+    raw = json.loads((DATA / "spec.json").read_text())
     spec = FinetunedSpec.from_dict(raw)
     assert isinstance(spec.norm, BandStats)
     assert list(spec.norm.p2) == raw["norm"]["p2"]
@@ -122,10 +124,10 @@ def test_spec_optim_defaults_are_the_configs() -> None:
     assert FinetuneConfig().optim == FinetuneOptim()  # one record, one set of defaults
 
 
-def test_embeddings_json_of_the_previous_release_loads() -> None:
-    """``embeddings_v1.json`` was written by ``geopera embed`` before rasters were typed."""
-    raw = json.loads((DATA / "embeddings_v1.json").read_text())
-    manifest = EmbeddingSet.read(DATA / "embeddings_v1.json")
+def test_embeddings_json_round_trips() -> None:
+    """``embeddings.json`` as ``geopera embed`` writes it (format 1)."""
+    raw = json.loads((DATA / "embeddings.json").read_text())
+    manifest = EmbeddingSet.read(DATA / "embeddings.json")
     entry = manifest.rasters[0]
     assert isinstance(entry, EmbeddingRaster)
     assert entry.band_names == raw["rasters"][0]["band_names"] == ["B04", "B03", "B02"]
@@ -135,8 +137,8 @@ def test_embeddings_json_of_the_previous_release_loads() -> None:
     assert EmbeddingSet.from_json(manifest.to_json()) == manifest
 
 
-@pytest.mark.parametrize("name", ["run_probe_v0.json", "run_resumed_v0.json"])
-def test_run_json_of_the_previous_release_loads(name: str) -> None:
+@pytest.mark.parametrize("name", ["run_probe.json", "run_resumed.json"])
+def test_run_json_round_trips(name: str) -> None:
     """Written by ``geopera pretrain`` (a run with a kNN probe; a killed and resumed run)."""
     raw = json.loads((DATA / name).read_text())
     status = RunStatus.read(DATA / name)

@@ -214,10 +214,13 @@ def test_bad_input_is_one_line_and_writes_nothing(
         assert not list(tmp_path.glob(".out*"))
     # a backbone whose bands the raster lacks (by name, and another count)
     card = json.loads((backbone / "backbone.json").read_text())
+    sar = [{"common": p, "center_um": None, "width_um": None} for p in ("hh", "hv", "vv")]
     other = tmp_path / "other"
     other.mkdir()
     (other / "backbone.pth").write_bytes((backbone / "backbone.pth").read_bytes())
-    (other / "backbone.json").write_text(json.dumps({**card, "bands": ["HH", "HV", "VV"]}))
+    (other / "backbone.json").write_text(
+        json.dumps({**card, "bands": ["HH", "HV", "VV"], "band_identities": sar})
+    )
     proc = cli("embed", "--input", scene, "--out", str(out), "--weights", str(other))
     assert proc.returncode == 2
     assert "lack the backbone's HH (hh), HV (hv), VV (vv)" in proc.stderr

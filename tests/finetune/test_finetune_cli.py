@@ -114,24 +114,28 @@ def test_segmentation_from_vector_labels_with_class_field(
     assert any(k.startswith("model.vit.") for k in state)
 
 
-def test_an_old_card_feeds_finetuning_by_band_identity(shared_data: Path, tmp_path: Path) -> None:
-    """A 0.1 card with bands B04, B03, B02 (Sentinel-2 names) selects those of OSCD's 13."""
+def test_a_card_feeds_finetuning_by_band_identity(shared_data: Path, tmp_path: Path) -> None:
+    """A card with bands B04, B03, B02 and their identities selects those of OSCD's 13."""
+    from geopera.data.identity import identify
     from geopera.models.loading import build_vit
 
     vit = build_vit("vit_small_patch16_224", 3, 32, {"depth": 2, "embed_dim": 64, "num_heads": 2})
     run = tmp_path / "run"
     run.mkdir()
     torch.save(vit.state_dict(), run / "backbone.pth")
+    bands = ["B04", "B03", "B02"]
     meta = {
+        "format_version": 3,
         "model": "vit_small_patch16_224",
         "in_chans": 3,
-        "bands": ["B04", "B03", "B02"],
+        "bands": bands,
+        "band_identities": [i.to_dict() if i else None for i in identify(bands, "sentinel2")],
         "model_kwargs": {"depth": 2, "embed_dim": 64, "num_heads": 2},
         "ssl_method": "pera",
-        "patch_size": 16,
+        "token_size": 16,
         "img_size": 32,
     }
-    (run / "backbone.json").write_text(json.dumps(meta))  # geopera 0.1's format
+    (run / "backbone.json").write_text(json.dumps(meta))
     config = local_config("oscd_bercy.yaml", shared_data, tmp_path)
     result = run_cli(
         "finetune",

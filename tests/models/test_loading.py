@@ -72,15 +72,13 @@ def test_unknown_weights_name_says_what_is_accepted(tmp_path: Path) -> None:
         resolve_weights(tmp_path / "missing.pth", "vit_small_patch16_224")
 
 
-def test_an_old_card_gets_identities_from_its_sources_family(tmp_path: Path) -> None:
-    _write_backbone(tmp_path / "run", ["B4", "B3", "B2"])  # format 1: no identities
+def test_a_card_without_identities_has_none(tmp_path: Path) -> None:
+    """Identities are what the card records; band names are never guessed into them."""
+    _write_backbone(tmp_path / "run", ["B4", "B3", "B2"])
     card = json.loads((tmp_path / "run" / "backbone.json").read_text())
-    assert resolve_weights(tmp_path / "run", "x").identities is None  # no family: unknown
     card["sources"] = [{"name": "landsat8_30m", "files": ["LC08_x.tif"]}]
     (tmp_path / "run" / "backbone.json").write_text(json.dumps(card))
-    found = resolve_weights(tmp_path / "run", "x").identities
-    assert found is not None
-    assert [i.common for i in found if i] == ["red", "green", "blue"]  # Landsat 8's B4, B3, B2
+    assert resolve_weights(tmp_path / "run", "x").identities is None
 
 
 def test_channels_pick_and_scale_the_learned_inputs(tmp_path: Path) -> None:
@@ -118,11 +116,12 @@ def test_published_folder_loads_as_weights(tmp_path: Path) -> None:
     (tmp_path / "run").mkdir()
     torch.save(vit.state_dict(), tmp_path / "run" / "backbone.pth")
     meta = {
+        "format_version": 3,
         "model": "vit_small_patch16_224",
         "model_kwargs": {},
         "in_chans": 3,
         "bands": ["B4", "B3", "B2"],
-        "patch_size": 16,
+        "token_size": 16,
         "img_size": 224,
         "normalisation": {"mean": [0.0] * 3, "std": [1.0] * 3},
     }

@@ -11,9 +11,8 @@
 * :class:`ShardSet` (``shards.json``): what a ``geopera archive shards`` folder holds, read by
   ``pretrain --shards``.
 
-Each carries ``format_version`` and its file name (``FILE``). Files without a version come from
-geopera 0.1 (format 0) and are upgraded on reading; a version newer than this geopera knows is
-refused with a clear message. Names mean one thing: ``token_size`` is the ViT's patch (token)
+Each carries ``format_version`` and its file name (``FILE``). A file without a version, or of a
+version newer than this geopera knows, is refused with a clear message. Names mean one thing: ``token_size`` is the ViT's patch (token)
 size in pixels, never the size of a sampled patch or chip.
 """
 

@@ -66,12 +66,6 @@ class BackboneCard(_Versioned):
     init: str | None = None
     shards: dict[str, str] | None = None
 
-    @classmethod
-    def _upgrade(cls, data: dict[str, Any], version: int) -> dict[str, Any]:
-        if version == 0 and "patch_size" in data:  # 0.1 named the token size patch_size
-            data["token_size"] = data.pop("patch_size")
-        return data
-
 
 @dataclass
 class PublishedWeights(_Versioned):

@@ -1,7 +1,8 @@
 """Reading and writing of versioned JSON contracts: format versions, upgrades, nested records.
 
-Files without ``format_version`` come from geopera 0.1 (format 0) and are upgraded on reading; a
-version newer than this geopera knows is refused with a clear message.
+Every file carries its ``format_version``. A contract reads its formats from 1 to the current
+one (a released format that changes a field's meaning gets an upgrade in ``_upgrade``); a file
+without a version, or of a version newer than this geopera knows, is refused with a clear message.
 """
 
 import dataclasses
@@ -50,7 +51,7 @@ class _Versioned:
         """Read a dict of any known format version.
 
         Args:
-            data: The fields, with ``format_version`` (absent: format 0).
+            data: The fields, with ``format_version``.
             origin: Where it came from, for messages.
 
         Returns:
@@ -65,11 +66,16 @@ class _Versioned:
                 f"{cls.KIND}{where} must be a JSON object, got {type(data).__name__}"
             )
         data = dict(data)
-        version = data.pop("format_version", 0)
-        if not isinstance(version, int) or not 0 <= version <= cls.FORMAT:
+        version = data.pop("format_version", None)
+        if version is None:
+            raise ContractError(
+                f"{cls.KIND}{where} has no format_version: it was not written by geopera (or "
+                "was edited); write it again with the command that makes it"
+            )
+        if not isinstance(version, int) or not 1 <= version <= cls.FORMAT:
             raise ContractError(
                 f"{cls.KIND}{where} has format_version {version!r}; this geopera reads formats "
-                f"0 to {cls.FORMAT}: upgrade geopera to read it"
+                f"1 to {cls.FORMAT}: upgrade geopera to read it"
             )
         data = cls._upgrade(data, version)
         fields = {f.name: f for f in dataclasses.fields(cls)}

@@ -119,9 +119,3 @@ class FinetunedSpec(_Versioned):
     optim: FinetuneOptim = field(default_factory=FinetuneOptim)
     class_weights: list[float] | None = None
     geopera_version: str | None = None
-
-    @classmethod
-    def _upgrade(cls, data: dict[str, Any], version: int) -> dict[str, Any]:
-        if version == 0 and "width" in data:  # 0.1 named the decoder width "width"
-            data["decoder_channels"] = data.pop("width")
-        return data

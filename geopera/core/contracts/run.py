@@ -85,7 +85,7 @@ class RunStatus(_Versioned):
         collapse_alarm: The collapse alarm, if it rang.
         skipped_steps: Skipped steps, if any.
         probe: The kNN probe, if one was given.
-        learning_rate: The peak learning rate and how it was derived (runs since 2026-12).
+        learning_rate: The peak learning rate and how it was derived.
     """
 
     KIND: ClassVar[str] = "run status (run.json)"

@@ -17,9 +17,9 @@ from torch import Tensor
 
 from geopera.core.errors import GeoperaError, note
 from geopera.core.identity import BandIdentity
-from geopera.data.bands import SensorFamily
 from geopera.data.identity import identify
 from geopera.data.labelled.chips import assign_splits
+from geopera.data.sensors import stem_family
 
 
 class EvaluationDataError(GeoperaError):
@@ -54,7 +54,7 @@ class LabelledSet:
 
     def band_identities(self) -> list[BandIdentity | None]:
         """What each band measures (see :mod:`geopera.data.identity`)."""
-        return identify(self.band_names, SensorFamily.from_stem(self.stem), self.stem)
+        return identify(self.band_names, stem_family(self.stem), self.stem)
 
     def fingerprint(self) -> str:
         """SHA-256 of the pixels, labels and classes (a feature-cache key)."""

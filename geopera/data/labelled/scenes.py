@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import rasterio
 
-from geopera.data.bands import SensorFamily, default_band_names, resolve_bands
+from geopera.data.bands import default_band_names, resolve_bands
 from geopera.data.labelled.labels import (
     IGNORE,
     Boxes,
@@ -21,6 +21,7 @@ from geopera.data.labelled.labels import (
     read_label_raster,
     read_label_vector,
 )
+from geopera.data.sensors import stem_family
 
 SPLITS = ("train", "val", "test")
 RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2", ".img", ".png")
@@ -114,7 +115,7 @@ def image_band_names(path: str) -> list[str]:
     """Band names of an image (descriptions, ``B2B3B4`` in the name, sensor layout, or 1..n)."""
     with rasterio.open(path) as ds:
         stem = Path(path).stem
-        return default_band_names(SensorFamily.from_stem(stem), ds.count, ds.descriptions, stem)
+        return default_band_names(stem_family(stem), ds.count, ds.descriptions, stem)
 
 
 def select_bands(
@@ -140,7 +141,7 @@ def select_bands(
         )
     available = list(next(iter(layouts)))
     names = resolve_bands(
-        requested, available, SensorFamily.from_stem(Path(paths[0]).stem), Path(paths[0]).name
+        requested, available, stem_family(Path(paths[0]).stem), Path(paths[0]).name
     )
     return [available.index(n) for n in names], names
 

@@ -18,9 +18,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from geopera.core.identity import BandIdentity
+from geopera.core.identity import BandIdentity, rgb_indices
 from geopera.core.normalisation import Normalisation
-from geopera.data.bands import rgb_indices
 from geopera.data.identity import identify
 from geopera.data.roi import ROI, load_roi
 from geopera.data.sampling.badfiles import BadFiles
@@ -196,9 +195,18 @@ class PretrainDataModule(L.LightningDataModule):
         return [float(w) for w in source_weights(self.sources, self.weights)]
 
     def rgb(self) -> list[int] | None:
-        """Indices of the red, green and blue bands of the first source, or None."""
+        """Indices of the red, green and blue bands of the first source, by identity, or None.
+
+        Bands of no known identity named ``1, 2, 3(, 4)`` are taken as RGB(N) imagery.
+        """
         self.prepare()
-        return rgb_indices(self.sources[0].source.family, self.band_names)
+        first = self.sources[0]
+        item = first.source.first
+        found = identify(first.reader.bands, item.family, Path(item.paths[0]).stem, item.aliases)
+        if any(found):
+            return rgb_indices(found)
+        generic = list(self.band_names[:3]) == ["1", "2", "3"] and len(self.band_names) in (3, 4)
+        return [0, 1, 2] if generic else None
 
     def band_identities(self) -> list[BandIdentity | None] | None:
         """What each input band measures, from the first source that identifies them all.

@@ -24,7 +24,7 @@ from torch import Tensor
 from geopera.core.cache import cache_dir
 from geopera.core.contracts import ShardSet
 from geopera.core.errors import GeoperaError
-from geopera.core.identity import BandIdentity
+from geopera.core.identity import BandIdentity, rgb_indices
 from geopera.core.normalisation import Normalisation
 from geopera.data.sampling.badfiles import BadFiles
 from geopera.data.sampling.datamodule import PretrainDataModule, SamplingSettings
@@ -171,9 +171,7 @@ class ShardDataModule(L.LightningDataModule):
 
     def rgb(self) -> list[int] | None:
         """Indices of the red, green and blue bands, by their recorded identities, or None."""
-        common = [i.common if i else None for i in self.stats.band_identities()]
-        found = [common.index(c) for c in ("red", "green", "blue") if c in common]
-        return found if len(found) == 3 else None
+        return rgb_indices(self.stats.band_identities())
 
     @property
     def sampled_sources(self) -> list[str]:

@@ -16,12 +16,8 @@ import rasterio.errors
 from rasterio.crs import CRS
 from rasterio.windows import Window
 
-from geopera.data.bands import (
-    BAND_FILE_RE,
-    SensorFamily,
-    default_band_names,
-    sort_band_names,
-)
+from geopera.data.bands import BAND_FILE_RE, default_band_names, sort_band_names
+from geopera.data.sensors import stem_family
 from geopera.data.sources.model import (
     RASTER_EXTENSIONS,
     FileMeta,
@@ -138,7 +134,7 @@ def read_meta(path: str) -> FileMeta | Problem:
 
 
 def _family(stem: str) -> str:
-    family = SensorFamily.from_stem(stem)
+    family = stem_family(stem)
     if family is not None:
         return family
     token = re.split(r"[_\-.\s]+", stem)[0].lower()

@@ -9,6 +9,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 import shapely
@@ -17,12 +18,11 @@ from rasterio.warp import transform_bounds
 from shapely.geometry.base import BaseGeometry
 
 from geopera.core.errors import ArchiveError, BandSelectionError
-from geopera.data.bands import (
-    RGB_PRESETS,
-    SensorFamily,
-    resolve_bands,
-)
+from geopera.core.identity import BandIdentity
+from geopera.data.bands import resolve_bands
+from geopera.data.identity import identify
 from geopera.data.roi import ROI, outside_error
+from geopera.data.sensors import sensor
 from geopera.data.sources.trust import Signer
 
 #: File extensions treated as rasters (case-insensitive).
@@ -163,6 +163,11 @@ class Source:
         """Sensor family or naming pattern."""
         return self.first.family
 
+    def band_identities(self) -> list[BandIdentity | None]:
+        """What each band measures (None where nothing says; :mod:`geopera.data.identity`)."""
+        item = self.first
+        return identify(item.band_names, item.family, Path(item.paths[0]).stem, item.aliases)
+
     @property
     def crs(self) -> CRS:
         """Native CRS."""
@@ -212,16 +217,8 @@ class Source:
         Returns:
             Band names, in the requested order.
         """
-        family = naming_family(self.family)
-        aliases = self.first.aliases
-        if aliases and requested is not None:
-            names = [requested] if isinstance(requested, str) else list(requested)
-            if [n.lower() for n in names] == ["rgb"] and {"red", "green", "blue"} <= set(aliases):
-                preset = RGB_PRESETS.get(self.family, [])
-                if not set(preset) <= set(self.band_names):
-                    return [aliases["red"], aliases["green"], aliases["blue"]]
-            requested = [aliases.get(n, n) for n in names]
-        return resolve_bands(requested, self.band_names, family, self.name)
+        family = self.family if sensor(self.family) is not None else None
+        return resolve_bands(requested, self.band_names, family, self.name, self.first.aliases)
 
     def intersects(self, roi: "ROI") -> bool:
         """Whether the ROI overlaps the source's footprint (with a non-zero area).
@@ -254,16 +251,16 @@ class Source:
 
 
 def naming_family(family: str) -> str | None:
-    """``family`` when it is a sensor family with a band naming of its own, else None.
+    """``family`` when it is a sensor with a band naming of its own, else None.
 
     Args:
-        family: A raster item's family (a :class:`SensorFamily` value or a file-name token).
+        family: A raster item's family (a sensor's family, or a file-name token).
 
     Returns:
-        The family for band presets and layouts, or None for generic imagery.
+        The family for band layouts, or None for generic imagery (NAIP's ``1..4``).
     """
-    known = SensorFamily.of(family)
-    return known.value if known is not None and known.names_bands else None
+    known = sensor(family)
+    return known.family if known is not None and known.names_bands else None
 
 
 @dataclass

