@@ -12,8 +12,9 @@
   ``pretrain --shards``.
 
 Each carries ``format_version`` and its file name (``FILE``). A file without a version, or of a
-version newer than this geopera knows, is refused with a clear message. Names mean one thing: ``token_size`` is the ViT's patch (token)
-size in pixels, never the size of a sampled patch or chip.
+version newer than this geopera knows, is refused with a clear message. Names mean one thing:
+``token_size`` is the ViT's patch (token) size in pixels, never the size of a sampled patch or
+chip.
 """
 
 from geopera.core.contracts.backbone import BackboneCard, PublishedWeights
