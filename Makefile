@@ -38,4 +38,4 @@ test-fast: sample
 
 # The device check's wheels and data in .gpu/ (git-ignored); see docs/benchmarks.md, "GPU check".
 gpu-wheels: env
-	$(VENV)/python benchmarks/gpu_bundle.py
+	$(VENV)/python -m benchmarks.gpu_bundle

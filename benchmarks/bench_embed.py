@@ -14,7 +14,7 @@ the machine's drift).
 Goals (issue 13): throughput >= 90 % of the forward-only rate; peak memory flat within 10 %
 from 1k to 16k.
 
-Usage: ``python benchmarks/bench_embed.py [--sizes 1024 4096 16384] [--chip 224]
+Usage: ``python -m benchmarks.bench_embed [--sizes 1024 4096 16384] [--chip 224]
 [--batch-size 8] [--depth 12] [--dim 384] [--device cpu] [--json]``
 """
 
@@ -22,35 +22,18 @@ import argparse
 import json
 import math
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
-from bench_predict import PIPELINE, add_size_args, make_rasters, report, run_stats
 
+from benchmarks.common.backbones import write_backbone
+from benchmarks.common.paths import child_env, module_command
+from benchmarks.common.predict import PIPELINE, add_size_args, make_rasters, report, run_stats
 from geopera.embed.backbone import Embedder
 from geopera.embed.run import embed
-from geopera.models.loading import build_vit
-
-
-def write_backbone(folder: Path, args: argparse.Namespace) -> Path:
-    """A random ViT/16 backbone of the requested size, as a run folder would hold it."""
-    kwargs = {"depth": args.depth, "embed_dim": args.dim, "num_heads": max(1, args.dim // 64)}
-    vit = build_vit("vit_small_patch16_224", 3, args.chip, kwargs)
-    torch.save(vit.state_dict(), folder / "backbone.pth")
-    card = {
-        "format_version": 1,
-        "model": "vit_small_patch16_224",
-        "model_kwargs": kwargs,
-        "in_chans": 3,
-        "token_size": 16,
-        "img_size": args.chip,
-    }
-    (folder / "backbone.json").write_text(json.dumps(card))
-    return folder
 
 
 def child_embed(args: argparse.Namespace, raster: Path, weights: Path, out: Path) -> dict[str, Any]:
@@ -90,7 +73,24 @@ def child_embed(args: argparse.Namespace, raster: Path, weights: Path, out: Path
     return {**run_stats(start, inside[0]), "chips_per_s": rate}
 
 
+def _row(size: int, chip: int, result: dict[str, Any]) -> dict[str, Any]:
+    """The table row of one size, from what its child process measured."""
+    chips = math.ceil(size // 16 / (chip // 16)) ** 2
+    forward_seconds = chips / result["chips_per_s"]
+    return {
+        "size": size,
+        "chips": chips,
+        "seconds": result["seconds"],
+        "chips_per_s": chips / result["seconds"],
+        "forward_only_chips_per_s": result["chips_per_s"],
+        "ratio_vs_forward": forward_seconds / result["seconds"],
+        "forward_share": result["forward_share"],
+        "peak_mib": result["peak_mib"],
+    }
+
+
 def main() -> None:
+    """Embed each size in a child process and print the table (or JSON)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--chip", type=int, default=224)
     add_size_args(p, batch_size=8, depth=12, dim=384, forward_batches=5)
@@ -103,21 +103,10 @@ def main() -> None:
         print(json.dumps(child_embed(args, args.raster, args.weights, args.output)))
         return
     common = [
-        "--chip",
-        str(args.chip),
-        "--batch-size",
-        str(args.batch_size),
-        "--depth",
-        str(args.depth),
-        "--dim",
-        str(args.dim),
-        "--device",
-        args.device,
-        "--forward-batches",
-        str(args.forward_batches),
-        "--pipeline",
-        args.pipeline,
-    ]
+        "--chip", str(args.chip), "--batch-size", str(args.batch_size), "--depth", str(args.depth),
+        "--dim", str(args.dim), "--device", args.device, "--forward-batches",
+        str(args.forward_batches), "--pipeline", args.pipeline,
+    ]  # fmt: skip
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         rasters = make_rasters(Path(tmp), args.sizes)
@@ -126,8 +115,7 @@ def main() -> None:
             out = Path(tmp) / f"emb{size}"
             run = subprocess.run(
                 [
-                    sys.executable,
-                    __file__,
+                    *module_command("benchmarks.bench_embed"),
                     *common,
                     "--child",
                     "--raster",
@@ -140,24 +128,11 @@ def main() -> None:
                 capture_output=True,
                 text=True,
                 check=False,
+                env=child_env(),
             )
             if run.returncode != 0:
                 raise SystemExit(f"size {size} failed:\n{run.stderr[-3000:]}")
-            result = json.loads(run.stdout.strip().splitlines()[-1])
-            chips = math.ceil(size // 16 / (args.chip // 16)) ** 2
-            forward_seconds = chips / result["chips_per_s"]
-            rows.append(
-                {
-                    "size": size,
-                    "chips": chips,
-                    "seconds": result["seconds"],
-                    "chips_per_s": chips / result["seconds"],
-                    "forward_only_chips_per_s": result["chips_per_s"],
-                    "ratio_vs_forward": forward_seconds / result["seconds"],
-                    "forward_share": result["forward_share"],
-                    "peak_mib": result["peak_mib"],
-                }
-            )
+            rows.append(_row(size, args.chip, json.loads(run.stdout.strip().splitlines()[-1])))
     title = (
         f"chip {args.chip}, batch {args.batch_size}, ViT/16 depth {args.depth} dim "
         f"{args.dim}, device {args.device}, pipeline {args.pipeline}, float16 patch COG + "

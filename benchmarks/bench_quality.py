@@ -20,7 +20,7 @@ there for the same total wall time (the start's minutes plus the continuation's)
 run from scratch for the continuation's own steps (equal time on the target: what a user whose
 backbone exists compares).
 
-One command: ``python benchmarks/bench_quality.py [--budget-min 25] [--points 5]
+One command: ``python -m benchmarks.bench_quality [--budget-min 25] [--points 5]
 [--arms pera mae continue] [--continue-min 5] [--continue-on slovenia neon-yell]
 [--continue-from first last] [--seeds 5] [--suite] [--work DIR]``. Prints the
 tables (headline score and 95 % interval per backbone, budget and probe; effective rank) and
@@ -37,21 +37,22 @@ import time
 from pathlib import Path
 from typing import Any
 
-from probes import (
+import lightning as L
+import torch
+
+from benchmarks.common.probes import (
     MODEL,
     REPO,
     ROI,
     SAMPLE,
     Probe,
-    evaluate,
-    gain,
     geopera,
     held_out_probes,
     neon_yell,
-    score_cell,
     shared_data,
     slovenia,
 )
+from benchmarks.common.quality import continue_pairs, curve_pairs, judge
 
 #: The Slovenia scenes' 13 Sentinel-2 bands (the continued arm's "other bands").
 S2_BANDS = ["B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11",
@@ -135,15 +136,70 @@ def pera(work: Path, budget_s: float, points: int) -> list[dict[str, Any]]:
     return found
 
 
+class _EpochBatches(torch.utils.data.IterableDataset[dict[str, torch.Tensor]]):
+    """``EPOCH_STEPS`` normalised batches per epoch from the pretraining loader, endlessly.
+
+    TorchGeo's MAE steps its lr schedule per epoch (a linear warm-up from 1e-8 over the first
+    epoch, then cosine): an endless epoch would train at lr ~ 0.
+    """
+
+    def __init__(self, dm: Any) -> None:
+        norm = dm.normalisation()
+        self.dm = dm
+        self.p2, self.p98 = torch.tensor(norm.p2[0]), torch.tensor(norm.p98[0])
+        self.mean = torch.tensor(norm.mean).view(1, -1, 1, 1)
+        self.std = torch.tensor(norm.std).view(1, -1, 1, 1)
+        self.stream: Any = iter(())
+
+    def __iter__(self) -> Any:
+        from geopera.transforms.normalise import scale_unit
+
+        for _ in range(EPOCH_STEPS):
+            batch: Any = next(self.stream, None)
+            if batch is None:
+                self.stream = iter(self.dm.train_dataloader())
+                batch = next(self.stream)
+            x = batch["image"].float()  # (B, C, 128, 128) raw
+            yield {"image": (scale_unit(x, self.p2, self.p98) - self.mean) / self.std}
+
+
+class _SaveAtMarks(L.Callback):
+    """Saves the MAE encoder as a backbone folder each time the wall clock passes a mark."""
+
+    def __init__(self, work: Path, marks: list[float], dm: Any) -> None:
+        self.work, self.marks, self.dm = work, marks, dm
+        self.start = time.time()
+        self.found: list[dict[str, Any]] = []
+
+    def on_train_batch_end(self, trainer: L.Trainer, task: Any, *args: Any) -> None:
+        """Save a point when its mark has passed; stop after the last."""
+        from geopera.core.contracts import BackboneCard
+        from geopera.core.outputs import save_torch_atomic
+
+        elapsed = time.time() - self.start
+        if len(self.found) < len(self.marks) and elapsed >= self.marks[len(self.found)]:
+            folder = self.work / f"mae_point{len(self.found) + 1}"
+            folder.mkdir(exist_ok=True)
+            save_torch_atomic(task.backbone.vit.state_dict(), folder / "backbone.pth")
+            entry = {"arm": "mae", "weights": str(folder), "step": trainer.global_step,
+                     "minutes": elapsed / 60}  # fmt: skip
+            self.found.append(entry)
+            card = BackboneCard(
+                model=MODEL, in_chans=3, img_size=224, token_size=16, bands=self.dm.band_names,
+                band_identities=self.dm.band_identities(),  # so that other sensors map onto them
+                ssl_method="mae", steps=trainer.global_step,
+            )  # fmt: skip
+            card.write(folder / BackboneCard.FILE)
+            (folder / "bench.json").write_text(json.dumps(entry))
+        if len(self.found) >= len(self.marks):
+            trainer.should_stop = True
+
+
 def mae(work: Path, budget_s: float, points: int) -> list[dict[str, Any]]:
     """TorchGeo's MAE for the same wall time on the same patches; a backbone per budget point."""
-    import lightning as L
-    import torch
     from torchgeo.tasks import MAE
 
-    from geopera.core.outputs import save_torch_atomic
     from geopera.data.sampling.datamodule import PretrainDataModule
-    from geopera.transforms.normalise import scale_unit
 
     done = sorted(work.glob("mae_point*/backbone.json"))
     if done:  # trained before (training may have ended before the last point)
@@ -152,72 +208,8 @@ def mae(work: Path, budget_s: float, points: int) -> list[dict[str, Any]]:
     dm = PretrainDataModule(
         [str(SAMPLE)], str(ROI), bands="rgb", patch_size=128, batch_size=16, num_workers=0, seed=0
     )
-    norm = dm.normalisation()
-    p2, p98 = torch.tensor(norm.p2[0]), torch.tensor(norm.p98[0])
-    mean = torch.tensor(norm.mean).view(1, -1, 1, 1)
-    std = torch.tensor(norm.std).view(1, -1, 1, 1)
-
-    stream = iter(())
-
-    class Batches(torch.utils.data.IterableDataset[dict[str, torch.Tensor]]):
-        """EPOCH_STEPS batches per epoch.
-
-        TorchGeo's MAE steps its lr schedule per epoch (a linear warm-up from 1e-8 over the
-        first epoch, then cosine): an endless epoch would train at lr ~ 0.
-        """
-
-        def __iter__(self) -> Any:
-            nonlocal stream
-            for _ in range(EPOCH_STEPS):
-                batch = next(stream, None)
-                if batch is None:
-                    stream = iter(dm.train_dataloader())
-                    batch = next(stream)
-                x = batch["image"].float()  # (B, C, 128, 128) raw
-                yield {"image": (scale_unit(x, p2, p98) - mean) / std}
-
-    marks = [budget_s * (i + 1) / points for i in range(points)]
-    found: list[dict[str, Any]] = []
-
-    class Save(L.Callback):
-        def __init__(self) -> None:
-            self.start = time.time()
-
-        def on_train_batch_end(self, trainer: L.Trainer, task: Any, *args: Any) -> None:
-            elapsed = time.time() - self.start
-            if found and len(found) >= len(marks):
-                trainer.should_stop = True
-                return
-            if elapsed >= marks[len(found)]:
-                folder = work / f"mae_point{len(found) + 1}"
-                folder.mkdir(exist_ok=True)
-                save_torch_atomic(task.backbone.vit.state_dict(), folder / "backbone.pth")
-                entry = {
-                    "arm": "mae",
-                    "weights": str(folder),
-                    "step": trainer.global_step,
-                    "minutes": elapsed / 60,
-                }
-                found.append(entry)
-                meta = {
-                    "model": MODEL,
-                    "model_kwargs": {},
-                    "in_chans": 3,
-                    "bands": dm.band_names,
-                    "band_identities": identities,  # so that other sensors map onto them
-                    "img_size": 224,
-                    "token_size": 16,
-                    "ssl_method": "mae",
-                    "steps": trainer.global_step,
-                }
-                (folder / "backbone.json").write_text(json.dumps(meta))
-                (folder / "bench.json").write_text(json.dumps(entry))
-                if len(found) >= len(marks):
-                    trainer.should_stop = True
-
     dm.setup()
-    known = dm.band_identities()
-    identities = [dataclasses.asdict(i) if i else None for i in known] if known else None
+    save = _SaveAtMarks(work, [budget_s * (i + 1) / points for i in range(points)], dm)
     task = MAE(model=MODEL, in_channels=3, size=224, warmup_epochs=1)
     # the cosine runs over the epochs the budget is expected to hold (PerA's measured speed)
     epochs = max(2, math.ceil(budget_s * steps_per_second(work) / EPOCH_STEPS))
@@ -228,11 +220,11 @@ def mae(work: Path, budget_s: float, points: int) -> list[dict[str, Any]]:
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        callbacks=[Save()],
+        callbacks=[save],
     )
-    loader = torch.utils.data.DataLoader(Batches(), batch_size=None)
+    loader = torch.utils.data.DataLoader(_EpochBatches(dm), batch_size=None)
     trainer.fit(task, train_dataloaders=loader)
-    return found
+    return save.found
 
 
 @dataclasses.dataclass(frozen=True)
@@ -331,80 +323,6 @@ def continued(
         more | both | {"arm": f"continued on {target.name}"},
         scratch | {"arm": f"scratch on {target.name}"},
         short | {"arm": f"scratch on {target.name}, the continuation's steps"},
-    ]
-
-
-def table(entries: list[dict[str, Any]], probes: list[Probe], results: dict[str, Any]) -> str:
-    """One row per backbone: kNN-20, kNN-5 and linear per probe (headline metric), rank."""
-    head = ["backbone", "minutes", "steps"]
-    for probe in probes:
-        head += [f"{probe.name} kNN-20", f"{probe.name} kNN-5", f"{probe.name} linear"]
-    head.append(f"{probes[0].name} rank")
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for e in entries:
-        w = e["weights"]
-        cells = [e["arm"], f"{e['minutes']:.1f}", str(e["step"])]
-        for probe in probes:
-            cells += [score_cell(results[probe.name], w, p) for p in ("knn20", "knn5", "linear")]
-        health = results[probes[0].name]["health"]
-        cells.append(f"{next(h['rank'] for h in health if h['weights'] == w):.1f}")
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def gains(pairs: list[tuple[str, str, str]], probes: list[Probe], results: dict[str, Any]) -> str:
-    """Paired differences (``label``, better, than) per probe and protocol, 95 % intervals."""
-    head = ["comparison"]
-    for probe in probes:
-        head += [f"{probe.name} kNN-20", f"{probe.name} kNN-5", f"{probe.name} linear"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for label, better, than in pairs:
-        cells = [label]
-        for probe in probes:
-            res = results[probe.name]
-            cells += [gain(res, better, than, p) for p in ("knn20", "knn5", "linear")]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def judge(
-    work: Path,
-    entries: list[dict[str, Any]],
-    probes: list[Probe],
-    seeds: int,
-    pairs: list[tuple[str, str, str]],
-) -> str:
-    """Evaluate the backbones (kNN and linear) on the probes: their table, then the pairs'."""
-    weights = [e["weights"] for e in entries]
-    results = {p.name: evaluate(p, weights, work, ["knn", "linear"], seeds) for p in probes}
-    return table(entries, probes, results) + "\n\n" + gains(pairs, probes, results)
-
-
-def curve_pairs(curve: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
-    """Every backbone against random init; PerA against MAE at the nearest wall time."""
-    random = curve[0]["weights"]
-    pairs = [
-        (f"{e['arm']} {e['minutes']:.1f} min - random", e["weights"], random) for e in curve[1:]
-    ]
-    maes = [e for e in curve if e["arm"] == "mae"]
-    for e in (e for e in curve if e["arm"] == "pera" and maes):
-        m = min(maes, key=lambda m: abs(m["minutes"] - e["minutes"]))
-        label = f"pera {e['minutes']:.1f} min - mae {m['minutes']:.1f} min"
-        pairs.append((label, e["weights"], m["weights"]))
-    return pairs
-
-
-def continue_pairs(arm: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
-    """Continued against its start, against scratch at equal time, and each against random."""
-    random, start, more, scratch, short = (e["weights"] for e in arm)
-    return [
-        ("continued - start", more, start),
-        ("continued - scratch (equal total time)", more, scratch),
-        ("continued - scratch (equal time on the target)", more, short),
-        ("continued - random", more, random),
-        ("start - random", start, random),
-        ("scratch - random", scratch, random),
-        ("scratch, the continuation's steps - random", short, random),
     ]
 
 

@@ -6,7 +6,7 @@ seed; the backbones (and random init) are then judged by ``geopera evaluate knn 
 held-out probes of ``probes.py``: the Chesapeake NAIP scenes (1 m) and the Slovenia Sentinel-2
 scenes with their land-use labels (10 m), neither seen in pretraining.
 
-One command: ``python benchmarks/bench_recipe.py [--steps 150] [--arms base lr_x2 ...]
+One command: ``python -m benchmarks.bench_recipe [--steps 150] [--arms base lr_x2 ...]
 [--seeds 5] [--work DIR]``. Prints one table (arm, change, minutes, probes' headline scores
 with 95 % intervals, effective rank) and writes it to ``WORK/table.md``. Runs already trained
 in ``WORK`` are reused, so an interrupted screen continues where it stopped.
@@ -16,7 +16,16 @@ import argparse
 import time
 from pathlib import Path
 
-from probes import MODEL, REPO, ROI, Probe, evaluate, geopera, held_out_probes, score_cell
+from benchmarks.common.probes import (
+    MODEL,
+    REPO,
+    ROI,
+    Probe,
+    evaluate,
+    geopera,
+    held_out_probes,
+    score_cell,
+)
 
 #: Arm -> the ``--set`` overrides that make it: one knob of those the issue names per arm,
 #: around the shipped recipe (2 local crop pairs, 1024 prototypes since the screen of

@@ -21,12 +21,11 @@ once per worker), and "steady", after the opening and the first patch.
 Requests are counted by the server (HEAD, GET and ranges alike). Goal: geopera >= 70 % of the
 raw remote patches/s, and no more requests per patch than raw.
 
-Usage: ``python benchmarks/bench_remote.py [--patches N] [--size PX] [--latency-ms MS] [--json]``
+Usage: ``python -m benchmarks.bench_remote [--patches N] [--size PX] [--latency-ms MS] [--json]``
 """
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -37,11 +36,9 @@ from typing import Any
 import numpy as np
 import rasterio
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from tests.fakes.http import FakeStorage  # noqa: E402
-from tests.fakes.stac import write_cog  # noqa: E402
+from benchmarks.common.paths import REPO, child_env, module_command
+from tests.fakes.http import FakeStorage
+from tests.fakes.stac import write_cog
 
 SCENE = "LC08_L1TP_224077_20200518_20200518_01_RT"
 BANDS = ("B2", "B3", "B4")
@@ -196,7 +193,7 @@ def main() -> None:
         work = Path(tmp)
         meta = build(work)
         origins = windows(meta, args.size, args.patches)
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("GDAL_", "CPL_", "VSI_"))}
+        env = {k: v for k, v in child_env().items() if not k.startswith(("GDAL_", "CPL_", "VSI_"))}
         with FakeStorage(work, latency=args.latency_ms / 1000) as server:
             cases = [
                 ("local raw", str(work), "-"),
@@ -207,7 +204,14 @@ def main() -> None:
             for case, url, cache in cases:
                 server.requests.clear()
                 proc = subprocess.run(
-                    [sys.executable, __file__, "--case", case, url, str(args.size), cache],
+                    [
+                        *module_command("benchmarks.bench_remote"),
+                        "--case",
+                        case,
+                        url,
+                        str(args.size),
+                        cache,
+                    ],
                     input=json.dumps(origins),
                     capture_output=True,
                     text=True,

@@ -11,15 +11,13 @@ Cases, each with 0 and 2 DataLoader workers, measured in one run (machines are n
 Archives: (a) the sample archive (``datasets/sample``, 256 px); (b) the Sentinel-2 scenes of
 ``../shared/data`` (13 bands, 64 px: the scenes are 100 x 101 px, so 256 px patches do not fit).
 
-Usage: ``python benchmarks/bench_sampling.py [--patches N] [--json]``
+Usage: ``python -m benchmarks.bench_sampling [--patches N] [--json]``
 """
 
 import argparse
 import json
-import os
 import time
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,11 +29,11 @@ from torch.utils.data import DataLoader, Dataset
 from torchgeo.datasets import Landsat8, RasterDataset, stack_samples
 from torchgeo.samplers import RandomPatchSampler
 
+from benchmarks.common.paths import REPO, shared_data_dir
 from geopera.data.roi import load_roi
 from geopera.data.sampling.datamodule import PretrainDataModule
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("GEOPERA_SHARED_DATA", REPO.parent / "shared" / "data"))
+SHARED = shared_data_dir()
 BATCH = 8
 
 

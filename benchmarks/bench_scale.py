@@ -13,7 +13,7 @@ runs its operators on both), so the speed-up is bounded near 1; what this table 
 the overhead of splitting (process start, distributed set-up, each rank loading the model) and
 of merging. Rasters are the real-valued mosaics of `bench_predict.py`.
 
-Usage: ``python benchmarks/bench_scale.py [--sizes 2048 8192] [--tile 128] [--depth 2]
+Usage: ``python -m benchmarks.bench_scale [--sizes 2048 8192] [--tile 128] [--depth 2]
 [--dim 64] [--device cpu] [--json]``
 """
 
@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from bench_embed import write_backbone
-from bench_predict import make_rasters, make_task
 
+from benchmarks.common.backbones import write_backbone
+from benchmarks.common.predict import make_rasters, make_task
 from geopera.embed.run import embed
 from geopera.predict.run import predict_dense
 

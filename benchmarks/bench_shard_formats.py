@@ -13,13 +13,12 @@ loader core, MB on disk, and seconds to write.
 * ``zarr``: one zarr v3 array (N, 13, 256, 256), a chunk per chip, 64 chips per shard (the
   sharding codec), zstd per chunk, read chip by chip in random order.
 
-Usage: ``python benchmarks/bench_shard_formats.py [--chips N] [--level L] [--rounds R] [--json]``
+Usage: ``python -m benchmarks.bench_shard_formats [--chips N] [--level L] [--rounds R] [--json]``
 """
 
 import argparse
 import io
 import json
-import os
 import tempfile
 import time
 from collections.abc import Callable
@@ -31,10 +30,10 @@ import rasterio
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from benchmarks.common.paths import shared_data_dir
 from geopera.archive.shard_parts import CHUNK_BYTES
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("GEOPERA_SHARED_DATA", REPO.parent / "shared" / "data"))
+SHARED = shared_data_dir()
 SCENE = SHARED / "c_change_detection" / "oscd_bercy" / "T1_S2L1C_13bands_10m.tif"
 PATCH = 256
 BATCH = 32
@@ -137,7 +136,8 @@ class _ZarrChips(Dataset[torch.Tensor]):
     """Chips of a zarr array by index; the array is opened once per worker."""
 
     def __init__(self, folder: Path, count: int) -> None:
-        self.folder, self.count, self.array = str(folder), count, None
+        self.folder, self.count = str(folder), count
+        self.array: Any = None  # a zarr.Array once opened
 
     def __len__(self) -> int:
         return self.count

@@ -15,32 +15,27 @@ the test metric of ``metrics.json`` is reported. The Slovenia pretraining scenes
 fine-tuning images too (the test blocks included): the pretraining is self-supervised, so no
 label leaks, but it has seen the test area's pixels. OSCD Bercy is a different place (Paris).
 
-One command: ``python benchmarks/bench_transfer.py [--pretrain-steps 200] [--finetune-steps 200]
+One command: ``python -m benchmarks.bench_transfer [--pretrain-steps 200] [--finetune-steps 200]
 [--inits random pera mae] [--work DIR]`` (reads ``$GEOPERA_SHARED_DATA`` or ``../shared/data``).
 """
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
+from benchmarks.common.paths import REPO, shared_data_dir
+
 MODEL = "vit_small_patch16_224"
 #: MAE steps per Lightning epoch (TorchGeo's MAE schedules its lr per epoch).
 EPOCH_STEPS = 25
 
 
-def shared_data() -> Path:
-    env = os.environ.get("GEOPERA_SHARED_DATA")
-    return Path(env) if env else REPO.parent / "shared" / "data"
-
-
 def scenes() -> list[str]:
-    folder = shared_data() / "a_pretrain" / "sentinel2_eolearn_slovenia"
+    folder = shared_data_dir() / "a_pretrain" / "sentinel2_eolearn_slovenia"
     return sorted(str(p) for p in folder.glob("S2L1C_reference_scene*.tif"))
 
 
@@ -155,7 +150,7 @@ def pretrain_mae(out: Path, steps: int, batch: int) -> None:
 def local_config(name: str, work: Path) -> Path:
     text = (REPO / "configs" / "finetune" / name).read_text()
     out = work / name
-    out.write_text(text.replace("../shared/data", str(shared_data())))
+    out.write_text(text.replace("../shared/data", str(shared_data_dir())))
     return out
 
 

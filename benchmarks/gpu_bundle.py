@@ -16,7 +16,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from gpu_check import DATA_FOLDERS, REPO, shared_data_dir
+from benchmarks.common.paths import REPO, shared_data_dir
+from benchmarks.gpu.common import DATA_FOLDERS
 
 BUNDLE = REPO / ".gpu"
 PINS = REPO / "benchmarks" / "gpu-wheels.txt"

@@ -35,4 +35,4 @@ for module in pyogrio boto3 botocore; do
 done
 export PYTHONPATH="$STANDINS${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-exec "$PY" benchmarks/gpu_check.py "$@"
+exec "$PY" -m benchmarks.gpu_check "$@"

@@ -29,6 +29,10 @@ def _module_name(path: Path) -> str:
 
 
 MODULES = {_module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+#: The benchmarks' modules: scripts (``bench_*``, ``gpu_check``, ``gpu_bundle``) over shared ones.
+BENCHMARKS = sorted((PACKAGE.parent / "benchmarks").rglob("*.py"))
+#: Everything the size rules cover.
+SIZED = [*MODULES.values(), *BENCHMARKS]
 
 
 def _imports(path: Path) -> set[str]:
@@ -141,8 +145,8 @@ def test_the_circle_finder_finds_a_circle() -> None:
 
 def test_no_module_over_400_lines() -> None:
     long = {
-        str(p.relative_to(PACKAGE)): n
-        for p in MODULES.values()
+        str(p.relative_to(PACKAGE.parent)): n
+        for p in SIZED
         if (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES
     }
     assert not long, f"modules over {MAX_MODULE_LINES} lines: {long}"
@@ -150,10 +154,28 @@ def test_no_module_over_400_lines() -> None:
 
 def test_no_function_over_80_lines() -> None:
     long = {}
-    for path in MODULES.values():
+    for path in SIZED:
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
                 lines = (node.end_lineno or node.lineno) - node.lineno + 1
                 if lines > MAX_FUNCTION_LINES:
-                    long[f"{path.relative_to(PACKAGE)}:{node.name}"] = lines
+                    long[f"{path.relative_to(PACKAGE.parent)}:{node.name}"] = lines
     assert not long, f"functions over {MAX_FUNCTION_LINES} lines: {long}"
+
+
+def test_benchmark_scripts_share_modules_not_each_other() -> None:
+    """A script imports :mod:`benchmarks.common` or :mod:`benchmarks.gpu`, never another script."""
+    scripts = {f"benchmarks.{p.stem}" for p in BENCHMARKS if p.parent.name == "benchmarks"}
+    scripts.discard("benchmarks.__init__")
+    bad = {}
+    for path in BENCHMARKS:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = {node.module, *(f"{node.module}.{a.name}" for a in node.names)}
+            elif isinstance(node, ast.Import):
+                names = {a.name for a in node.names}
+            else:
+                continue
+            if names & scripts:
+                bad[str(path.relative_to(PACKAGE.parent))] = sorted(names & scripts)
+    assert not bad, f"benchmark scripts importing other scripts: {bad}"

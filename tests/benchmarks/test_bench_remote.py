@@ -11,7 +11,8 @@ def test_bench_remote_runs_and_geopera_needs_no_more_requests() -> None:
     proc = subprocess.run(
         [
             sys.executable,
-            str(REPO / "benchmarks" / "bench_remote.py"),
+            "-m",
+            "benchmarks.bench_remote",
             "--patches",
             "12",
             "--size",
@@ -24,6 +25,7 @@ def test_bench_remote_runs_and_geopera_needs_no_more_requests() -> None:
         text=True,
         timeout=600,
         check=False,
+        cwd=REPO,
     )
     assert proc.returncode == 0, proc.stderr
     rows = {(r["case"], r["pass"]): r for r in json.loads(proc.stdout)}

@@ -1,7 +1,6 @@
 """The device check and its pieces, on the CPU: it must not rot between GPU loans."""
 
 import argparse
-import importlib
 import json
 import os
 import subprocess
@@ -12,11 +11,9 @@ import pytest
 import rasterio
 import torch
 
+from benchmarks import bench_step, gpu_bundle
+from benchmarks.common import step as measured
 from tests.conftest import REPO
-
-sys.path.insert(0, str(REPO / "benchmarks"))
-bench_step = importlib.import_module("bench_step")
-gpu_bundle = importlib.import_module("gpu_bundle")
 
 
 def _tiny_args() -> argparse.Namespace:
@@ -47,7 +44,7 @@ def _tiny_args() -> argparse.Namespace:
 
 
 def test_largest_batch_search_survives_an_injected_out_of_memory() -> None:
-    stepper = bench_step.Stepper("pera", _tiny_args())
+    stepper = measured.Stepper("pera", _tiny_args())
     real_step = stepper.step
     seen: list[int] = []
 
@@ -58,7 +55,7 @@ def test_largest_batch_search_survives_an_injected_out_of_memory() -> None:
         real_step(batch)
 
     stepper.step = step  # type: ignore[method-assign]
-    found = bench_step.largest_batch(stepper.fits, start=2, limit=64)
+    found = measured.largest_batch(stepper.fits, start=2, limit=64)
     # 2, 4 fit; 8 runs out; one refinement at 1.5 x 4 = 6 fits.
     assert seen == [2, 4, 8, 6]
     assert found == {
@@ -70,11 +67,11 @@ def test_largest_batch_search_survives_an_injected_out_of_memory() -> None:
 
 
 def test_largest_batch_stops_at_limit_and_deadline_and_reraises_other_errors() -> None:
-    assert bench_step.largest_batch(lambda b: True, 4, 16)["largest"] == 16
-    assert bench_step.largest_batch(lambda b: False, 4, 16)["largest"] == 0
-    timed = bench_step.largest_batch(lambda b: True, 4, 1 << 20, deadline=0.0)
+    assert measured.largest_batch(lambda b: True, 4, 16)["largest"] == 16
+    assert measured.largest_batch(lambda b: False, 4, 16)["largest"] == 0
+    timed = measured.largest_batch(lambda b: True, 4, 1 << 20, deadline=0.0)
     assert timed == {"largest": 0, "stopped_by": "time", "tried": {}}
-    stepper = bench_step.Stepper("full_view", _tiny_args())
+    stepper = measured.Stepper("full_view", _tiny_args())
 
     def broken(batch: torch.Tensor) -> None:
         raise RuntimeError("shape mismatch")
@@ -95,7 +92,7 @@ def test_largest_batch_stops_at_limit_and_deadline_and_reraises_other_errors() -
     ],
 )
 def test_out_of_memory_is_told_apart(error: BaseException, expected: bool) -> None:
-    assert bench_step.is_out_of_memory(error) is expected
+    assert measured.is_out_of_memory(error) is expected
 
 
 def test_pyogrio_standin_says_what_is_missing() -> None:
@@ -215,7 +212,7 @@ def test_bad_arguments_end_in_one_line_and_write_nothing(tmp_path: Path, shared_
     busy = tmp_path / "busy"
     busy.mkdir()
     (busy / "pretrain-eager").mkdir()
-    script = str(REPO / "benchmarks" / "gpu_check.py")
+    script = ["-m", "benchmarks.gpu_check"]
     cases = [
         (["--out", str(done)], "already holds a check's results"),
         (["--out", str(tmp_path / "a"), "--budget-s", "0"], "--budget-s must be positive"),
@@ -224,9 +221,10 @@ def test_bad_arguments_end_in_one_line_and_write_nothing(tmp_path: Path, shared_
     ]
     for extra, message in cases:
         out = subprocess.run(
-            [sys.executable, script, "--data", str(shared_data), *extra],
+            [sys.executable, *script, "--data", str(shared_data), *extra],
             capture_output=True,
             text=True,
+            cwd=REPO,
         )
         assert out.returncode == 2, extra
         assert out.stderr.count("\n") == 1, out.stderr  # one line, no traceback

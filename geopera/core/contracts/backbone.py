@@ -25,8 +25,7 @@ class BackboneCard(_Versioned):
         model_kwargs: Extra timm arguments (``embed_dim``, ``depth``...).
         bands: Band names, in input order (None when unknown).
         band_identities: What each input measures (common name, centre wavelength), in input
-            order; None in cards written before format 2 (readers resolve the names through
-            the sensor tables).
+            order; None when unknown (bands are then matched by name or order).
         normalisation: ``mean`` and ``std`` per band (raw units), ``units``, ``per_source``
             percentiles.
         resolution: Pixel size per source name.

@@ -1,0 +1,1 @@
+"""What the benchmark scripts share: paths, rasters and models to measure on, step helpers."""
