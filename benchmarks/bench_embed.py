@@ -11,7 +11,7 @@ and GeoParquet written) and the process's peak memory (ru_maxrss). The *forward 
 fraction of the run's own time spent in forward passes (measured in the same run, so immune to
 the machine's drift).
 
-Goals (issue 13): throughput >= 90 % of the forward-only rate; peak memory flat within 10 %
+Goals: throughput >= 90 % of the forward-only rate; peak memory flat within 10 %
 from 1k to 16k.
 
 Usage: ``python -m benchmarks.bench_embed [--sizes 1024 4096 16384] [--chip 224]

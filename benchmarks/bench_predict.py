@@ -9,7 +9,7 @@ full batches of tiles, turned into the time the size's tiles would take with not
 reading, blending or writing); then the whole `predict_dense` run (reading, tiled forward
 passes, blending, writing the COG) and the process's peak memory (ru_maxrss).
 
-Goals (issue 5): peak memory flat in raster size (within 10 %), throughput >= 80 % of the
+Goals: peak memory flat in raster size (within 10 %), throughput >= 80 % of the
 forward-only rate. Because this machine drifts by tens of percent over minutes, the table also
 gives the *forward share*: the fraction of the predict run's own time spent inside the model's
 forward passes (measured in the same run, so immune to drift); 1 - share is the pipeline's

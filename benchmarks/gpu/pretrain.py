@@ -57,7 +57,7 @@ class GPUSampler:
 
 def pretrain_config(args: argparse.Namespace, steps: int, compile_blocks: bool) -> Any:
     """The GPU config (or the tiny CPU one) on the check's archive, probe and workers."""
-    from geopera.core.config import set_key
+    from geopera.core.yaml_config import set_key
     from geopera.pretrain.config import load_pretrain_config
 
     config = load_pretrain_config(REPO / "configs" / "pretrain" / "pera_vit_small.yaml")
@@ -143,7 +143,7 @@ def shards_variant(
     seconds are reported); the step-only rate is the eager run's (same model and batch).
     """
     from geopera.cli.main import main as geopera
-    from geopera.core.config import set_key
+    from geopera.core.yaml_config import set_key
     from geopera.pretrain.run import pretrain
 
     try:

@@ -184,7 +184,7 @@ def write_sample(
     Returns:
         What was written.
     """
-    from geopera.archive.chips import write_chips
+    from geopera.archive.chip_files import write_chips
 
     request = prepared.request
     index = write_chips(

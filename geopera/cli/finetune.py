@@ -84,8 +84,8 @@ def register(commands: Any) -> None:
 
 
 def _finetune(args: argparse.Namespace) -> int:
-    from geopera.core.config import apply_override, load_config
     from geopera.core.signals import stop_on_signals
+    from geopera.core.yaml_config import apply_override, load_config
     from geopera.finetune.config import FinetuneConfig
     from geopera.finetune.run import finetune
     from geopera.models.bandplan import parse_mapping

@@ -99,7 +99,7 @@ def _pretrain(args: argparse.Namespace) -> int:
     _check_shards(args)
     # heavy imports (torch, Lightning, TorchGeo) only once the arguments make sense
     from geopera.archive.sample_archive import DEFAULT_DIR, build_sample_archive, is_complete
-    from geopera.core.config import apply_override, set_key
+    from geopera.core.yaml_config import apply_override, set_key
     from geopera.pretrain.config import SAFE_ON_RESUME, config_changes, load_pretrain_config
     from geopera.pretrain.run import pretrain, resume_config
 

@@ -9,7 +9,6 @@ Inputs are normalised as in fine-tuning: per-band 2nd/98th percentiles scale raw
 (valid pixels; rasters over 1024 px are read through a grid of 16 x 16 windows of 64 px).
 """
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -222,11 +221,6 @@ def load_embedder(
 def token_grid(height: int, width: int, token_size: int) -> tuple[int, int]:
     """Rows and columns of whole tokens in a raster (a trailing partial token is dropped)."""
     return height // token_size, width // token_size
-
-
-def chip_counts(rows: int, cols: int, tokens_per_chip: int) -> tuple[int, int]:
-    """Chip rows and columns covering a token grid."""
-    return math.ceil(rows / tokens_per_chip), math.ceil(cols / tokens_per_chip)
 
 
 def describe(info: EmbedderInfo, norm: BandStats) -> dict[str, Any]:

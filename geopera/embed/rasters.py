@@ -26,7 +26,7 @@ from geopera.embed.backbone import (
     raster_normalisation,
     token_grid,
 )
-from geopera.embed.manifest import EmbedError
+from geopera.embed.errors import EmbedError
 from geopera.models.loading import resolve_weights
 
 

@@ -55,8 +55,8 @@ from geopera.core.ranks import (
     together,
 )
 from geopera.data.labelled.windows import RasterInput, bounded_gdal_cache
-from geopera.embed.chips import chip_reads, chip_row, column_batches
-from geopera.embed.manifest import EmbedError
+from geopera.embed.errors import EmbedError
+from geopera.embed.forward import chip_reads, chip_row, column_batches
 from geopera.embed.rasters import EmbedRaster, prepare_rasters
 from geopera.embed.writers import finish_folder, save_row, write_outputs
 

@@ -29,7 +29,7 @@ from geopera.core.contracts import EmbeddingSet
 from geopera.core.names import NameBook, inside
 from geopera.core.outputs import atomic_file, staged_folder
 from geopera.data.labelled.windows import bounded_gdal_cache
-from geopera.embed.manifest import EmbedError
+from geopera.embed.errors import EmbedError
 
 #: Token rows read at a time while mapping the similarity.
 ROWS_PER_READ = 256

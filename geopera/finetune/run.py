@@ -26,12 +26,12 @@ from torch.utils.data import DataLoader
 
 from geopera import __version__
 from geopera.core.checkpoints import AtomicCheckpointIO
-from geopera.core.config import dump_config
 from geopera.core.contracts import FinetunedSpec
 from geopera.core.errors import GeoperaError, note
 from geopera.core.normalisation import BandStats
 from geopera.core.outputs import require_new_folder, staged_folder, write_json
 from geopera.core.quiet import quiet_lightning
+from geopera.core.yaml_config import dump_config
 from geopera.data.labelled.chips import (
     ChipDataset,
     ClassMap,

@@ -6,14 +6,14 @@ sections *are* the library's :class:`~geopera.models.pera.PerASettings` and
 :class:`~geopera.pretrain.schedules.ScheduleSettings`: each default is written once, where the
 library defines it (the paper's recipe). The shipped YAML files state the values they change
 (``pera_vit_tiny_cpu.yaml`` is the command's default). Loading and ``--set`` overrides:
-:mod:`geopera.core.config`.
+:mod:`geopera.core.yaml_config`.
 """
 
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from geopera.core.config import load_config, shipped_config, to_plain
+from geopera.core.yaml_config import load_config, shipped_config, to_plain
 from geopera.data.sampling.datamodule import SamplingSettings
 from geopera.models.pera import PerASettings
 from geopera.pretrain.schedules import LR_SCALINGS, ScheduleSettings

@@ -18,7 +18,6 @@ import lightning as L
 import torch
 
 from geopera import __version__
-from geopera.core.config import dump_config, to_plain
 from geopera.core.contracts import Resume, RunStatus
 from geopera.core.errors import (
     ArchiveGoneError,
@@ -33,6 +32,7 @@ from geopera.core.outputs import (
     write_json,
 )
 from geopera.core.ranks import launched_outside
+from geopera.core.yaml_config import dump_config, to_plain
 from geopera.data.sampling.badfiles import BadFiles
 from geopera.data.sampling.datamodule import PretrainDataModule
 from geopera.data.sampling.shards import PretrainData, ShardDataModule

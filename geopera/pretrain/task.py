@@ -30,8 +30,8 @@ import torch
 from numpy.random import SeedSequence
 from torch import Tensor
 
-from geopera.core.config import from_dict
 from geopera.core.errors import NonFiniteError
+from geopera.core.yaml_config import from_dict
 from geopera.models.pera import PerA, PerAConfig, PerAOutput
 from geopera.pretrain.config import PretrainConfig
 from geopera.pretrain.metrics import SkipCounts, StepInterval, StepMetrics, TeacherHealth

@@ -262,7 +262,7 @@ def test_bad_input_is_one_line_and_writes_nothing(
 def test_chips_are_read_while_the_model_computes_and_rows_saved_behind(
     shared_data: Path, tmp_path: Path, backbone: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import geopera.embed.chips as embed_chips
+    import geopera.embed.forward as embed_chips
     import geopera.embed.run as embed_run
     from geopera.embed.backbone import Embedder
 

@@ -16,7 +16,7 @@ import rasterio
 import torch
 
 from geopera.core.ranks import share
-from geopera.embed.manifest import EmbedError
+from geopera.embed.errors import EmbedError
 from geopera.embed.run import _checked_rasters, _Job, _Settings
 from tests.conftest import EMBEDDED_SCENE, CliResult, free_port, torchrun
 

@@ -7,7 +7,7 @@ import pytest
 import rasterio
 
 from geopera.core.contracts import EmbeddingSet
-from geopera.embed.manifest import EmbedError
+from geopera.embed.errors import EmbedError
 from geopera.embed.similar import _query_vector, similar
 from tests.conftest import EMBEDDED_SCENE
 

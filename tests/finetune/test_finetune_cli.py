@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from geopera.core.config import load_config
+from geopera.core.yaml_config import load_config
 from geopera.finetune.checkpoint import load_finetuned
 from geopera.finetune.config import FinetuneConfig
 from tests.conftest import CliResult

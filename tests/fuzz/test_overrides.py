@@ -5,7 +5,7 @@ from collections.abc import Callable
 import pytest
 from hypothesis import strategies as st
 
-from geopera.core.config import apply_override
+from geopera.core.yaml_config import apply_override
 from geopera.finetune.config import FinetuneConfig
 from geopera.pretrain.config import load_pretrain_config
 from tests.fuzz.conftest import BUDGETS, fuzz

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from geopera.core.config import ConfigError, apply_override, dump_config, load_config
+from geopera.core.yaml_config import ConfigError, apply_override, dump_config, load_config
 from geopera.models.pera import PerAConfig, PerASettings
 from geopera.pretrain.config import OptimSection, PretrainConfig, load_pretrain_config
 from geopera.pretrain.schedules import PerASchedules, ScheduleSettings

@@ -8,8 +8,8 @@ import shapely
 import torch
 from PIL import Image
 
-from geopera.core.config import set_key, to_plain
 from geopera.core.errors import GeoperaError
+from geopera.core.yaml_config import set_key, to_plain
 from geopera.pretrain.config import PretrainConfig
 from geopera.pretrain.probe import ProbeSet, knn_accuracy, load_probe
 from geopera.pretrain.task import PerATask

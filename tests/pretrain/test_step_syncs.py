@@ -16,9 +16,9 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch.utils.data import DataLoader, Dataset
 
-from geopera.core.config import from_dict, to_plain
 from geopera.core.contracts import SkippedRecord
 from geopera.core.profiling import StepCounter, StepCounts
+from geopera.core.yaml_config import from_dict, to_plain
 from geopera.pretrain.callbacks import SkippedSteps
 from geopera.pretrain.config import PretrainConfig
 from geopera.pretrain.metrics import MetricsCSV, StepProgressBar
