@@ -7,6 +7,7 @@ weights.
 """
 
 import math
+from functools import partial
 from typing import Any
 
 import torch
@@ -15,8 +16,10 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 
 from geopera.core.contracts import FinetunedSpec
+from geopera.core.schedules import warmup_cosine
 from geopera.models.adapters import vit_of
 from geopera.models.loading import build_vit
+from geopera.models.vit import decays, no_decay_names
 from geopera.transforms.normalise import scale_unit
 
 
@@ -113,6 +116,7 @@ class FinetuneTask(LightningModule):
         depth = len(getattr(self.vit, "blocks", []))
         backbone_ids = {id(p) for p in self.vit.parameters()}
         groups: dict[tuple[float, bool], list[nn.Parameter]] = {}
+        exempt = no_decay_names(self)
         for name, p in self.vit.named_parameters():
             if not p.requires_grad:
                 continue
@@ -125,12 +129,11 @@ class FinetuneTask(LightningModule):
                 else:
                     layer = depth + 1
                 scale = float(decay) ** (depth + 1 - layer)
-            no_wd = p.ndim <= 1 or name in ("cls_token", "pos_embed")
-            groups.setdefault((lr * scale, no_wd), []).append(p)
+            groups.setdefault((lr * scale, not decays(name, p, exempt)), []).append(p)
         head_lr = lr * o.head_lr_scale
-        for p in self.parameters():
+        for name, p in self.named_parameters():
             if p.requires_grad and id(p) not in backbone_ids:
-                groups.setdefault((head_lr, p.ndim <= 1), []).append(p)
+                groups.setdefault((head_lr, not decays(name, p, exempt)), []).append(p)
         wd = o.weight_decay
         return [
             {"params": ps, "lr": g_lr, "initial_lr": g_lr, "weight_decay": 0.0 if no_wd else wd}
@@ -140,16 +143,11 @@ class FinetuneTask(LightningModule):
     def configure_optimizers(self) -> Any:
         """AdamW, linear warm-up then cosine decay to 0 over ``max_steps`` (per step)."""
         optimizer = torch.optim.AdamW(self.param_groups())
-        warmup = self.spec.optim.warmup_steps
         total = max(1, self.spec.optim.max_steps)
-
-        def factor(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / warmup
-            progress = min(1.0, (step - warmup) / max(1, total - warmup))
-            return 0.5 * (1.0 + math.cos(math.pi * progress))
-
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        warmup = min(self.spec.optim.warmup_steps, total)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, partial(warmup_cosine, warmup=warmup, total=total, peak=1.0, floor=0.0)
+        )
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "step"},

@@ -17,7 +17,7 @@ import timm
 import torch
 import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer
-from torch import Tensor
+from torch import Tensor, nn
 
 #: Interpolation offset of DINOv2's position-embedding resize.
 POS_INTERP_OFFSET = 0.1
@@ -269,3 +269,33 @@ def embed_patch_count(vit: VisionTransformer, x: Tensor) -> int:
     """Number of patches L of an input (N, C, H, W)."""
     p = token_size(vit)
     return (x.shape[-2] // p) * (x.shape[-1] // p)
+
+
+#: geopera's own parameters that take no weight decay, beside what timm's models name.
+OWN_NO_DECAY = frozenset({"mask_token"})
+
+
+def no_decay_names(model: nn.Module) -> frozenset[str]:
+    """Parameter names (their last part) that take no weight decay.
+
+    What timm's ``no_weight_decay()`` names on any module of ``model`` (``pos_embed``,
+    ``cls_token``...), and :data:`OWN_NO_DECAY`; biases and norms are 1-d and never decayed
+    (:func:`decays`).
+    """
+    found = set(OWN_NO_DECAY)
+    for module in model.modules():
+        named = getattr(module, "no_weight_decay", None)
+        if callable(named):
+            found |= {str(n).rsplit(".", 1)[-1] for n in named()}
+    return frozenset(found)
+
+
+def decays(name: str, param: Tensor, exempt: frozenset[str]) -> bool:
+    """Whether weight decay applies to a parameter: matrices and kernels, not the exempt names.
+
+    Args:
+        name: The parameter's dotted name.
+        param: The parameter.
+        exempt: :func:`no_decay_names` of the model.
+    """
+    return param.ndim > 1 and name.rsplit(".", 1)[-1] not in exempt

@@ -29,8 +29,8 @@ class CollapseLimits:
     min_std: float
     min_entropy: float
     max_entropy: float
-    rank_fraction: float = 0.25
-    after_step: int = 0
+    rank_fraction: float
+    after_step: int
 
     @classmethod
     def of(
@@ -38,11 +38,14 @@ class CollapseLimits:
         prototypes: int,
         min_std: float,
         entropy_fraction: float,
-        uniform_fraction: float = 0.97,
-        rank_fraction: float = 0.25,
-        after_step: int = 0,
+        uniform_fraction: float,
+        rank_fraction: float,
+        after_step: int,
     ) -> "CollapseLimits":
-        """Limits from fractions of ``log(prototypes)`` (the entropy of a uniform teacher)."""
+        """Limits from fractions of ``log(prototypes)`` (the entropy of a uniform teacher).
+
+        The defaults are the pretraining config's (``trainer.collapse_*``), kept there only.
+        """
         log_k = math.log(prototypes)
         return cls(
             min_std, entropy_fraction * log_k, uniform_fraction * log_k, rank_fraction, after_step

@@ -5,33 +5,9 @@ warm-up then cosine decay to a floor; weight decay cosine 0.04 -> 0.2; teacher m
 0.992 -> 1.0; teacher temperature linear 0.03 -> 0.05 during its warm-up, then constant.
 """
 
-import math
 from dataclasses import dataclass, field, fields
 
-
-def cosine(step: int, total: int, start: float, end: float) -> float:
-    """Cosine interpolation from ``start`` (step 0) to ``end`` (step ``total``), then ``end``.
-
-    Args:
-        step: Current step.
-        total: Steps of the schedule.
-        start: Value at step 0.
-        end: Value at and after ``total``.
-
-    Returns:
-        The value at ``step``.
-    """
-    if total <= 0 or step >= total:
-        return end
-    return end + (start - end) * 0.5 * (1 + math.cos(math.pi * step / total))
-
-
-def linear(step: int, total: int, start: float, end: float) -> float:
-    """Linear interpolation from ``start`` to ``end`` over ``total`` steps, then ``end``."""
-    if total <= 0 or step >= total:
-        return end
-    return start + (end - start) * step / total
-
+from geopera.core.schedules import cosine, linear, warmup_cosine
 
 #: ``optim.lr`` is the rate for this many images per step (the DINO rule scales it linearly).
 REFERENCE_BATCH = 256
@@ -134,11 +110,7 @@ class PerASchedules(ScheduleSettings):
 
     def learning_rate(self, step: int) -> float:
         """Linear warm-up from 0 to ``lr``, then cosine to ``min_lr``."""
-        if step < self.warmup_steps:
-            return self.lr * step / self.warmup_steps
-        return cosine(
-            step - self.warmup_steps, self.total_steps - self.warmup_steps, self.lr, self.min_lr
-        )
+        return warmup_cosine(step, self.warmup_steps, self.total_steps, self.lr, self.min_lr)
 
     def weight_decay_at(self, step: int) -> float:
         """Cosine from ``weight_decay`` to ``weight_decay_end``."""

@@ -33,6 +33,7 @@ from torch import Tensor
 from geopera.core.errors import NonFiniteError
 from geopera.core.yaml_config import from_dict
 from geopera.models.pera import PerA, PerAConfig, PerAOutput
+from geopera.models.vit import decays, no_decay_names
 from geopera.pretrain.config import PretrainConfig
 from geopera.pretrain.metrics import SkipCounts, StepInterval, StepMetrics, TeacherHealth
 from geopera.pretrain.schedules import PerASchedules
@@ -370,12 +371,12 @@ class PerATask(L.LightningModule):
         o = self.config.optim
         split = o.freeze_backbone_steps > 0  # backbone groups apart (old runs keep two groups)
         found: dict[tuple[bool, bool], list[Tensor]] = {}
+        exempt = no_decay_names(self.model)
         for name, param in self.model.named_parameters():
             if not param.requires_grad:
                 continue
-            flat = param.ndim <= 1 or name.endswith(("pos_embed", "cls_token", "mask_token"))
             backbone = split and name.startswith("student.backbone.")
-            found.setdefault((not flat, backbone), []).append(param)
+            found.setdefault((decays(name, param, exempt), backbone), []).append(param)
         groups = [
             {"params": params, "weight_decay": o.weight_decay if decay else 0.0, "decay": decay,
              "backbone": backbone}

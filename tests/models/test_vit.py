@@ -137,3 +137,16 @@ def test_stochastic_depth_is_uniform_and_on_a_batch_subset() -> None:
     set_stochastic_depth(low, 0.1)
     assert getattr(low, SAMPLE_DROP) == 0.0
     assert {b.drop_path1.drop_prob for b in low.blocks} == {0.1}
+
+
+def test_weight_decay_skips_what_timm_names_biases_and_norms() -> None:
+    from geopera.models.loading import build_vit
+    from geopera.models.vit import decays, no_decay_names
+
+    vit = build_vit("vit_small_patch16_224", 3, 32, {"depth": 1, "embed_dim": 32, "num_heads": 2})
+    exempt = no_decay_names(vit)
+    assert {"pos_embed", "cls_token", "mask_token"} <= exempt  # timm's own, and geopera's
+    decayed = {n for n, p in vit.named_parameters() if decays(n, p, exempt)}
+    assert "blocks.0.attn.qkv.weight" in decayed
+    assert "patch_embed.proj.weight" in decayed
+    assert not decayed & {"pos_embed", "cls_token", "blocks.0.attn.qkv.bias", "norm.weight"}

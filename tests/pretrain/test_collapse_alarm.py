@@ -12,11 +12,15 @@ from geopera.pretrain.metrics import MetricsCSV, StepMetrics, TeacherHealth
 from geopera.pretrain.rundir import RunDir
 from geopera.pretrain.schedules import lr_far_above_rule
 
-LIMITS = CollapseLimits.of(prototypes=4096, min_std=1e-4, entropy_fraction=0.02)
+LIMITS = CollapseLimits.of(
+    4096, 1e-4, 0.02, uniform_fraction=0.97, rank_fraction=0.25, after_step=0
+)
 
 
 def test_near_uniform_teacher_is_caught_after_the_warm_up() -> None:
-    limits = CollapseLimits.of(4096, 1e-4, 0.02, uniform_fraction=0.97, after_step=30)
+    limits = CollapseLimits.of(
+        4096, 1e-4, 0.02, uniform_fraction=0.97, rank_fraction=0.25, after_step=30
+    )
     # the case: entropy 8.1 of log(4096) = 8.32, a healthy std, a steady rank
     health = TeacherHealth(std=0.05, entropy=8.1, rank=40.0)
     assert collapse_reasons(health, 10, limits, 40.0) == []  # during the warm-up: expected
