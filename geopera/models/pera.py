@@ -101,13 +101,51 @@ class PerAConfig(PerASettings):
     n_local: int = 8
 
 
+@dataclass(frozen=True)
+class LossParts[V]:
+    """The parts of the PerA loss (the loss is their weighted sum), as tensors or as numbers.
+
+    Each field is a column of ``metrics.csv`` and a TensorBoard curve: a new part is a field
+    here and its term in :meth:`PerA._losses`.
+
+    Attributes:
+        dino_global: DINO loss on the global crops.
+        dino_local: DINO loss on the local crops (0 without local crops).
+        koleo: KoLeo regulariser, summed over the global crops.
+        pixel: Masked-pixel reconstruction loss.
+    """
+
+    dino_global: V
+    dino_local: V
+    koleo: V
+    pixel: V
+
+
+@dataclass(frozen=True)
+class TeacherHealth[V]:
+    """The teacher's collapse signals at a logging step, as tensors or as numbers.
+
+    Each field is a ``teacher_*`` column of ``metrics.csv``: a new signal is a field here and
+    its value in :func:`_health` (the collapse alarm reads them by name).
+
+    Attributes:
+        std: Mean per-prototype std of the teacher outputs over the batch.
+        entropy: Mean entropy of the teacher probabilities.
+        rank: Effective rank of the teacher's class tokens.
+    """
+
+    std: V
+    entropy: V
+    rank: V
+
+
 @dataclass
 class PerAOutput:
     """What one forward returns.
 
     Attributes:
         loss: The total loss (scalar, back-propagated).
-        parts: ``dino_global``, ``dino_local``, ``koleo`` (sum over global crops), ``pixel``.
+        parts: The loss parts.
         student_global: (n_global * B, K) student class-head outputs.
         student_local: (n_local * B, K).
         teacher_global: (n_global * B, K) teacher class-head outputs.
@@ -115,13 +153,11 @@ class PerAOutput:
         pixel_prediction: (n_global * B, n_m, p * p * C).
         pixel_target: (n_global * B, n_m, p * p * C).
         center_update: (1, K) batch mean that will update the DINO centre.
-        health: ``teacher_std`` (mean per-prototype std of teacher outputs over the batch) and
-            ``teacher_entropy`` (mean entropy of teacher probabilities): collapse signals;
-            empty unless asked for.
+        health: The teacher's collapse signals; None unless asked for.
     """
 
     loss: Tensor
-    parts: dict[str, Tensor]
+    parts: LossParts[Tensor]
     student_global: Tensor
     student_local: Tensor
     teacher_global: Tensor
@@ -129,7 +165,7 @@ class PerAOutput:
     pixel_prediction: Tensor
     pixel_target: Tensor
     center_update: Tensor
-    health: dict[str, Tensor]
+    health: TeacherHealth[Tensor] | None
 
 
 def _branch(backbone: VisionTransformer, config: PerAConfig) -> nn.ModuleDict:
@@ -262,9 +298,9 @@ class PerA(nn.Module):
         parts = self._losses(sg, sl, probs, prediction, target, local=lm is not None)
         cfg = self.config
         loss = (
-            cfg.dino_weight * (parts["dino_global"] + parts["dino_local"])
-            + cfg.koleo_weight * parts["koleo"]
-            + cfg.pixel_weight * parts["pixel"]
+            cfg.dino_weight * (parts.dino_global + parts.dino_local)
+            + cfg.koleo_weight * parts.koleo
+            + cfg.pixel_weight * parts.pixel
         )
         return PerAOutput(
             loss=loss,
@@ -276,7 +312,7 @@ class PerA(nn.Module):
             pixel_prediction=prediction,
             pixel_target=target,
             center_update=center_update,
-            health=_health(t_cls, t_all, probs) if with_health else {},
+            health=_health(t_cls, t_all, probs) if with_health else None,
         )
 
     @torch.no_grad()
@@ -330,7 +366,7 @@ class PerA(nn.Module):
         prediction: Tensor,
         target: Tensor,
         local: bool,
-    ) -> dict[str, Tensor]:
+    ) -> LossParts[Tensor]:
         """The loss parts: DINO on global and local crops, KoLeo per global crop, pixels."""
         cfg = self.config
         n_global_rows = sg.shape[0]
@@ -340,12 +376,12 @@ class PerA(nn.Module):
             if local
             else sg.new_zeros(())
         )
-        return {
-            "dino_global": self.dino(sg, probs[:n_global_rows], cfg.n_global) / n_crops,
-            "dino_local": dino_local,
-            "koleo": sum((koleo_loss(c) for c in sg.chunk(cfg.n_global)), sg.new_zeros(())),
-            "pixel": pixel_loss(prediction, target),
-        }
+        return LossParts(
+            dino_global=self.dino(sg, probs[:n_global_rows], cfg.n_global) / n_crops,
+            dino_local=dino_local,
+            koleo=sum((koleo_loss(c) for c in sg.chunk(cfg.n_global)), sg.new_zeros(())),
+            pixel=pixel_loss(prediction, target),
+        )
 
     def compile_blocks(self) -> None:
         """``torch.compile`` every transformer block of both encoders, in place.
@@ -389,12 +425,11 @@ class PerA(nn.Module):
 
 
 @torch.no_grad()
-def _health(t_cls: Tensor, t_all: Tensor, probs: Tensor) -> dict[str, Tensor]:
+def _health(t_cls: Tensor, t_all: Tensor, probs: Tensor) -> TeacherHealth[Tensor]:
     """The teacher's collapse signals: output std, probability entropy, class-token rank."""
     entropy = -(probs * torch.log(probs.clamp_min(1e-12))).sum(dim=-1).mean()
-    return {
-        "teacher_std": t_all.std(dim=0).mean(),
-        "teacher_entropy": entropy,
-        # dimensional collapse: the class tokens span few directions
-        "teacher_rank": rank_of(t_cls.float()),
-    }
+    return TeacherHealth(
+        std=t_all.std(dim=0).mean(),
+        entropy=entropy,
+        rank=rank_of(t_cls.float()),  # dimensional collapse: class tokens span few directions
+    )

@@ -259,6 +259,8 @@ class KnnProbe(L.Callback):
         self.run = run
         self.probe = probe
         self.every = every
+        #: Its ``metrics.csv`` column; a score at a step that does not log writes its own row.
+        self.column, self.makes_row = "probe_knn", True
         self.k = k
         self.history: list[tuple[int, float]] = []
         self._step: int = -1

@@ -9,7 +9,8 @@ import lightning as L
 from rich.console import Console
 
 from geopera.core.contracts import CollapseRecord
-from geopera.pretrain.metrics import StepMetrics, TeacherHealth
+from geopera.models.pera import TeacherHealth
+from geopera.pretrain.metrics import StepMetrics
 from geopera.pretrain.rundir import RunDir
 
 
@@ -53,7 +54,7 @@ class CollapseLimits:
 
 
 def collapse_reasons(
-    health: TeacherHealth, step: int, limits: CollapseLimits, first_rank: float | None
+    health: TeacherHealth[float], step: int, limits: CollapseLimits, first_rank: float | None
 ) -> list[str]:
     """The collapses a step's health signals show (empty: healthy).
 
@@ -111,6 +112,8 @@ class CollapseAlarm(L.Callback):
         self.patience = patience
         self.failed = 0
         self.raised = False
+        #: Its ``metrics.csv`` column; a flag, written in rows that other values make.
+        self.column, self.makes_row = "collapse_alarm", False
         self.first_rank: float | None = None
         self._checked = -1
 
@@ -120,7 +123,7 @@ class CollapseAlarm(L.Callback):
         if record is not None and step != self._checked:
             self._checked = step
             self._check(trainer, record)
-        return 1.0 if self.raised else 0.0
+        return 1 if self.raised else 0
 
     def on_train_batch_end(
         self,

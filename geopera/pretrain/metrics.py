@@ -9,72 +9,64 @@ are asked by :class:`MetricsCSV` and answer once per step, so callbacks may come
 import csv
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Protocol
 
 import lightning as L
 from lightning.pytorch.callbacks import RichProgressBar
 
-#: The columns of metrics.csv, in order.
-METRIC_COLUMNS = (
-    "step", "loss", "dino_global", "dino_local", "koleo", "pixel", "lr", "weight_decay",
-    "teacher_temp", "momentum", "teacher_std", "teacher_entropy", "teacher_rank",
-    "images_per_s", "data_wait", "rejected_rate", "probe_knn", "collapse_alarm", "skipped",
-)  # fmt: skip
-
-
-@dataclass(frozen=True)
-class TeacherHealth:
-    """The teacher's collapse signals at a logging step.
-
-    Attributes:
-        std: Mean per-prototype std of the teacher outputs over the batch.
-        entropy: Mean entropy of the teacher probabilities.
-        rank: Effective rank of the teacher's class tokens.
-    """
-
-    std: float
-    entropy: float
-    rank: float | None = None
+from geopera.models.pera import LossParts, TeacherHealth
+from geopera.pretrain.schedules import ScheduleValues
 
 
 @dataclass(frozen=True)
 class StepMetrics:
-    """What a logging step measured.
+    """What a logging step measured; its fields are the columns of ``metrics.csv``.
 
     Attributes:
         step: The optimiser step.
         loss: Total loss.
-        parts: Loss parts (``dino_global``, ``dino_local``, ``koleo``, ``pixel``).
-        schedules: ``lr``, ``weight_decay``, ``teacher_temp``, ``momentum`` at the step.
+        parts: The loss parts (:class:`~geopera.models.pera.LossParts`).
+        schedules: Learning rate, weight decay, teacher temperature and momentum at the step.
+        health: The teacher's collapse signals (``teacher_*`` columns).
         images_per_s: Images per second (all ranks) since the previous logging step.
         data_wait: Share of that time the loop waited for data.
         rejected_rate: Share of the batch's patches rejected by quality control.
         skipped: Steps skipped so far (as of the previous step).
-        health: The teacher's collapse signals.
     """
 
     step: int
     loss: float
-    parts: dict[str, float]
-    schedules: dict[str, float]
+    parts: LossParts[float]
+    schedules: ScheduleValues
+    health: TeacherHealth[float]
     images_per_s: float
     data_wait: float
     rejected_rate: float
     skipped: int
-    health: TeacherHealth
+
+    @staticmethod
+    def columns() -> list[str]:
+        """The record's ``metrics.csv`` columns, in order (``skipped`` last, after additions)."""
+        return [
+            "step",
+            "loss",
+            *(f.name for f in fields(LossParts)),
+            *(f.name for f in fields(ScheduleValues)),
+            *(f"teacher_{f.name}" for f in fields(TeacherHealth)),
+            "images_per_s",
+            "data_wait",
+            "rejected_rate",
+        ]
 
     def values(self) -> dict[str, float]:
         """Every value by its metrics.csv / TensorBoard name (``step`` and ``skipped`` apart)."""
-        h = self.health
         return {
             "loss": self.loss,
-            **self.parts,
-            **self.schedules,
-            "teacher_std": h.std,
-            "teacher_entropy": h.entropy,
-            **({"teacher_rank": h.rank} if h.rank is not None else {}),
+            **asdict(self.parts),
+            **asdict(self.schedules),
+            **{f"teacher_{k}": v for k, v in asdict(self.health).items()},
             "images_per_s": self.images_per_s,
             "data_wait": self.data_wait,
             "rejected_rate": self.rejected_rate,
@@ -90,7 +82,16 @@ class StepMetrics:
 
 
 class StepAddition(Protocol):
-    """A callback that adds a value to a step's row, computed once per step when first asked."""
+    """A callback that adds a column to a step's row, computed once per step when first asked.
+
+    Attributes:
+        column: Its ``metrics.csv`` column.
+        makes_row: Whether a value at a step that does not log writes a row of its own (the kNN
+            probe's score does; the collapse alarm's flag does not).
+    """
+
+    column: str
+    makes_row: bool
 
     def at_step(self, trainer: L.Trainer, task: Any, step: int) -> float | None:
         """The value at ``step``, or None when it has none."""
@@ -119,10 +120,9 @@ class StepProgressBar(RichProgressBar):
 class MetricsCSV(L.Callback):
     """Appends one row per logged step to ``RUN_DIR/metrics.csv`` (rank 0).
 
-    ``images_per_s`` and ``data_wait`` cover the steps since the previous row; ``skipped``
-    counts the steps skipped so far; ``collapse_alarm`` and ``probe_knn`` come from the
-    collapse alarm and the kNN probe, asked for the step (a row is also written at a probe
-    step that does not log).
+    The columns are the step record's (:meth:`StepMetrics.columns`), then each addition's (the
+    kNN probe's score, the collapse alarm's flag...), then ``skipped``, the steps skipped so
+    far. ``images_per_s`` and ``data_wait`` cover the steps since the previous row.
 
     On resume, rows at or after the resumed step (logged after the last checkpoint by the
     interrupted process) are dropped, so the file reads as one uninterrupted run.
@@ -130,26 +130,22 @@ class MetricsCSV(L.Callback):
     Args:
         path: The CSV file.
         resume_step: First step of this process (0 for a new run).
-        alarm: The collapse alarm, or None.
-        probe: The kNN probe, or None.
+        additions: The callbacks that add a column, asked for each step.
     """
 
     def __init__(
-        self,
-        path: Path,
-        resume_step: int = 0,
-        alarm: StepAddition | None = None,
-        probe: StepAddition | None = None,
+        self, path: Path, resume_step: int = 0, additions: Sequence[StepAddition] = ()
     ) -> None:
         self.path = path
-        self.alarm, self.probe = alarm, probe
+        self.additions = list(additions)
+        self.columns = [*StepMetrics.columns(), *(a.column for a in self.additions), "skipped"]
         if path.is_file():
             with open(path, newline="") as fh:
                 rows = [r for r in csv.DictReader(fh) if int(r["step"]) < resume_step]
         else:
             rows = []
         with open(path, "w", newline="") as fh:
-            writer = csv.DictWriter(fh, METRIC_COLUMNS)
+            writer = csv.DictWriter(fh, self.columns, extrasaction="ignore")
             writer.writeheader()
             writer.writerows(rows)
 
@@ -167,17 +163,17 @@ class MetricsCSV(L.Callback):
         task: Any = pl_module
         step = trainer.global_step - 1
         record: StepMetrics | None = task.step_metrics
-        knn = self.probe.at_step(trainer, task, step) if self.probe is not None else None
-        if record is None and knn is None:
+        added = {a.column: a.at_step(trainer, task, step) for a in self.additions}
+        if record is None and not any(
+            a.makes_row and added[a.column] is not None for a in self.additions
+        ):
             return
-        alarm = self.alarm.at_step(trainer, task, step) if self.alarm is not None else None
-        row: dict[str, Any] = dict.fromkeys(METRIC_COLUMNS, "")
+        row: dict[str, Any] = dict.fromkeys(self.columns, "")
         row.update(record.values() if record is not None else {})
-        row.update(step=step, collapse_alarm=int(alarm or 0), skipped=task.skips.total)
-        if knn is not None:
-            row["probe_knn"] = knn
+        row.update({k: v for k, v in added.items() if v is not None})
+        row.update(step=step, skipped=task.skips.total)
         with open(self.path, "a", newline="") as fh:
-            csv.DictWriter(fh, METRIC_COLUMNS).writerow(row)
+            csv.DictWriter(fh, self.columns).writerow(row)
 
 
 #: Why a step was skipped, by the code :class:`SkipCounts` keeps on the device.

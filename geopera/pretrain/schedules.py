@@ -75,6 +75,23 @@ class ScheduleSettings:
 
 
 @dataclass(frozen=True)
+class ScheduleValues:
+    """The schedules' values at one step (each a ``metrics.csv`` column).
+
+    Attributes:
+        lr: Learning rate.
+        weight_decay: Weight decay.
+        teacher_temp: Teacher temperature.
+        momentum: Teacher momentum.
+    """
+
+    lr: float
+    weight_decay: float
+    teacher_temp: float
+    momentum: float
+
+
+@dataclass(frozen=True)
 class PerASchedules(ScheduleSettings):
     """All schedules of a run, as functions of the optimiser step.
 
@@ -111,6 +128,15 @@ class PerASchedules(ScheduleSettings):
     def learning_rate(self, step: int) -> float:
         """Linear warm-up from 0 to ``lr``, then cosine to ``min_lr``."""
         return warmup_cosine(step, self.warmup_steps, self.total_steps, self.lr, self.min_lr)
+
+    def at(self, step: int) -> ScheduleValues:
+        """Every schedule's value at ``step``."""
+        return ScheduleValues(
+            lr=self.learning_rate(step),
+            weight_decay=self.weight_decay_at(step),
+            teacher_temp=self.teacher_temp_at(step),
+            momentum=self.momentum_at(step),
+        )
 
     def weight_decay_at(self, step: int) -> float:
         """Cosine from ``weight_decay`` to ``weight_decay_end``."""

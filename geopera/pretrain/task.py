@@ -32,10 +32,10 @@ from torch import Tensor
 
 from geopera.core.errors import NonFiniteError
 from geopera.core.yaml_config import from_dict
-from geopera.models.pera import PerA, PerAConfig, PerAOutput
+from geopera.models.pera import LossParts, PerA, PerAConfig, PerAOutput, TeacherHealth
 from geopera.models.vit import decays, no_decay_names
 from geopera.pretrain.config import PretrainConfig
-from geopera.pretrain.metrics import SkipCounts, StepInterval, StepMetrics, TeacherHealth
+from geopera.pretrain.metrics import SkipCounts, StepInterval, StepMetrics
 from geopera.pretrain.schedules import PerASchedules
 from geopera.transforms.normalise import scale_unit
 from geopera.transforms.views import AlignedViews, CropPairs
@@ -231,37 +231,28 @@ class PerATask(L.LightningModule):
             Loss and its parts, schedules, rates and health; the skipped-step counts (as of
             the previous step) also go to :attr:`skips`.
         """
-        rejected = batch["rejected"].sum().float()
-        values = {
-            "loss": out.loss.detach(),
-            **{k: v.detach() for k, v in out.parts.items()},
-            **{k: v.detach() for k, v in out.health.items()},
-            "rejected": rejected,
-        }
-        names = list(values)
-        stacked = torch.stack([v.float() for v in values.values()])  # (n,)
+        if out.health is None:
+            raise RuntimeError("a logging step needs the model's health signals (with_health)")
+        parts, health = _fields_of(out.parts), _fields_of(out.health)
+        rejected = batch["rejected"].sum()
+        values = [out.loss, *parts, *health, rejected]
+        stacked = torch.stack([v.detach().float() for v in values])  # (n,)
         read = torch.cat([stacked, self.skip_state.float()]).tolist()  # the one synchronisation
-        self.skips = SkipCounts.of(read[len(names) :])
-        got = dict(zip(names, read[: len(names)], strict=True))
-        rejected = got.pop("rejected")
+        self.skips = SkipCounts.of(read[len(values) :])
+        loss, rest = read[0], read[1 : len(values)]
+        n_parts, n_health = len(parts), len(health)
         images_per_s, data_wait = self._interval.close()
+        rejected_count = rest[n_parts + n_health]
         return StepMetrics(
             step=step,
-            loss=got.pop("loss"),
-            parts={k: got.pop(k) for k in out.parts},
-            schedules={
-                "lr": self.schedules.learning_rate(step),
-                "weight_decay": self.schedules.weight_decay_at(step),
-                "teacher_temp": self.schedules.teacher_temp_at(step),
-                "momentum": self.schedules.momentum_at(step),
-            },
+            loss=loss,
+            parts=LossParts(*rest[:n_parts]),
+            schedules=self.schedules.at(step),
+            health=TeacherHealth(*rest[n_parts : n_parts + n_health]),
             images_per_s=images_per_s,
             data_wait=data_wait,
-            rejected_rate=rejected / (rejected + batch["image"].shape[0]),
+            rejected_rate=rejected_count / (rejected_count + batch["image"].shape[0]),
             skipped=self.skips.total,
-            health=TeacherHealth(
-                got["teacher_std"], got["teacher_entropy"], got.get("teacher_rank")
-            ),
         )
 
     def read_skips(self) -> SkipCounts:
@@ -388,3 +379,8 @@ class PerATask(L.LightningModule):
         return torch.optim.AdamW(
             groups, lr=o.lr, betas=(o.betas[0], o.betas[1]), eps=o.eps, fused=True
         )
+
+
+def _fields_of(record: Any) -> list[Tensor]:
+    """A record's field values in order, the tensors themselves (``astuple`` would copy them)."""
+    return [getattr(record, f.name) for f in dataclasses.fields(record)]

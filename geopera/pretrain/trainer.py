@@ -16,7 +16,7 @@ from geopera.core.ranks import launch_rank, launched_outside
 from geopera.pretrain.callbacks import GracefulStop, KnnProbe, Previews, SamplingLog, SkippedSteps
 from geopera.pretrain.config import PretrainConfig
 from geopera.pretrain.health import CollapseAlarm, CollapseLimits
-from geopera.pretrain.metrics import MetricsCSV, StepProgressBar
+from geopera.pretrain.metrics import MetricsCSV, StepAddition, StepProgressBar
 from geopera.pretrain.rundir import RunDir
 from geopera.pretrain.schedules import lr_far_above_rule
 
@@ -114,7 +114,8 @@ def build_callbacks(
     callbacks += [knn] if knn is not None else []
     if not is_worker_rank():
         alarm = _collapse_alarm(config, run)
-        callbacks += [alarm, MetricsCSV(run.path / "metrics.csv", resume_step, alarm, knn)]
+        additions: list[StepAddition] = [alarm] if knn is None else [knn, alarm]
+        callbacks += [alarm, MetricsCSV(run.path / "metrics.csv", resume_step, additions)]
     if progress:
         callbacks.append(StepProgressBar(leave=True))
     return RunHooks(stop, skipped, callbacks)

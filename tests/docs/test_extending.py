@@ -53,3 +53,38 @@ def test_a_new_sensor_is_one_record(
 
     (found,) = discover([str(path.parent)]).sources
     assert found.resolve_bands("rgb") == ["red", "green", "blue"]
+
+
+def test_a_new_metric_is_one_addition(tmp_path: Path) -> None:
+    import csv
+    from types import SimpleNamespace
+
+    from geopera.models.pera import LossParts, TeacherHealth
+    from geopera.pretrain.metrics import MetricsCSV, StepMetrics
+    from geopera.pretrain.schedules import ScheduleValues
+
+    seen = run_example(1)["ImagesSeen"](batch_size=8)
+    writer = MetricsCSV(tmp_path / "metrics.csv", additions=[seen])
+    task = SimpleNamespace(skips=SimpleNamespace(total=0), step_metrics=None)
+    for step in range(4):
+        logged = step % 2 == 0
+        task.step_metrics = (
+            StepMetrics(
+                step=step,
+                loss=1.0,
+                parts=LossParts(1.0, 0.0, 0.0, 0.0),
+                schedules=ScheduleValues(1e-4, 0.04, 0.04, 0.996),
+                health=TeacherHealth(0.1, 5.0, 30.0),
+                images_per_s=10.0,
+                data_wait=0.0,
+                rejected_rate=0.0,
+                skipped=0,
+            )
+            if logged
+            else None
+        )
+        trainer = SimpleNamespace(global_step=step + 1, global_rank=0)
+        writer.on_train_batch_end(trainer, task, None, None, step)  # type: ignore[arg-type]
+    with open(tmp_path / "metrics.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [(r["step"], r["images_seen"]) for r in rows] == [("0", "8.0"), ("2", "24.0")]

@@ -1,16 +1,18 @@
 """The collapse alarm's tests: constant, one-prototype, near-uniform and dimensional collapse."""
 
 import csv
+import dataclasses
 import math
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
+from geopera.models.pera import LossParts, TeacherHealth
 from geopera.pretrain.health import CollapseAlarm, CollapseLimits, collapse_reasons
-from geopera.pretrain.metrics import MetricsCSV, StepMetrics, TeacherHealth
+from geopera.pretrain.metrics import MetricsCSV, StepMetrics
 from geopera.pretrain.rundir import RunDir
-from geopera.pretrain.schedules import lr_far_above_rule
+from geopera.pretrain.schedules import ScheduleValues, lr_far_above_rule
 
 LIMITS = CollapseLimits.of(
     4096, 1e-4, 0.02, uniform_fraction=0.97, rank_fraction=0.25, after_step=0
@@ -43,18 +45,18 @@ def test_dimensional_collapse_is_relative_to_the_first_check() -> None:
 
 
 def test_sharp_and_constant_collapse_still_count() -> None:
-    found = collapse_reasons(TeacherHealth(std=1e-6, entropy=0.01), 5, LIMITS, None)
+    found = collapse_reasons(TeacherHealth(std=1e-6, entropy=0.01, rank=math.nan), 5, LIMITS, None)
     assert len(found) == 2
     assert "std" in found[0]
     assert "one prototype" in found[1]
 
 
-def _record(step: int, health: TeacherHealth) -> StepMetrics:
+def _record(step: int, health: TeacherHealth[float]) -> StepMetrics:
     return StepMetrics(
         step=step,
         loss=1.0,
-        parts={"dino_global": 1.0},
-        schedules={"lr": 1e-4},
+        parts=LossParts(dino_global=1.0, dino_local=0.0, koleo=0.0, pixel=0.0),
+        schedules=ScheduleValues(lr=1e-4, weight_decay=0.04, teacher_temp=0.04, momentum=0.996),
         images_per_s=10.0,
         data_wait=0.0,
         rejected_rate=0.0,
@@ -70,10 +72,10 @@ def test_the_alarm_rings_once_and_the_row_shows_it_in_any_callback_order(
     run = RunDir(tmp_path)
     cause = lr_far_above_rule(5e-4, 16)  # named first when the alarm rings
     alarm = CollapseAlarm(run, LIMITS, patience=2, cause=cause)
-    writer = MetricsCSV(tmp_path / "metrics.csv", alarm=alarm)
+    writer = MetricsCSV(tmp_path / "metrics.csv", additions=[alarm])
     order = [alarm, writer] if alarm_first else [writer, alarm]
     task = SimpleNamespace(skips=SimpleNamespace(total=0), step_metrics=None)
-    collapsed = TeacherHealth(std=1e-6, entropy=5.0)
+    collapsed = TeacherHealth(std=1e-6, entropy=5.0, rank=math.nan)
 
     def steps() -> None:
         for step in range(3):
@@ -92,3 +94,19 @@ def test_the_alarm_rings_once_and_the_row_shows_it_in_any_callback_order(
     assert status is not None
     assert status.collapse_alarm is not None
     assert status.collapse_alarm.step == 1
+
+
+def test_the_columns_come_from_the_records_and_the_additions(tmp_path: Path) -> None:
+    """A field of a record (loss part, schedule, health signal) is a column; so is an addition."""
+    run = RunDir(tmp_path)
+    alarm = CollapseAlarm(run, LIMITS, patience=2, cause=None)
+    MetricsCSV(tmp_path / "metrics.csv", additions=[alarm])
+    with open(tmp_path / "metrics.csv", newline="") as fh:
+        header = next(csv.reader(fh))
+    expected = {f.name for f in dataclasses.fields(LossParts)}
+    expected |= {f.name for f in dataclasses.fields(ScheduleValues)}
+    expected |= {f"teacher_{f.name}" for f in dataclasses.fields(TeacherHealth)}
+    assert expected <= set(header)
+    assert header[-2:] == ["collapse_alarm", "skipped"]
+    row = _record(3, TeacherHealth(std=0.1, entropy=5.0, rank=30.0)).values()
+    assert set(row) == set(header) - {"step", "collapse_alarm", "skipped"}
