@@ -9,7 +9,7 @@ import lightning as L
 from rich.console import Console
 
 from geopera.core.contracts import CollapseRecord
-from geopera.models.pera import TeacherHealth
+from geopera.models.pera_output import TeacherHealth
 from geopera.pretrain.metrics import StepMetrics
 from geopera.pretrain.rundir import RunDir
 

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 import lightning as L
 from lightning.pytorch.callbacks import RichProgressBar
 
-from geopera.models.pera import LossParts, TeacherHealth
+from geopera.models.pera_output import LossParts, TeacherHealth
 from geopera.pretrain.schedules import ScheduleValues
 
 

@@ -32,7 +32,8 @@ from torch import Tensor
 
 from geopera.core.errors import NonFiniteError
 from geopera.core.yaml_config import from_dict
-from geopera.models.pera import LossParts, PerA, PerAConfig, PerAOutput, TeacherHealth
+from geopera.models.pera import PerA, PerAConfig
+from geopera.models.pera_output import LossParts, PerAOutput, TeacherHealth
 from geopera.models.vit import decays, no_decay_names
 from geopera.pretrain.config import PretrainConfig
 from geopera.pretrain.metrics import SkipCounts, StepInterval, StepMetrics

@@ -59,7 +59,7 @@ def test_a_new_metric_is_one_addition(tmp_path: Path) -> None:
     import csv
     from types import SimpleNamespace
 
-    from geopera.models.pera import LossParts, TeacherHealth
+    from geopera.models.pera_output import LossParts, TeacherHealth
     from geopera.pretrain.metrics import MetricsCSV, StepMetrics
     from geopera.pretrain.schedules import ScheduleValues
 

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from geopera.models.pera import LossParts, TeacherHealth
+from geopera.models.pera_output import LossParts, TeacherHealth
 from geopera.pretrain.health import CollapseAlarm, CollapseLimits, collapse_reasons
 from geopera.pretrain.metrics import MetricsCSV, StepMetrics
 from geopera.pretrain.rundir import RunDir
