@@ -36,6 +36,8 @@ def end_to_end(config: Any, warmup: int) -> tuple[float, float]:
     """Median images/s and data-wait share that ``geopera pretrain`` reports in metrics.csv."""
     with tempfile.TemporaryDirectory() as tmp:
         result = pretrain(config, out=Path(tmp) / "run", progress=False)
+        if result is None:
+            raise RuntimeError("pretrain ran as a rank other than 0: run the benchmark alone")
         with open(result.run_dir / "metrics.csv", newline="") as fh:
             rows = [r for r in csv.DictReader(fh) if int(r["step"]) >= warmup]
     rate = statistics.median(float(r["images_per_s"]) for r in rows)

@@ -112,6 +112,8 @@ def part_pretrain(args: argparse.Namespace, deadline: float) -> dict[str, Any]:
         sampler = GPUSampler() if device_name() == "cuda" else None
         start = time.perf_counter()
         run = pretrain(config, out=run_dir, progress=False)
+        if run is None:
+            raise RuntimeError("pretrain ran as a rank other than 0: run the check alone")
         seconds = time.perf_counter() - start
         row: dict[str, Any] = {"status": run.status, "run_seconds": seconds}
         if sampler is not None:
@@ -164,6 +166,8 @@ def shards_variant(
         set_key(config, "data", key, value)
     sampler = GPUSampler() if device_name() == "cuda" else None
     run = pretrain(config, out=args.work / "pretrain-shards", progress=False)
+    if run is None:
+        raise RuntimeError("pretrain ran as a rank other than 0: run the check alone")
     row["status"] = run.status
     if sampler is not None:
         row.update(sampler.stop())

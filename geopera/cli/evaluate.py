@@ -103,9 +103,9 @@ def _evaluate(args: argparse.Namespace) -> int:
                 result = evaluate(
                     args.protocols, args.weights, data, args.out, progress=update, **kwargs
                 )
-    r = result.results
-    if not r:  # a rank other than 0 of torchrun or srun: rank 0 reports
+    if result is None:  # a rank other than 0 of torchrun or srun: rank 0 reports
         return 0
+    r = result.results
     print(
         f"done: {r['n_images']} images, {len(r['classes'])} classes, {r['seeds']} seed(s) -> "
         f"{result.out}/ (results.json, .md, .csv, .png, confusion.png)"
@@ -143,7 +143,10 @@ def _suite(args: argparse.Namespace, kwargs: dict[str, Any]) -> int:
         protocols = [p for p in args.protocols if p != "dense" or data.masks is not None]
         if not protocols:
             raise ValueError("the dense protocol needs per-pixel labels; this set has classes")
-        return evaluate(protocols, args.weights, data, folder, **kwargs).results
+        found = evaluate(protocols, args.weights, data, folder, **kwargs)
+        if found is None:  # refused above: a suite runs in one launch
+            raise GeoperaError("--suite runs in one launch: use --devices N, not torchrun or srun")
+        return found.results
 
     result = run_suite(args.suite, args.out, one, args.min_per_class)
     print(f"done: {args.out}/ (suite.md, suite.json, suite.csv; a folder per set)")

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from geopera.cli.options import add_document_permissions
+from geopera.core.contracts import RunState
 from geopera.core.errors import GeoperaError
 
 
@@ -153,9 +154,9 @@ def _pretrain(args: argparse.Namespace) -> int:
     result = pretrain(
         config, out=args.out, resume=args.resume, progress=not args.no_progress, changes=changes
     )
-    if result.status == "worker":
+    if result is None:  # a rank other than 0: rank 0 reports
         return 0
-    if result.status == "interrupted":
+    if result.status is RunState.INTERRUPTED:
         name = signal.Signals(result.signal).name if result.signal else "signal"
         print(
             f"interrupted by {name} at step {result.steps}: checkpoint saved. Continue with\n"

@@ -259,3 +259,14 @@ def together[T](fabric: Any, step: Callable[[], T]) -> T:
         message = fabric.broadcast(error, src=first)
         raise RankError(f"rank {first} of {world} failed: {message}")
     return result  # type: ignore[return-value]
+
+
+def is_worker_rank() -> bool:
+    """Whether this process is a rank other than 0, launched by Lightning, torchrun or srun.
+
+    The one test of "not rank 0" before a process group exists; such a rank's command returns
+    None instead of a result (rank 0 reports).
+    """
+    if launched_outside():
+        return launch_rank() != 0
+    return int(os.environ.get("LOCAL_RANK", "0")) > 0 or int(os.environ.get("NODE_RANK", "0")) > 0

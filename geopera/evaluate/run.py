@@ -47,8 +47,7 @@ class Evaluation:
 
     Attributes:
         out: The output folder.
-        results: The content of ``results.json`` (empty on the ranks other than 0 of a
-            torchrun or srun launch: rank 0 scores and writes).
+        results: The content of ``results.json``.
     """
 
     out: Path
@@ -88,7 +87,7 @@ def evaluate(
     mapping: dict[str, str] | None = None,
     devices: int = 1,
     num_nodes: int = 1,
-) -> Evaluation:
+) -> Evaluation | None:
     """Judge backbones on a labelled set (see the module docstring).
 
     Args:
@@ -118,7 +117,7 @@ def evaluate(
         ranks = {"devices": devices, "num_nodes": num_nodes}
         features[w] = extract(w, data, cache, device, batch_size, hook, mapping, **ranks)
     if launch_rank() != 0:  # one of several processes torchrun or srun started
-        return Evaluation(out, {})
+        return None  # rank 0 scores, writes and reports
     results = _results(data, seeds, features, _scores(features, rows, data, splits))
     try:
         with staged_folder(out) as work:

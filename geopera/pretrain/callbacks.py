@@ -7,14 +7,14 @@ in :mod:`geopera.pretrain.health`.
 import signal
 import sys
 from types import FrameType
-from typing import Any
+from typing import Any, cast
 
 import lightning as L
 import torch
 
 from geopera.core.contracts import ProbeRecord, SkippedRecord
 from geopera.core.errors import ArchiveGoneError
-from geopera.pretrain.metrics import SkipCounts
+from geopera.pretrain.metrics import SkipCounts, TaskView
 from geopera.pretrain.rundir import RunDir
 
 
@@ -108,7 +108,7 @@ class SkippedSteps(L.Callback):
         batch_idx: int,
     ) -> None:
         """At logging steps: report new skipped steps; stop after too many in a row."""
-        task: Any = pl_module
+        task = cast(TaskView, pl_module)
         counts: SkipCounts = task.skips
         if not task.is_logging_step(trainer.global_step - 1) or not self._report(trainer, counts):
             return
@@ -123,7 +123,7 @@ class SkippedSteps(L.Callback):
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Report the steps skipped since the last logging step (the last steps included)."""
-        task: Any = pl_module
+        task = cast(TaskView, pl_module)
         self._report(trainer, task.read_skips())
 
     def _report(self, trainer: L.Trainer, counts: SkipCounts) -> bool:
@@ -175,7 +175,7 @@ class Previews(L.Callback):
         self.sources = sources
         if trainer.global_step > 0:
             return  # resumed run: the start previews exist already
-        task: Any = pl_module
+        task = cast(TaskView, pl_module)
         with torch.random.fork_rng(devices=[]), torch.no_grad():
             torch.manual_seed(0)
             pairs = task.make_views({"image": self.images, "source": sources})
@@ -266,13 +266,13 @@ class KnnProbe(L.Callback):
         self._step: int = -1
         self._score: float | None = None
 
-    def at_step(self, trainer: L.Trainer, task: Any, step: int) -> float | None:
+    def at_step(self, trainer: L.Trainer, task: TaskView, step: int) -> float | None:
         """The probe's accuracy at ``step``, evaluated once (None at steps that do not probe)."""
         if step != self._step:
             self._step, self._score = step, self._evaluate(trainer, task, step)
         return self._score
 
-    def _evaluate(self, trainer: L.Trainer, task: Any, step: int) -> float | None:
+    def _evaluate(self, trainer: L.Trainer, task: TaskView, step: int) -> float | None:
         from geopera.pretrain.probe import knn_accuracy
 
         last = step + 1 >= task.schedules.total_steps
@@ -295,7 +295,7 @@ class KnnProbe(L.Callback):
         batch_idx: int,
     ) -> None:
         """Evaluate on probe steps."""
-        self.at_step(trainer, pl_module, trainer.global_step - 1)
+        self.at_step(trainer, cast(TaskView, pl_module), trainer.global_step - 1)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Plot the probe curve."""

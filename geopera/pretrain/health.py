@@ -3,14 +3,14 @@
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import lightning as L
 from rich.console import Console
 
 from geopera.core.contracts import CollapseRecord
 from geopera.models.pera_output import TeacherHealth
-from geopera.pretrain.metrics import StepMetrics
+from geopera.pretrain.metrics import StepMetrics, TaskView
 from geopera.pretrain.rundir import RunDir
 
 
@@ -117,7 +117,7 @@ class CollapseAlarm(L.Callback):
         self.first_rank: float | None = None
         self._checked = -1
 
-    def at_step(self, trainer: L.Trainer, task: Any, step: int) -> float | None:
+    def at_step(self, trainer: L.Trainer, task: TaskView, step: int) -> float | None:
         """Check the step's signals once (when it has them); 1.0 once the alarm has rung."""
         record: StepMetrics | None = task.step_metrics
         if record is not None and step != self._checked:
@@ -134,7 +134,7 @@ class CollapseAlarm(L.Callback):
         batch_idx: int,
     ) -> None:
         """Check the step's health signals (when they were computed)."""
-        self.at_step(trainer, pl_module, trainer.global_step - 1)
+        self.at_step(trainer, cast(TaskView, pl_module), trainer.global_step - 1)
 
     def _check(self, trainer: L.Trainer, record: StepMetrics) -> None:
         health = record.health

@@ -11,13 +11,16 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import lightning as L
 from lightning.pytorch.callbacks import RichProgressBar
+from torch import Tensor
 
+from geopera.models.pera import PerA
 from geopera.models.pera_output import LossParts, TeacherHealth
-from geopera.pretrain.schedules import ScheduleValues
+from geopera.pretrain.schedules import PerASchedules, ScheduleValues
+from geopera.transforms.views import CropPairs
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,34 @@ class StepMetrics:
         }
 
 
+class TaskView(Protocol):
+    """What the pretraining callbacks read from the task (:class:`~geopera.pretrain.task.PerATask`).
+
+    Attributes:
+        step_metrics: The last step's record if it logged, else None.
+        skips: The skipped-step counts as of the last logging step.
+        schedules: The run's schedules.
+        model: The PerA model.
+    """
+
+    step_metrics: StepMetrics | None
+    skips: "SkipCounts"
+    schedules: PerASchedules
+    model: PerA
+
+    def is_logging_step(self, step: int) -> bool:
+        """Whether ``step`` logs."""
+
+    def make_views(self, batch: dict[str, Tensor], seed: int | None = None) -> CropPairs:
+        """The crop pairs of a raw batch."""
+
+    def publish(self, metrics: dict[str, float], step: int) -> None:
+        """Send host values to the run's logger."""
+
+    def read_skips(self) -> "SkipCounts":
+        """Read the skip counters now."""
+
+
 class StepAddition(Protocol):
     """A callback that adds a column to a step's row, computed once per step when first asked.
 
@@ -93,7 +124,7 @@ class StepAddition(Protocol):
     column: str
     makes_row: bool
 
-    def at_step(self, trainer: L.Trainer, task: Any, step: int) -> float | None:
+    def at_step(self, trainer: L.Trainer, task: TaskView, step: int) -> float | None:
         """The value at ``step``, or None when it has none."""
 
 
@@ -160,7 +191,7 @@ class MetricsCSV(L.Callback):
         """Write the step's metrics."""
         if trainer.global_rank != 0:
             return
-        task: Any = pl_module
+        task = cast(TaskView, pl_module)
         step = trainer.global_step - 1
         record: StepMetrics | None = task.step_metrics
         added = {a.column: a.at_step(trainer, task, step) for a in self.additions}

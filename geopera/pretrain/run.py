@@ -18,7 +18,7 @@ import lightning as L
 import torch
 
 from geopera import __version__
-from geopera.core.contracts import Resume, RunStatus
+from geopera.core.contracts import Resume, RunState
 from geopera.core.errors import (
     ArchiveGoneError,
     DiskFullError,
@@ -31,7 +31,7 @@ from geopera.core.outputs import (
     require_new_folder,
     write_json,
 )
-from geopera.core.ranks import launched_outside
+from geopera.core.ranks import is_worker_rank, launched_outside
 from geopera.core.yaml_config import dump_config, to_plain
 from geopera.data.sampling.badfiles import BadFiles
 from geopera.data.sampling.datamodule import PretrainDataModule
@@ -43,7 +43,7 @@ from geopera.pretrain.init import data_channels, init_source, load_init, with_in
 from geopera.pretrain.rate import run_learning_rate, tell_rate
 from geopera.pretrain.rundir import LOCK_FILE, RunDir
 from geopera.pretrain.task import PerATask
-from geopera.pretrain.trainer import build_callbacks, build_trainer, is_worker_rank
+from geopera.pretrain.trainer import build_callbacks, build_trainer
 
 #: Environment variable through which rank 0 hands the run directory to DDP workers.
 RUN_DIR_ENV = "GEOPERA_RUN_DIR"
@@ -55,13 +55,13 @@ class PretrainResult:
 
     Attributes:
         run_dir: The run directory.
-        status: ``completed`` or ``interrupted``.
+        status: ``COMPLETED`` or ``INTERRUPTED``.
         steps: Optimiser steps done.
         signal: The signal that interrupted the run, if any.
     """
 
     run_dir: Path
-    status: str
+    status: RunState
     steps: int
     signal: int | None = None
 
@@ -169,7 +169,7 @@ def pretrain(
     resume: Path | None = None,
     progress: bool = True,
     changes: dict[str, list[Any]] | None = None,
-) -> PretrainResult:
+) -> PretrainResult | None:
     """Run (or resume) PerA pretraining.
 
     While it runs, the run directory is locked to this process (:meth:`RunDir.lock`).
@@ -184,7 +184,8 @@ def pretrain(
             new]}``), recorded in run.json.
 
     Returns:
-        The run directory, status and steps.
+        The run directory, status and steps; None on the ranks other than 0 of a
+        multi-process run (rank 0 reports).
 
     Raises:
         GeoperaError: On bad input; FileExistsError for an existing ``out``; RunLockedError when
@@ -249,7 +250,7 @@ def _pretrain(
     changes: dict[str, list[Any]] | None,
     dm: PretrainData | None = None,
     init: BackboneSource | None = None,
-) -> PretrainResult:
+) -> PretrainResult | None:
     """The body of :func:`pretrain` once the run is locked (``dm``, ``init``: made if None)."""
     if dm is None:
         dm = _datamodule(config)
@@ -275,21 +276,22 @@ def _pretrain(
     _fit(trainer, task, dm, run, resumed)
     steps = trainer.global_step
     if trainer.global_rank != 0:
-        return PretrainResult(run.path, "worker", steps)
+        return None  # rank 0 reports
     if hooks.stop.requested is not None:
-        run.update_status(status="interrupted", steps=steps, signal=hooks.stop.requested)
-        return PretrainResult(run.path, "interrupted", steps, hooks.stop.requested)
+        run.update_status(status=RunState.INTERRUPTED, steps=steps, signal=hooks.stop.requested)
+        return PretrainResult(run.path, RunState.INTERRUPTED, steps, hooks.stop.requested)
     if hooks.skipped.stopped is not None:
-        run.update_status(status="failed", steps=steps, error=hooks.skipped.stopped)
+        run.update_status(status=RunState.FAILED, steps=steps, error=hooks.skipped.stopped)
         raise NonFiniteError(f"{hooks.skipped.stopped}; {_kept(run)}")
     if steps < config.trainer.max_steps:
-        run.update_status(status="failed", steps=steps)
+        run.update_status(status=RunState.FAILED, steps=steps)
         raise GeoperaError(
             f"training stopped at step {steps} of {config.trainer.max_steps}; see {run.path}"
         )
     export_backbone(run, task, dm, trained_normalisation(task, dm), steps)
-    run.update_status(status="completed", steps=steps, finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
-    return PretrainResult(run.path, "completed", steps)
+    finished = time.strftime("%Y-%m-%dT%H:%M:%S")
+    run.update_status(status=RunState.COMPLETED, steps=steps, finished=finished)
+    return PretrainResult(run.path, RunState.COMPLETED, steps)
 
 
 def _probe(config: PretrainConfig, dm: PretrainData) -> Any:
@@ -321,7 +323,7 @@ def _record_start(
     else:
         fields["started"] = time.strftime("%Y-%m-%dT%H:%M:%S")
     run.update_status(
-        status="running",
+        status=RunState.RUNNING,
         command=" ".join(sys.argv),
         geopera_version=__version__,
         max_steps=config.trainer.max_steps,
@@ -341,7 +343,7 @@ def _fit(trainer: L.Trainer, task: PerATask, dm: PretrainData, run: RunDir, resu
     except BaseException as err:  # a crash must not leave "running" behind
         if is_worker_rank():
             raise
-        _record_failure(run, err)
+        run.record_failure(err)
         if isinstance(err, ArchiveGoneError):
             raise ArchiveGoneError(
                 f"every source of the archive became unreadable during the run (see "
@@ -352,15 +354,6 @@ def _fit(trainer: L.Trainer, task: PerATask, dm: PretrainData, run: RunDir, resu
         if isinstance(err, NonFiniteError):
             raise NonFiniteError(f"{err}. Pretraining stopped; {_kept(run)}") from err
         raise
-
-
-def _record_failure(run: RunDir, err: BaseException) -> None:
-    """Write ``failed`` to run.json, if the disk still lets us (a full disk may not)."""
-    try:
-        run.update_status(status="failed", error=" ".join(f"{type(err).__name__}: {err}".split()))
-    except Exception:  # the original error matters more than the status
-        where = run.path / RunStatus.FILE
-        print(f"geopera: could not record the failure in {where}", file=sys.stderr)
 
 
 def resume_config(
@@ -390,7 +383,7 @@ def resume_config(
     if (
         check_complete
         and status is not None
-        and status.status == "completed"
+        and status.status is RunState.COMPLETED
         and config.trainer.max_steps <= (status.steps or 0)
     ):
         raise GeoperaError(

@@ -16,13 +16,14 @@ Layout::
 """
 
 import dataclasses
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from geopera.core.contracts import RunStatus
+from geopera.core.contracts import RunState, RunStatus
 from geopera.core.locks import hold
 
 LOCK_FILE = ".lock"
@@ -92,3 +93,12 @@ class RunDir:
         status = dataclasses.replace(status, **fields, updated=time.strftime("%Y-%m-%dT%H:%M:%S"))
         status.write(self.path / RunStatus.FILE)
         return status
+
+    def record_failure(self, err: BaseException) -> None:
+        """Write ``failed`` to run.json, if the disk still lets us (a full disk may not)."""
+        try:
+            error = " ".join(f"{type(err).__name__}: {err}".split())
+            self.update_status(status=RunState.FAILED, error=error)
+        except Exception:  # the original error matters more than the status
+            where = self.path / RunStatus.FILE
+            print(f"geopera: could not record the failure in {where}", file=sys.stderr)

@@ -1,6 +1,5 @@
 """The Lightning trainer of a run: its callbacks (checkpoints, stop, health, metrics), settings."""
 
-import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,7 +11,7 @@ from lightning.pytorch.strategies import DDPStrategy
 
 from geopera.core.checkpoints import AtomicCheckpointIO
 from geopera.core.quiet import quiet_lightning
-from geopera.core.ranks import launch_rank, launched_outside
+from geopera.core.ranks import is_worker_rank
 from geopera.pretrain.callbacks import GracefulStop, KnnProbe, Previews, SamplingLog, SkippedSteps
 from geopera.pretrain.config import PretrainConfig
 from geopera.pretrain.health import CollapseAlarm, CollapseLimits
@@ -174,10 +173,3 @@ def build_trainer(
         num_sanity_val_steps=0,
         default_root_dir=run.path,
     )
-
-
-def is_worker_rank() -> bool:
-    """Whether this process is a DDP worker (not rank 0) launched by Lightning, torchrun or srun."""
-    if launched_outside():
-        return launch_rank() != 0
-    return int(os.environ.get("LOCAL_RANK", "0")) > 0 or int(os.environ.get("NODE_RANK", "0")) > 0

@@ -25,7 +25,7 @@ import timm
 import torch
 from timm.layers import resample_abs_pos_embed
 
-from geopera.core.contracts import BackboneCard, PublishedWeights, RunStatus
+from geopera.core.contracts import BackboneCard, PublishedWeights, RunState, RunStatus
 from geopera.core.errors import GeoperaError
 from geopera.core.outputs import require_new_folder, sha256_file, staged_folder
 from geopera.models.loading import load_state_dict_file
@@ -79,7 +79,7 @@ def _read_source(
         )
     meta = BackboneCard.read(meta_file)
     status = RunStatus.read(status_file) if status_file.is_file() else None
-    if status is not None and status.status != "completed":
+    if status is not None and status.status is not RunState.COMPLETED:
         raise PublishError(f"run {source} is {status.status!r}, not completed; finish it first")
     return load_state_dict_file(weights), meta, status
 

@@ -22,18 +22,17 @@ from geopera.core.contracts.base import ContractError
 from geopera.core.contracts.embeddings import EmbeddingRaster, EmbeddingSet
 from geopera.core.contracts.finetuned import FinetunedSpec, FinetuneOptim
 from geopera.core.contracts.run import (
-    RUN_STATES,
     CollapseRecord,
     LearningRate,
     ProbeRecord,
     Resume,
+    RunState,
     RunStatus,
     SkippedRecord,
 )
 from geopera.core.contracts.shards import ShardSet, ShardSource
 
 __all__ = [
-    "RUN_STATES",
     "BackboneCard",
     "CollapseRecord",
     "ContractError",
@@ -45,6 +44,7 @@ __all__ = [
     "ProbeRecord",
     "PublishedWeights",
     "Resume",
+    "RunState",
     "RunStatus",
     "ShardSet",
     "ShardSource",

@@ -2,12 +2,19 @@
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, ClassVar
 
 from geopera.core.contracts.base import _Versioned
 
-#: The states of a run, in ``run.json``'s ``status``.
-RUN_STATES = ("running", "interrupted", "completed", "failed")
+
+class RunState(StrEnum):
+    """The state of a run, ``run.json``'s ``status`` (written as its value)."""
+
+    RUNNING = "running"
+    INTERRUPTED = "interrupted"
+    COMPLETED = "completed"
+    FAILED = "failed"
 
 
 @dataclass(frozen=True)
@@ -71,7 +78,7 @@ class RunStatus(_Versioned):
     ``status`` says ``completed`` only once ``backbone.pth`` is written.
 
     Attributes:
-        status: One of :data:`RUN_STATES`.
+        status: The run's state.
         command: The command line that started (or last resumed) it.
         geopera_version: Version that wrote it.
         max_steps: Steps the run is to take.
@@ -91,6 +98,7 @@ class RunStatus(_Versioned):
     KIND: ClassVar[str] = "run status (run.json)"
     FILE: ClassVar[str] = "run.json"
     NESTED: ClassVar[dict[str, Callable[[Any], Any]]] = {
+        "status": RunState,
         "resumes": lambda rows: [Resume(**r) for r in rows],
         "collapse_alarm": lambda d: CollapseRecord(**d),
         "skipped_steps": lambda d: SkippedRecord(**d),
@@ -100,7 +108,7 @@ class RunStatus(_Versioned):
         ),
     }
 
-    status: str = "running"
+    status: RunState = RunState.RUNNING
     command: str | None = None
     geopera_version: str | None = None
     max_steps: int | None = None
