@@ -18,7 +18,11 @@ FLOORS = ("core", "data", "transforms", "losses", "metrics", "models", "viz")
 #: The data floor's rooms, lowest first (``bands`` and ``roi`` sit at the floor's root).
 DATA_ROOMS = ("sources", "sampling", "labelled")
 #: What one stage may import from another: the fine-tuned model, never an orchestration.
-SHARED_ACROSS_STAGES = {"geopera.finetune.checkpoint", "geopera.finetune.base"}
+SHARED_ACROSS_STAGES = {
+    "geopera.finetune.checkpoint",
+    "geopera.finetune.base",
+    "geopera.finetune.registry",
+}
 MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 80
 
@@ -179,3 +183,23 @@ def test_benchmark_scripts_share_modules_not_each_other() -> None:
             if names & scripts:
                 bad[str(path.relative_to(PACKAGE.parent))] = sorted(names & scripts)
     assert not bad, f"benchmark scripts importing other scripts: {bad}"
+
+
+def test_no_string_comparison_on_a_task_kind_outside_the_registry() -> None:
+    """What differs between tasks lives in the task classes and their registry records."""
+    from geopera.finetune.registry import TASKS
+
+    bad = []
+    for path in MODULES.values():
+        if path.name == "registry.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Compare):
+                operands = [node.left, *node.comparators]
+                if any(isinstance(o, ast.Constant) and o.value in TASKS for o in operands):
+                    bad.append(f"{path.relative_to(PACKAGE)}:{node.lineno}")
+            elif isinstance(node, ast.Dict) and any(
+                isinstance(k, ast.Constant) and k.value in TASKS for k in node.keys
+            ):
+                bad.append(f"{path.relative_to(PACKAGE)}:{node.lineno}")
+    assert not bad, f"task kinds compared or keyed outside the registry: {bad}"

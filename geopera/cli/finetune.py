@@ -5,12 +5,7 @@ from pathlib import Path
 from typing import Any
 
 from geopera.cli.options import add_band_mapping, add_min_per_class
-
-HELP = {
-    "segmentation": "per-pixel classes from a label raster, polygons or label chips",
-    "detection": "boxes from a CSV table, Pascal VOC file or polygons",
-    "change": "change mask from two dates",
-}
+from geopera.finetune.registry import TASKS
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -57,28 +52,12 @@ def register(commands: Any) -> None:
         "OUT/model.ckpt, OUT/metrics.json and OUT/previews/.",
     )
     tasks = p.add_subparsers(dest="task", required=True, metavar="TASK")
-    seg = tasks.add_parser(
-        "segmentation", help=HELP["segmentation"], description=HELP["segmentation"]
-    )
-    seg.add_argument("--images", nargs="+", help="image files, folders or quoted globs")
-    seg.add_argument(
-        "--labels", help="label raster or vector file, or a folder/glob of label chips"
-    )
-    seg.add_argument("--class-field", help="vector labels: integer class attribute")
-    det = tasks.add_parser("detection", help=HELP["detection"], description=HELP["detection"])
-    det.add_argument("--images", nargs="+", help="image files, folders or quoted globs")
-    det.add_argument(
-        "--boxes", help="CSV (image_path,xmin,ymin,xmax,ymax,label), VOC .xml or vector"
-    )
-    det.add_argument(
-        "--box-coords", choices=["pixel", "map"], help="CSV coordinates (default pixel)"
-    )
-    det.add_argument("--class-field", help="vector boxes: class-name attribute")
-    chg = tasks.add_parser("change", help=HELP["change"], description=HELP["change"])
-    chg.add_argument("--before", help="first-date raster")
-    chg.add_argument("--after", help="second-date raster")
-    chg.add_argument("--labels", help="change raster (0 = no change) or polygons of change")
-    for sub in (seg, det, chg):
+    for info in TASKS.values():
+        sub = tasks.add_parser(info.name, help=info.summary, description=info.summary)
+        for arg in info.arguments:
+            sub.add_argument(
+                arg.flag, nargs="+" if arg.many else None, choices=arg.choices, help=arg.help
+            )
         _common(sub)
         sub.set_defaults(func=_finetune)
 
@@ -92,10 +71,10 @@ def _finetune(args: argparse.Namespace) -> int:
 
     config = load_config(args.config, FinetuneConfig) if args.config else FinetuneConfig()
     d = config.data
-    for key in ("images", "labels", "class_field", "boxes", "box_coords", "before", "after"):
-        value = getattr(args, key, None)
+    for arg in TASKS[args.task].arguments:
+        value = getattr(args, arg.key, None)
         if value is not None:
-            setattr(d, key, [str(v) for v in value] if key == "images" else str(value))
+            setattr(d, arg.key, [str(v) for v in value] if arg.many else str(value))
     for assignment in args.set:
         apply_override(config, assignment)
     if args.weights is not None:
@@ -119,7 +98,7 @@ def _finetune(args: argparse.Namespace) -> int:
     ):
         result = finetune(args.task, config, args.out, progress=not args.no_progress)
     m = result.metrics
-    key = {"segmentation": "miou", "change": "f1", "detection": "map_50"}[args.task]
+    key = TASKS[args.task].headline
     value = m["test"].get(key)
     shown = "n/a" if value is None else f"{value:.3f}"
     print(

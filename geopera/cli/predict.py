@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Any
 
 from geopera.cli.options import add_band_mapping, add_ranks, positive_int
+from geopera.finetune.registry import TASKS
 
 
 def register(commands: Any) -> None:
@@ -20,7 +21,7 @@ def register(commands: Any) -> None:
         "a Cloud-Optimised GeoTIFF on the input's grid; detection writes boxes in map "
         "coordinates (.gpkg or .geojson).",
     )
-    p.add_argument("task", choices=["segmentation", "change", "detection"])
+    p.add_argument("task", choices=list(TASKS))
     p.add_argument("--model", required=True, type=Path, help="DIR/model.ckpt of geopera finetune")
     p.add_argument("--input", required=True, help="input raster (the first date for change)")
     p.add_argument("--after", help="change: second-date raster")
@@ -65,9 +66,10 @@ def _run(args: argparse.Namespace) -> int:
         raise PredictError(
             f"{args.model} is a {task.spec.task} model; run `geopera predict {task.spec.task}`"
         )
-    if args.task == "detection":
+    info = TASKS[args.task]
+    if not info.dense:
         if args.devices * args.num_nodes > 1:
-            raise PredictError("detection runs on one device; --devices is for dense tasks")
+            raise PredictError(f"{info.name} runs on one device; --devices is for dense tasks")
         summary = predict_detection(
             task,
             args.input,
@@ -83,7 +85,7 @@ def _run(args: argparse.Namespace) -> int:
         )
         print(f"wrote {summary.objects} boxes to {summary.output}")
         return 0
-    if (args.task == "change") != (args.after is not None):
+    if (info.inputs == 2) != (args.after is not None):
         raise PredictError("--after is required for change detection, and only for it")
     inputs = [args.input] + ([args.after] if args.after else [])
     several = args.devices * args.num_nodes > 1  # each rank loads the model from its file

@@ -8,7 +8,7 @@ weights.
 
 import math
 from functools import partial
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from lightning import LightningModule
@@ -16,11 +16,19 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 
 from geopera.core.contracts import FinetunedSpec
+from geopera.core.errors import GeoperaError
 from geopera.core.schedules import warmup_cosine
+from geopera.data.labelled.chips import ClassMap
+from geopera.data.labelled.scenes import Chip, Scene
+from geopera.finetune.config import FinetuneConfig
 from geopera.models.adapters import vit_of
 from geopera.models.loading import build_vit
 from geopera.models.vit import decays, no_decay_names
 from geopera.transforms.normalise import scale_unit
+
+
+class FinetuneError(GeoperaError):
+    """The fine-tuning inputs or settings cannot work."""
 
 
 class FinetuneTask(LightningModule):
@@ -30,7 +38,10 @@ class FinetuneTask(LightningModule):
         spec: Model, bands, classes, normalisation and optimiser settings.
     """
 
-    kind = "base"
+    #: Its name in the registry (:mod:`geopera.finetune.registry`).
+    kind: ClassVar[str] = "base"
+    #: Whether balanced class weights may weigh its loss (``optim.balance_classes``).
+    balances_classes: ClassVar[bool] = True
     p2: Tensor
     p98: Tensor
     mean: Tensor
@@ -53,6 +64,30 @@ class FinetuneTask(LightningModule):
             for p in self.vit.parameters():
                 p.requires_grad_(False)
         self.results: dict[str, dict[str, Any]] = {}
+
+    # -- data ----------------------------------------------------------------------------------
+
+    @classmethod
+    def scenes(cls, config: FinetuneConfig) -> list[Scene]:
+        """The labelled scenes ``config.data`` names for this task (subclasses).
+
+        Raises:
+            FinetuneError: If an input the task needs is missing.
+        """
+        raise NotImplementedError
+
+    @classmethod
+    def check_settings(cls, config: FinetuneConfig) -> None:
+        """Refuse settings this task cannot train with (a one-line ``FinetuneError``)."""
+
+    @classmethod
+    def class_map(cls, scenes: list[Scene], chips: list[Chip], min_per_class: int) -> ClassMap:
+        """The classes it learns: those of the labels."""
+        return ClassMap.from_scenes(scenes)
+
+    def preview_names(self, names: list[str]) -> list[str]:
+        """The class names its previews show."""
+        return names
 
     # -- model ---------------------------------------------------------------------------------
 

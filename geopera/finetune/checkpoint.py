@@ -13,15 +13,7 @@ import torch
 
 from geopera.core.contracts import ContractError, FinetunedSpec
 from geopera.finetune.base import FinetuneTask
-from geopera.finetune.detection import DetectionTask
-from geopera.finetune.segmentation import ChangeTask, SegmentationTask
-
-#: Task classes by the name of their ``geopera finetune`` / ``geopera predict`` sub-command.
-TASKS: dict[str, type[FinetuneTask]] = {
-    "segmentation": SegmentationTask,
-    "change": ChangeTask,
-    "detection": DetectionTask,
-}
+from geopera.finetune.registry import TASKS
 
 
 def build_task(spec: FinetunedSpec) -> FinetuneTask:
@@ -38,7 +30,7 @@ def build_task(spec: FinetunedSpec) -> FinetuneTask:
     """
     if spec.task not in TASKS:
         raise ContractError(f"unknown task {spec.task!r} in the spec; tasks are {', '.join(TASKS)}")
-    return TASKS[spec.task](spec)
+    return TASKS[spec.task].load()(spec)
 
 
 def load_finetuned(path: str | os.PathLike[str], map_location: str = "cpu") -> FinetuneTask:

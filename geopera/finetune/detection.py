@@ -7,7 +7,9 @@ from torch import Tensor, nn
 from torchmetrics.detection import MeanAveragePrecision
 
 from geopera.core.contracts import FinetunedSpec
-from geopera.finetune.base import FinetuneTask
+from geopera.data.labelled.scenes import Scene, detection_scenes
+from geopera.finetune.base import FinetuneError, FinetuneTask
+from geopera.finetune.config import FinetuneConfig
 from geopera.models.adapters import build_detector
 
 
@@ -19,6 +21,15 @@ class DetectionTask(FinetuneTask):
     """
 
     kind = "detection"
+    balances_classes = False  # boxes: the detector weighs its own classes
+
+    @classmethod
+    def scenes(cls, config: FinetuneConfig) -> list[Scene]:
+        """Images and their boxes (a CSV table, Pascal VOC files or polygons)."""
+        d = config.data
+        if not d.images or not d.boxes:
+            raise FinetuneError("detection needs --images and --boxes")
+        return detection_scenes(d.images, d.boxes, d.box_coords, d.class_field)
 
     def __init__(self, spec: FinetunedSpec) -> None:
         super().__init__(spec)

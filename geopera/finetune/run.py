@@ -27,7 +27,6 @@ from torch.utils.data import DataLoader
 from geopera import __version__
 from geopera.core.checkpoints import AtomicCheckpointIO
 from geopera.core.contracts import FinetunedSpec
-from geopera.core.errors import GeoperaError, note
 from geopera.core.normalisation import BandStats
 from geopera.core.outputs import require_new_folder, staged_folder, write_json
 from geopera.core.quiet import quiet_lightning
@@ -37,30 +36,23 @@ from geopera.data.labelled.chips import (
     ClassMap,
     chip_statistics,
     collate,
-    drop_rare_classes,
     make_chips,
 )
 from geopera.data.labelled.labels import IGNORE
 from geopera.data.labelled.scenes import (
     Chip,
     Scene,
-    change_scenes,
-    detection_scenes,
-    segmentation_scenes,
     select_bands,
 )
-from geopera.finetune.base import FinetuneTask
-from geopera.finetune.checkpoint import TASKS, build_task
+from geopera.finetune.base import FinetuneError, FinetuneTask
+from geopera.finetune.checkpoint import build_task
 from geopera.finetune.config import FinetuneConfig
 from geopera.finetune.detection import DetectionTask
+from geopera.finetune.registry import TASKS
 from geopera.models.adapters import DECODERS, FUSIONS
 from geopera.models.bandplan import BandPlan, Bands, plan_for, raster_bands
 from geopera.models.loading import BackboneSource, load_into, resolve_weights
 from geopera.viz.overlays import display_bands, plot_detection, plot_segmentation
-
-
-class FinetuneError(GeoperaError):
-    """The fine-tuning inputs or settings cannot work."""
 
 
 @dataclass
@@ -76,41 +68,13 @@ class FinetuneResult:
     metrics: dict[str, Any]
 
 
-def build_scenes(kind: str, config: FinetuneConfig) -> list[Scene]:
-    """Read the labelled scenes named by ``config.data`` for a task.
-
-    Args:
-        kind: ``"segmentation"``, ``"change"`` or ``"detection"``.
-        config: The configuration.
-
-    Returns:
-        The scenes.
-
-    Raises:
-        FinetuneError: If a required input is missing.
-    """
-    d = config.data
-    if kind == "segmentation":
-        if not d.images or not d.labels:
-            raise FinetuneError("segmentation needs --images and --labels")
-        return segmentation_scenes(d.images, d.labels, d.class_field)
-    if kind == "change":
-        if not (d.before and d.after and d.labels):
-            raise FinetuneError("change detection needs --before, --after and --labels")
-        return change_scenes(d.before, d.after, d.labels, d.class_field)
-    if not d.images or not d.boxes:
-        raise FinetuneError("detection needs --images and --boxes")
-    return detection_scenes(d.images, d.boxes, d.box_coords, d.class_field)
-
-
 def _check_settings(kind: str, config: FinetuneConfig) -> None:
     if kind not in TASKS:
         raise FinetuneError(f"unknown task {kind!r}; tasks are {', '.join(TASKS)}")
     m = config.model
     if m.decoder not in DECODERS:
         raise FinetuneError(f"model.decoder {m.decoder!r} is not one of {', '.join(DECODERS)}")
-    if kind == "change" and m.decoder == "dpt":
-        raise FinetuneError("change detection uses a pyramid decoder: model.decoder upernet or fpn")
+    TASKS[kind].load().check_settings(config)
     if m.decoder_channels < 32 or m.decoder_channels % 32:
         raise FinetuneError(
             f"model.decoder_channels must be a positive multiple of 32 (group norms of 32 "
@@ -220,7 +184,7 @@ def finetune(
     plan = plan_for(source, data, config.model.band_map or None, extra=config.model.extra_bands)
     bands = [data_indices[i] for i in plan.indices]
     chips = make_chips(scenes, d.chip_size, d.block_chips, d.val_fraction, d.test_fraction, d.seed)
-    classes = _classes(kind, scenes, chips, d.min_per_class)
+    classes = TASKS[kind].load().class_map(scenes, chips, d.min_per_class)
     by_split = {s: [c for c in chips if c.split == s] for s in ("train", "val", "test")}
     datasets = {
         s: ChipDataset(scenes, cs, bands, classes, d.min_box_fraction) for s, cs in by_split.items()
@@ -228,7 +192,7 @@ def finetune(
     norm = chip_statistics(datasets["train"], seed=d.seed)
     class_weights = (
         _balanced_weights(scenes, by_split["train"], classes)
-        if config.optim.balance_classes and kind != "detection"
+        if config.optim.balance_classes and TASKS[kind].load().balances_classes
         else None
     )
     task = build_task(_spec(kind, config, source, plan, bands, classes, norm, class_weights))
@@ -259,7 +223,7 @@ def finetune(
 
 def _labelled_scenes(kind: str, config: FinetuneConfig) -> list[Scene]:
     """The scenes, with ``data.ignore_value`` turned into the ignore label."""
-    scenes = build_scenes(kind, config)
+    scenes = TASKS[kind].load().scenes(config)
     ignore = config.data.ignore_value
     if ignore is not None:
         for scene in scenes:
@@ -281,25 +245,6 @@ def _backbone(config: FinetuneConfig) -> BackboneSource:
             )
         source.model_kwargs = kwargs
     return source
-
-
-def _classes(kind: str, scenes: list[Scene], chips: list[Chip], min_per_class: int) -> ClassMap:
-    """The class values (change: 0/1); segmentation needs two at least, each in enough chips."""
-    classes = ClassMap([0, 1]) if kind == "change" else ClassMap.from_scenes(scenes)
-    if kind == "segmentation":
-        classes, rare = drop_rare_classes(classes, scenes, chips, min_per_class)
-        if rare and len(classes.values) >= 2:
-            note(
-                f"class(es) {rare} are in fewer than {min_per_class} chips: left out (their "
-                "pixels are unlabelled; --min-per-class)"
-            )
-    if kind == "segmentation" and len(classes.values) < 2:
-        raise FinetuneError(
-            f"the labels hold {len(classes.values)} class(es) {classes.values} in at least "
-            f"{min_per_class} chips; segmentation needs two (without --class-field, polygons are "
-            "class 1 and the rest class 0; lower --min-per-class to keep rarer classes)"
-        )
-    return classes
 
 
 def _train(
@@ -369,7 +314,7 @@ def _previews(task: FinetuneTask, ds: ChipDataset, folder: Path, count: int) -> 
                 sample["image"][0],
                 sample["mask"][0],
                 probs.argmax(1)[0].cpu(),
-                ["no change", "change"] if task.kind == "change" else names,
+                task.preview_names(names),
                 path,
                 rgb,
                 after=sample["after"][0] if "after" in sample else None,

@@ -8,7 +8,11 @@ from torch import Tensor, nn
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from geopera.core.contracts import FinetunedSpec
-from geopera.finetune.base import FinetuneTask, confusion_scores
+from geopera.core.errors import note
+from geopera.data.labelled.chips import ClassMap, drop_rare_classes
+from geopera.data.labelled.scenes import Chip, Scene, change_scenes, segmentation_scenes
+from geopera.finetune.base import FinetuneError, FinetuneTask, confusion_scores
+from geopera.finetune.config import FinetuneConfig
 from geopera.models.adapters import ChangeSegmenter, DPTSegmenter, PyramidSegmenter
 
 
@@ -19,6 +23,34 @@ class SegmentationTask(FinetuneTask):
     """
 
     kind = "segmentation"
+
+    @classmethod
+    def scenes(cls, config: FinetuneConfig) -> list[Scene]:
+        """Images and their label rasters, polygons or label chips."""
+        d = config.data
+        if not d.images or not d.labels:
+            raise FinetuneError("segmentation needs --images and --labels")
+        return segmentation_scenes(d.images, d.labels, d.class_field)
+
+    @classmethod
+    def class_map(cls, scenes: list[Scene], chips: list[Chip], min_per_class: int) -> ClassMap:
+        """The labels' classes in enough chips; two at least."""
+        classes, rare = drop_rare_classes(
+            ClassMap.from_scenes(scenes), scenes, chips, min_per_class
+        )
+        if rare and len(classes.values) >= 2:
+            note(
+                f"class(es) {rare} are in fewer than {min_per_class} chips: left out (their "
+                "pixels are unlabelled; --min-per-class)"
+            )
+        if len(classes.values) < 2:
+            raise FinetuneError(
+                f"the labels hold {len(classes.values)} class(es) {classes.values} in at least "
+                f"{min_per_class} chips; segmentation needs two (without --class-field, polygons "
+                "are class 1 and the rest class 0; lower --min-per-class to keep rarer classes)"
+            )
+        return classes
+
     class_weights: Tensor | None
 
     def __init__(self, spec: FinetunedSpec) -> None:
@@ -105,6 +137,31 @@ class ChangeTask(SegmentationTask):
     """
 
     kind = "change"
+
+    @classmethod
+    def scenes(cls, config: FinetuneConfig) -> list[Scene]:
+        """Two dates and their change labels."""
+        d = config.data
+        if not (d.before and d.after and d.labels):
+            raise FinetuneError("change detection needs --before, --after and --labels")
+        return change_scenes(d.before, d.after, d.labels, d.class_field)
+
+    @classmethod
+    def check_settings(cls, config: FinetuneConfig) -> None:
+        """Change fuses two dates' feature pyramids: DPT has none."""
+        if config.model.decoder == "dpt":
+            raise FinetuneError(
+                "change detection uses a pyramid decoder: model.decoder upernet or fpn"
+            )
+
+    @classmethod
+    def class_map(cls, scenes: list[Scene], chips: list[Chip], min_per_class: int) -> ClassMap:
+        """No change (0) and change (1)."""
+        return ClassMap([0, 1])
+
+    def preview_names(self, names: list[str]) -> list[str]:
+        """No change and change."""
+        return ["no change", "change"]
 
     def build_model(self) -> nn.Module:
         """Siamese ViT + pyramid, per-scale fusion, UPerNet/FPN decoder."""

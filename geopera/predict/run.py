@@ -34,6 +34,7 @@ from geopera.data.labelled.windows import RasterInput, bounded_gdal_cache, roi_w
 from geopera.data.roi import load_roi
 from geopera.finetune.base import FinetuneTask
 from geopera.finetune.checkpoint import load_finetuned
+from geopera.finetune.registry import TASKS
 from geopera.predict.dense import ClassCoding, DenseOutputs, EncodedBlock, encode, to_cog
 from geopera.predict.detection import detect_tiles, merge, write_boxes
 from geopera.predict.tiled import (
@@ -164,11 +165,11 @@ def predict_dense(
 
 def _check_dense_inputs(spec: FinetunedSpec, inputs: list[str]) -> None:
     """A segmentation model takes one raster, a change model two dates."""
-    expected = 2 if spec.task == "change" else 1
-    if spec.task == "detection" or len(inputs) != expected:
+    info = TASKS[spec.task]
+    if not info.dense or len(inputs) != info.inputs:
         raise PredictError(
             f"the model is a {spec.task} model; it needs "
-            + ("--input and --after" if spec.task == "change" else "one --input")
+            + ("--input and --after" if info.inputs == 2 else "one --input")
         )
 
 
@@ -243,7 +244,7 @@ def predict_detection(
         raise PredictError(f"--output {output} must end in .gpkg or .geojson for boxes")
     task = _load(model)
     spec = task.spec
-    if spec.task != "detection":
+    if TASKS[spec.task].dense:
         raise PredictError(f"the model is a {spec.task} model, not a detection model")
     scratch_output(output, overwrite)
     task = task.to(resolve_device(device)).eval()

@@ -1,0 +1,130 @@
+"""The fine-tuning tasks: one record each, what the CLI and ``predict`` need to know of a task.
+
+A record names the task class that owns everything else (its labels and scenes, classes, head,
+loss, metrics and previews: :class:`~geopera.finetune.base.FinetuneTask`); the class is imported
+only when it is needed, so that reading the registry (the CLI's choices and help) costs no torch
+import. Adding a task is its class and its record here.
+"""
+
+import importlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from geopera.finetune.base import FinetuneTask
+
+
+@dataclass(frozen=True)
+class TaskArgument:
+    """A command-line argument of a task's ``finetune`` sub-command, kept in ``config.data``.
+
+    Attributes:
+        flag: The option (``--images``); its ``data`` key is the name without dashes.
+        help: What it takes.
+        many: Whether it takes several values (a list in the config).
+        choices: The values it allows, or None.
+    """
+
+    flag: str
+    help: str
+    many: bool = False
+    choices: tuple[str, ...] | None = None
+
+    @property
+    def key(self) -> str:
+        """Its key in ``config.data`` (``--box-coords`` -> ``box_coords``)."""
+        return self.flag.lstrip("-").replace("-", "_")
+
+
+_IMAGES = TaskArgument("--images", "image files, folders or quoted globs", many=True)
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    """One fine-tuning task.
+
+    Attributes:
+        name: Its sub-command of ``geopera finetune`` and ``geopera predict``, and the spec's
+            ``task``.
+        summary: What it learns from what labels, for the CLI's help.
+        headline: The test metric ``geopera finetune`` reports.
+        task_class: ``module:Class`` of its :class:`~geopera.finetune.base.FinetuneTask`.
+        arguments: Its ``finetune`` sub-command's own arguments (where the labels are).
+        inputs: Rasters one prediction reads (change: the two dates).
+        dense: Whether ``predict`` writes rasters on the input's grid (else vector features).
+    """
+
+    name: str
+    summary: str
+    headline: str
+    task_class: str
+    arguments: tuple[TaskArgument, ...]
+    inputs: int = 1
+    dense: bool = True
+
+    def load(self) -> "type[FinetuneTask]":
+        """The task class."""
+        module, name = self.task_class.split(":")
+        found: type[FinetuneTask] = getattr(importlib.import_module(module), name)
+        return found
+
+
+#: Every task, by name.
+TASKS: dict[str, TaskInfo] = {
+    t.name: t
+    for t in (
+        TaskInfo(
+            "segmentation",
+            "per-pixel classes from a label raster, polygons or label chips",
+            "miou",
+            "geopera.finetune.segmentation:SegmentationTask",
+            (
+                _IMAGES,
+                TaskArgument(
+                    "--labels", "label raster or vector file, or a folder/glob of label chips"
+                ),
+                TaskArgument("--class-field", "vector labels: integer class attribute"),
+            ),
+        ),
+        TaskInfo(
+            "detection",
+            "boxes from a CSV table, Pascal VOC file or polygons",
+            "map_50",
+            "geopera.finetune.detection:DetectionTask",
+            (
+                _IMAGES,
+                TaskArgument(
+                    "--boxes", "CSV (image_path,xmin,ymin,xmax,ymax,label), VOC .xml or vector"
+                ),
+                TaskArgument(
+                    "--box-coords", "CSV coordinates (default pixel)", choices=("pixel", "map")
+                ),
+                TaskArgument("--class-field", "vector boxes: class-name attribute"),
+            ),
+            dense=False,
+        ),
+        TaskInfo(
+            "change",
+            "change mask from two dates",
+            "f1",
+            "geopera.finetune.segmentation:ChangeTask",
+            (
+                TaskArgument("--before", "first-date raster"),
+                TaskArgument("--after", "second-date raster"),
+                TaskArgument("--labels", "change raster (0 = no change) or polygons of change"),
+            ),
+            inputs=2,
+        ),
+    )
+}
+
+
+def task_info(name: str) -> TaskInfo:
+    """The record of a task.
+
+    Raises:
+        ValueError: If no task has that name.
+    """
+    if name not in TASKS:
+        raise ValueError(f"unknown task {name!r}; tasks are {', '.join(TASKS)}")
+    return TASKS[name]
