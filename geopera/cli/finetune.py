@@ -99,11 +99,11 @@ def _finetune(args: argparse.Namespace) -> int:
         result = finetune(args.task, config, args.out, progress=not args.no_progress)
     m = result.metrics
     key = TASKS[args.task].headline
-    value = m["test"].get(key)
+    value = m.test.get(key)
     shown = "n/a" if value is None else f"{value:.3f}"
     print(
-        f"fine-tuned {args.task} for {m['steps']} steps on {m['chips']['train']} chips "
-        f"(weights: {m['weights']}); test {key} {shown}\n"
+        f"fine-tuned {args.task} for {m.steps} steps on {m.chips['train']} chips "
+        f"(weights: {m.weights}); test {key} {shown}\n"
         f"  {result.out}/model.ckpt\n  {result.out}/metrics.json\n  {result.out}/previews/"
     )
     return 0

@@ -56,16 +56,51 @@ from geopera.viz.overlays import display_bands, plot_detection, plot_segmentatio
 
 
 @dataclass
+class FinetuneMetrics:
+    """What ``metrics.json`` holds, field by field.
+
+    Attributes:
+        val: Validation scores (the task's metrics, per class where it has classes).
+        test: Test scores.
+        steps: Optimiser steps done.
+        fast_dev_run: Whether it was Lightning's one-batch check.
+        task: The task's name.
+        chips: Chips per split (``train``, ``val``, ``test``).
+        scenes: The labelled images.
+        classes: The class values learnt.
+        bands: The data bands, in model order.
+        band_rule: How the bands were matched to the backbone's inputs.
+        band_plan: Per input: data band, identity, the backbone input it started from.
+        weights: Where the backbone came from.
+        ssl_method: The backbone's pretraining method, if known.
+    """
+
+    val: dict[str, Any]
+    test: dict[str, Any]
+    steps: int
+    fast_dev_run: bool
+    task: str
+    chips: dict[str, int]
+    scenes: list[str]
+    classes: list[Any]
+    bands: list[str]
+    band_rule: str
+    band_plan: list[dict[str, Any]]
+    weights: str
+    ssl_method: str | None
+
+
+@dataclass
 class FinetuneResult:
     """What a fine-tuning run wrote.
 
     Attributes:
         out: The model folder.
-        metrics: Contents of ``metrics.json``.
+        metrics: What it wrote to ``metrics.json``.
     """
 
     out: Path
-    metrics: dict[str, Any]
+    metrics: FinetuneMetrics
 
 
 def _check_settings(kind: str, config: FinetuneConfig) -> None:
@@ -203,8 +238,8 @@ def finetune(
         )
     load_into(task.vit, source, len(bands), plan.channels)
     with staged_folder(out) as work:
-        metrics = _train(task, config, datasets, work, progress)
-        metrics.update(
+        metrics = FinetuneMetrics(
+            **_train(task, config, datasets, work, progress),
             task=kind,
             chips={s: len(cs) for s, cs in by_split.items()},
             scenes=[s.image for s in scenes],
@@ -215,7 +250,7 @@ def finetune(
             weights=source.origin,
             ssl_method=source.ssl_method,
         )
-        write_json(work / "metrics.json", metrics)
+        write_json(work / "metrics.json", dataclasses.asdict(metrics))
         dump_config(config, work / "config.yaml")
         _previews(task, datasets["val"], work / "previews", config.trainer.preview_chips)
     return FinetuneResult(out, metrics)
