@@ -1,6 +1,8 @@
 """`geopera predict` through the CLI: georeferenced outputs on the real shared data."""
 
 import json
+import os
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,7 +14,7 @@ import rasterio.features
 
 from geopera.cli.main import main
 from tests.conftest import CliResult, threads_of_one_rank, torchrun
-from tests.finetune.conftest import TINY_VIT, local_config, run_cli
+from tests.finetune.conftest import TINY_VIT, geopera_exe, local_config, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -252,14 +254,20 @@ def test_two_processes_predict_what_one_predicts(
 
 @pytest.mark.slow
 def test_under_torchrun_rank_zero_writes_what_one_process_writes(
-    models: dict[str, Path], shared_data: Path, tmp_path: Path, cli: Callable[..., CliResult]
+    models: dict[str, Path], shared_data: Path, tmp_path: Path
 ) -> None:
     oscd = shared_data / "c_change_detection" / "oscd_bercy"
     args = ["predict", "change", "--model", str(models["change"]), "--band-width", "128"]
     args += ["--input", str(oscd / "T1_S2L1C_13bands_10m.tif"), "--device", "cpu"]
     args += ["--after", str(oscd / "T2_S2L1C_13bands_10m.tif")]
-    with threads_of_one_rank():
-        one = cli(*args, "--output", str(tmp_path / "one.tif"))
+    # the reference runs in a fresh process too, on the one thread torchrun gives each rank
+    one = subprocess.run(
+        [geopera_exe(), *args, "--output", str(tmp_path / "one.tif")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert one.returncode == 0, one.stderr
     proc = torchrun("-m", "geopera", *args, "--output", str(tmp_path / "two.tif"), "--devices", "2")
     assert proc.returncode == 0, proc.stderr[-3000:]
