@@ -12,6 +12,7 @@ from rasterio.windows import Window
 
 from geopera.core.contracts import FinetunedSpec
 from geopera.core.outputs import atomic_file
+from geopera.core.pipeline import GDAL_IO
 from geopera.predict.tiled import DenseBlock
 
 
@@ -130,9 +131,10 @@ class DenseOutputs:
         """Write one encoded block; count its predicted pixels."""
         h, w = block.classes.shape
         win = Window(block.col, block.row, w, h)
-        self.dst.write(block.classes[None], window=win)
-        if self.probs_dst is not None and block.probs is not None:
-            self.probs_dst.write(block.probs, window=win)
+        with GDAL_IO:  # not while a reader thread reads (see GDAL_IO)
+            self.dst.write(block.classes[None], window=win)
+            if self.probs_dst is not None and block.probs is not None:
+                self.probs_dst.write(block.probs, window=win)
         self.pixels += block.pixels
 
     def finish(self, spec: FinetunedSpec) -> None:

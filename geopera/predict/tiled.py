@@ -32,7 +32,7 @@ from torch import Tensor
 from geopera.core.contracts import FinetunedSpec
 from geopera.core.errors import BandSelectionError, GeoperaError, note
 from geopera.core.outputs import remove_stale_partials
-from geopera.core.pipeline import overlap_pays, prefetched
+from geopera.core.pipeline import GDAL_IO, overlap_pays, prefetched
 from geopera.data.labelled.labels import Grid, open_on_grid
 from geopera.data.labelled.windows import RasterInput, read_strip
 from geopera.models.bandplan import Bands, plan_bands, raster_bands
@@ -257,7 +257,8 @@ def _read_masked(
     transform: Any,
 ) -> tuple[np.ndarray, np.ndarray]:
     """One strip's pixels (N, C, T, Wb) and its invalid mask (T, Wb): nodata or outside the ROI."""
-    pixels, bad = read_strip(inputs, y, left, tile, width)
+    with GDAL_IO:  # not while the writer thread writes (see GDAL_IO)
+        pixels, bad = read_strip(inputs, y, left, tile, width)
     if roi_geom is not None:
         strip_transform = transform * rasterio.Affine.translation(left, y)
         bad |= rasterio.features.geometry_mask(
