@@ -38,8 +38,6 @@ class FinetuneTask(LightningModule):
         spec: Model, bands, classes, normalisation and optimiser settings.
     """
 
-    #: Its name in the registry (:mod:`geopera.finetune.registry`).
-    kind: ClassVar[str] = "base"
     #: Whether balanced class weights may weigh its loss (``optim.balance_classes``).
     balances_classes: ClassVar[bool] = True
     p2: Tensor

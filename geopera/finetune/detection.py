@@ -20,7 +20,6 @@ class DetectionTask(FinetuneTask):
     with labels 1..K (0 is background).
     """
 
-    kind = "detection"
     balances_classes = False  # boxes: the detector weighs its own classes
 
     @classmethod

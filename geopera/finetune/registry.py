@@ -117,14 +117,3 @@ TASKS: dict[str, TaskInfo] = {
         ),
     )
 }
-
-
-def task_info(name: str) -> TaskInfo:
-    """The record of a task.
-
-    Raises:
-        ValueError: If no task has that name.
-    """
-    if name not in TASKS:
-        raise ValueError(f"unknown task {name!r}; tasks are {', '.join(TASKS)}")
-    return TASKS[name]

@@ -103,13 +103,15 @@ class FinetuneResult:
     metrics: FinetuneMetrics
 
 
-def _check_settings(kind: str, config: FinetuneConfig) -> None:
+def _check_settings(kind: str, config: FinetuneConfig) -> type[FinetuneTask]:
+    """The task's class, once the settings are known to work for it."""
     if kind not in TASKS:
         raise FinetuneError(f"unknown task {kind!r}; tasks are {', '.join(TASKS)}")
     m = config.model
     if m.decoder not in DECODERS:
         raise FinetuneError(f"model.decoder {m.decoder!r} is not one of {', '.join(DECODERS)}")
-    TASKS[kind].load().check_settings(config)
+    task_class = TASKS[kind].load()
+    task_class.check_settings(config)
     if m.decoder_channels < 32 or m.decoder_channels % 32:
         raise FinetuneError(
             f"model.decoder_channels must be a positive multiple of 32 (group norms of 32 "
@@ -117,6 +119,7 @@ def _check_settings(kind: str, config: FinetuneConfig) -> None:
         )
     if m.fusion not in FUSIONS:
         raise FinetuneError(f"model.fusion {m.fusion!r} is not one of {', '.join(FUSIONS)}")
+    return task_class
 
 
 def _new_out(out: Path | None, kind: str) -> Path:
@@ -206,11 +209,11 @@ def finetune(
         FinetuneError: On inconsistent inputs or settings.
         FileExistsError: If ``out`` exists and is not empty.
     """
-    _check_settings(kind, config)
+    task_class = _check_settings(kind, config)
     out = _new_out(out, kind)
     seed_everything(config.data.seed, verbose=False)
     d = config.data
-    scenes = _labelled_scenes(kind, config)
+    scenes = _labelled_scenes(task_class, config)
     paths = [s.image for s in scenes] + [s.after for s in scenes if s.after]
     data_indices, data_names = select_bands(paths, d.bands)
     source = _backbone(config)
@@ -219,7 +222,7 @@ def finetune(
     plan = plan_for(source, data, config.model.band_map or None, extra=config.model.extra_bands)
     bands = [data_indices[i] for i in plan.indices]
     chips = make_chips(scenes, d.chip_size, d.block_chips, d.val_fraction, d.test_fraction, d.seed)
-    classes = TASKS[kind].load().class_map(scenes, chips, d.min_per_class)
+    classes = task_class.class_map(scenes, chips, d.min_per_class)
     by_split = {s: [c for c in chips if c.split == s] for s in ("train", "val", "test")}
     datasets = {
         s: ChipDataset(scenes, cs, bands, classes, d.min_box_fraction) for s, cs in by_split.items()
@@ -227,7 +230,7 @@ def finetune(
     norm = chip_statistics(datasets["train"], seed=d.seed)
     class_weights = (
         _balanced_weights(scenes, by_split["train"], classes)
-        if config.optim.balance_classes and TASKS[kind].load().balances_classes
+        if config.optim.balance_classes and task_class.balances_classes
         else None
     )
     task = build_task(_spec(kind, config, source, plan, bands, classes, norm, class_weights))
@@ -256,9 +259,9 @@ def finetune(
     return FinetuneResult(out, metrics)
 
 
-def _labelled_scenes(kind: str, config: FinetuneConfig) -> list[Scene]:
+def _labelled_scenes(task_class: type[FinetuneTask], config: FinetuneConfig) -> list[Scene]:
     """The scenes, with ``data.ignore_value`` turned into the ignore label."""
-    scenes = TASKS[kind].load().scenes(config)
+    scenes = task_class.scenes(config)
     ignore = config.data.ignore_value
     if ignore is not None:
         for scene in scenes:

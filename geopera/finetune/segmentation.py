@@ -22,8 +22,6 @@ class SegmentationTask(FinetuneTask):
     Batches: ``{"image": (B, C, S, S) raw, "mask": (B, S, S) int64, -1 ignored}``.
     """
 
-    kind = "segmentation"
-
     @classmethod
     def scenes(cls, config: FinetuneConfig) -> list[Scene]:
         """Images and their label rasters, polygons or label chips."""
@@ -135,8 +133,6 @@ class ChangeTask(SegmentationTask):
 
     Batches: ``{"image": before, "after": (B, C, S, S) raw, "mask": (B, S, S), 1 = change}``.
     """
-
-    kind = "change"
 
     @classmethod
     def scenes(cls, config: FinetuneConfig) -> list[Scene]:

@@ -2,7 +2,8 @@ import itertools
 
 import pytest
 
-from geopera.pretrain.schedules import PerASchedules, cosine
+from geopera.core.schedules import cosine
+from geopera.pretrain.schedules import PerASchedules
 
 
 def test_paper_schedules_endpoints_and_shapes() -> None:
