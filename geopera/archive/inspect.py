@@ -5,6 +5,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from geopera.data.roi import ROI
 from geopera.data.sensors import sensor
@@ -83,12 +84,12 @@ def print_report(report: dict[str, Any]) -> None:
     for col in (*_COLUMNS, *(("ROI overlap",) if with_roi else ())):
         table.add_column(col)
     for row in report["sources"]:
-        table.add_row(*_source_cells(row, with_roi))
+        table.add_row(*(Text(c) for c in _source_cells(row, with_roi)))  # names are data
     console.print(table)
     if report["problems"]:
         problems = Table(title=f"{len(report['problems'])} problems (skipped files)")
         problems.add_column("path")
         problems.add_column("reason")
         for p in report["problems"]:
-            problems.add_row(p["path"], p["reason"])
+            problems.add_row(Text(p["path"]), Text(p["reason"]))
         console.print(problems)

@@ -63,7 +63,7 @@ def _fetch(args: argparse.Namespace) -> int:
         TextColumn("items"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("{task.description}"),
+        TextColumn("{task.description}", markup=False),  # a catalog's item id, not markup
     )
     with Progress(*columns, console=Console(stderr=True)) as bar:
         task = bar.add_task("", total=None)

@@ -7,6 +7,7 @@ from typing import Any, cast
 
 import lightning as L
 from rich.console import Console
+from rich.text import Text
 
 from geopera.core.contracts import CollapseRecord
 from geopera.models.pera_output import TeacherHealth
@@ -153,7 +154,7 @@ class CollapseAlarm(L.Callback):
             "and judge the backbone with `geopera evaluate`."
         )
         if trainer.global_rank == 0:
-            Console(stderr=True).print(f"[bold red]{message}[/bold red]")
+            Console(stderr=True).print(Text(message, style="bold red"))
             self.run.update_status(
                 collapse_alarm=CollapseRecord(
                     record.step, found, health.std, health.entropy, health.rank

@@ -1,4 +1,5 @@
 import json
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -89,6 +90,19 @@ def test_inspect_table_lists_sources_and_problems(
     covered = 3540**2 + 3480**2 - 1920**2
     assert f"{covered / 5100**2:.0%}" in out
     assert "81%" in out
+
+
+def test_inspect_table_shows_bracketed_names_as_text(
+    fake_archive: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    shutil.copytree(fake_archive, tmp_path / "a")
+    (tmp_path / "a" / "[red]broken.tif").write_bytes(b"not a tiff")  # rich would read markup
+    monkeypatch.chdir(tmp_path)  # a short path: the table does not fold it
+    assert main(["archive", "inspect", "a"]) == 0
+    assert "[red]broken.tif" in capsys.readouterr().out
 
 
 def test_sample_writes_georeferenced_chips_inside_roi(fake_archive: Path, tmp_path: Path) -> None:

@@ -32,6 +32,7 @@ HOSTILE_IDS = (
     "same",
     "a_b",
     "a/b",
+    "[bold]x[/y]",  # rich markup: shown as text on the progress bar and in tables
 )
 
 
