@@ -18,7 +18,7 @@ from geopera.core.contracts import FinetunedSpec
 from geopera.core.contracts.finetuned import FinetuneOptim
 from geopera.core.normalisation import BandStats
 from geopera.finetune.base import FinetuneTask
-from geopera.finetune.segmentation import SegmentationTask
+from geopera.finetune.segmentation import DenseHead, SegmentationTask
 from geopera.predict.tiled import tile_origins
 
 
@@ -33,9 +33,7 @@ def make_task(args: argparse.Namespace) -> SegmentationTask:
         bands=["1", "2", "3"],
         data_bands=[0, 1, 2],
         chip_size=args.tile,
-        decoder="upernet",
-        decoder_channels=64,
-        fusion="diff",
+        head=DenseHead("upernet", 64),
         classes=[1, 2, 3, 4, 5, 6],
         norm=BandStats.from_dict(
             {"p2": [0.0] * 3, "p98": [1000.0] * 3, "mean": [0.5] * 3, "std": [0.25] * 3}

@@ -1,4 +1,4 @@
-"""``geopera predict segmentation|change|detection``: a fine-tuned model over whole rasters."""
+"""``geopera predict TASK``: a fine-tuned model over whole rasters, by the task's own writer."""
 
 import argparse
 from pathlib import Path
@@ -17,9 +17,9 @@ def register(commands: Any) -> None:
     p = commands.add_parser(
         "predict",
         help="run a fine-tuned model over rasters of any size (tiled, blended, georeferenced)",
-        description="Sliding-window inference in bounded memory. Segmentation and change write "
-        "a Cloud-Optimised GeoTIFF on the input's grid; detection writes boxes in map "
-        "coordinates (.gpkg or .geojson).",
+        description="Sliding-window inference in bounded memory. What each task writes: "
+        + "; ".join(f"{t.name}: {t.output}" for t in TASKS.values())
+        + ".",
     )
     p.add_argument("task", choices=list(TASKS))
     p.add_argument("--model", required=True, type=Path, help="DIR/model.ckpt of geopera finetune")
@@ -58,7 +58,7 @@ def _run(args: argparse.Namespace) -> int:
     from geopera.core.ranks import launch_rank
     from geopera.finetune.checkpoint import load_finetuned
     from geopera.models.bandplan import parse_mapping
-    from geopera.predict.run import predict_dense, predict_detection
+    from geopera.predict.request import PredictRequest
     from geopera.predict.tiled import PredictError
 
     task = load_finetuned(args.model)
@@ -67,45 +67,17 @@ def _run(args: argparse.Namespace) -> int:
             f"{args.model} is a {task.spec.task} model; run `geopera predict {task.spec.task}`"
         )
     info = TASKS[args.task]
-    if not info.dense:
-        if args.devices * args.num_nodes > 1:
-            raise PredictError(f"{info.name} runs on one device; --devices is for dense tasks")
-        summary = predict_detection(
-            task,
-            args.input,
-            args.output,
-            roi=args.roi,
-            overlap=args.overlap,
-            min_score=args.min_score,
-            iou=args.nms_iou,
-            batch_size=args.batch_size,
-            device=args.device,
-            overwrite=args.overwrite,
-            band_map=parse_mapping(args.bands),
-        )
-        print(f"wrote {summary.objects} boxes to {summary.output}")
-        return 0
-    if (info.inputs == 2) != (args.after is not None):
-        raise PredictError("--after is required for change detection, and only for it")
-    inputs = [args.input] + ([args.after] if args.after else [])
-    several = args.devices * args.num_nodes > 1  # each rank loads the model from its file
-    summary = predict_dense(
-        args.model if several else task,
-        inputs,
-        args.output,
-        roi=args.roi,
-        overlap=args.overlap,
-        probabilities=args.probabilities,
-        batch_size=args.batch_size,
-        band_width=args.band_width,
-        device=args.device,
-        overwrite=args.overwrite,
-        band_map=parse_mapping(args.bands),
-        devices=args.devices,
-        num_nodes=args.num_nodes,
-    )
-    if launch_rank() != 0:  # one of several processes torchrun or srun started: rank 0 reports
-        return 0
-    extra = f" and {summary.probabilities}" if summary.probabilities else ""
-    print(f"wrote {summary.output}{extra} ({summary.pixels} pixels predicted, COG)")
+    if info.inputs == 2 and args.after is None:
+        raise PredictError(f"{info.name} needs --after (the second date's raster)")
+    if info.inputs == 1 and args.after is not None:
+        raise PredictError(f"--after is for two-date tasks; {info.name} reads one --input")
+    request = PredictRequest(
+        args.model, [args.input] + ([args.after] if args.after else []), args.output,
+        args.roi, args.overlap, args.probabilities, args.batch_size, args.band_width,
+        args.min_score, args.nms_iou, args.device, args.overwrite, parse_mapping(args.bands),
+        args.devices, args.num_nodes,
+    )  # fmt: skip
+    summary = info.predict()(task, request)
+    if launch_rank() == 0:  # one of several processes torchrun or srun started: rank 0 reports
+        print(summary.message)
     return 0

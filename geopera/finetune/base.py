@@ -8,6 +8,7 @@ weights.
 
 import math
 from functools import partial
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
@@ -15,10 +16,10 @@ from lightning import LightningModule
 from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 
-from geopera.core.contracts import FinetunedSpec
+from geopera.core.contracts import FinetunedSpec, TaskSection
 from geopera.core.errors import GeoperaError
 from geopera.core.schedules import warmup_cosine
-from geopera.data.labelled.chips import ClassMap
+from geopera.data.labelled.chips import ChipDataset, ClassMap
 from geopera.data.labelled.scenes import Chip, Scene
 from geopera.finetune.config import FinetuneConfig
 from geopera.models.adapters import vit_of
@@ -32,14 +33,20 @@ class FinetuneError(GeoperaError):
 
 
 class FinetuneTask(LightningModule):
-    """Base class of the segmentation, change and detection tasks.
+    """Base class of the fine-tuning tasks: a task class owns what differs between tasks.
+
+    Its labels and scenes (:meth:`scenes`, :meth:`dataset`), classes (:meth:`class_map`), its
+    section of the spec (:attr:`Head`, :meth:`head_section`), head and loss
+    (:meth:`build_model`, the Lightning steps), metrics (:meth:`epoch_scores`) and previews
+    (:meth:`preview`). Its predict writer is named by its record in
+    :mod:`geopera.finetune.registry`.
 
     Args:
         spec: Model, bands, classes, normalisation and optimiser settings.
     """
 
-    #: Whether balanced class weights may weigh its loss (``optim.balance_classes``).
-    balances_classes: ClassVar[bool] = True
+    #: The task's section of the spec (a :class:`TaskSection` subclass with its fields).
+    Head: ClassVar[type[TaskSection]] = TaskSection
     p2: Tensor
     p98: Tensor
     mean: Tensor
@@ -79,13 +86,39 @@ class FinetuneTask(LightningModule):
         """Refuse settings this task cannot train with (a one-line ``FinetuneError``)."""
 
     @classmethod
+    def dataset(
+        cls, config: FinetuneConfig, scenes: list[Scene], chips: list[Chip], bands: list[int],
+        classes: ClassMap,
+    ) -> ChipDataset:  # fmt: skip
+        """The chips of one split as samples (see :class:`ChipDataset`)."""
+        return ChipDataset(scenes, chips, bands, classes, config.data.min_box_fraction)
+
+    @classmethod
+    def head_section(
+        cls, config: FinetuneConfig, train: ChipDataset, classes: ClassMap
+    ) -> TaskSection:
+        """The task's section of the spec, from the config and the training chips."""
+        return cls.Head()
+
+    @classmethod
     def class_map(cls, scenes: list[Scene], chips: list[Chip], min_per_class: int) -> ClassMap:
         """The classes it learns: those of the labels."""
         return ClassMap.from_scenes(scenes)
 
-    def preview_names(self, names: list[str]) -> list[str]:
-        """The class names its previews show."""
-        return names
+    def preview(self, sample: dict[str, Any], path: Path, rgb: list[int]) -> None:
+        """Draw one validation chip with its truth and prediction (subclasses).
+
+        Args:
+            sample: A collated batch of one chip (on the CPU).
+            path: The PNG to write.
+            rgb: Band indices shown as red, green and blue.
+        """
+        raise NotImplementedError
+
+    def on_device(self, sample: dict[str, Any]) -> dict[str, Any]:
+        """A collated batch with its tensors on the model's device."""
+        device = next(self.parameters()).device
+        return {k: v.to(device) if torch.is_tensor(v) else v for k, v in sample.items()}
 
     # -- model ---------------------------------------------------------------------------------
 

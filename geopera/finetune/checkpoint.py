@@ -8,12 +8,45 @@ the model, never the fine-tuning orchestration. The checkpoint is read with
 
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from geopera.core.contracts import ContractError, FinetunedSpec
 from geopera.finetune.base import FinetuneTask
 from geopera.finetune.registry import TASKS
+
+
+def task_class(name: Any, origin: str = "") -> type[FinetuneTask]:
+    """The class of the task a spec names.
+
+    Raises:
+        ContractError: If no task has that name.
+    """
+    if not isinstance(name, str) or name not in TASKS:
+        where = f" in {origin}" if origin else ""
+        raise ContractError(f"unknown task {name!r}{where}; tasks are {', '.join(TASKS)}")
+    return TASKS[name].load()
+
+
+def read_spec(raw: dict[str, Any], origin: str = "") -> FinetunedSpec:
+    """A stored spec, its task section read by the class of the task it names.
+
+    Args:
+        raw: The stored mapping (``format_version`` included).
+        origin: Where it came from, for messages.
+
+    Returns:
+        The spec.
+
+    Raises:
+        ContractError: On an unknown task, format or field.
+    """
+    section = task_class(raw.get("task"), origin).Head
+    head = raw.get("head")
+    if isinstance(head, dict):  # else the spec's own checks say what is wrong (format, fields)
+        raw = {**raw, "head": section.from_dict(head, origin)}
+    return FinetunedSpec.from_dict(raw, origin)
 
 
 def build_task(spec: FinetunedSpec) -> FinetuneTask:
@@ -28,9 +61,7 @@ def build_task(spec: FinetunedSpec) -> FinetuneTask:
     Raises:
         ContractError: If the spec names an unknown task.
     """
-    if spec.task not in TASKS:
-        raise ContractError(f"unknown task {spec.task!r} in the spec; tasks are {', '.join(TASKS)}")
-    return TASKS[spec.task].load()(spec)
+    return task_class(spec.task)(spec)
 
 
 def load_finetuned(path: str | os.PathLike[str], map_location: str = "cpu") -> FinetuneTask:
@@ -63,6 +94,6 @@ def load_finetuned(path: str | os.PathLike[str], map_location: str = "cpu") -> F
     raw = ckpt.get("hyper_parameters", {}).get("spec") if isinstance(ckpt, dict) else None
     if not isinstance(raw, dict):
         raise ContractError(f"{path} is not a `geopera finetune` checkpoint (no task spec inside)")
-    task = build_task(FinetunedSpec.from_dict(raw, str(path)))
+    task = build_task(read_spec(raw, str(path)))
     task.load_state_dict(ckpt["state_dict"])
     return task.eval()

@@ -1,5 +1,6 @@
 """Object detection task: torchvision Faster R-CNN on the ViT pyramid, mAP via torchmetrics."""
 
+from pathlib import Path
 from typing import Any, cast
 
 import torch
@@ -11,6 +12,7 @@ from geopera.data.labelled.scenes import Scene, detection_scenes
 from geopera.finetune.base import FinetuneError, FinetuneTask
 from geopera.finetune.config import FinetuneConfig
 from geopera.models.adapters import build_detector
+from geopera.viz.overlays import plot_detection
 
 
 class DetectionTask(FinetuneTask):
@@ -19,8 +21,6 @@ class DetectionTask(FinetuneTask):
     Batches: ``{"image": (B, C, S, S) raw, "boxes": [(N_i, 4) xyxy px], "labels": [(N_i,)]}``
     with labels 1..K (0 is background).
     """
-
-    balances_classes = False  # boxes: the detector weighs its own classes
 
     @classmethod
     def scenes(cls, config: FinetuneConfig) -> list[Scene]:
@@ -67,6 +67,13 @@ class DetectionTask(FinetuneTask):
         loss: Tensor = sum(losses.values())
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["boxes"]))
         return loss
+
+    @torch.no_grad()
+    def preview(self, sample: dict[str, Any], path: Path, rgb: list[int]) -> None:
+        """The chip with its true boxes and the predicted ones (with scores)."""
+        pred = self.predict_chips(self.on_device(sample))[0]
+        boxes, scores = pred["boxes"].cpu(), pred["scores"].cpu()
+        plot_detection(sample["image"][0], sample["boxes"][0], boxes, scores, path, rgb)
 
     def predict_chips(self, batch: dict[str, Tensor]) -> list[dict[str, Tensor]]:
         """One ``{"boxes" (N, 4) xyxy, "scores" (N,), "labels" (N,)}`` per chip."""

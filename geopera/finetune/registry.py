@@ -7,8 +7,9 @@ import. Adding a task is its class and its record here.
 """
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from geopera.finetune.base import FinetuneTask
@@ -50,8 +51,10 @@ class TaskInfo:
         headline: The test metric ``geopera finetune`` reports.
         task_class: ``module:Class`` of its :class:`~geopera.finetune.base.FinetuneTask`.
         arguments: Its ``finetune`` sub-command's own arguments (where the labels are).
+        predictor: ``module:function`` of its ``predict`` writer: ``(task, PredictRequest) ->
+            PredictSummary`` (:mod:`geopera.predict.request`).
+        output: What ``predict`` writes, for the CLI's help.
         inputs: Rasters one prediction reads (change: the two dates).
-        dense: Whether ``predict`` writes rasters on the input's grid (else vector features).
     """
 
     name: str
@@ -59,14 +62,28 @@ class TaskInfo:
     headline: str
     task_class: str
     arguments: tuple[TaskArgument, ...]
+    predictor: str
+    output: str
     inputs: int = 1
-    dense: bool = True
 
     def load(self) -> "type[FinetuneTask]":
         """The task class."""
-        module, name = self.task_class.split(":")
-        found: type[FinetuneTask] = getattr(importlib.import_module(module), name)
+        found: type[FinetuneTask] = _named(self.task_class)
         return found
+
+    def predict(self) -> "Callable[[FinetuneTask, Any], Any]":
+        """Its ``predict`` writer, ``(task, PredictRequest) -> PredictSummary``.
+
+        Typed in :mod:`geopera.predict.request`: a stage imports no other stage's records.
+        """
+        found: Callable[[FinetuneTask, Any], Any] = _named(self.predictor)
+        return found
+
+
+def _named(where: str) -> Any:
+    """What ``module:name`` names (imported on demand: the registry costs no torch import)."""
+    module, name = where.split(":")
+    return getattr(importlib.import_module(module), name)
 
 
 #: Every task, by name.
@@ -85,6 +102,8 @@ TASKS: dict[str, TaskInfo] = {
                 ),
                 TaskArgument("--class-field", "vector labels: integer class attribute"),
             ),
+            "geopera.predict.run:predict_classes",
+            "a class COG on the input's grid (--probabilities: a probability COG)",
         ),
         TaskInfo(
             "detection",
@@ -101,7 +120,8 @@ TASKS: dict[str, TaskInfo] = {
                 ),
                 TaskArgument("--class-field", "vector boxes: class-name attribute"),
             ),
-            dense=False,
+            "geopera.predict.detection:predict_boxes",
+            "boxes in map coordinates with label and score (.gpkg or .geojson)",
         ),
         TaskInfo(
             "change",
@@ -113,6 +133,8 @@ TASKS: dict[str, TaskInfo] = {
                 TaskArgument("--after", "second-date raster"),
                 TaskArgument("--labels", "change raster (0 = no change) or polygons of change"),
             ),
+            "geopera.predict.run:predict_classes",
+            "a change COG (0/1) on the first date's grid (--probabilities: a probability COG)",
             inputs=2,
         ),
     )

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from lightning import Trainer, seed_everything
 from lightning.pytorch.loggers import CSVLogger
@@ -26,7 +25,7 @@ from torch.utils.data import DataLoader
 
 from geopera import __version__
 from geopera.core.checkpoints import AtomicCheckpointIO
-from geopera.core.contracts import FinetunedSpec
+from geopera.core.contracts import FinetunedSpec, TaskSection
 from geopera.core.normalisation import BandStats
 from geopera.core.outputs import require_new_folder, staged_folder, write_json
 from geopera.core.quiet import quiet_lightning
@@ -40,19 +39,17 @@ from geopera.data.labelled.chips import (
 )
 from geopera.data.labelled.labels import IGNORE
 from geopera.data.labelled.scenes import (
-    Chip,
     Scene,
     select_bands,
 )
 from geopera.finetune.base import FinetuneError, FinetuneTask
 from geopera.finetune.checkpoint import build_task
 from geopera.finetune.config import FinetuneConfig
-from geopera.finetune.detection import DetectionTask
 from geopera.finetune.registry import TASKS
 from geopera.models.adapters import DECODERS, FUSIONS
 from geopera.models.bandplan import BandPlan, Bands, plan_for, raster_bands
 from geopera.models.loading import BackboneSource, load_into, resolve_weights
-from geopera.viz.overlays import display_bands, plot_detection, plot_segmentation
+from geopera.viz.overlays import display_bands
 
 
 @dataclass
@@ -137,7 +134,7 @@ def _spec(
     data_bands: list[int],
     classes: ClassMap,
     norm: BandStats,
-    class_weights: list[float] | None,
+    head: TaskSection,
 ) -> FinetunedSpec:
     m, o, t = config.model, config.optim, config.trainer
     return FinetunedSpec(
@@ -148,11 +145,9 @@ def _spec(
         bands=plan.names,
         data_bands=data_bands,
         chip_size=config.data.chip_size,
-        decoder=m.decoder,
-        decoder_channels=m.decoder_channels,
-        fusion=m.fusion,
         classes=classes.values,
         norm=norm,
+        head=head,
         freeze_backbone=m.freeze_backbone,
         augment=t.augment,
         weights=source.origin,
@@ -160,22 +155,8 @@ def _spec(
         band_rule=plan.rule,
         band_identities=plan.identities if any(plan.identities) else None,
         optim=dataclasses.replace(o, max_steps=t.max_steps),
-        class_weights=class_weights,
         geopera_version=__version__,
     )
-
-
-def _balanced_weights(scenes: list[Scene], chips: list[Chip], classes: ClassMap) -> list[float]:
-    """Cross-entropy class weights ``sqrt(N / (K * n_k))`` from the training chips' pixels."""
-    counts = np.zeros(len(classes.values))
-    for c in chips:
-        labels = scenes[c.scene].labels
-        if labels is not None:
-            idx = classes.encode(labels[c.row : c.row + c.size, c.col : c.col + c.size])
-            counts += np.bincount(idx[idx >= 0], minlength=len(counts))
-    counts = np.maximum(counts, 1)
-    weights: list[float] = np.sqrt(counts.sum() / (len(counts) * counts)).tolist()
-    return weights
 
 
 def _loader(ds: ChipDataset, config: FinetuneConfig, shuffle: bool) -> DataLoader[Any]:
@@ -225,15 +206,11 @@ def finetune(
     classes = task_class.class_map(scenes, chips, d.min_per_class)
     by_split = {s: [c for c in chips if c.split == s] for s in ("train", "val", "test")}
     datasets = {
-        s: ChipDataset(scenes, cs, bands, classes, d.min_box_fraction) for s, cs in by_split.items()
+        s: task_class.dataset(config, scenes, cs, bands, classes) for s, cs in by_split.items()
     }
     norm = chip_statistics(datasets["train"], seed=d.seed)
-    class_weights = (
-        _balanced_weights(scenes, by_split["train"], classes)
-        if config.optim.balance_classes and task_class.balances_classes
-        else None
-    )
-    task = build_task(_spec(kind, config, source, plan, bands, classes, norm, class_weights))
+    head = task_class.head_section(config, datasets["train"], classes)
+    task = build_task(_spec(kind, config, source, plan, bands, classes, norm, head))
     token = int(task.vit.patch_embed.patch_size[0])
     if d.chip_size % token:
         raise FinetuneError(
@@ -329,31 +306,6 @@ def _train(
 @torch.no_grad()
 def _previews(task: FinetuneTask, ds: ChipDataset, folder: Path, count: int) -> None:
     task.eval()
-    device = next(task.parameters()).device
     rgb = display_bands(task.spec.band_identities, len(task.spec.bands))
-    names = [str(v) for v in task.spec.classes]
     for i in range(min(count, len(ds))):
-        sample = collate([ds[i]])
-        batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in sample.items()}
-        path = folder / f"val_{i:02d}.png"
-        if isinstance(task, DetectionTask):
-            pred = task.predict_chips(batch)[0]
-            plot_detection(
-                sample["image"][0],
-                sample["boxes"][0],
-                pred["boxes"].cpu(),
-                pred["scores"].cpu(),
-                path,
-                rgb,
-            )
-        else:
-            probs = task.predict_chips(batch)
-            plot_segmentation(
-                sample["image"][0],
-                sample["mask"][0],
-                probs.argmax(1)[0].cpu(),
-                task.preview_names(names),
-                path,
-                rgb,
-                after=sample["after"][0] if "after" in sample else None,
-            )
+        task.preview(collate([ds[i]]), folder / f"val_{i:02d}.png", rgb)

@@ -1,19 +1,62 @@
 """Semantic segmentation and change detection tasks (dense, per-pixel classes)."""
 
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, cast
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from geopera.core.contracts import FinetunedSpec
+from geopera.core.contracts import FinetunedSpec, TaskSection
 from geopera.core.errors import note
-from geopera.data.labelled.chips import ClassMap, drop_rare_classes
+from geopera.data.labelled.chips import ChipDataset, ClassMap, drop_rare_classes
 from geopera.data.labelled.scenes import Chip, Scene, change_scenes, segmentation_scenes
 from geopera.finetune.base import FinetuneError, FinetuneTask, confusion_scores
 from geopera.finetune.config import FinetuneConfig
 from geopera.models.adapters import ChangeSegmenter, DPTSegmenter, PyramidSegmenter
+from geopera.viz.overlays import plot_segmentation
+
+
+@dataclass(frozen=True)
+class DenseHead(TaskSection):
+    """The decoder of a segmentation model.
+
+    Attributes:
+        decoder: ``upernet``, ``fpn`` or ``dpt``.
+        decoder_channels: Decoder width.
+        class_weights: Cross-entropy class weights (``optim.balance_classes``), or None.
+    """
+
+    decoder: str
+    decoder_channels: int
+    class_weights: list[float] | None = None
+
+
+@dataclass(frozen=True)
+class ChangeHead(DenseHead):
+    """The decoder of a change model (``upernet`` or ``fpn``) and how its two dates meet.
+
+    Attributes:
+        fusion: ``diff`` or ``concat``.
+    """
+
+    fusion: str = "diff"
+
+
+def balanced_weights(train: ChipDataset, classes: ClassMap) -> list[float]:
+    """Cross-entropy class weights ``sqrt(N / (K * n_k))`` from the training chips' pixels."""
+    counts = np.zeros(len(classes.values))
+    for c in train.chips:
+        labels = train.scenes[c.scene].labels
+        if labels is not None:
+            idx = classes.encode(labels[c.row : c.row + c.size, c.col : c.col + c.size])
+            counts += np.bincount(idx[idx >= 0], minlength=len(counts))
+    counts = np.maximum(counts, 1)
+    weights: list[float] = np.sqrt(counts.sum() / (len(counts) * counts)).tolist()
+    return weights
 
 
 class SegmentationTask(FinetuneTask):
@@ -21,6 +64,8 @@ class SegmentationTask(FinetuneTask):
 
     Batches: ``{"image": (B, C, S, S) raw, "mask": (B, S, S) int64, -1 ignored}``.
     """
+
+    Head = DenseHead
 
     @classmethod
     def scenes(cls, config: FinetuneConfig) -> list[Scene]:
@@ -49,12 +94,20 @@ class SegmentationTask(FinetuneTask):
             )
         return classes
 
+    @classmethod
+    def head_section(
+        cls, config: FinetuneConfig, train: ChipDataset, classes: ClassMap
+    ) -> TaskSection:
+        """The decoder, and class weights when ``optim.balance_classes`` asks for them."""
+        weights = balanced_weights(train, classes) if config.optim.balance_classes else None
+        return DenseHead(config.model.decoder, config.model.decoder_channels, weights)
+
     class_weights: Tensor | None
 
     def __init__(self, spec: FinetunedSpec) -> None:
         super().__init__(spec)
         k = self.num_classes
-        weights = spec.class_weights
+        weights = cast(DenseHead, spec.head).class_weights
         self.register_buffer(
             "class_weights",
             torch.tensor(weights, dtype=torch.float32) if weights else None,
@@ -74,10 +127,24 @@ class SegmentationTask(FinetuneTask):
 
     def build_model(self) -> nn.Module:
         """UPerNet/FPN on the ViT pyramid, or smp DPT."""
-        s = self.spec
-        if s.decoder == "dpt":
+        s, head = self.spec, cast(DenseHead, self.spec.head)
+        if head.decoder == "dpt":
             return DPTSegmenter(s.model, s.in_chans, s.chip_size, len(s.classes), s.model_kwargs)
-        return PyramidSegmenter(self.new_vit(), len(s.classes), s.decoder, s.decoder_channels)
+        return PyramidSegmenter(self.new_vit(), len(s.classes), head.decoder, head.decoder_channels)
+
+    def preview_names(self) -> list[str]:
+        """The class names its previews show."""
+        return [str(v) for v in self.spec.classes]
+
+    @torch.no_grad()
+    def preview(self, sample: dict[str, Any], path: Path, rgb: list[int]) -> None:
+        """The chip, its label mask and the predicted classes."""
+        probs = self.predict_chips(self.on_device(sample))
+        after = sample["after"][0] if "after" in sample else None
+        plot_segmentation(
+            sample["image"][0], sample["mask"][0], probs.argmax(1)[0].cpu(),
+            self.preview_names(), path, rgb, after=after,
+        )  # fmt: skip
 
     def logits(self, batch: dict[str, Tensor]) -> Tensor:
         """(B, K, S, S) logits of a batch of raw chips."""
@@ -155,15 +222,26 @@ class ChangeTask(SegmentationTask):
         """No change (0) and change (1)."""
         return ClassMap([0, 1])
 
-    def preview_names(self, names: list[str]) -> list[str]:
+    Head = ChangeHead
+
+    @classmethod
+    def head_section(
+        cls, config: FinetuneConfig, train: ChipDataset, classes: ClassMap
+    ) -> TaskSection:
+        """The decoder, class weights and the fusion of the two dates."""
+        m = config.model
+        dense = cast(DenseHead, super().head_section(config, train, classes))
+        return ChangeHead(dense.decoder, dense.decoder_channels, dense.class_weights, m.fusion)
+
+    def preview_names(self) -> list[str]:
         """No change and change."""
         return ["no change", "change"]
 
     def build_model(self) -> nn.Module:
         """Siamese ViT + pyramid, per-scale fusion, UPerNet/FPN decoder."""
-        s = self.spec
+        head = cast(ChangeHead, self.spec.head)
         return ChangeSegmenter(
-            self.new_vit(), s.fusion, s.decoder, s.decoder_channels, num_classes=2
+            self.new_vit(), head.fusion, head.decoder, head.decoder_channels, num_classes=2
         )
 
     def logits(self, batch: dict[str, Tensor]) -> Tensor:

@@ -5,6 +5,7 @@ nodata, merged across tiles by class-wise non-maximum suppression, kept inside t
 written in map coordinates.
 """
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,11 +17,20 @@ from torch import Tensor
 from torchvision.ops import batched_nms
 
 from geopera.core.contracts import FinetunedSpec
+from geopera.core.devices import resolve_device
 from geopera.core.outputs import atomic_file
 from geopera.data.labelled.labels import apply_affine
-from geopera.data.labelled.windows import RasterInput, read_strip
+from geopera.data.labelled.windows import (
+    RasterInput,
+    bounded_gdal_cache,
+    read_strip,
+    roi_window,
+)
+from geopera.data.roi import load_roi
 from geopera.finetune.base import FinetuneTask
-from geopera.predict.tiled import tile_origins
+from geopera.predict.checks import check_inputs, close_inputs, load_task, tiling, written_by
+from geopera.predict.request import PredictRequest, PredictSummary
+from geopera.predict.tiled import PredictError, open_inputs, scratch_output, tile_origins
 
 
 @dataclass
@@ -167,3 +177,69 @@ def write_boxes(boxes: Boxes, spec: FinetunedSpec, grid: Any, output: Path) -> i
         else:
             frame.to_file(tmp, driver="GeoJSON")
     return len(frame)
+
+
+@bounded_gdal_cache
+def predict_detection(
+    model: str | os.PathLike[str] | FinetuneTask,
+    image: str,
+    output: Path,
+    roi: str | None = None,
+    overlap: int | None = None,
+    min_score: float = 0.5,
+    iou: float = 0.5,
+    batch_size: int = 8,
+    device: str = "auto",
+    overwrite: bool = False,
+    band_map: dict[str, str] | None = None,
+) -> PredictSummary:
+    """Boxes over a whole raster, in map coordinates (see the module docstring).
+
+    GDAL's block cache is capped at :data:`geopera.data.labelled.windows.GDAL_CACHE_MB`.
+
+    Args:
+        model: ``model.ckpt`` of ``geopera finetune detection`` (or the loaded task).
+        image: Input raster.
+        output: ``.gpkg`` or ``.geojson`` path.
+        roi: Optional ROI; boxes whose centre is outside it (or on nodata) are dropped.
+        overlap: Tile overlap (default: a quarter of the chip size).
+        min_score: Lowest score kept.
+        iou: IoU above which overlapping boxes of one class are merged (cross-tile NMS).
+        batch_size: Tiles per forward pass.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``...
+        overwrite: Replace an existing output.
+        band_map: ``--bands`` pairs (model band or common name -> raster band), or None.
+
+    Returns:
+        The summary.
+    """
+    if output.suffix.lower() not in (".gpkg", ".geojson", ".json"):
+        raise PredictError(f"--output {output} must end in .gpkg or .geojson for boxes")
+    task = load_task(model)
+    spec = task.spec
+    written_by(spec, predict_boxes)
+    check_inputs(spec, [image])
+    scratch_output(output, overwrite)
+    task = task.to(resolve_device(device)).eval()
+    tiles = tiling(spec, overlap)
+    grid, opened = open_inputs([image], spec, band_map)
+    window, geom = roi_window(grid, load_roi(roi) if roi else None)
+    try:
+        found = detect_tiles(task, opened, window, tiles, batch_size, min_score)
+    finally:
+        close_inputs(opened)
+    kept = merge(found, iou, geom, grid.transform)
+    return PredictSummary(output, objects=write_boxes(kept, spec, grid, output))
+
+
+def predict_boxes(task: FinetuneTask, request: PredictRequest) -> PredictSummary:
+    """The predict writer of detection: :func:`predict_detection`, on one device."""
+    r = request
+    if r.ranks > 1:
+        raise PredictError(f"{task.spec.task} runs on one device; --devices is for dense tasks")
+    summary = predict_detection(
+        task, r.inputs[0], r.output, r.roi, r.overlap, r.min_score, r.nms_iou, r.batch_size,
+        r.device, r.overwrite, r.band_map,
+    )  # fmt: skip
+    summary.message = f"wrote {summary.objects} boxes to {summary.output}"
+    return summary

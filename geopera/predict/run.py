@@ -1,11 +1,9 @@
-"""``geopera predict``: a fine-tuned model over whole rasters, georeferenced outputs.
+"""``geopera predict`` for the class tasks (segmentation, change): class and probability COGs.
 
-* segmentation / change: a Cloud-Optimised GeoTIFF of class values (the label values the model
-  was trained on; change: 0/1) on the input's grid (CRS, transform, size), nodata 255 (or -1
-  for class values above 254); optionally a second COG of class probabilities (uint8, 0-254 =
-  0-1, nodata 255, one band per class, band scale 1/254).
-* detection: boxes in map coordinates (GeoPackage or GeoJSON, by suffix) with ``label`` and
-  ``score``, merged across tiles by class-wise non-maximum suppression.
+A Cloud-Optimised GeoTIFF of class values (the label values the model was trained on; change:
+0/1) on the input's grid (CRS, transform, size), nodata 255 (or -1 for class values above 254);
+optionally a second COG of class probabilities (uint8, 0-254 = 0-1, nodata 255, one band per
+class, band scale 1/254).
 
 Reading, the model and writing overlap: strips are read by a reader thread ahead of the model,
 and blocks are classified and written by a writer thread behind it (:mod:`geopera.core.pipeline`;
@@ -30,13 +28,12 @@ from geopera.core.devices import resolve_device
 from geopera.core.outputs import full_disk_errors
 from geopera.core.pipeline import BackgroundWriter, overlap_pays
 from geopera.core.ranks import fabric_for, launch, launched_outside, together
-from geopera.data.labelled.windows import RasterInput, bounded_gdal_cache, roi_window
+from geopera.data.labelled.windows import bounded_gdal_cache, roi_window
 from geopera.data.roi import load_roi
 from geopera.finetune.base import FinetuneTask
-from geopera.finetune.checkpoint import load_finetuned
-from geopera.finetune.registry import TASKS
+from geopera.predict.checks import check_inputs, close_inputs, load_task, tiling, written_by
 from geopera.predict.dense import ClassCoding, DenseOutputs, EncodedBlock, encode, to_cog
-from geopera.predict.detection import detect_tiles, merge, write_boxes
+from geopera.predict.request import PredictRequest, PredictSummary
 from geopera.predict.tiled import (
     DenseBlock,
     PredictError,
@@ -47,37 +44,6 @@ from geopera.predict.tiled import (
 )
 
 T = TypeVar("T")
-
-
-@dataclass
-class PredictSummary:
-    """What ``predict`` wrote.
-
-    Attributes:
-        output: Main output file.
-        probabilities: Probability raster, if written.
-        pixels: Pixels with a prediction (dense tasks).
-        objects: Boxes written (detection).
-        merge_seconds: Time spent writing after the last forward pass: one process finishing
-            the COGs; several, rank 0 writing the ranks' blocks and finishing the COGs.
-    """
-
-    output: Path
-    probabilities: Path | None = None
-    pixels: int = 0
-    objects: int = 0
-    merge_seconds: float = 0.0
-
-
-def _tiling(spec: FinetunedSpec, overlap: int | None) -> tuple[int, int]:
-    """Tile size (the chip size) and overlap (default: a quarter of it)."""
-    tile = int(spec.chip_size)
-    overlap = tile // 4 if overlap is None else overlap
-    if not 0 <= overlap < tile:
-        raise PredictError(
-            f"--overlap must be in [0, {tile - 1}] for {tile} px tiles, got {overlap}"
-        )
-    return tile, overlap
 
 
 @bounded_gdal_cache
@@ -129,14 +95,14 @@ def predict_dense(
         options = (batch_size, band_width, device, overwrite, band_map)
         job = _DenseJob(_path(model), inputs, output, roi, overlap, probabilities, *options)
         return _dense_ranks(job, devices, num_nodes)
-    task = _load(model)
+    task = load_task(model)
     spec = task.spec
-    _check_dense_inputs(spec, inputs)
+    _check(spec, inputs)
     tmp = scratch_output(output, overwrite)
     tmp_probs = scratch_output(probabilities, overwrite) if probabilities else None
     dev = resolve_device(device)
     task = task.to(dev).eval()
-    tile, overlap = _tiling(spec, overlap)
+    tile, overlap = tiling(spec, overlap)
     grid, opened = open_inputs(inputs, spec, band_map)
     window, geom = roi_window(grid, load_roi(roi) if roi else None)
     coding = ClassCoding.of(spec.classes)
@@ -158,23 +124,22 @@ def predict_dense(
             outputs.finish(spec)
         _to_cogs((tmp, output), (tmp_probs, probabilities))
     finally:
-        _close(opened, tmp, tmp_probs)
+        close_inputs(opened, tmp, tmp_probs)
     finish = time.perf_counter() - started
     return PredictSummary(output, probabilities, pixels=outputs.pixels, merge_seconds=finish)
 
 
-def _check_dense_inputs(spec: FinetunedSpec, inputs: list[str]) -> None:
-    """A segmentation model takes one raster, a change model two dates."""
-    info = TASKS[spec.task]
-    if not info.dense or len(inputs) != info.inputs:
-        raise PredictError(
-            f"the model is a {spec.task} model; it needs "
-            + ("--input and --after" if info.inputs == 2 else "one --input")
-        )
-
-
-def _load(model: str | os.PathLike[str] | FinetuneTask) -> FinetuneTask:
-    return model if isinstance(model, FinetuneTask) else load_finetuned(model)
+def predict_classes(task: FinetuneTask, request: PredictRequest) -> PredictSummary:
+    """The predict writer of the class tasks (segmentation, change): :func:`predict_dense`."""
+    r = request
+    summary = predict_dense(
+        r.model if r.ranks > 1 else task,  # each rank loads the model from its file
+        r.inputs, r.output, r.roi, r.overlap, r.probabilities, r.batch_size, r.band_width,
+        r.device, r.overwrite, band_map=r.band_map, devices=r.devices, num_nodes=r.num_nodes,
+    )  # fmt: skip
+    extra = f" and {summary.probabilities}" if summary.probabilities else ""
+    summary.message = f"wrote {summary.output}{extra} ({summary.pixels} pixels predicted, COG)"
+    return summary
 
 
 def _chip_model(task: FinetuneTask) -> Callable[[Tensor], Tensor]:
@@ -195,68 +160,6 @@ def _to_cogs(*pairs: tuple[Path | None, Path | None]) -> None:
     for tmp, output in pairs:
         if tmp is not None and output is not None:
             to_cog(tmp, output)
-
-
-def _close(opened: list[RasterInput], *scratch: Path | None) -> None:
-    """Close the inputs and remove scratch files left by a failure."""
-    for inp in opened:
-        inp.dataset.close()
-    for path in scratch:
-        if path is not None and path.exists():
-            path.unlink()
-
-
-@bounded_gdal_cache
-def predict_detection(
-    model: str | os.PathLike[str] | FinetuneTask,
-    image: str,
-    output: Path,
-    roi: str | None = None,
-    overlap: int | None = None,
-    min_score: float = 0.5,
-    iou: float = 0.5,
-    batch_size: int = 8,
-    device: str = "auto",
-    overwrite: bool = False,
-    band_map: dict[str, str] | None = None,
-) -> PredictSummary:
-    """Boxes over a whole raster, in map coordinates (see the module docstring).
-
-    GDAL's block cache is capped at :data:`geopera.data.labelled.windows.GDAL_CACHE_MB`.
-
-    Args:
-        model: ``model.ckpt`` of ``geopera finetune detection`` (or the loaded task).
-        image: Input raster.
-        output: ``.gpkg`` or ``.geojson`` path.
-        roi: Optional ROI; boxes whose centre is outside it (or on nodata) are dropped.
-        overlap: Tile overlap (default: a quarter of the chip size).
-        min_score: Lowest score kept.
-        iou: IoU above which overlapping boxes of one class are merged (cross-tile NMS).
-        batch_size: Tiles per forward pass.
-        device: ``"auto"``, ``"cpu"``, ``"cuda"``...
-        overwrite: Replace an existing output.
-        band_map: ``--bands`` pairs (model band or common name -> raster band), or None.
-
-    Returns:
-        The summary.
-    """
-    if output.suffix.lower() not in (".gpkg", ".geojson", ".json"):
-        raise PredictError(f"--output {output} must end in .gpkg or .geojson for boxes")
-    task = _load(model)
-    spec = task.spec
-    if TASKS[spec.task].dense:
-        raise PredictError(f"the model is a {spec.task} model, not a detection model")
-    scratch_output(output, overwrite)
-    task = task.to(resolve_device(device)).eval()
-    tiling = _tiling(spec, overlap)
-    grid, opened = open_inputs([image], spec, band_map)
-    window, geom = roi_window(grid, load_roi(roi) if roi else None)
-    try:
-        found = detect_tiles(task, opened, window, tiling, batch_size, min_score)
-    finally:
-        _close(opened)
-    kept = merge(found, iou, geom, grid.transform)
-    return PredictSummary(output, objects=write_boxes(kept, spec, grid, output))
 
 
 @dataclass
@@ -312,10 +215,10 @@ def _dense_share(fabric: Any, pickled: bytes) -> tuple[int, float]:
         return together(fabric, work)
 
     step(lambda: _fresh_parts(job) if rank == 0 else None)
-    task = step(lambda: _load(job.model).to(fabric.device).eval())
+    task = step(lambda: load_task(job.model).to(fabric.device).eval())
     spec = task.spec
-    step(lambda: _check_dense_inputs(spec, job.inputs))
-    tile, overlap = step(lambda: _tiling(spec, job.overlap))
+    step(lambda: _check(spec, job.inputs))
+    tile, overlap = step(lambda: tiling(spec, job.overlap))
     grid, opened = step(lambda: open_inputs(job.inputs, spec, job.band_map))
     try:
         window, geom = step(lambda: roi_window(grid, load_roi(job.roi) if job.roi else None))
@@ -332,7 +235,12 @@ def _dense_share(fabric: Any, pickled: bytes) -> tuple[int, float]:
         pixels = step(lambda: _assemble(job, spec, template) if rank == 0 else 0)
         return pixels, time.perf_counter() - started
     finally:
-        _close(opened)
+        close_inputs(opened)
+
+
+def _check(spec: FinetunedSpec, inputs: list[str]) -> None:
+    written_by(spec, predict_classes)
+    check_inputs(spec, inputs)
 
 
 def _check_bands(window: Any, band_width: int, world: int) -> None:
@@ -388,6 +296,6 @@ def _assemble(job: _DenseJob, spec: FinetunedSpec, template: Any) -> int:
             outputs.finish(spec)
         _to_cogs((tmp, job.output), (tmp_probs, job.probabilities))
     finally:
-        _close([], tmp, tmp_probs)
+        close_inputs([], tmp, tmp_probs)
         shutil.rmtree(job.parts, ignore_errors=True)
     return outputs.pixels

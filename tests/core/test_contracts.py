@@ -18,7 +18,8 @@ from geopera.core.contracts import (
     SkippedRecord,
 )
 from geopera.core.normalisation import BandStats
-from geopera.finetune.checkpoint import build_task, load_finetuned
+from geopera.finetune.checkpoint import build_task, load_finetuned, read_spec
+from geopera.finetune.segmentation import ChangeHead
 
 DATA = Path(__file__).parent / "data"
 
@@ -44,12 +45,11 @@ def test_a_file_without_format_version_is_refused() -> None:
 def test_a_change_detection_spec_rebuilds_a_model(tmp_path: Path) -> None:
     """``spec.json`` is the ``spec`` hyper-parameter of a change-detection ``model.ckpt``."""
     raw = json.loads((DATA / "spec.json").read_text())
-    spec = FinetunedSpec.from_dict(raw)
-    assert spec.decoder_channels == raw["decoder_channels"] == 64
-    assert spec.class_weights == raw["class_weights"]
-    spec_small = FinetunedSpec.from_dict(
-        {**raw, "model_kwargs": {"depth": 1, "embed_dim": 64, "num_heads": 2}}
-    )
+    spec = read_spec(raw)
+    assert isinstance(spec.head, ChangeHead)  # the change task's own section, typed
+    assert spec.head.decoder_channels == raw["head"]["decoder_channels"] == 64
+    assert spec.head.class_weights == raw["head"]["class_weights"]
+    spec_small = read_spec({**raw, "model_kwargs": {"depth": 1, "embed_dim": 64, "num_heads": 2}})
     task = build_task(spec_small)
     ckpt = {
         "hyper_parameters": {"spec": {**raw, "model_kwargs": spec_small.model_kwargs}},
@@ -64,7 +64,7 @@ def test_a_change_detection_spec_rebuilds_a_model(tmp_path: Path) -> None:
         out = loaded.predict_chips({"image": x, "after": x})
     assert out.shape == (1, 2, 64, 64)
     assert task.hparams["spec"]["format_version"] == FinetunedSpec.FORMAT
-    assert FinetunedSpec.from_dict(task.hparams["spec"]) == spec_small
+    assert read_spec(task.hparams["spec"]) == spec_small
 
 
 @pytest.mark.parametrize(
@@ -108,14 +108,18 @@ class _Evil:
 
 def test_spec_has_typed_norm_and_optim() -> None:
     raw = json.loads((DATA / "spec.json").read_text())
-    spec = FinetunedSpec.from_dict(raw)
+    spec = read_spec(raw)
     assert isinstance(spec.norm, BandStats)
     assert list(spec.norm.p2) == raw["norm"]["p2"]
     assert spec.optim == FinetuneOptim(**raw["optim"])
     assert spec.optim.max_steps == 300
-    assert FinetunedSpec.from_json(spec.to_json()) == spec
+    assert read_spec(json.loads(spec.to_json())) == spec
     with pytest.raises(ContractError, match="unknown optim surprise"):
-        FinetunedSpec.from_dict({**raw, "optim": {**raw["optim"], "surprise": 1}})
+        read_spec({**raw, "optim": {**raw["optim"], "surprise": 1}})
+    with pytest.raises(ContractError, match="ChangeHead section in x is not valid: unknown depth"):
+        read_spec({**raw, "head": {**raw["head"], "depth": 3}}, "x")
+    with pytest.raises(ContractError, match="reads formats 3 to 3: write it again"):
+        read_spec({**raw, "format_version": 2})
 
 
 def test_spec_optim_defaults_are_the_configs() -> None:

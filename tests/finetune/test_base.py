@@ -9,7 +9,7 @@ import torch
 from geopera.core.contracts import FinetunedSpec, FinetuneOptim
 from geopera.core.normalisation import BandStats
 from geopera.finetune.base import confusion_scores
-from geopera.finetune.segmentation import SegmentationTask
+from geopera.finetune.segmentation import DenseHead, SegmentationTask
 
 
 def _spec(**optim: Any) -> FinetunedSpec:
@@ -21,9 +21,7 @@ def _spec(**optim: Any) -> FinetunedSpec:
         bands=["a", "b", "c"],
         data_bands=[0, 1, 2],
         chip_size=32,
-        decoder="upernet",
-        decoder_channels=32,
-        fusion="diff",
+        head=DenseHead("upernet", 32),
         classes=[0, 1],
         norm=BandStats((0.0,) * 3, (1.0,) * 3, (0.5,) * 3, (0.2,) * 3),
         optim=FinetuneOptim(**{"lr": 1e-3, "weight_decay": 0.05, "head_lr_scale": 10.0, **optim}),

@@ -15,6 +15,7 @@ from geopera.core.normalisation import BandStats
 from geopera.data.labelled.labels import Grid
 from geopera.data.labelled.windows import roi_window
 from geopera.data.roi import load_roi
+from geopera.finetune.segmentation import DenseHead
 from geopera.predict.tiled import (
     balanced_chunks,
     blend_window,
@@ -27,7 +28,7 @@ from tests.fakes.archive import write_raster
 
 SPEC = FinetunedSpec(
     task="segmentation", model="vit_small_patch16_224", in_chans=2, bands=["1", "2"],
-    data_bands=[0, 1], chip_size=32, decoder="upernet", decoder_channels=32, fusion="diff",
+    data_bands=[0, 1], chip_size=32, head=DenseHead("upernet", 32),
     classes=[0, 1], norm=BandStats((0.0,) * 2, (1.0,) * 2, (0.5,) * 2, (0.2,) * 2),
 )  # fmt: skip
 

@@ -5,7 +5,8 @@
   that resolves ``--weights``.
 * :class:`RunStatus` (``run.json``): a pretraining run's state and health, read by ``publish``.
 * :class:`FinetunedSpec`: what rebuilds a fine-tuned model, stored as the ``spec`` hyper-parameter
-  of ``model.ckpt`` by ``geopera finetune``, read by ``predict`` and ``evaluate``.
+  of ``model.ckpt`` by ``geopera finetune``, read by ``predict`` and ``evaluate``; its
+  :class:`TaskSection` is the task's own part.
 * :class:`PublishedWeights` (``weights.json``): the data manifest of a ``geopera publish`` folder.
 * :class:`EmbeddingSet` (``embeddings.json``): what a ``geopera embed`` folder holds.
 * :class:`ShardSet` (``shards.json``): what a ``geopera archive shards`` folder holds, read by
@@ -20,7 +21,7 @@ chip.
 from geopera.core.contracts.backbone import BackboneCard, PublishedWeights
 from geopera.core.contracts.base import ContractError
 from geopera.core.contracts.embeddings import EmbeddingRaster, EmbeddingSet
-from geopera.core.contracts.finetuned import FinetunedSpec, FinetuneOptim
+from geopera.core.contracts.finetuned import FinetunedSpec, FinetuneOptim, TaskSection
 from geopera.core.contracts.run import (
     CollapseRecord,
     LearningRate,
@@ -49,4 +50,5 @@ __all__ = [
     "ShardSet",
     "ShardSource",
     "SkippedRecord",
+    "TaskSection",
 ]

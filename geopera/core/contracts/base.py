@@ -26,6 +26,8 @@ class _Versioned:
 
     #: Current format version (written by this geopera).
     FORMAT: ClassVar[int] = 1
+    #: The oldest format it reads (a format no release wrote is not kept readable).
+    OLDEST: ClassVar[int] = 1
     #: What the file is, for messages.
     KIND: ClassVar[str] = "file"
     #: The file's name in the folder that holds it ("" for a contract stored inside another file).
@@ -72,10 +74,12 @@ class _Versioned:
                 f"{cls.KIND}{where} has no format_version: it was not written by geopera (or "
                 "was edited); write it again with the command that makes it"
             )
-        if not isinstance(version, int) or not 1 <= version <= cls.FORMAT:
+        if not isinstance(version, int) or not cls.OLDEST <= version <= cls.FORMAT:
+            newer = isinstance(version, int) and version > cls.FORMAT
             raise ContractError(
                 f"{cls.KIND}{where} has format_version {version!r}; this geopera reads formats "
-                f"1 to {cls.FORMAT}: upgrade geopera to read it"
+                f"{cls.OLDEST} to {cls.FORMAT}: "
+                + ("upgrade geopera to read it" if newer else "write it again with this geopera")
             )
         data = cls._upgrade(data, version)
         fields = {f.name: f for f in dataclasses.fields(cls)}
