@@ -105,6 +105,10 @@ class FinetuneTask(LightningModule):
         """The classes it learns: those of the labels."""
         return ClassMap.from_scenes(scenes)
 
+    def class_names(self) -> list[str]:
+        """One name per output class, for previews and predict outputs."""
+        return [str(v) for v in self.spec.classes]
+
     def preview(self, sample: dict[str, Any], path: Path, rgb: list[int]) -> None:
         """Draw one validation chip with its truth and prediction (subclasses).
 

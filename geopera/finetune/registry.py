@@ -137,5 +137,42 @@ TASKS: dict[str, TaskInfo] = {
             "a change COG (0/1) on the first date's grid (--probabilities: a probability COG)",
             inputs=2,
         ),
+        TaskInfo(
+            "classification",
+            "one class per chip, from class folders, a label table, a label raster or polygons",
+            "accuracy",
+            "geopera.finetune.classification:ClassificationTask",
+            (
+                TaskArgument(
+                    "--images",
+                    "images, folders or quoted globs; or ROOT of ROOT/<class>/<image>",
+                    many=True,
+                ),
+                TaskArgument(
+                    "--labels",
+                    ".csv table (file and label columns), label raster or polygons; "
+                    "none for class folders",
+                ),
+                TaskArgument(
+                    "--class-field", "table: the label column; polygons: integer class attribute"
+                ),
+            ),
+            "geopera.predict.labels:predict_labels",
+            "one label per chip as GeoParquet (.parquet): footprint, label, value, score",
+        ),
+        TaskInfo(
+            "regression",
+            "a continuous value per pixel (canopy height, biomass...) from a target raster",
+            "rmse",
+            "geopera.finetune.regression:RegressionTask",
+            (
+                _IMAGES,
+                TaskArgument(
+                    "--labels", "target raster (nodata masked), or a folder/glob of target chips"
+                ),
+            ),
+            "geopera.predict.values:predict_values",
+            "a float32 COG of values on the input's grid (NaN: no prediction)",
+        ),
     )
 }

@@ -132,10 +132,6 @@ class SegmentationTask(FinetuneTask):
             return DPTSegmenter(s.model, s.in_chans, s.chip_size, len(s.classes), s.model_kwargs)
         return PyramidSegmenter(self.new_vit(), len(s.classes), head.decoder, head.decoder_channels)
 
-    def preview_names(self) -> list[str]:
-        """The class names its previews show."""
-        return [str(v) for v in self.spec.classes]
-
     @torch.no_grad()
     def preview(self, sample: dict[str, Any], path: Path, rgb: list[int]) -> None:
         """The chip, its label mask and the predicted classes."""
@@ -143,7 +139,7 @@ class SegmentationTask(FinetuneTask):
         after = sample["after"][0] if "after" in sample else None
         plot_segmentation(
             sample["image"][0], sample["mask"][0], probs.argmax(1)[0].cpu(),
-            self.preview_names(), path, rgb, after=after,
+            self.class_names(), path, rgb, after=after,
         )  # fmt: skip
 
     def logits(self, batch: dict[str, Tensor]) -> Tensor:
@@ -233,7 +229,7 @@ class ChangeTask(SegmentationTask):
         dense = cast(DenseHead, super().head_section(config, train, classes))
         return ChangeHead(dense.decoder, dense.decoder_channels, dense.class_weights, m.fusion)
 
-    def preview_names(self) -> list[str]:
+    def class_names(self) -> list[str]:
         """No change and change."""
         return ["no change", "change"]
 

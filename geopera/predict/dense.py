@@ -69,7 +69,8 @@ def encode(block: DenseBlock, coding: ClassCoding, probabilities: bool) -> Encod
     return EncodedBlock(block.row, block.col, classes, scaled, int(block.valid.sum()))
 
 
-def _profile(grid_src: Any, count: int, dtype: str, nodata: float) -> dict[str, Any]:
+def grid_profile(grid_src: Any, count: int, dtype: str, nodata: float) -> dict[str, Any]:
+    """A tiled GeoTIFF's profile on ``grid_src``'s grid (CRS, transform, size)."""
     return {
         "driver": "GTiff",
         "width": grid_src.width,
@@ -102,10 +103,12 @@ class DenseOutputs:
         self.coding = coding
         self.pixels = 0
         k = len(coding.values)
-        self.dst = rasterio.open(classes, "w", **_profile(grid_src, 1, coding.dtype, coding.nodata))
+        self.dst = rasterio.open(
+            classes, "w", **grid_profile(grid_src, 1, coding.dtype, coding.nodata)
+        )
         try:
             self.probs_dst = (
-                rasterio.open(probabilities, "w", **_profile(grid_src, k, "uint8", 255))
+                rasterio.open(probabilities, "w", **grid_profile(grid_src, k, "uint8", 255))
                 if probabilities is not None
                 else None
             )

@@ -81,6 +81,42 @@ def plot_segmentation(
     plt.close(fig)
 
 
+def plot_values(
+    image: Tensor,
+    target: Tensor,
+    prediction: Tensor,
+    name: str,
+    path: Path,
+    rgb: Sequence[int] | None = None,
+) -> None:
+    """Image, target and predicted values side by side, on the target's colour scale.
+
+    Args:
+        image: (C, H, W) raw chip.
+        target: (H, W) values, NaN where unknown.
+        prediction: (H, W) values.
+        name: What the values are (the colour bar's label).
+        path: Output PNG.
+        rgb: Bands shown as R, G, B.
+    """
+    truth = target.cpu().numpy()
+    known = truth[np.isfinite(truth)]
+    low, high = (float(known.min()), float(known.max())) if len(known) else (None, None)
+    fig, axes = plt.subplots(1, 3, figsize=(10, 3.6))
+    axes[0].imshow(to_rgb(image, rgb), interpolation="nearest")
+    axes[0].set_title("image", fontsize=9)
+    panels = (("target (blank: unknown)", truth), ("prediction", prediction.cpu().numpy()))
+    for ax, (title, values) in zip(axes[1:], panels, strict=True):
+        shown = ax.imshow(values, cmap="viridis", vmin=low, vmax=high, interpolation="nearest")
+        ax.set_title(title, fontsize=9)
+    for ax in axes:
+        ax.axis("off")
+    fig.colorbar(shown, ax=list(axes), shrink=0.8, label=name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
 def plot_detection(
     image: Tensor,
     truth: Tensor,
