@@ -1,7 +1,8 @@
 """``geopera predict classification``: one label per chip, as GeoParquet.
 
-The raster is cut into non-overlapping chips of the model's chip size (inside the ROI's
-window); chips that are all nodata (or outside the raster) are skipped. Each row holds the
+The raster is cut into a regular grid of non-overlapping chips of the model's chip size, from
+the top-left corner of the ROI's window; a chip is labelled when at least half of its pixels are
+valid (not nodata, inside the raster) and its centre is inside the ROI. Each row holds the
 chip's footprint (in the raster's CRS), its class name and value, the class probability
 (``score``) and its pixel origin (``row``, ``col``).
 """
@@ -21,7 +22,7 @@ from geopera.data.roi import load_roi
 from geopera.finetune.base import FinetuneTask
 from geopera.predict.checks import check_inputs, close_inputs, written_by
 from geopera.predict.request import PredictRequest, PredictSummary
-from geopera.predict.tiled import PredictError, open_inputs, scratch_output, tile_origins
+from geopera.predict.tiled import PredictError, open_inputs, scratch_output
 
 
 @dataclass
@@ -44,15 +45,15 @@ def label_chips(
 ) -> ChipLabels:
     """Every chip's class inside ``window``, ``batch_size`` chips per forward pass."""
     r0, c0 = int(window.row_off), int(window.col_off)
-    rows = tile_origins(r0, r0 + int(window.height), tile, tile)
-    cols = tile_origins(c0, c0 + int(window.width), tile, tile)
+    rows = range(r0, r0 + int(window.height), tile)
+    cols = range(c0, c0 + int(window.width), tile)
     origins = [(r, c) for r in rows for c in cols]
     device = next(task.parameters()).device
     found = ChipLabels()
     for start in range(0, len(origins), batch_size):
         chunk = origins[start : start + batch_size]
         reads = [read_strip(opened, r, c, tile, tile) for r, c in chunk]
-        keep = [i for i, (_, bad) in enumerate(reads) if not bad.all()]
+        keep = [i for i, (_, bad) in enumerate(reads) if bad.mean() <= 0.5]
         if not keep:
             continue
         batch = torch.from_numpy(np.stack([reads[i][0][0] for i in keep])).to(device)
@@ -72,7 +73,7 @@ def inside(labels: ChipLabels, geom: Any, grid: Grid, tile: int) -> ChipLabels:
     from shapely import contains_xy
 
     rows, cols = np.array(labels.origins, dtype=np.float64).T + tile / 2  # chip centres
-    x, y = grid.transform * (cols, rows)
+    x, y = grid.transform @ (cols, rows)
     keep = np.flatnonzero(contains_xy(geom, x, y)).tolist()
     return ChipLabels(
         [labels.origins[i] for i in keep],
@@ -88,7 +89,7 @@ def write_labels(labels: ChipLabels, task: FinetuneTask, grid: Grid, tile: int, 
 
     t = grid.transform
     footprints = [
-        Polygon([t * (c, r), t * (c + tile, r), t * (c + tile, r + tile), t * (c, r + tile)])
+        Polygon([t @ (c, r), t @ (c + tile, r), t @ (c + tile, r + tile), t @ (c, r + tile)])
         for r, c in labels.origins
     ]
     names = task.class_names()

@@ -260,7 +260,7 @@ def _read_masked(
     with GDAL_IO:  # not while the writer thread writes (see GDAL_IO)
         pixels, bad = read_strip(inputs, y, left, tile, width)
     if roi_geom is not None:
-        strip_transform = transform * rasterio.Affine.translation(left, y)
+        strip_transform = transform @ rasterio.Affine.translation(left, y)
         bad |= rasterio.features.geometry_mask(
             [roi_geom], out_shape=bad.shape, transform=strip_transform
         )

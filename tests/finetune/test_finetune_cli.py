@@ -26,6 +26,8 @@ CASES = {
     ),
     "neon_trees.yaml": ("detection", TINY_VIT, "map_50"),
     "oscd_bercy.yaml": ("change", TINY_VIT, "f1"),
+    "chesapeake_tiles.yaml": ("classification", TINY_VIT, "accuracy"),
+    "slovenia_dem.yaml": ("regression", TINY_VIT, "rmse"),
 }
 
 

@@ -12,6 +12,7 @@ Label arrays are ``int32`` with :data:`IGNORE` (-1) for unlabelled pixels.
 """
 
 import os
+import warnings
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ import rasterio
 import rasterio.features
 from rasterio.crs import CRS
 from rasterio.enums import Resampling
+from rasterio.errors import NotGeoreferencedWarning
 from rasterio.transform import Affine
 from rasterio.vrt import WarpedVRT
 from rasterio.warp import reproject
@@ -56,8 +58,11 @@ class Grid:
 
     @classmethod
     def of(cls, path: str | os.PathLike[str]) -> "Grid":
-        """The grid of a raster file."""
-        with rasterio.open(path) as ds:
+        """The grid of a raster file (chips without a georeference are on a pixel grid)."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            ds = rasterio.open(path)
+        with ds:
             return cls(ds.width, ds.height, ds.crs, ds.transform)
 
 
@@ -75,7 +80,9 @@ def open_on_grid(path: str | os.PathLike[str], grid: Grid) -> Any:
     Raises:
         LabelError: If the grids differ and one of them has no CRS.
     """
-    ds = rasterio.open(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)  # a chip: its grid is pixels
+        ds = rasterio.open(path)
     same = (ds.width, ds.height) == (grid.width, grid.height) and (
         grid.crs is None or (ds.crs == grid.crs and ds.transform.almost_equals(grid.transform))
     )
