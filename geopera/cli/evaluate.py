@@ -105,23 +105,23 @@ def _evaluate(args: argparse.Namespace) -> int:
                 )
     if result is None:  # a rank other than 0 of torchrun or srun: rank 0 reports
         return 0
-    r = result.results
+    r = result
     print(
-        f"done: {r['n_images']} images, {len(r['classes'])} classes, {r['seeds']} seed(s) -> "
-        f"{result.out}/ (results.json, .md, .csv, .png, confusion.png)"
+        f"done: {r.n_images} images, {len(r.classes)} classes, {r.seeds} seed(s) -> "
+        f"{r.out}/ (results.json, .md, .csv, .png, confusion.png)"
     )
-    for line in (d["sentence"] for d in r["differences"]):
-        print(f"  {line}")
-    for row in r["rows"]:
-        if row["headline"]:
+    for difference in r.differences:
+        print(f"  {difference.sentence()}")
+    for row in r.rows:
+        if row.headline:
             print(
-                f"  {row['weights']:<40.40} {row['protocol']:<7} {row['metric']:<17} "
-                f"{row['value']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}]"
+                f"  {row.weights:<40.40} {row.protocol:<7} {row.metric:<17} "
+                f"{row.value:.3f} [{row.ci_low:.3f}, {row.ci_high:.3f}]"
             )
-    for h in r["health"]:
+    for weights, h in r.health.items():
         print(
-            f"  {h['weights']:<40.40} health  rank {h['rank']:.1f}  std {h['std']:.3f}  "
-            f"mean cosine {h['mean_cosine']:.3f}"
+            f"  {weights:<40.40} health  rank {h.rank:.1f}  std {h.std:.3f}  "
+            f"mean cosine {h.mean_cosine:.3f}"
         )
     return 0
 

@@ -40,14 +40,14 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def register(commands: Any) -> None:
-    """Add the ``finetune`` command and its three tasks.
+    """Add the ``finetune`` command and a sub-command per task of the registry.
 
     Args:
         commands: The sub-parsers object of the main parser.
     """
     p = commands.add_parser(
         "finetune",
-        help="fine-tune a backbone for segmentation, detection or change detection",
+        help=f"fine-tune a backbone for a task: {', '.join(TASKS)}",
         description="Fine-tune a pretrained (or random) ViT on labelled rasters. Writes "
         "OUT/model.ckpt, OUT/metrics.json and OUT/previews/.",
     )
@@ -102,7 +102,7 @@ def _finetune(args: argparse.Namespace) -> int:
     value = m.test.get(key)
     shown = "n/a" if value is None else f"{value:.3f}"
     print(
-        f"fine-tuned {args.task} for {m.steps} steps on {m.chips['train']} chips "
+        f"fine-tuned {args.task} for {m.steps} steps on {m.chips.train} chips "
         f"(weights: {m.weights}); test {key} {shown}\n"
         f"  {result.out}/model.ckpt\n  {result.out}/metrics.json\n  {result.out}/previews/"
     )

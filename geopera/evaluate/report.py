@@ -38,7 +38,7 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         *[d["sentence"] for d in results["differences"]],
         "",
-        f"Headline metric: {head['classification']} for image-level probes (largest / smallest "
+        f"Headline metric: {head['image']} for image-level probes (largest / smallest "
         f"class: {results['imbalance']:.1f}; above 1.5 the classes count as imbalanced and "
         f"balanced accuracy leads), {head['dense']} for dense probes. Seeds: "
         f"{results['seeds']} (spatially disjoint splits); intervals: 95 % percentile bootstrap "

@@ -38,7 +38,7 @@ from geopera.evaluate.scoring import (
     metrics_of,
     score_rows,
 )
-from geopera.metrics.health import health
+from geopera.metrics.health import Health, health
 
 
 @dataclass
@@ -48,10 +48,22 @@ class Evaluation:
     Attributes:
         out: The output folder.
         results: The content of ``results.json``.
+        n_images: Images evaluated on.
+        classes: Their class names.
+        seeds: Splits (seeds) each row is averaged over.
+        rows: Every scored row (backbones and baselines).
+        differences: The paired differences between backbones.
+        health: Each backbone's feature health, by weights.
     """
 
     out: Path
     results: dict[str, Any]
+    n_images: int
+    classes: list[str]
+    seeds: int
+    rows: list[ScoredRow]
+    differences: list[Difference]
+    health: dict[str, Health]
 
 
 def check_protocols(protocols: Sequence[str], data: LabelledSet) -> list[str]:
@@ -118,13 +130,18 @@ def evaluate(
         features[w] = extract(w, data, cache, device, batch_size, hook, mapping, **ranks)
     if launch_rank() != 0:  # one of several processes torchrun or srun started
         return None  # rank 0 scores, writes and reports
-    results = _results(data, seeds, features, _scores(features, rows, data, splits))
+    scores = _scores(features, rows, data, splits)
+    healths = {w: health(f.pooled) for w, f in features.items()}
+    results = _results(data, seeds, features, scores, healths)
     try:
         with staged_folder(out) as work:
             write(results, work)
     except FileExistsError as err:  # created by someone else meanwhile
         raise GeoperaError(str(err)) from err
-    return Evaluation(out, results)
+    n = int(data.images.shape[0])
+    return Evaluation(
+        out, results, n, data.classes, seeds, scores.rows, scores.differences, healths
+    )
 
 
 def _check(weights: Sequence[str], seeds: int, out: Path) -> None:
@@ -188,7 +205,11 @@ def _scores(
 
 
 def _results(
-    data: LabelledSet, seeds: int, features: dict[str, Features], scores: _Scores
+    data: LabelledSet,
+    seeds: int,
+    features: dict[str, Features],
+    scores: _Scores,
+    healths: dict[str, Health],
 ) -> dict[str, Any]:
     """What results.json holds: the set, the backbones, every row and the feature health."""
     return {
@@ -208,10 +229,10 @@ def _results(
             }
             for w, f in features.items()
         },
-        "headline": {"classification": scores.headline.classification, "dense": "mIoU"},
+        "headline": {"image": scores.headline.classification, "dense": "mIoU"},
         "imbalance": scores.headline.imbalance,
         "rows": [asdict(r) for r in scores.rows],
         "classes_detail": [asdict(d) for d in scores.details],
         "differences": [asdict(d) | {"sentence": d.sentence()} for d in scores.differences],
-        "health": [{"weights": w, **health(f.pooled).__dict__} for w, f in features.items()],
+        "health": [{"weights": w, **asdict(h)} for w, h in healths.items()],
     }

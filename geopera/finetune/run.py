@@ -53,6 +53,21 @@ from geopera.viz.overlays import display_bands
 
 
 @dataclass
+class ChipCounts:
+    """Chips per split.
+
+    Attributes:
+        train: Training chips.
+        val: Validation chips.
+        test: Test chips.
+    """
+
+    train: int
+    val: int
+    test: int
+
+
+@dataclass
 class FinetuneMetrics:
     """What ``metrics.json`` holds, field by field.
 
@@ -77,7 +92,7 @@ class FinetuneMetrics:
     steps: int
     fast_dev_run: bool
     task: str
-    chips: dict[str, int]
+    chips: ChipCounts
     scenes: list[str]
     classes: list[Any]
     bands: list[str]
@@ -221,7 +236,7 @@ def finetune(
         metrics = FinetuneMetrics(
             **_train(task, config, datasets, work, progress),
             task=kind,
-            chips={s: len(cs) for s, cs in by_split.items()},
+            chips=ChipCounts(**{s: len(cs) for s, cs in by_split.items()}),
             scenes=[s.image for s in scenes],
             classes=classes.values,
             bands=plan.names,

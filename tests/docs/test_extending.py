@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import rasterio
 
@@ -63,7 +64,7 @@ def test_a_new_metric_is_one_addition(tmp_path: Path) -> None:
     from geopera.pretrain.metrics import MetricsCSV, StepMetrics
     from geopera.pretrain.schedules import ScheduleValues
 
-    seen = run_example(1)["ImagesSeen"](batch_size=8)
+    seen = run_example(2)["ImagesSeen"](batch_size=8)
     writer = MetricsCSV(tmp_path / "metrics.csv", additions=[seen])
     task = SimpleNamespace(skips=SimpleNamespace(total=0), step_metrics=None)
     for step in range(4):
@@ -88,3 +89,41 @@ def test_a_new_metric_is_one_addition(tmp_path: Path) -> None:
     with open(tmp_path / "metrics.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert [(r["step"], r["images_seen"]) for r in rows] == [("0", "8.0"), ("2", "24.0")]
+
+
+def test_a_new_task_is_a_class_and_a_record(
+    shared_data: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    cli: Callable[..., CliResult],
+) -> None:
+    import sys
+    from types import ModuleType
+
+    from geopera.finetune import registry
+    from geopera.finetune.checkpoint import load_finetuned
+
+    module = ModuleType("geopera.finetune.dice")  # the page's geopera/finetune/dice.py
+    exec(compile(examples()[1], "docs/extending.md example 1", "exec"), module.__dict__)
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    monkeypatch.setitem(registry.TASKS, "segmentation-dice", module.DICE)
+    folder = shared_data / "a_pretrain" / "sentinel2_eolearn_slovenia"
+    labels = shared_data / "b_segmentation" / "eolearn_slovenia_lulc" / "LULC.tif"
+    out = tmp_path / "dice"
+    images = str(folder / "S2L1C_reference_scene*.tif")
+    result = cli("finetune", "segmentation-dice", "--images", images, "--labels", str(labels),
+                 "--set", "data.chip_size=32", "--set", "data.block_chips=1",
+                 "--set", "data.ignore_value=0", "--max-steps", "2", "--out", str(out),
+                 "--set", "model.backbone_kwargs={depth: 2, embed_dim: 64, num_heads: 2}",
+                 "--set", "model.decoder_channels=64", "--no-progress")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "test miou" in result.stdout
+    model = load_finetuned(out)
+    assert type(model).__name__ == "DiceSegmentationTask"
+    assert model.spec.task == "segmentation-dice"
+    classes = tmp_path / "classes.tif"
+    result = cli("predict", "segmentation-dice", "--model", str(out), "--input",
+                 str(folder / "S2L1C_reference_scene0.tif"), "--output", str(classes))  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    with rasterio.open(classes) as src:
+        assert set(np.unique(src.read(1))) <= {*model.spec.classes, 255}

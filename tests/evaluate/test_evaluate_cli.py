@@ -78,7 +78,7 @@ def _check_baselines_and_comparisons(results: dict[str, Any], data: LabelledSet)
     counts = np.bincount(labels, minlength=k)
     imbalanced = counts[counts > 0].max() / counts[counts > 0].min() > 1.5
     headline = "balanced_accuracy" if imbalanced else "accuracy"
-    assert results["headline"]["classification"] == headline
+    assert results["headline"]["image"] == headline
     rows = results["rows"]
     assert all(
         r["headline"] == (r["metric"] == headline) for r in rows if r["protocol"] != "chance"

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
+from rasterio.errors import NotGeoreferencedWarning
 
 from geopera.data.bands import default_band_names, resolve_bands
 from geopera.data.labelled.labels import (
@@ -113,7 +114,10 @@ def expand_paths(specs: Sequence[str | os.PathLike[str]]) -> dict[str, str]:
 
 def image_band_names(path: str) -> list[str]:
     """Band names of an image (descriptions, ``B2B3B4`` in the name, sensor layout, or 1..n)."""
-    with rasterio.open(path) as ds:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)  # a chip: its grid is pixels
+        ds = rasterio.open(path)
+    with ds:
         stem = Path(path).stem
         return default_band_names(stem_family(stem), ds.count, ds.descriptions, stem)
 
