@@ -28,3 +28,17 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     .venv/bin/python -m pip install --quiet -e ".[dev]"
     touch "$stamp"
 fi
+
+# geopera view's map library: MapLibre GL JS from npm (pinned in geopera/view/package.json and its
+# lock file), copied into the package so that nothing is fetched at run time.
+static=geopera/view/static
+if [ ! -f "$static/maplibre-gl.js" ] || [ geopera/view/package-lock.json -nt "$static/maplibre-gl.js" ]; then
+    if command -v npm >/dev/null 2>&1; then
+        (cd geopera/view && npm ci --no-audit --no-fund --silent)
+        cp geopera/view/node_modules/maplibre-gl/dist/maplibre-gl.js "$static/"
+        cp geopera/view/node_modules/maplibre-gl/dist/maplibre-gl.css "$static/"
+        cp geopera/view/node_modules/maplibre-gl/LICENSE.txt "$static/maplibre-gl.LICENSE.txt"
+    else
+        echo "warning: npm not found: geopera view needs MapLibre GL JS; install Node.js and npm, then run make env" >&2
+    fi
+fi

@@ -12,16 +12,18 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "geopera"
 TESTS = Path(__file__).resolve().parent
 #: A room per command: its entry functions in ``run.py``, its tests in ``tests/<room>``.
-COMMANDS = ("pretrain", "finetune", "predict", "publish", "evaluate", "embed", "archive")
+COMMANDS = ("pretrain", "finetune", "predict", "publish", "evaluate", "embed", "archive", "view")
 #: The floors, lowest first: a floor imports only the floors below it.
 FLOORS = ("core", "data", "transforms", "losses", "metrics", "models", "viz")
 #: The data floor's rooms, lowest first (``bands`` and ``roi`` sit at the floor's root).
 DATA_ROOMS = ("sources", "sampling", "labelled")
-#: What one stage may import from another: the fine-tuned model, never an orchestration.
+#: What one stage may import from another: the fine-tuned model and the embeddings' similarity
+#: search (``view`` answers clicks with it), never an orchestration.
 SHARED_ACROSS_STAGES = {
     "geopera.finetune.checkpoint",
     "geopera.finetune.base",
     "geopera.finetune.registry",
+    "geopera.embed.similar",
 }
 MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 80

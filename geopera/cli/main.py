@@ -14,7 +14,17 @@ from collections.abc import Sequence
 import rasterio.errors
 
 from geopera import __version__
-from geopera.cli import archive, data, embed, evaluate, finetune, predict, pretrain, publish
+from geopera.cli import (
+    archive,
+    data,
+    embed,
+    evaluate,
+    finetune,
+    predict,
+    pretrain,
+    publish,
+    view,
+)
 from geopera.cli.options import apply_document_permissions
 from geopera.core.errors import GeoperaError
 from geopera.core.outputs import disk_full_reason
@@ -46,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     publish.register(commands)
     embed.register(commands)
     evaluate.register(commands)
+    view.register(commands)
     return parser
 
 

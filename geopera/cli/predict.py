@@ -58,6 +58,7 @@ def _run(args: argparse.Namespace) -> int:
     from geopera.core.ranks import launch_rank
     from geopera.finetune.checkpoint import load_finetuned
     from geopera.models.bandplan import parse_mapping
+    from geopera.predict.catalog import describe_outputs
     from geopera.predict.request import PredictRequest
     from geopera.predict.tiled import PredictError
 
@@ -79,5 +80,6 @@ def _run(args: argparse.Namespace) -> int:
     )  # fmt: skip
     summary = info.predict()(task, request)
     if launch_rank() == 0:  # one of several processes torchrun or srun started: rank 0 reports
-        print(summary.message)
+        describe_outputs(task, request, summary)
+        print(f"{summary.message}; STAC items beside it and a catalog.json")
     return 0

@@ -55,6 +55,7 @@ from geopera.core.ranks import (
     together,
 )
 from geopera.data.labelled.windows import RasterInput, bounded_gdal_cache
+from geopera.embed.catalog import describe_embeddings
 from geopera.embed.errors import EmbedError
 from geopera.embed.forward import chip_reads, chip_row, column_batches
 from geopera.embed.rasters import EmbedRaster, prepare_rasters
@@ -304,6 +305,7 @@ def _merge(
     ]
     manifest = _manifest(rasters[0], entries, settings)
     manifest.write(work / EmbeddingSet.FILE)
+    describe_embeddings(manifest, work)
     finish_folder(work, out)
     return manifest
 

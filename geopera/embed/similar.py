@@ -28,6 +28,7 @@ from shapely.geometry.base import BaseGeometry
 from geopera.core.contracts import EmbeddingSet
 from geopera.core.names import NameBook, inside
 from geopera.core.outputs import atomic_file, staged_folder
+from geopera.core.stac import write_items
 from geopera.data.labelled.windows import bounded_gdal_cache
 from geopera.embed.errors import EmbedError
 
@@ -81,8 +82,12 @@ def _outward(win: Window) -> Window:
     return Window(col0, row0, col1 - col0, row1 - row0)
 
 
-def _query_vector(manifest: EmbeddingSet, folder: Path, query: str, crs: str | None) -> np.ndarray:
-    """(D,) float32 vector of the query."""
+def query_vector(manifest: EmbeddingSet, folder: Path, query: str, crs: str | None) -> np.ndarray:
+    """(D,) float32 vector of a query: WKT in ``crs`` (default the first raster's) or a chip id.
+
+    Raises:
+        EmbedError: If the query is invalid, or outside the embeddings (or on nodata).
+    """
     geom = _geometry(query)
     if geom is None:  # a chip id
         for entry in manifest.rasters:
@@ -146,7 +151,8 @@ def _cosine(tokens: np.ndarray, query: np.ndarray) -> np.ndarray:
     return np.einsum("dhw,d->hw", tokens, q) / np.maximum(norms, 1e-12)
 
 
-def _similarity_map(source: Path, query: np.ndarray, out: Path) -> None:
+def similarity_map(source: Path, query: np.ndarray, out: Path) -> None:
+    """Write the cosine similarity of every token of ``source`` to ``query`` as a COG."""
     scratch = out.with_name(f".{out.name}.scratch-{os.getpid()}")
     try:
         with rasterio.open(source) as ds:
@@ -168,7 +174,7 @@ def _similarity_map(source: Path, query: np.ndarray, out: Path) -> None:
                     win = Window(0, row, ds.width, min(ROWS_PER_READ, ds.height - row))
                     sim = _cosine(_read_tokens(ds, win), query).astype(np.float32)
                     dst.write(sim[None], window=win)
-                dst.update_tags(geopera_similarity_of=str(source.name))
+                dst.update_tags(geopera_kind="similarity", geopera_similarity_of=source.name)
         with atomic_file(out) as cog:
             rasterio.shutil.copy(scratch, cog, driver="COG", compress="DEFLATE")
     finally:
@@ -176,31 +182,73 @@ def _similarity_map(source: Path, query: np.ndarray, out: Path) -> None:
             scratch.unlink()
 
 
-def _top_chips(
-    manifest: EmbeddingSet, folder: Path, query: np.ndarray, top: int, out: Path
-) -> bool:
-    frames = []
+@dataclass
+class ChipIndex:
+    """Every chip embedding of an embed folder in memory, for repeated queries.
+
+    Attributes:
+        chips: The chips (without their embeddings), in degrees.
+        unit: (N, D) float32 embeddings scaled to unit length.
+    """
+
+    chips: gpd.GeoDataFrame
+    unit: np.ndarray
+
+    @classmethod
+    def load(cls, manifest: EmbeddingSet, folder: Path) -> "ChipIndex | None":
+        """The chips of every raster of an embed folder (None if it has none)."""
+        tables = [
+            gpd.read_parquet(folder / entry.chips)
+            for entry in manifest.rasters
+            if entry.chips is not None
+        ]
+        return cls.load_frames([t for t in tables if len(t)])
+
+    @classmethod
+    def load_frames(cls, tables: list[gpd.GeoDataFrame]) -> "ChipIndex | None":
+        """The chips of chip tables (with their ``embedding`` column); None without any."""
+        if not tables:
+            return None
+        vectors = [np.stack(t["embedding"].map(np.asarray).tolist()) for t in tables]
+        unit = np.concatenate(vectors).astype(np.float32)  # (N, D)
+        unit /= np.maximum(np.linalg.norm(unit, axis=1, keepdims=True), 1e-12)
+        frames = [t.drop(columns=["embedding"]).to_crs("EPSG:4326") for t in tables]
+        chips = gpd.GeoDataFrame(
+            gpd.pd.concat(frames, ignore_index=True), geometry="geometry", crs="EPSG:4326"
+        )
+        return cls(chips, unit)
+
+    def top(self, query: np.ndarray, count: int) -> gpd.GeoDataFrame:
+        """The ``count`` chips most similar to ``query``, with ``similarity`` and ``rank``."""
+        q = (query / max(float(np.linalg.norm(query)), 1e-12)).astype(np.float32)
+        scores = self.unit @ q  # (N,)
+        best = np.argsort(-scores, kind="stable")[:count]
+        found = self.chips.iloc[best].assign(similarity=scores[best]).reset_index(drop=True)
+        found["rank"] = np.arange(1, len(found) + 1)
+        return found
+
+
+def write_answer(
+    manifest: EmbeddingSet, folder: Path, query: np.ndarray, top: int, work: Path,
+    index: ChipIndex | None,
+) -> list[str]:  # fmt: skip
+    """The answer's files in ``work``: a similarity COG per patch raster, ``top_chips.geojson``.
+
+    Returns:
+        The names of the files written.
+    """
+    written = []
+    book = NameBook(taken=("top_chips.geojson",))  # raster names come from embeddings.json
     for entry in manifest.rasters:
-        if entry.chips is None:
-            continue
-        table = gpd.read_parquet(folder / entry.chips)
-        if not len(table):
-            continue
-        vectors = np.stack(table["embedding"].map(np.asarray).tolist()).astype(np.float32)
-        q = query / max(float(np.linalg.norm(query)), 1e-12)
-        norms = np.maximum(np.linalg.norm(vectors, axis=1), 1e-12)
-        table = table.assign(similarity=vectors @ q / norms).drop(columns=["embedding"])
-        frames.append(table.to_crs("EPSG:4326"))
-    if not frames:
-        return False
-    both = gpd.GeoDataFrame(
-        gpd.pd.concat(frames, ignore_index=True), geometry="geometry", crs="EPSG:4326"
-    )
-    best = both.sort_values("similarity", ascending=False).head(top).reset_index(drop=True)
-    best["rank"] = np.arange(1, len(best) + 1)
-    with atomic_file(out) as tmp:
-        best.to_file(tmp, driver="GeoJSON")
-    return True
+        if entry.patches is not None:
+            name = book.claim(f"similarity_{entry.name}", ".tif")
+            similarity_map(folder / entry.patches, query, inside(work, work / name))
+            written.append(name)
+    if index is not None:
+        with atomic_file(work / "top_chips.geojson") as tmp:
+            index.top(query, top).to_file(tmp, driver="GeoJSON")
+        written.append("top_chips.geojson")
+    return written
 
 
 @bounded_gdal_cache
@@ -226,14 +274,11 @@ def similar(
     if top < 1:
         raise EmbedError(f"--top must be at least 1, got {top}")
     manifest = EmbeddingSet.read(embeddings / EmbeddingSet.FILE)
-    vector = _query_vector(manifest, embeddings, query, crs)
-    maps: list[Path] = []
-    book = NameBook(taken=("top_chips.geojson",))  # raster names come from embeddings.json
+    vector = query_vector(manifest, embeddings, query, crs)
+    index = ChipIndex.load(manifest, embeddings)
     with staged_folder(out) as work:
-        for entry in manifest.rasters:
-            if entry.patches is not None:
-                name = book.claim(f"similarity_{entry.name}", ".tif")
-                _similarity_map(embeddings / entry.patches, vector, inside(work, work / name))
-                maps.append(out / name)
-        wrote = _top_chips(manifest, embeddings, vector, top, work / "top_chips.geojson")
-    return SimilarSummary(out, maps, out / "top_chips.geojson" if wrote else None)
+        written = write_answer(manifest, embeddings, vector, top, work, index)
+        properties = {"geopera:query": query, "geopera:embeddings": str(embeddings)}
+        write_items([work / name for name in written], properties, "geopera embed similar")
+    maps = [out / name for name in written if name.endswith(".tif")]
+    return SimilarSummary(out, maps, out / "top_chips.geojson" if index is not None else None)

@@ -105,6 +105,10 @@ class FinetuneTask(LightningModule):
         """The classes it learns: those of the labels."""
         return ClassMap.from_scenes(scenes)
 
+    def value_name(self) -> str:
+        """What a continuous output holds (the legend of ``geopera view``)."""
+        return self.spec.task
+
     def class_names(self) -> list[str]:
         """One name per output class, for previews and predict outputs."""
         return [str(v) for v in self.spec.classes]

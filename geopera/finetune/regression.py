@@ -179,6 +179,10 @@ class RegressionTask(FinetuneTask):
         """The task's section of the spec."""
         return cast(ValueHead, self.spec.head)
 
+    def value_name(self) -> str:
+        """The target raster's name."""
+        return self.head.target
+
     def build_model(self) -> nn.Module:
         """The segmentation pyramid with one output channel."""
         return PyramidSegmenter(self.new_vit(), 1, self.head.decoder, self.head.decoder_channels)

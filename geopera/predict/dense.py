@@ -1,5 +1,6 @@
 """Dense outputs of ``geopera predict``: class values and probabilities, block by block, as COGs."""
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -140,10 +141,20 @@ class DenseOutputs:
                 self.probs_dst.write(block.probs, window=win)
         self.pixels += block.pixels
 
-    def finish(self, spec: FinetunedSpec) -> None:
-        """Tag the class raster with its model; scale and name the probability bands."""
-        self.dst.update_tags(geopera_model=str(spec.weights), task=spec.task)
+    def finish(self, spec: FinetunedSpec, names: list[str]) -> None:
+        """Tag the rasters with their model and classes; scale and name the probability bands.
+
+        Args:
+            spec: The model's spec.
+            names: One name per class (``geopera view`` and the STAC items show them).
+        """
+        values = json.dumps(self.coding.values.tolist())
+        self.dst.update_tags(geopera_model=str(spec.weights), task=spec.task, classes=values,
+                             class_names=json.dumps(names))  # fmt: skip
         if self.probs_dst is not None:
+            self.probs_dst.update_tags(
+                geopera_kind="probabilities", task=spec.task, band_classes=values
+            )
             self.probs_dst.scales = [1 / 254] * len(self.coding.values)
             self.probs_dst.descriptions = [f"class {v}" for v in self.coding.values.tolist()]
 

@@ -121,7 +121,7 @@ def predict_dense(
                 for block in blocks:
                     writer.submit(outputs.write, block)
             started = time.perf_counter()  # the last block is written: the COGs remain
-            outputs.finish(spec)
+            outputs.finish(spec, task.class_names())
         _to_cogs((tmp, output), (tmp_probs, probabilities))
     finally:
         close_inputs(opened, tmp, tmp_probs)
@@ -232,7 +232,7 @@ def _dense_share(fabric: Any, pickled: bytes) -> tuple[int, float]:
         step(lambda: _save_blocks(blocks, job, ClassCoding.of(spec.classes), rank))
         template = opened[0].dataset
         started = time.perf_counter()
-        pixels = step(lambda: _assemble(job, spec, template) if rank == 0 else 0)
+        pixels = step(lambda: _assemble(job, task, template) if rank == 0 else 0)
         return pixels, time.perf_counter() - started
     finally:
         close_inputs(opened)
@@ -279,21 +279,21 @@ def _save_blocks(
         np.savez(job.parts / f"r{rank:04d}-{n:06d}.npz", **arrays)  # type: ignore[arg-type]
 
 
-def _assemble(job: _DenseJob, spec: FinetunedSpec, template: Any) -> int:
+def _assemble(job: _DenseJob, task: FinetuneTask, template: Any) -> int:
     """Rank 0: every rank's blocks into the class (and probability) COGs, then clean up."""
     tmp = scratch_output(job.output, job.overwrite)
     tmp_probs = scratch_output(job.probabilities, job.overwrite) if job.probabilities else None
     try:
         with (
             full_disk_errors(tmp, tmp_probs),
-            DenseOutputs(tmp, tmp_probs, template, ClassCoding.of(spec.classes)) as outputs,
+            DenseOutputs(tmp, tmp_probs, template, ClassCoding.of(task.spec.classes)) as outputs,
         ):
             for file in sorted(job.parts.glob("*.npz")):
                 with np.load(file) as part:
                     row, col, pixels = (int(v) for v in part["origin"])
                     probs = part["probs"] if "probs" in part.files else None
                     outputs.write_encoded(EncodedBlock(row, col, part["classes"], probs, pixels))
-            outputs.finish(spec)
+            outputs.finish(task.spec, task.class_names())
         _to_cogs((tmp, job.output), (tmp_probs, job.probabilities))
     finally:
         close_inputs([], tmp, tmp_probs)

@@ -96,7 +96,8 @@ def predict_values(task: FinetuneTask, request: PredictRequest) -> PredictSummar
             with BackgroundWriter(enabled=threads) as writer:
                 for block in blocks:
                     writer.submit(out.write, block)
-            out.dst.update_tags(geopera_model=str(spec.weights), task=spec.task)
+            out.dst.update_tags(geopera_model=str(spec.weights), task=spec.task,
+                                geopera_kind="values", target=task.value_name())  # fmt: skip
         to_cog(tmp, r.output)
     finally:
         close_inputs(opened, tmp)

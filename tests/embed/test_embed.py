@@ -238,6 +238,8 @@ def test_bad_input_is_one_line_and_writes_nothing(
     assert proc.returncode == 0, proc.stderr
     assert sorted(p.name for p in out.iterdir()) == [
         "T1_S2L1C_13bands_10m.parquet",
+        "T1_S2L1C_13bands_10m.parquet.item.json",  # its STAC item
+        "catalog.json",
         "embeddings.json",
     ]
     # a query outside the extent, or an unknown chip id

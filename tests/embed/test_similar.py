@@ -8,7 +8,7 @@ import rasterio
 
 from geopera.core.contracts import EmbeddingSet
 from geopera.embed.errors import EmbedError
-from geopera.embed.similar import _query_vector, similar
+from geopera.embed.similar import query_vector, similar
 from tests.conftest import EMBEDDED_SCENE
 
 
@@ -25,7 +25,7 @@ def test_a_polygon_query_is_the_mean_of_the_tokens_inside(embedded: Path, tmp_pa
         f"{x1 - inset} {y1 - inset}, {x0 + inset} {y1 - inset}, {x0 + inset} {y0 + inset}))"
     )
     manifest = EmbeddingSet.read(embedded / EmbeddingSet.FILE)
-    vector = _query_vector(manifest, embedded, polygon, None)
+    vector = query_vector(manifest, embedded, polygon, None)
     np.testing.assert_allclose(vector, block.reshape(block.shape[0], -1).mean(1), rtol=1e-5)
     summary = similar(embedded, polygon, tmp_path / "sim", top=2)
     assert summary.maps
@@ -39,4 +39,4 @@ def test_a_query_at_infinity_is_a_user_error(embedded: Path) -> None:
     manifest = EmbeddingSet.read(embedded / EmbeddingSet.FILE)
     for query in ("POLYGON((-inf 0, -inf 0, -inf 0, -inf 0))", "POINT(nan 1)"):
         with pytest.raises(EmbedError, match="not a finite number"):
-            _query_vector(manifest, embedded, query, "EPSG:3857")
+            query_vector(manifest, embedded, query, "EPSG:3857")

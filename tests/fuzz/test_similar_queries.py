@@ -7,7 +7,7 @@ import rasterio
 from hypothesis import strategies as st
 
 from geopera.core.contracts import EmbeddingSet
-from geopera.embed.similar import _query_vector
+from geopera.embed.similar import query_vector
 from tests.conftest import EMBEDDED_SCENE as SCENE
 from tests.fuzz.conftest import BUDGETS, fuzz
 
@@ -42,6 +42,6 @@ def test_similar_queries(embedded: Path, budget: int) -> None:
 
     def run(case: tuple[str, str | None]) -> object:
         query, crs = case  # what `similar` does with --query and --crs before it writes
-        return _query_vector(manifest, embedded, query, crs)
+        return query_vector(manifest, embedded, query, crs)
 
     fuzz(_queries(bounds), run, budget)  # type: ignore[arg-type]

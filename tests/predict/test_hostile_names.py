@@ -38,7 +38,8 @@ def test_hostile_class_names_stay_data(
     result = cli(*args, "--input", str(inputs / "OSBS_029.tif"), "--min-score", "0",
                  "--output", str(output))  # fmt: skip
     assert result.returncode == 0, result.stderr
-    written = files_under(model) | {output}
+    stac = {output.with_name("boxes.gpkg.item.json"), output.with_name("catalog.json")}
+    written = files_under(model) | {output} | stac
     assert files_under(tmp_path) == written | files_under(inputs) | {config}
     assert not list(Path("/tmp").glob("geopera_abs_escaped*"))
     assert set(gpd.read_file(output)["label"]) <= set(HOSTILE_CLASSES)

@@ -244,8 +244,10 @@ def test_two_processes_predict_what_one_predicts(
             np.testing.assert_array_equal(a.read(), b.read())
             assert a.transform == b.transform
             assert b.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
+    outputs = [p.name for pair in outs.values() for p in pair]
+    items = [f"{name}.item.json" for name in outputs]  # a STAC item each, and their catalog
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        p.name for pair in outs.values() for p in pair
+        [*outputs, *items, "catalog.json"]
     )  # no scratch or parts left
     many = cli(*args, "--output", str(tmp_path / "four.tif"), "--devices", "4")
     assert many.returncode == 2
@@ -274,4 +276,6 @@ def test_under_torchrun_rank_zero_writes_what_one_process_writes(
     assert proc.stdout.count("wrote ") == 1  # rank 0 reports
     with rasterio.open(tmp_path / "one.tif") as a, rasterio.open(tmp_path / "two.tif") as b:
         np.testing.assert_array_equal(a.read(), b.read())
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["one.tif", "two.tif"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "catalog.json", "one.tif", "one.tif.item.json", "two.tif", "two.tif.item.json",
+    ]  # fmt: skip

@@ -1,0 +1,1 @@
+"""``geopera view``: a local web map of geopera outputs (layers, tiles, click-to-search)."""
