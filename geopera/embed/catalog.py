@@ -7,6 +7,7 @@ validate (``proj``, ``raster``).
 """
 
 from pathlib import Path
+from typing import Any
 
 import pystac
 import rasterio
@@ -38,28 +39,19 @@ def describe_embeddings(manifest: EmbeddingSet, folder: Path) -> list[Path]:
         "emb:model": manifest.model,
         "emb:weights": manifest.weights,
         "emb:dtype": manifest.dtype,
-        "emb:quantization": "none",
+        # int8: a linear scale and offset per band (GDAL band metadata); float16: none
+        "emb:quantization": "int8-linear" if manifest.dtype == "int8" else "none",
         "emb:token_size": manifest.token_size,
         "emb:chip_size": manifest.chip_size,
     }
-    files, per_file = [], {}
+    files: list[Path] = []
+    per_file: dict[Path, dict[str, Any]] = {}
     for entry in manifest.rasters:
         dims = _dimensions(folder, entry.patches)
-        if entry.patches is not None:
-            path = folder / entry.patches
-            files.append(path)
-            per_file[path] = {
-                "emb:level": "patch",
-                "emb:dimensions": dims,
-                "emb:source": entry.source,
-            }
-        if entry.chips is not None:
-            path = folder / entry.chips
-            files.append(path)
-            per_file[path] = {
-                "emb:level": "chip",
-                "emb:dimensions": dims,
-                "emb:source": entry.source,
-            }
+        for level, name in (("patch", entry.patches), ("chip", entry.chips)):
+            if name is not None:
+                files.append(folder / name)
+                fields: dict[str, Any] = {"emb:level": level, "emb:source": entry.source}
+                per_file[folder / name] = fields | ({"emb:dimensions": dims} if dims else {})
     links = card_links(manifest.weights)
     return write_items(files, common, "geopera embed outputs", links, per_file)

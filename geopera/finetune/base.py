@@ -229,6 +229,18 @@ class FinetuneTask(LightningModule):
 
     # -- evaluation --------------------------------------------------------------------------------
 
+    def eval_step(self, batch: dict[str, Any], split: str) -> None:
+        """Accumulate a batch's metrics of ``split`` (subclasses)."""
+        raise NotImplementedError
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        """Accumulate the validation metrics."""
+        self.eval_step(batch, "val")
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        """Accumulate the test metrics."""
+        self.eval_step(batch, "test")
+
     def epoch_scores(self, split: str) -> dict[str, Any]:
         """Metrics accumulated over ``split`` (subclasses; resets the accumulators)."""
         raise NotImplementedError
@@ -250,9 +262,18 @@ class FinetuneTask(LightningModule):
 
     # -- inference ---------------------------------------------------------------------------------
 
+    def logits(self, batch: dict[str, Tensor]) -> Tensor:
+        """The network's output for a batch of raw chips (``batch["image"]``: (B, C, S, S))."""
+        out: Tensor = self.model(self.normalise(batch["image"]))
+        return out
+
     def predict_chips(self, batch: dict[str, Tensor]) -> Any:
-        """Model output for raw chips (subclasses): what ``geopera predict`` blends or merges."""
-        raise NotImplementedError
+        """What ``geopera predict`` blends or merges: class probabilities by default.
+
+        The softmax over dimension 1 of the logits: (B, K) per chip or (B, K, S, S) per pixel.
+        Tasks whose output is not a class distribution (boxes, values) override it.
+        """
+        return self.logits(batch).softmax(1)
 
 
 def confusion_scores(confusion: Tensor) -> dict[str, Any]:

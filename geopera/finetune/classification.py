@@ -195,15 +195,6 @@ class ClassificationTask(FinetuneTask):
         counts.scatter_add_(1, mask.clamp(min=0).flatten(1), valid)
         return torch.where(counts.sum(1) > 0, counts.argmax(1), -1)
 
-    def logits(self, batch: dict[str, Tensor]) -> Tensor:
-        """(B, K) logits of raw chips."""
-        out: Tensor = self.model(self.normalise(batch["image"]))
-        return out
-
-    def predict_chips(self, batch: dict[str, Tensor]) -> Tensor:
-        """(B, K) class probabilities."""
-        return self.logits(batch).softmax(1)
-
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         """Cross-entropy of the augmented chips' classes."""
         image, mask = self.augment(batch["image"], batch["mask"])
@@ -212,19 +203,12 @@ class ClassificationTask(FinetuneTask):
         self.log("train/loss", loss, prog_bar=True, batch_size=labels.shape[0])
         return loss
 
-    def _eval_step(self, batch: dict[str, Tensor], split: str) -> None:
+    def eval_step(self, batch: dict[str, Tensor], split: str) -> None:
+        """Accumulate the confusion matrix of the chips' classes."""
         labels = self.chip_labels(batch["mask"])
         logits = self.logits(batch)
         metric = cast(MulticlassConfusionMatrix, self.confusion[split])
         metric.update(logits.argmax(1), labels)
-
-    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        """Accumulate the validation confusion matrix."""
-        self._eval_step(batch, "val")
-
-    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        """Accumulate the test confusion matrix."""
-        self._eval_step(batch, "test")
 
     def epoch_scores(self, split: str) -> dict[str, Any]:
         """Accuracy, macro F1, per-class F1 and IoU, the confusion matrix and the chip count."""

@@ -80,17 +80,10 @@ class DetectionTask(FinetuneTask):
         out: list[dict[str, Tensor]] = self.model(list(self.normalise(batch["image"])))
         return out
 
-    def _eval_step(self, batch: dict[str, Any], split: str) -> None:
+    def eval_step(self, batch: dict[str, Any], split: str) -> None:
+        """Accumulate the detections for mAP."""
         preds = self.predict_chips(batch)
         self._map(split).update(preds, self._targets(batch))
-
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        """Accumulate validation detections."""
-        self._eval_step(batch, "val")
-
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        """Accumulate test detections."""
-        self._eval_step(batch, "test")
 
     def epoch_scores(self, split: str) -> dict[str, Any]:
         """COCO mAP, mAP@0.5, mAP@0.75, mAR@100 and per-class mAP (None without truth)."""

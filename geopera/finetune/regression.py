@@ -205,20 +205,13 @@ class RegressionTask(FinetuneTask):
         self.log("train/loss", loss, prog_bar=True, batch_size=target.shape[0])
         return loss
 
-    def _eval_step(self, batch: dict[str, Tensor], split: str) -> None:
+    def eval_step(self, batch: dict[str, Tensor], split: str) -> None:
+        """Accumulate the errors of the pixels with a target."""
         valid = torch.isfinite(batch["target"])
         if valid.any():
             values = self.predict_chips(batch)[:, 0]
             metric = cast(MetricCollection, self.scores[split])
             metric.update(values[valid], batch["target"][valid])
-
-    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        """Accumulate the validation errors."""
-        self._eval_step(batch, "val")
-
-    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        """Accumulate the test errors."""
-        self._eval_step(batch, "test")
 
     def epoch_scores(self, split: str) -> dict[str, Any]:
         """RMSE, MAE (target units) and R² over every pixel with a target."""

@@ -142,15 +142,6 @@ class SegmentationTask(FinetuneTask):
             self.class_names(), path, rgb, after=after,
         )  # fmt: skip
 
-    def logits(self, batch: dict[str, Tensor]) -> Tensor:
-        """(B, K, S, S) logits of a batch of raw chips."""
-        out: Tensor = self.model(self.normalise(batch["image"]))
-        return out
-
-    def predict_chips(self, batch: dict[str, Tensor]) -> Tensor:
-        """(B, K, S, S) class probabilities."""
-        return self.logits(batch).softmax(1)
-
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         """Cross-entropy on labelled pixels of an augmented batch."""
         keys = [k for k in ("image", "after", "mask") if k in batch]
@@ -161,20 +152,13 @@ class SegmentationTask(FinetuneTask):
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["mask"].shape[0])
         return loss
 
-    def _eval_step(self, batch: dict[str, Tensor], split: str) -> None:
+    def eval_step(self, batch: dict[str, Tensor], split: str) -> None:
+        """Log the loss; accumulate the confusion matrix of the labelled pixels."""
         logits = self.logits(batch)
         loss = F.cross_entropy(logits, batch["mask"], ignore_index=-1)
         if torch.isfinite(loss):
             self.log(f"{split}/loss", loss, batch_size=batch["mask"].shape[0])
         self._confusion(split).update(logits.argmax(1), batch["mask"])
-
-    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        """Accumulate the validation confusion matrix."""
-        self._eval_step(batch, "val")
-
-    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        """Accumulate the test confusion matrix."""
-        self._eval_step(batch, "test")
 
     def scores(self, confusion: Tensor) -> dict[str, Any]:
         """Metrics of a confusion matrix (per class and mean)."""

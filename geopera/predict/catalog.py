@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+import pystac
+
 from geopera.core.stac import write_items
 from geopera.finetune.base import FinetuneTask
 from geopera.predict.request import PredictRequest, PredictSummary
@@ -22,6 +24,10 @@ def describe_outputs(
         "geopera:weights": str(spec.weights),
         "geopera:inputs": [str(p) for p in request.inputs],
     }
+    model = request.model / "model.ckpt" if request.model.is_dir() else request.model
+    links = [
+        pystac.Link("via", str(model.resolve()), "application/octet-stream", "fine-tuned model")
+    ]
     files = [summary.output] + ([summary.probabilities] if summary.probabilities else [])
     by_folder: dict[Path, list[Path]] = {}
     for file in files:
@@ -29,5 +35,5 @@ def describe_outputs(
     return [
         item
         for group in by_folder.values()
-        for item in write_items(group, properties, f"geopera predict {spec.task} outputs")
+        for item in write_items(group, properties, f"geopera predict {spec.task} outputs", links)
     ]

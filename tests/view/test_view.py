@@ -58,10 +58,12 @@ def raw_get(port: int, path: str) -> int:
     return status
 
 
-def test_a_predict_output_is_served_and_stops_on_ctrl_c(predicted: Path) -> None:
+def test_a_predict_output_and_an_embed_folder_are_served_and_stop_on_ctrl_c(
+    predicted: Path, embedded: Path
+) -> None:
     port = free_port()
     proc = subprocess.Popen(
-        [geopera_exe(), "view", str(predicted), "--no-browser", "--port", str(port)],
+        [geopera_exe(), "view", str(predicted), str(embedded), "--no-browser", "--port", str(port)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
     )  # fmt: skip
@@ -73,7 +75,12 @@ def test_a_predict_output_is_served_and_stops_on_ctrl_c(predicted: Path) -> None
         assert "/static/maplibre-gl.js" in page.text
         assert httpx.get(url + "/static/maplibre-gl.js").status_code == 200
         layers = {la["name"]: la for la in httpx.get(url + "/layers.json").json()["layers"]}
+        pca = layers.pop(next(n for n in layers if n.endswith("embeddings (PCA)")))
+        chips = layers.pop(next(n for n in layers if n.endswith(": chips")))
         assert set(layers) == {"classes.tif", "probs.tif"}
+        tile = inside_tile(pca["bounds"], 14)
+        assert alpha(httpx.get(url + pca["url"].format(z=tile.z, x=tile.x, y=tile.y)).content).any()
+        assert httpx.get(url + chips["url"]).json()["features"]
         classes = layers["classes.tif"]
         assert classes["url"].endswith("/{z}/{x}/{y}.png")
         assert classes["legend"]["kind"] == "classes"
@@ -184,6 +191,8 @@ def test_outputs_carry_stac_items_that_pystac_validates(predicted: Path, embedde
     for item in items.values():
         item.validate()  # core, proj, raster and classification schemas, offline
         assert item.properties["geopera:task"] == "segmentation"
+        (via,) = [link for link in item.links if link.rel == "via"]
+        assert via.href.endswith("model.ckpt")
     classes = items["classes.tif"].assets["data"].extra_fields["classification:classes"]
     assert {c["value"] for c in classes} <= {1, 2, 3, 4, 8}
     assert "classification:classes" not in items["probs.tif"].assets["data"].extra_fields
@@ -197,3 +206,12 @@ def test_outputs_carry_stac_items_that_pystac_validates(predicted: Path, embedde
         assert item.properties["emb:dimensions"] > 0
         assert any(link.rel == "via" for link in item.links)  # the backbone card
     assert set(levels) == {"patch", "chip"}
+
+
+def test_archive_inspect_reads_a_predict_catalog(
+    predicted: Path, cli: Callable[..., CliResult]
+) -> None:
+    result = cli("archive", "inspect", str(predicted / "catalog.json"), "--json")
+    assert result.returncode == 0, result.stderr
+    sources = json.loads(result.stdout)["sources"]
+    assert sorted(len(s["files"]) for s in sources) == [1, 1]  # classes.tif and probs.tif
