@@ -1,9 +1,9 @@
 """The recognisers of :mod:`geopera.view.layers`: which layers a path given to ``view`` holds."""
 
+import json
 from collections.abc import Callable
 from pathlib import Path
-
-import pystac
+from typing import Any
 
 from geopera.core.contracts import EmbeddingSet
 from geopera.view.layers import RASTERS, VECTORS, Found, ViewError, raster_layer, vector_layer
@@ -30,18 +30,46 @@ def embed_folder(path: Path, found: Found, scratch: Path) -> bool:
 
 
 def stac_catalog(path: Path, found: Found, scratch: Path) -> bool:
-    """A STAC catalog: each item's file assets that lie inside the catalog's folder."""
+    """A STAC catalog: the file assets of its items, where both lie inside the catalog's folder.
+
+    The catalog and its items are read as data: only ``item`` links to files beside it are
+    followed (nothing is fetched), and an asset outside the folder is not shown.
+    """
     file = path / "catalog.json" if path.is_dir() else path
     if file.name != "catalog.json" or not file.is_file():
         return False
     root = file.parent.resolve()
-    catalog = pystac.Catalog.from_file(str(file))
-    for item in catalog.get_items(recursive=True):
-        for asset in item.assets.values():
-            target = Path(asset.get_absolute_href() or "").resolve()
-            if root in target.parents and target.is_file():  # a catalog names no outside file
+    catalog = _json(file)
+    links = catalog.get("links", []) if isinstance(catalog, dict) else []
+    for href in _local_hrefs(links, root, root, "item"):
+        item = _json(href)
+        assets = item.get("assets", {}) if isinstance(item, dict) else {}
+        for asset in assets.values() if isinstance(assets, dict) else []:
+            for target in _local_hrefs([asset], href.parent, root, None):
                 one_file(target, found, scratch)
     return True
+
+
+def _json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise ViewError(f"{path} is not readable JSON ({err})") from err
+
+
+def _local_hrefs(links: Any, base: Path, root: Path, rel: str | None) -> list[Path]:
+    """The files that links (of ``rel``, or any) name from ``base``, when inside ``root``."""
+    found = []
+    for link in links if isinstance(links, list) else []:
+        if not isinstance(link, dict) or (rel is not None and link.get("rel") != rel):
+            continue
+        href = str(link.get("href", ""))
+        if "://" in href:  # a remote asset: geopera view shows local files only
+            continue
+        target = (base / href).resolve()
+        if target.is_file() and root in target.parents:
+            found.append(target)
+    return found
 
 
 def folder(path: Path, found: Found, scratch: Path) -> bool:

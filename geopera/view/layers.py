@@ -29,7 +29,7 @@ from geopera.models.bandplan import raster_bands
 from geopera.view.styles import ClassStyle, RampStyle, RGBStyle, Style
 
 RASTERS = (".tif", ".tiff", ".vrt", ".jp2", ".img")
-VECTORS = (".parquet", ".geojson", ".gpkg", ".json")
+VECTORS = (".parquet", ".geojson", ".gpkg")
 #: Longest side of the decimated read that sets a layer's stretch.
 PREVIEW_PX = 512
 

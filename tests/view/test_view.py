@@ -215,3 +215,25 @@ def test_archive_inspect_reads_a_predict_catalog(
     assert result.returncode == 0, result.stderr
     sources = json.loads(result.stdout)["sources"]
     assert sorted(len(s["files"]) for s in sources) == [1, 1]  # classes.tif and probs.tif
+
+
+def test_a_catalog_shows_only_the_files_inside_its_folder(predicted: Path, tmp_path: Path) -> None:
+    """A catalog from someone else is data: remote links are not fetched, outside files not read."""
+    import shutil
+
+    folder = tmp_path / "catalog"
+    folder.mkdir()
+    shutil.copy(predicted / "classes.tif", folder / "inside.tif")
+    shutil.copy(predicted / "classes.tif", tmp_path / "outside.tif")
+    assets = {
+        "a": {"href": "./inside.tif"},
+        "b": {"href": "../outside.tif"},
+        "c": {"href": "https://example.invalid/remote.tif"},
+    }
+    (folder / "i.json").write_text(json.dumps({"type": "Feature", "assets": assets}))
+    links = [{"rel": "item", "href": "./i.json"},
+             {"rel": "item", "href": "https://example.invalid/item.json"},
+             {"rel": "item", "href": "../../etc/passwd"}]  # fmt: skip
+    (folder / "catalog.json").write_text(json.dumps({"type": "Catalog", "links": links}))
+    _, session = prepare([folder / "catalog.json"], tmp_path / "scratch")
+    assert [layer.path.name for layer in session.layers.values()] == ["inside.tif"]
