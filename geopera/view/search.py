@@ -53,12 +53,28 @@ class Search:
         self.session = time.strftime("%Y%m%d-%H%M%S")
 
     def at(self, lon: float, lat: float, top: int = 10) -> Answer:
-        """The answer to a click at (lon, lat).
+        """The answer to a click at (lon, lat): the token under it.
 
         Raises:
             EmbedError: If the point is outside the embeddings or on nodata.
         """
-        query = f"POINT({lon} {lat})"
+        return self.answer(f"POINT({lon} {lat})", top)
+
+    def box(self, west: float, south: float, east: float, north: float, top: int = 10) -> Answer:
+        """The answer to a drawn box (degrees): the mean of the tokens inside it.
+
+        Raises:
+            EmbedError: If the box holds no valid token.
+        """
+        ring = f"{west} {south}, {east} {south}, {east} {north}, {west} {north}, {west} {south}"
+        return self.answer(f"POLYGON(({ring}))", top)
+
+    def answer(self, query: str, top: int) -> Answer:
+        """The answer to a WKT query in degrees (the files ``embed similar`` writes).
+
+        Raises:
+            EmbedError: If the query is outside the embeddings or only on nodata.
+        """
         vector = query_vector(self.manifest, self.folder, query, "EPSG:4326")
         qid = f"q{len(self.answers) + 1}"
         work = self.scratch / qid

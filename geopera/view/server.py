@@ -1,9 +1,9 @@
 """The ``geopera view`` web app (FastAPI) and how it is served (uvicorn, 127.0.0.1 by default).
 
 Routes: ``/`` (the page), ``/static/NAME`` (the page's own files, held in memory),
-``/layers.json``, ``/tiles/ID/Z/X/Y.png``, ``/vector/ID`` (GeoJSON), ``/search?lon=&lat=``
-(embed folders) and ``POST /save/QID``. Layers and queries are known by the ids the server gave;
-no part of a request is ever joined to a path.
+``/layers.json``, ``/tiles/ID/Z/X/Y.png``, ``/vector/ID`` (GeoJSON), ``/search?lon=&lat=`` or
+``/search?bbox=w,s,e,n`` (embed folders) and ``POST /save/QID``. Layers and queries are known
+by the ids the server gave; no part of a request is ever joined to a path.
 """
 
 from dataclasses import dataclass, field
@@ -129,11 +129,22 @@ def create_app(session: Session) -> FastAPI:
 
 def _search_routes(app: FastAPI, session: Session) -> None:
     @app.get("/search")
-    def search(lon: float, lat: float, top: int = 10) -> JSONResponse:
+    def search(
+        lon: float | None = None, lat: float | None = None, bbox: str | None = None, top: int = 10
+    ) -> JSONResponse:
         if session.search is None:
             raise HTTPException(404, "no embed folder is shown: nothing to search")
+        count = max(1, min(top, 100))
         try:
-            answer = session.search.at(lon, lat, max(1, min(top, 100)))
+            if bbox is not None:  # a drawn box: west,south,east,north in degrees
+                west, south, east, north = (float(v) for v in bbox.split(","))
+                answer = session.search.box(west, south, east, north, count)
+            elif lon is not None and lat is not None:
+                answer = session.search.at(lon, lat, count)
+            else:
+                raise HTTPException(400, "give lon and lat (a click) or bbox=w,s,e,n (a box)")
+        except ValueError as err:  # a bbox that is not four numbers
+            return JSONResponse({"detail": f"bbox must be west,south,east,north: {err}"}, 400)
         except GeoperaError as err:  # outside the embeddings, on nodata
             return JSONResponse({"detail": str(err)}, status_code=400)
         for n, layer in enumerate(answer.layers):

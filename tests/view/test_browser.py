@@ -94,6 +94,16 @@ def test_the_map_paints_and_a_click_searches(
         layers = [e.get_attribute("data-layer") for e in driver.find_elements(  # type: ignore[attr-defined]
             "css selector", "#layers li")]  # fmt: skip
         assert any(name.startswith("q1-") for name in layers)  # the heatmap
+        # shift + drag draws a box around the click: a second query
+        from selenium.webdriver.common.keys import Keys
+
+        start = (int(x - size["width"] / 2) - 20, int(y - size["height"] / 2) - 20)
+        ActionChains(driver).key_down(Keys.SHIFT).move_to_element_with_offset(
+            canvas, *start
+        ).click_and_hold().move_by_offset(40, 40).release().key_up(Keys.SHIFT).perform()
+        wait(lambda: run("return document.body.dataset.search === 'q2'"))
+        status = driver.find_element("id", "search-status").text  # type: ignore[attr-defined]
+        assert "a drawn box" in status
         wait(lambda: run("return window.geoperaMap.areTilesLoaded()"))
         time.sleep(0.5)
         shot = tmp_path / "view.png"

@@ -144,6 +144,15 @@ def test_an_embed_folder_is_searched_by_clicking(embedded: Path, tmp_path: Path)
     far = client.get("/search?lon=0&lat=0")
     assert far.status_code == 400
     assert "outside the embeddings" in far.json()["detail"]
+    # a drawn box: the mean of the tokens inside it, as embed similar answers a polygon
+    ring = np.asarray(chips["features"][3]["geometry"]["coordinates"][0])  # (5, 2) lon, lat
+    (w, s), (e, n) = ring.min(0), ring.max(0)
+    boxed = client.get(f"/search?bbox={w},{s},{e},{n}&top=3").json()
+    assert boxed["id"] == "q2"
+    assert len(boxed["top"]["features"]) == 3
+    query = json.loads((tmp_path / "scratch" / "queries" / "q2" / "query.json").read_text())
+    assert query["query"].startswith("POLYGON((")
+    assert client.get("/search?bbox=1,2,3").status_code == 400
 
 
 def test_bad_paths_and_a_busy_port_are_one_line(

@@ -115,19 +115,53 @@ function showTop(answer) {
   }));
 }
 
-async function search(lngLat) {
+async function search(query, where) {
   const status = document.getElementById("search-status");
   status.textContent = "searching...";
-  const url = `/search?lon=${lngLat.lng}&lat=${lngLat.lat}&top=10`;
-  const reply = await fetch(url);
+  const reply = await fetch(`/search?${query}&top=10`);
   const answer = await reply.json();
   if (!reply.ok) { status.textContent = answer.detail; return; }
   answer.layers.forEach((layer) => addLayer(layer, 0.75));
   if (state.map.getLayer("top")) state.map.moveLayer("top");
   showTop(answer);
   state.answer = answer;
-  status.textContent = `query ${answer.id} at ${lngLat.lng.toFixed(5)}, ${lngLat.lat.toFixed(5)}`;
+  status.textContent = `query ${answer.id}: ${where}`;
   document.body.dataset.search = answer.id;
+}
+
+// Shift + drag draws a box: the query is the mean of the tokens inside it.
+function drawBoxes(map) {
+  map.boxZoom.disable();
+  const canvas = map.getCanvasContainer();
+  let start = null;
+  let frame = null;
+  canvas.addEventListener("mousedown", (e) => {
+    if (!e.shiftKey || e.button !== 0) return;
+    map.dragPan.disable();
+    const r = canvas.getBoundingClientRect();
+    start = [e.clientX - r.left, e.clientY - r.top];
+    frame = el("div", { class: "box" });
+    canvas.append(frame);
+  });
+  window.addEventListener("mousemove", (e) => {
+    if (!start) return;
+    const r = canvas.getBoundingClientRect();
+    const [x, y] = [e.clientX - r.left, e.clientY - r.top];
+    Object.assign(frame.style, { left: `${Math.min(x, start[0])}px`, top: `${Math.min(y, start[1])}px`,
+      width: `${Math.abs(x - start[0])}px`, height: `${Math.abs(y - start[1])}px` });
+  });
+  window.addEventListener("mouseup", (e) => {
+    if (!start) return;
+    const r = canvas.getBoundingClientRect();
+    const a = map.unproject(start);
+    const b = map.unproject([e.clientX - r.left, e.clientY - r.top]);
+    start = null;
+    frame.remove();
+    map.dragPan.enable();
+    const box = [Math.min(a.lng, b.lng), Math.min(a.lat, b.lat), Math.max(a.lng, b.lng),
+      Math.max(a.lat, b.lat)];
+    if (box[0] < box[2] && box[1] < box[3]) search(`bbox=${box.join(",")}`, "a drawn box");
+  });
 }
 
 async function save() {
@@ -155,7 +189,9 @@ async function start() {
   });
   if (info.search) {
     document.getElementById("search").hidden = false;
-    map.on("click", (e) => search(e.lngLat));
+    map.on("click", (e) => search(`lon=${e.lngLat.lng}&lat=${e.lngLat.lat}`,
+      `${e.lngLat.lng.toFixed(5)}, ${e.lngLat.lat.toFixed(5)}`));
+    drawBoxes(map);
     const button = document.getElementById("save");
     button.hidden = !info.save;
     button.addEventListener("click", save);
