@@ -71,7 +71,9 @@ def _safe_name(name: str) -> str:
 def raster_item(path: Path, properties: dict[str, Any]) -> pystac.Item:
     """The item of a raster output."""
     with rasterio.open(path) as ds:
-        bounds = transform_bounds(ds.crs, "EPSG:4326", *ds.bounds, densify_pts=21)
+        bounds = (
+            transform_bounds(ds.crs, "EPSG:4326", *ds.bounds, densify_pts=21) if ds.crs else None
+        )
         item = _item(path, bounds, properties)
         _projection(item, ds.crs, [ds.height, ds.width], ds.transform)
         asset = pystac.Asset(f"./{path.name}", media_type=MEDIA[".tif"], roles=["data"])
@@ -93,7 +95,7 @@ def vector_item(path: Path, properties: dict[str, Any]) -> pystac.Item:
 
     frame = gpd.read_parquet(path) if path.suffix == ".parquet" else gpd.read_file(path)
     found = frame.to_crs("EPSG:4326").total_bounds if len(frame) and frame.crs else None
-    item = _item(path, tuple(found) if found is not None else (0.0, 0.0, 0.0, 0.0), properties)
+    item = _item(path, tuple(found) if found is not None else None, properties)
     _projection(item, frame.crs, None, None)
     media = MEDIA.get(path.suffix.lower(), "application/octet-stream")
     item.add_asset("data", pystac.Asset(f"./{path.name}", media_type=media, roles=["data"]))
@@ -102,14 +104,19 @@ def vector_item(path: Path, properties: dict[str, Any]) -> pystac.Item:
 
 
 def _item(path: Path, bounds: Any, properties: dict[str, Any]) -> pystac.Item:
-    west, south, east, north = (float(v) for v in bounds)
+    """An item with the footprint of ``bounds`` in degrees.
+
+    A file without a CRS (``bounds`` None) gets an item without geometry, as STAC allows.
+    """
+    if bounds is None:
+        geometry, bbox = None, None
+    else:
+        west, south, east, north = (float(v) for v in bounds)
+        geometry, bbox = mapping(box(west, south, east, north)), [west, south, east, north]
     return pystac.Item(
-        id=path.name,
-        geometry=mapping(box(west, south, east, north)),
-        bbox=[west, south, east, north],
-        datetime=datetime.now(UTC),
+        id=path.name, geometry=geometry, bbox=bbox, datetime=datetime.now(UTC),
         properties=dict(properties),
-    )
+    )  # fmt: skip
 
 
 def write_items(
