@@ -72,10 +72,15 @@ def target_pairs(config: FinetuneConfig) -> dict[str, str]:
     return {path: targets[key] for key, path in images.items()}
 
 
-def read_target(path: str | os.PathLike[str], grid: Grid, window: Window | None = None) -> Any:
-    """(H, W) float32 target on ``grid`` (or a window of it); NaN where it has no value."""
+def read_target(path: str | os.PathLike[str], grid: Grid) -> Any:
+    """(H, W) float32 target on ``grid``; NaN where it has no value."""
     with open_on_grid(path, grid) as ds:
-        values = ds.read(1, window=window, boundless=window is not None, masked=True)
+        return target_values(ds, None)
+
+
+def target_values(ds: Any, window: Window | None) -> Any:
+    """(h, w) float32 values of an open target (a window, or all), NaN where it has no value."""
+    values = ds.read(1, window=window, masked=True)
     filled: np.ndarray = values.astype(np.float32).filled(np.nan)
     filled[~np.isfinite(filled)] = np.nan
     return filled
@@ -100,7 +105,8 @@ class TargetChips(ChipDataset):
         scene = self.scenes[chip.scene]
         image, invalid = self.read(scene.image, scene.grid, chip)
         window = Window(chip.col, chip.row, chip.size, chip.size)
-        target = read_target(self.targets[scene.image], scene.grid, window)
+        target_ds = self.reader(self.targets[scene.image], scene.grid)  # opened once per worker
+        target = target_values(target_ds, window)
         target[invalid] = np.nan
         return {"image": torch.from_numpy(image), "target": torch.from_numpy(target)}
 

@@ -252,13 +252,14 @@ class ChipDataset(Dataset[dict[str, Any]]):
         self.bands = [b + 1 for b in bands]
         self.classes = classes
         self.min_box_fraction = min_box_fraction
-        self._handles: dict[tuple[str, int], Any] = {}
+        self._handles: dict[tuple[str, Grid, int], Any] = {}
 
     def __len__(self) -> int:
         return len(self.chips)
 
-    def _reader(self, path: str, grid: Grid) -> Any:
-        key = (path, os.getpid())
+    def reader(self, path: str, grid: Grid) -> Any:
+        """``path`` opened on ``grid`` (warped when needed), once per file, grid and process."""
+        key = (path, grid, os.getpid())
         if key not in self._handles:
             ds = open_on_grid(path, grid)
             self._handles[key] = ds
@@ -266,7 +267,7 @@ class ChipDataset(Dataset[dict[str, Any]]):
 
     def read(self, path: str, grid: Grid, chip: Chip) -> tuple[np.ndarray, np.ndarray]:
         """(C, S, S) float32 pixels of a chip and its (S, S) nodata mask."""
-        ds = self._reader(path, grid)
+        ds = self.reader(path, grid)
         window = Window(chip.col, chip.row, chip.size, chip.size)
         data = ds.read(self.bands, window=window).astype(np.float32)
         invalid = ~np.isfinite(data).all(0)
