@@ -73,10 +73,11 @@ def _run(args: argparse.Namespace) -> int:
     if info.inputs == 1 and args.after is not None:
         raise PredictError(f"--after is for two-date tasks; {info.name} reads one --input")
     request = PredictRequest(
-        args.model, [args.input] + ([args.after] if args.after else []), args.output,
-        args.roi, args.overlap, args.probabilities, args.batch_size, args.band_width,
-        args.min_score, args.nms_iou, args.device, args.overwrite, parse_mapping(args.bands),
-        args.devices, args.num_nodes,
+        model=args.model, inputs=[args.input] + ([args.after] if args.after else []),
+        output=args.output, roi=args.roi, overlap=args.overlap, probabilities=args.probabilities,
+        batch_size=args.batch_size, band_width=args.band_width, min_score=args.min_score,
+        nms_iou=args.nms_iou, device=args.device, overwrite=args.overwrite,
+        band_map=parse_mapping(args.bands), devices=args.devices, num_nodes=args.num_nodes,
     )  # fmt: skip
     summary = info.predict()(task, request)
     if launch_rank() == 0:  # one of several processes torchrun or srun started: rank 0 reports

@@ -23,6 +23,7 @@ from shapely.geometry import box, mapping
 
 from geopera.core.errors import note
 from geopera.core.outputs import write_json
+from geopera.core.raster_tags import read_class_tags
 
 #: Marks a catalog geopera wrote (and may rewrite).
 MARK = "geopera:outputs"
@@ -52,13 +53,11 @@ def _projection(item: pystac.Item, crs: Any, shape: list[int] | None, transform:
         proj.transform = list(transform)[:6]
 
 
-def _classes(asset: pystac.Asset, tags: dict[str, str]) -> None:
-    values = json.loads(tags["classes"])
-    names = json.loads(tags.get("class_names", "null")) or [str(v) for v in values]
-    classes = ClassificationExtension.ext(asset, add_if_missing=True)
-    classes.classes = [
+def _classes(asset: pystac.Asset, classes: list[tuple[Any, str]]) -> None:
+    ext = ClassificationExtension.ext(asset, add_if_missing=True)
+    ext.classes = [
         Classification.create(value=int(v), description=str(n), name=_safe_name(str(n)))
-        for v, n in zip(values, names, strict=True)
+        for v, n in classes
     ]
 
 
@@ -83,9 +82,9 @@ def raster_item(path: Path, properties: dict[str, Any]) -> pystac.Item:
             for i in range(ds.count)
         ]
         RasterExtension.ext(asset, add_if_missing=True).bands = bands
-        tags = ds.tags()
-    if "classes" in tags:
-        _classes(asset, tags)
+        classes = read_class_tags(ds.tags())
+    if classes is not None:
+        _classes(asset, classes)
     return item
 
 

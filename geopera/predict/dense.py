@@ -14,6 +14,7 @@ from rasterio.windows import Window
 from geopera.core.contracts import FinetunedSpec
 from geopera.core.outputs import atomic_file
 from geopera.core.pipeline import GDAL_IO
+from geopera.core.raster_tags import class_tags
 from geopera.predict.tiled import DenseBlock
 
 
@@ -148,12 +149,12 @@ class DenseOutputs:
             spec: The model's spec.
             names: One name per class (``geopera view`` and the STAC items show them).
         """
-        values = json.dumps(self.coding.values.tolist())
-        self.dst.update_tags(geopera_model=str(spec.weights), task=spec.task, classes=values,
-                             class_names=json.dumps(names))  # fmt: skip
+        values = self.coding.values.tolist()
+        self.dst.update_tags(geopera_model=str(spec.weights), task=spec.task,
+                             **class_tags(values, names))  # fmt: skip
         if self.probs_dst is not None:
             self.probs_dst.update_tags(
-                geopera_kind="probabilities", task=spec.task, band_classes=values
+                geopera_kind="probabilities", task=spec.task, band_classes=json.dumps(values)
             )
             self.probs_dst.scales = [1 / 254] * len(self.coding.values)
             self.probs_dst.descriptions = [f"class {v}" for v in self.coding.values.tolist()]

@@ -238,8 +238,9 @@ def predict_boxes(task: FinetuneTask, request: PredictRequest) -> PredictSummary
     if r.ranks > 1:
         raise PredictError(f"{task.spec.task} runs on one device; --devices is for dense tasks")
     summary = predict_detection(
-        task, r.inputs[0], r.output, r.roi, r.overlap, r.min_score, r.nms_iou, r.batch_size,
-        r.device, r.overwrite, r.band_map,
+        task, r.inputs[0], r.output, roi=r.roi, overlap=r.overlap, min_score=r.min_score,
+        iou=r.nms_iou, batch_size=r.batch_size, device=r.device, overwrite=r.overwrite,
+        band_map=r.band_map,
     )  # fmt: skip
     summary.message = f"wrote {summary.objects} boxes to {summary.output}"
     return summary

@@ -134,8 +134,9 @@ def predict_classes(task: FinetuneTask, request: PredictRequest) -> PredictSumma
     r = request
     summary = predict_dense(
         r.model if r.ranks > 1 else task,  # each rank loads the model from its file
-        r.inputs, r.output, r.roi, r.overlap, r.probabilities, r.batch_size, r.band_width,
-        r.device, r.overwrite, band_map=r.band_map, devices=r.devices, num_nodes=r.num_nodes,
+        r.inputs, r.output, roi=r.roi, overlap=r.overlap, probabilities=r.probabilities,
+        batch_size=r.batch_size, band_width=r.band_width, device=r.device, overwrite=r.overwrite,
+        band_map=r.band_map, devices=r.devices, num_nodes=r.num_nodes,
     )  # fmt: skip
     extra = f" and {summary.probabilities}" if summary.probabilities else ""
     summary.message = f"wrote {summary.output}{extra} ({summary.pixels} pixels predicted, COG)"

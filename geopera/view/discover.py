@@ -78,8 +78,7 @@ def folder(path: Path, found: Found, scratch: Path) -> bool:
         return False
     files = sorted(p for p in path.iterdir() if p.suffix.lower() in (*RASTERS, *VECTORS))
     for file in files:
-        if not file.name.endswith((".item.json", "catalog.json")):
-            one_file(file, found, scratch)
+        one_file(file, found, scratch)
     return True
 
 

@@ -13,7 +13,6 @@ that takes it, so that a new kind of output is one function added there:
 Layers are known by ids the server gives (``l0``, ``l1``...): no request names a file.
 """
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +24,7 @@ from rasterio.warp import transform_bounds
 
 from geopera.core.errors import GeoperaError, note
 from geopera.core.identity import rgb_indices
+from geopera.core.raster_tags import read_class_tags
 from geopera.models.bandplan import raster_bands
 from geopera.view.styles import ClassStyle, RampStyle, RGBStyle, Style
 
@@ -105,12 +105,6 @@ def _limits(values: np.ndarray) -> tuple[float, float]:
     return float(low), float(high if high > low else low + 1)
 
 
-def _class_style(ds: Any, tags: dict[str, str]) -> Style:
-    values = json.loads(tags["classes"])
-    names = json.loads(tags.get("class_names", "null")) or [str(v) for v in values]
-    return ClassStyle(tuple(values), tuple(names))
-
-
 def _ramp(ds: Any, label: str, cmap: str, reduce_max: bool = False) -> Style:
     bands = list(range(1, ds.count + 1)) if reduce_max else [1]
     data = preview(ds, bands)
@@ -135,8 +129,9 @@ def raster_style(ds: Any) -> Style:
     """A raster's style, from the tags geopera writes on its outputs."""
     tags = ds.tags()
     kind = tags.get("geopera_kind", "")
-    if "classes" in tags:
-        return _class_style(ds, tags)
+    classes = read_class_tags(tags)
+    if classes is not None:
+        return ClassStyle(tuple(v for v, _ in classes), tuple(n for _, n in classes))
     if kind == "probabilities":
         return _ramp(ds, "class probability (the largest)", "magma", reduce_max=True)
     if kind == "similarity":

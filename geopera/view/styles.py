@@ -12,7 +12,7 @@ Each style also says what its legend shows (:meth:`legend`), for ``layers.json``
 """
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import matplotlib
 import numpy as np
@@ -40,6 +40,8 @@ class ClassStyle:
 
     values: tuple[float, ...]
     names: tuple[str, ...]
+    #: Class values are never blended between pixels.
+    resampling: ClassVar[Literal["nearest"]] = "nearest"
 
     @property
     def indexes(self) -> tuple[int, ...]:
@@ -77,6 +79,9 @@ class RampStyle:
         reduce_max: Show the largest of the bands ``1..band`` instead (a probability raster's
             confidence).
     """
+
+    #: Continuous values: blended between pixels.
+    resampling: ClassVar[Literal["bilinear"]] = "bilinear"
 
     band: int
     low: float
@@ -121,6 +126,9 @@ class RGBStyle:
         high: Per band, the value shown full.
         label: How the bands were chosen, for the legend.
     """
+
+    #: Continuous values: blended between pixels.
+    resampling: ClassVar[Literal["bilinear"]] = "bilinear"
 
     bands: tuple[int, int, int]
     low: tuple[float, float, float]

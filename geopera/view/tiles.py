@@ -41,9 +41,8 @@ def tile_png(layer: Layer, z: int, x: int, y: int) -> bytes:
         with Reader(str(layer.path)) as src:
             if not src.tile_exists(x, y, z):
                 return empty_tile()
-            kind = "nearest" if style.legend()["kind"] == "classes" else "bilinear"
             image = src.tile(x, y, z, tilesize=TILE, indexes=style.indexes,
-                             resampling_method=kind)  # fmt: skip
+                             resampling_method=style.resampling)  # fmt: skip
     except TileOutsideBounds:
         return empty_tile()
     valid = image.mask > 0  # (H, W)
